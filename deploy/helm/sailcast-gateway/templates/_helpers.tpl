@@ -1,0 +1,101 @@
+{{/*
+Names: chart name, full name (release-qualified, max 63 chars), chart label.
+*/}}
+{{- define "sailcast-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sailcast-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the ops (metrics) Service: fullname truncated so the suffix fits. */}}
+{{- define "sailcast-gateway.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "sailcast-gateway.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "sailcast-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades (a Deployment selector is immutable). */}}
+{{- define "sailcast-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sailcast-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "sailcast-gateway.labels" -}}
+helm.sh/chart: {{ include "sailcast-gateway.chart" . }}
+{{ include "sailcast-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sailcast
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "sailcast-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sailcast-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference: repository:tag, or repository:tag@digest when a digest is given. */}}
+{{- define "sailcast-gateway.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- if eq $tag "latest" }}
+{{- fail "image.tag must be a pinned version, not \"latest\"" }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* NATS credentials Secret: the user's, or the one this chart creates. */}}
+{{- define "sailcast-gateway.natsSecretName" -}}
+{{- if .Values.nats.auth.existingSecret }}
+{{- .Values.nats.auth.existingSecret }}
+{{- else }}
+{{- printf "%s-nats" (include "sailcast-gateway.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{- define "sailcast-gateway.createNatsSecret" -}}
+{{- if and (ne .Values.nats.auth.mode "none") (not .Values.nats.auth.existingSecret) }}true{{- end }}
+{{- end }}
+
+{{/* Shutdown budget: what the pod needs between deletion and SIGKILL. */}}
+{{- define "sailcast-gateway.drainBudgetSeconds" -}}
+{{- add .Values.drain.preStopSleepSeconds .Values.drain.delaySeconds .Values.drain.timeoutSeconds }}
+{{- end }}
+
+{{- define "sailcast-gateway.terminationGracePeriodSeconds" -}}
+{{- $budget := include "sailcast-gateway.drainBudgetSeconds" . | int }}
+{{- $explicit := .Values.drain.terminationGracePeriodSeconds | int }}
+{{- if gt $explicit 0 }}
+{{- if lt $explicit $budget }}
+{{- fail (printf "drain.terminationGracePeriodSeconds (%d) is below preStopSleepSeconds + delaySeconds + timeoutSeconds (%d): Kubernetes would kill the gateway before its sockets are drained" $explicit $budget) }}
+{{- end }}
+{{- $explicit }}
+{{- else }}
+{{- add $budget .Values.drain.marginSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Mount points inside the container for NATS credential and TLS files. */}}
+{{- define "sailcast-gateway.natsAuthDir" -}}/etc/sailcast/nats-auth{{- end }}
+{{- define "sailcast-gateway.natsTlsDir" -}}/etc/sailcast/nats-tls{{- end }}
