@@ -1,0 +1,71 @@
+"""Process CPU time and RSS read from /proc, plus small OS helpers.
+
+/proc is read directly (not psutil) so the harness needs no compiled dependency and
+can measure any process it knows the pid of: our gateway, Node, redis-server alike.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from collections.abc import Iterable
+
+CLOCK_TICKS_PER_S: float = float(os.sysconf("SC_CLK_TCK"))
+PAGE_BYTES: int = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all threads); 0.0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return 0.0
+    # The command name (field 2) may contain spaces; fields resume after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+
+def total_cpu_seconds(pids: Iterable[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except OSError:
+        return 0
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; children inherit it.
+
+    5,000 client sockets plus server and broker sockets exceed the common 1,024
+    default. Returns the new soft limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for brokers that need one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores summed."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user/nice
+    return (total - idle) / CLOCK_TICKS_PER_S, total / CLOCK_TICKS_PER_S

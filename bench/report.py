@@ -1,0 +1,183 @@
+"""The one table, the JSON record and the PNG chart of a run.
+
+Every figure is shown with its ratio to the reference system measured in the same
+run; absolute numbers on a shared 2-core box move between runs, ratios much less.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    higher_is_better: bool
+    get: Callable[[dict[str, Any]], float | None]
+    fmt: str = "{:,.0f}"
+    scenario: str = ""
+
+
+def _path(scenario: str, *keys: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(result: dict[str, Any]) -> float | None:
+        node: Any = result.get(scenario)
+        for key in keys:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(key)
+        return float(node) if isinstance(node, int | float) else None
+
+    return get
+
+
+def figures(s1_rate: float, s2_rate: float, p99_limit_ms: float) -> list[Figure]:
+    """The table's rows, in order; ↑ marks higher-is-better, ↓ lower-is-better."""
+    lim = f"p99≤{p99_limit_ms:g}ms"
+    rows: list[Figure] = []
+    for scen, rate in (("S1", s1_rate), ("S2", s2_rate)):
+        low = scen.lower()
+        rows += [
+            Figure(f"{low}_max", f"{scen} max deliveries/s ({lim}) ↑", True,
+                   _path(scen, "max_deliveries_per_s"), scenario=scen),
+            Figure(f"{low}_eff", f"{scen} deliveries per server CPU-s ↑", True,
+                   _path(scen, "deliveries_per_server_cpu_s"), scenario=scen),
+            Figure(f"{low}_p50", f"{scen} p50 ms @{rate:g} msg/s ↓", False,
+                   _path(scen, "p50_ms"), "{:,.1f}", scen),
+            Figure(f"{low}_p99", f"{scen} p99 ms @{rate:g} msg/s ↓", False,
+                   _path(scen, "p99_ms"), "{:,.1f}", scen),
+        ]  # fmt: skip
+    rows += [
+        Figure("s3_kb", "S3 KB RSS per idle connection ↓", False,
+               _path("S3", "kb_per_conn"), "{:,.1f}", "S3"),
+        Figure("s4_async", "S4 async publishes/s ↑", True,
+               _path("S4", "async", "rate"), scenario="S4"),
+        Figure("s4_sync", "S4 sync publishes/s ↑", True,
+               _path("S4", "sync", "rate"), scenario="S4"),
+    ]  # fmt: skip
+    return rows
+
+
+def ratios(
+    results: dict[str, dict[str, Any]], figs: list[Figure], reference: str
+) -> dict[str, dict[str, float | None]]:
+    """{system: {figure key: value / reference value}} (None where undefined)."""
+    ref = results.get(reference, {})
+    out: dict[str, dict[str, float | None]] = {}
+    for name, res in results.items():
+        row: dict[str, float | None] = {}
+        for f in figs:
+            v, r = f.get(res), f.get(ref)
+            ok = v is not None and r is not None and math.isfinite(v) and math.isfinite(r) and r
+            row[f.key] = v / r if ok and v is not None and r is not None else None
+        out[name] = row
+    return out
+
+
+def _cell(fig: Figure, result: dict[str, Any], ratio: float | None) -> str:
+    if "error" in result and fig.get(result) is None:
+        return "error"
+    value = fig.get(result)
+    if value is None:
+        return "–"
+    text = fig.fmt.format(value) if math.isfinite(value) else str(value)
+    if ratio is not None:
+        text += f" ({ratio:.2f})"
+    scen = result.get(fig.scenario)
+    if isinstance(scen, dict) and scen.get("valid") is False and fig.key.endswith(("max", "eff")):
+        text += " !"
+    return text
+
+
+def _loadgen_cell(result: dict[str, Any]) -> str:
+    parts = []
+    for scen in ("S1", "S2"):
+        r = result.get(scen)
+        if isinstance(r, dict):
+            parts.append(f"{r['loadgen_max_core']:.0%}/{r['loadgen_share_at_best']:.0%}")
+    return " · ".join(parts) or "–"
+
+
+def table(
+    results: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    figs: list[Figure],
+    reference: str,
+) -> str:
+    """Rows are figures, columns systems; each cell ``value (ratio to reference)``."""
+    rat = ratios(results, figs, reference)
+    names = list(results)
+    header = [
+        "figure (ratio to " + labels.get(reference, reference) + ")",
+        *(labels[n] for n in names),
+    ]
+    rows = [[f.label, *(_cell(f, results[n], rat[n][f.key]) for n in names)] for f in figs]
+    rows.append(
+        ["loadgen max core / CPU share (S1 · S2)", *(_loadgen_cell(results[n]) for n in names)]
+    )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    notes = []
+    for n in names:
+        res = results[n]
+        if "error" in res:
+            notes.append(f"{labels[n]}: ERROR {res['error']}")
+        if "skipped" in res:
+            notes.append(f"{labels[n]}: skipped: {res['skipped']}")
+        for scen in ("S1", "S2"):
+            r = res.get(scen)
+            if isinstance(r, dict) and not r.get("valid", True):
+                notes.append(f"{labels[n]} {scen}: ! {r['invalid_reason']}")
+    if notes:
+        out.append("")
+        out += notes
+    return "\n".join(out)
+
+
+def chart(
+    results: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    figs: list[Figure],
+    reference: str,
+    path: Path,
+) -> str | None:
+    """Grouped bars of each figure's ratio to the reference (log scale); None if no matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed"
+    rat = ratios(results, figs, reference)
+    names = [n for n in results if any(v is not None for v in rat[n].values())]
+    if not names:
+        return "nothing to plot"
+    fig, ax = plt.subplots(figsize=(11, 4.8), dpi=90)
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(figs))]
+        ys = [rat[name][f.key] or 0.0 for f in figs]
+        ax.bar(xs, ys, width, label=labels[name])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(figs)))
+    ax.set_xticklabels(
+        [f.label.replace(" (", "\n(") for f in figs], rotation=35, ha="right", fontsize=7
+    )
+    ax.set_ylabel(f"ratio to {labels.get(reference, reference)}")
+    ax.set_title("Sailcast fan-out benchmark (↑ higher is better, ↓ lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None

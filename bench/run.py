@@ -1,0 +1,334 @@
+"""Run the fan-out benchmark: ``python -m bench.run [--quick] [--systems a,b]``.
+
+Starts the brokers, then for each system its server processes, the load generators
+and a publisher process; runs S3 (idle memory), S1/S2 (fan-out), S4 (publisher) and
+prints one table of figures with ratios to the plain-aiohttp reference of the same
+run. Writes ``bench/results/<timestamp>.json`` and ``.png`` (``--quick`` writes under
+``bench/results/tmp/``, which git ignores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from bench import report
+from bench.brokers import Brokers
+from bench.procstat import raise_nofile_limit
+from bench.rpc import REPO_ROOT, Worker, WorkerError, run, uvloop_available
+from bench.scenarios import (
+    FULL,
+    QUICK,
+    S1_PROBE,
+    S1_ROOM,
+    S2_PROBE,
+    Bench,
+    ScenarioError,
+    Sizes,
+    fanout,
+    idle_memory,
+    publisher_throughput,
+)
+from bench.systems import REFERENCE, SYSTEMS, ServerProcessSystem
+
+SCENARIOS: tuple[str, ...] = ("S1", "S2", "S3", "S4")
+RESULTS_DIR: Path = REPO_ROOT / "bench" / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a CI smoke test (< 60 s)")
+    p.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, from {', '.join(SYSTEMS)} (default: all that are available)",
+    )
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="subset of S1,S2,S3,S4")
+    p.add_argument("--clients", type=int, help="S1/S2 clients (default 2000, quick 100)")
+    p.add_argument("--s3-conns", type=int, help="S3 idle connections (default 5000, quick 200)")
+    p.add_argument("--server-procs", type=int, help="server processes per system (default 2)")
+    p.add_argument("--loadgen-procs", type=int, help="load-generator processes (default 2)")
+    p.add_argument("--server-uvloop", action="store_true", help="run reference servers on uvloop")
+    p.add_argument("--out", type=Path, help="results directory (default bench/results)")
+    p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any system errored")
+    return p.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    sizes = QUICK if args.quick else FULL
+    overrides = {
+        "clients": args.clients,
+        "s3_conns": args.s3_conns,
+        "server_procs": args.server_procs,
+        "loadgen_procs": args.loadgen_procs,
+    }
+    return dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _version(pkg: str) -> str:
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "-"
+
+
+def _tool_version(argv: list[str]) -> str:
+    if shutil.which(argv[0]) is None:
+        return "-"
+    with contextlib.suppress(Exception):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    return "-"
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "harness_loop": "uvloop" if uvloop_available() else "asyncio",
+        "packages": {
+            p: _version(p)
+            for p in (
+                "aiohttp",
+                "python-socketio",
+                "python-engineio",
+                "nats-py",
+                "orjson",
+                "uvloop",
+                "redis",
+            )
+        },
+        "redis_server": _tool_version(["redis-server", "--version"]),
+    }
+
+
+async def bench_system(
+    system: ServerProcessSystem,
+    *,
+    brokers: Brokers,
+    loadgens: list[Worker],
+    publisher: Worker,
+    sizes: Sizes,
+    scenarios: set[str],
+    log: TextIO,
+) -> dict[str, Any]:
+    """All selected scenarios for one system; a failing phase is recorded, not fatal.
+
+    S3 and S1/S2 each get freshly started servers: 5,000 connections leave a heap
+    behind that makes python-socketio's garbage collector (and so its S1 cost)
+    measurably slower, which would charge S3's work to S1.
+    """
+    result: dict[str, Any] = {}
+
+    async def phase(title: str, body: Callable[[Bench], Awaitable[None]]) -> None:
+        progress(f"{system.name}: {title}")
+        deployment = await system.start(brokers, processes=sizes.server_procs, log=log)
+        result["info"] = deployment.info
+        bench = Bench(
+            deployment=deployment,
+            loadgens=loadgens,
+            publisher=publisher,
+            broker_pids=brokers.pids,
+            sizes=sizes,
+            log=log,
+        )
+        try:
+            await publisher.call("open", spec=dataclasses.asdict(deployment.publisher))
+            await body(bench)
+        except (ScenarioError, WorkerError, TimeoutError, OSError) as exc:
+            result.setdefault("error", f"{title}: {type(exc).__name__}: {exc}")
+            progress(f"{system.name}: ERROR {result['error']}")
+        finally:
+            with contextlib.suppress(Exception):
+                await bench.close_clients()
+            with contextlib.suppress(WorkerError):
+                await publisher.call("close")
+            await system.stop()
+
+    async def s3(bench: Bench) -> None:
+        result["S3"] = await idle_memory(bench)
+
+    async def s1_s2(bench: Bench) -> None:
+        n = sizes.clients
+        sids = await bench.connect(n)
+        s2_rooms = [f"r{i}" for i in range(n // sizes.s2_room_size)]
+        s2_clients = len(s2_rooms) * sizes.s2_room_size
+        pairs: list[tuple[str, str]] = []
+        if "S1" in scenarios:
+            pairs += [(sid, S1_ROOM) for sid in sids]
+        if "S2" in scenarios:
+            # Neighbouring clients sit on different servers (round-robin), so each
+            # room spans the server processes, as with random placement.
+            pairs += [
+                (sid, s2_rooms[i // sizes.s2_room_size]) for i, sid in enumerate(sids[:s2_clients])
+            ]
+        await bench.join(pairs)
+        if "S1" in scenarios:
+            await bench.barrier(S1_PROBE, [S1_ROOM], n)
+        if "S2" in scenarios:
+            await bench.barrier(S2_PROBE, s2_rooms, s2_clients)
+        if "S1" in scenarios:
+            progress(f"{system.name}: S1 one room x {n} clients")
+            result["S1"] = await fanout(
+                bench,
+                rooms=[S1_ROOM],
+                room_size=n,
+                start_rate=sizes.s1_start_rate,
+                latency_rate=sizes.s1_latency_rate,
+            )
+        if "S2" in scenarios:
+            progress(f"{system.name}: S2 {len(s2_rooms)} rooms x {sizes.s2_room_size} clients")
+            result["S2"] = await fanout(
+                bench,
+                rooms=s2_rooms,
+                room_size=sizes.s2_room_size,
+                start_rate=sizes.s2_start_rate,
+                latency_rate=sizes.s2_latency_rate,
+            )
+
+    if "S3" in scenarios:
+        await phase(f"S3 {sizes.s3_conns} idle connections", s3)
+    if scenarios & {"S1", "S2"}:
+        await phase(f"S1/S2 setup: {sizes.clients} clients", s1_s2)
+    if "S4" in scenarios:
+        # Servers are down: python-socketio servers would otherwise process every
+        # publish (one shared channel) and steal the publisher's CPU. Only brokers
+        # are needed, so start and stop the system just for its publisher spec.
+        progress(f"{system.name}: S4 publisher throughput")
+        try:
+            deployment = await system.start(brokers, processes=1, log=log)
+            await system.stop()
+            await publisher.call("open", spec=dataclasses.asdict(deployment.publisher))
+            try:
+                result["S4"] = await publisher_throughput(publisher, sizes)
+            finally:
+                await publisher.call("close")
+        except (WorkerError, TimeoutError, OSError) as exc:
+            result.setdefault("error", f"S4: {type(exc).__name__}: {exc}")
+    return result
+
+
+async def run_systems(
+    names: list[str], args: argparse.Namespace, sizes: Sizes, scenarios: set[str], log: TextIO
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Benchmark each system in turn with one set of brokers and worker processes."""
+    results: dict[str, dict[str, Any]] = {}
+    labels: dict[str, str] = {}
+    brokers = Brokers(log)
+    loadgens = [
+        await Worker.spawn("bench.loadgen", name=f"loadgen{i}", log=log)
+        for i in range(sizes.loadgen_procs)
+    ]
+    publisher = await Worker.spawn("bench.pubworker", name="publisher", log=log)
+    try:
+        for name in names:
+            system = SYSTEMS[name](uvloop=args.server_uvloop)
+            labels[name] = system.label
+            if reason := system.unavailable_reason():
+                progress(f"{name}: skipped ({reason})")
+                results[name] = {"skipped": reason}
+                continue
+            results[name] = await bench_system(
+                system,
+                brokers=brokers,
+                loadgens=loadgens,
+                publisher=publisher,
+                sizes=sizes,
+                scenarios=scenarios,
+                log=log,
+            )
+    finally:
+        for worker in [*loadgens, publisher]:
+            await worker.close()
+        await brokers.stop()
+    return results, labels
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    sizes = sizes_from(args)
+    scenarios = {s.strip().upper() for s in args.scenarios.split(",") if s.strip()}
+    if bad := scenarios - set(SCENARIOS):
+        raise SystemExit(f"unknown scenario(s): {sorted(bad)}")
+    names = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if bad_names := [n for n in names if n not in SYSTEMS]:
+        raise SystemExit(f"unknown system(s): {bad_names}; known: {list(SYSTEMS)}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out_dir: Path = args.out or (RESULTS_DIR / "tmp" if args.quick else RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = RESULTS_DIR / "tmp" / f"{stamp}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    nofile = raise_nofile_limit()
+    progress(f"log: {_shown(log_path)} (RLIMIT_NOFILE {nofile})")
+
+    outcome: tuple[dict[str, dict[str, Any]], dict[str, str]] = ({}, {})
+
+    async def entry() -> None:
+        nonlocal outcome
+        outcome = await run_systems(names, args, sizes, scenarios, log)
+
+    with log_path.open("a", buffering=1) as log:
+        run(entry)
+    results, labels = outcome
+
+    figs = report.figures(sizes.s1_latency_rate, sizes.s2_latency_rate, sizes.p99_limit_ms)
+    shown = {n: r for n, r in results.items() if "skipped" not in r or n == REFERENCE}
+    text = report.table(shown, labels, figs, REFERENCE)
+    elapsed = time.perf_counter() - started
+    record = {
+        "timestamp": stamp,
+        "mode": "quick" if args.quick else "full",
+        "elapsed_s": elapsed,
+        "sizes": dataclasses.asdict(sizes),
+        "reference": REFERENCE,
+        "environment": environment(),
+        "labels": labels,
+        "ratios": report.ratios(shown, figs, REFERENCE),
+        "results": results,
+        "table": text,
+    }
+    json_path = out_dir / f"{stamp}.json"
+    json_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    print(text)
+    print(f"\nJSON: {_shown(json_path)}")
+    if not args.no_chart:
+        png_path = out_dir / f"{stamp}.png"
+        if why_not := report.chart(shown, labels, figs, REFERENCE, png_path):
+            print(f"chart skipped: {why_not}")
+        else:
+            print(f"chart: {_shown(png_path)}")
+    print(f"elapsed: {elapsed:.0f} s")
+    failed = [n for n, r in results.items() if "error" in r]
+    return 1 if args.strict and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""Scenarios S1-S4 and the measuring they share.
+
+Every measured step follows the same recipe: snapshot CPU of every process involved,
+publish at a paced rate, wait for the deliveries to drain, snapshot again, and merge
+the load generators' latency histograms. A step only counts when the load generator
+was not saturated, because a saturated generator measures itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+from bench import hist
+from bench.procstat import cpu_seconds, machine_busy_seconds, rss_bytes
+from bench.rpc import Worker
+from bench.systems.base import Deployment
+
+S1_ROOM: str = "all"
+S1_PROBE: int = -1
+S2_PROBE: int = -2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """Scenario sizes and timings; FULL fits the ~6-minute budget for 3 systems."""
+
+    clients: int = 2000
+    """S1: all in one room. S2: the same clients, two per room (clients // 2 rooms)."""
+    s2_room_size: int = 2
+    s3_conns: int = 5000
+    server_procs: int = 2
+    loadgen_procs: int = 2
+    step_s: float = 3.0
+    max_steps: int = 8
+    search_budget_s: float = 40.0
+    drain_s: float = 2.0
+    settle_s: float = 10.0
+    p99_limit_ms: float = 200.0
+    min_achieved: float = 0.95
+    """A step whose publisher reached less than this share of its target rate fails."""
+    lg_saturation: float = 0.90
+    """Load-generator CPU (cores) per process above which a step is invalid."""
+    latency_s: float = 8.0
+    s1_latency_rate: float = 2.0
+    s2_latency_rate: float = 500.0
+    """msg/s for the fixed-rate latency figures (S2: 1,000 deliveries/s, each room every 2 s)."""
+    s1_start_rate: float = 8.0
+    s2_start_rate: float = 1000.0
+    s4_seconds: float = 3.0
+    s4_max_publishes: int = 300_000
+    barrier_timeout_s: float = 30.0
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    clients=100,
+    s3_conns=200,
+    step_s=1.0,
+    max_steps=3,
+    search_budget_s=6.0,
+    drain_s=1.0,
+    settle_s=2.0,
+    latency_s=1.5,
+    s2_latency_rate=50.0,
+    s1_start_rate=20.0,
+    s2_start_rate=200.0,
+    s4_seconds=0.5,
+    s4_max_publishes=20_000,
+    barrier_timeout_s=15.0,
+)
+
+
+class ScenarioError(RuntimeError):
+    """A scenario could not be set up (connections failed, joins never took effect)."""
+
+
+@dataclass
+class Step:
+    """One paced publishing step and everything measured over it."""
+
+    k: int
+    rate: float
+    """Target messages/s."""
+    room_size: int
+    sent: int = 0
+    achieved_rate: float = 0.0
+    expected: int = 0
+    delivered: int = 0
+    publish_s: float = 0.0
+    window_s: float = 0.0
+    p50_ms: float = math.nan
+    p90_ms: float = math.nan
+    p99_ms: float = math.nan
+    max_ms: float = math.nan
+    server_cpu_s: float = 0.0
+    publisher_cpu_s: float = 0.0
+    broker_cpu_s: dict[str, float] = field(default_factory=dict)
+    loadgen_cpu_s: list[float] = field(default_factory=list)
+    loadgen_max_core: float = 0.0
+    """Highest CPU share of one core used by one load-generator process."""
+    loadgen_share: float = 0.0
+    """Load generators' part of all CPU the machine spent in the window."""
+    machine_busy: float = 0.0
+    """Machine CPU use in the window, 1.0 = all cores busy."""
+    disconnected: int = 0
+    passed: bool = False
+    why: str = ""
+
+    @property
+    def deliveries_per_s(self) -> float:
+        return self.delivered / self.publish_s if self.publish_s else 0.0
+
+    @property
+    def deliveries_per_server_cpu_s(self) -> float:
+        return self.delivered / self.server_cpu_s if self.server_cpu_s else math.nan
+
+    @property
+    def loadgen_saturated(self) -> bool:
+        return "loadgen saturated" in self.why
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["deliveries_per_s"] = self.deliveries_per_s
+        d["deliveries_per_server_cpu_s"] = self.deliveries_per_server_cpu_s
+        return d
+
+
+@dataclass(frozen=True)
+class _Snap:
+    wall: float
+    server: float
+    publisher: float
+    brokers: dict[str, float]
+    loadgens: list[float]
+    machine: tuple[float, float]
+
+
+class Bench:
+    """One started system with its load generators and publisher process."""
+
+    def __init__(
+        self,
+        *,
+        deployment: Deployment,
+        loadgens: Sequence[Worker],
+        publisher: Worker,
+        broker_pids: dict[str, int],
+        sizes: Sizes,
+        log: TextIO,
+    ) -> None:
+        self.dep = deployment
+        self.loadgens = list(loadgens)
+        self.publisher = publisher
+        self.broker_pids = broker_pids
+        self.sizes = sizes
+        self.log = log
+        self._next_k = 0
+
+    def new_k(self) -> int:
+        self._next_k += 1
+        return self._next_k
+
+    def note(self, text: str) -> None:
+        self.log.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+        self.log.flush()
+
+    async def _each(self, op: str, **args: Any) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(lg.call(op, **args) for lg in self.loadgens)))
+
+    async def _snap(self) -> _Snap:
+        lgs = await self._each("ping")
+        return _Snap(
+            wall=time.perf_counter(),
+            server=sum(cpu_seconds(p) for p in self.dep.pids),
+            publisher=cpu_seconds(self.publisher.pid),
+            brokers={name: cpu_seconds(pid) for name, pid in self.broker_pids.items()},
+            loadgens=[r["cpu_s"] for r in lgs],
+            machine=machine_busy_seconds(),
+        )
+
+    # -- connections and membership ------------------------------------------------
+
+    async def connect(self, n: int) -> list[str]:
+        """Open ``n`` clients spread over load generators and servers; return sids."""
+        p = len(self.loadgens)
+        started = time.perf_counter()
+        replies = await asyncio.gather(
+            *(
+                lg.call(
+                    "connect",
+                    timeout_s=300,
+                    urls=list(self.dep.urls),
+                    indices=list(range(j, n, p)),
+                )
+                for j, lg in enumerate(self.loadgens)
+            )
+        )
+        failed = sum(r["failed"] for r in replies)
+        if failed:
+            errors = [e for r in replies for e in r["errors"]]
+            raise ScenarioError(f"{failed} of {n} connections failed, e.g. {errors[:3]}")
+        sids: dict[int, str] = {}
+        for r in replies:
+            sids.update({int(i): s for i, s in r["sids"].items()})
+        self.note(f"connected {n} clients in {time.perf_counter() - started:.1f} s")
+        return [sids[i] for i in range(n)]
+
+    async def close_clients(self) -> None:
+        await self._each("close_all")
+
+    async def join(self, pairs: list[tuple[str, str]]) -> None:
+        reply = await self.publisher.call("join", timeout_s=300, pairs=pairs)
+        self.note(f"{len(pairs)} joins published in {reply['seconds']:.1f} s")
+
+    async def barrier(self, k: int, rooms: list[str], clients: int) -> None:
+        """Probe ``rooms`` until every client got a probe: proof the joins took effect.
+
+        Works the same for every system, whatever its join path (control subject,
+        Redis manager message, our publisher's request), without peeking inside it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sizes.barrier_timeout_s
+        got = 0
+        while loop.time() < deadline:
+            await self.publisher.call("probe", rooms=rooms, k=k)
+            for _ in range(10):
+                await asyncio.sleep(0.1)
+                got = sum(r["n"] for r in await self._each("probed", k=k))
+                if got >= clients:
+                    return
+        raise ScenarioError(f"only {got} of {clients} clients got probe {k}: joins lost?")
+
+    # -- paced steps ---------------------------------------------------------------
+
+    async def step(self, rooms: list[str], room_size: int, rate: float, duration_s: float) -> Step:
+        s = Step(k=self.new_k(), rate=rate, room_size=room_size)
+        before = await self._snap()
+        pub = await self.publisher.call(
+            "run",
+            timeout_s=duration_s * 5 + 60,
+            k=s.k,
+            rooms=rooms,
+            rate=rate,
+            duration_s=duration_s,
+        )
+        s.sent, s.publish_s, s.achieved_rate = pub["sent"], pub["elapsed_s"], pub["achieved_rate"]
+        s.expected = s.sent * room_size
+        await self._drain(s.k, s.expected)
+        after = await self._snap()
+        replies = await self._each("collect", k=s.k)
+        merged = hist.merge(r["hist"] for r in replies)
+        s.delivered = sum(r["n"] for r in replies)
+        s.disconnected = sum(r["disconnected"] for r in replies)
+        missing = max(s.expected - s.delivered, 0)
+        s.p50_ms = hist.quantile_ms(merged, 0.50, missing=missing)
+        s.p90_ms = hist.quantile_ms(merged, 0.90, missing=missing)
+        s.p99_ms = hist.quantile_ms(merged, 0.99, missing=missing)
+        s.max_ms = hist.quantile_ms(merged, 1.0, missing=missing)
+        self._account(s, before, after)
+        self._judge(s)
+        self.note(
+            f"step k={s.k} rate={rate:g}/s sent={s.sent} delivered={s.delivered}/{s.expected} "
+            f"{s.deliveries_per_s:,.0f} dlv/s p50={s.p50_ms:.1f} p99={s.p99_ms:.1f} ms "
+            f"srv={s.server_cpu_s:.2f}s lgmax={s.loadgen_max_core:.2f} busy={s.machine_busy:.2f} "
+            f"{'PASS' if s.passed else 'FAIL ' + s.why}"
+        )
+        return s
+
+    async def _drain(self, k: int, expected: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sizes.drain_s
+        last, last_change = -1, loop.time()
+        while loop.time() < deadline:
+            got = sum(r["n"] for r in await self._each("count", k=k))
+            if got >= expected:
+                return
+            if got != last:
+                last, last_change = got, loop.time()
+            elif loop.time() - last_change > 0.5:
+                return
+            await asyncio.sleep(0.05)
+
+    async def settle(self, k: int) -> None:
+        """After an overloaded step, wait for its backlog so the next step starts clean."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sizes.settle_s
+        last = -1
+        while loop.time() < deadline:
+            got = sum(r["n"] for r in await self._each("count", k=k))
+            if got == last:
+                break
+            last = got
+            await asyncio.sleep(0.5)
+        await self._each("collect", k=k)  # drop the late samples
+
+    def _account(self, s: Step, a: _Snap, b: _Snap) -> None:
+        s.window_s = b.wall - a.wall
+        s.server_cpu_s = b.server - a.server
+        s.publisher_cpu_s = b.publisher - a.publisher
+        s.broker_cpu_s = {n: b.brokers[n] - a.brokers[n] for n in b.brokers}
+        s.loadgen_cpu_s = [y - x for x, y in zip(a.loadgens, b.loadgens, strict=True)]
+        s.loadgen_max_core = max(s.loadgen_cpu_s) / s.window_s if s.window_s else 0.0
+        busy = b.machine[0] - a.machine[0]
+        total = b.machine[1] - a.machine[1]
+        s.machine_busy = busy / total if total else 0.0
+        s.loadgen_share = sum(s.loadgen_cpu_s) / busy if busy else 0.0
+
+    def _judge(self, s: Step) -> None:
+        reasons = []
+        if s.loadgen_max_core > self.sizes.lg_saturation:
+            reasons.append(f"loadgen saturated ({s.loadgen_max_core:.0%} of a core)")
+        if s.disconnected:
+            reasons.append(f"{s.disconnected} clients disconnected")
+        if s.achieved_rate < self.sizes.min_achieved * s.rate:
+            reasons.append(f"publisher reached {s.achieved_rate:.0f}/{s.rate:g} msg/s")
+        if not s.p99_ms <= self.sizes.p99_limit_ms:
+            reasons.append(f"p99 {s.p99_ms:.0f} ms > {self.sizes.p99_limit_ms:.0f}")
+        s.passed = not reasons
+        s.why = "; ".join(reasons)
+
+
+# -- scenarios ---------------------------------------------------------------------
+
+
+async def fanout(
+    bench: Bench, *, rooms: list[str], room_size: int, start_rate: float, latency_rate: float
+) -> dict[str, Any]:
+    """S1/S2: latency at a fixed rate, then a short search for the highest passing rate.
+
+    The search doubles the rate until a step fails, then bisects (geometric mean)
+    between the best pass and the first failure while the time budget lasts.
+    """
+    sz = bench.sizes
+    latency = await bench.step(rooms, room_size, latency_rate, sz.latency_s)
+    if not latency.passed:
+        await bench.settle(latency.k)
+    steps: list[Step] = []
+    best: Step | None = None
+    fail: Step | None = None
+    rate = start_rate
+    started = time.perf_counter()
+    for _ in range(sz.max_steps):
+        s = await bench.step(rooms, room_size, rate, sz.step_s)
+        steps.append(s)
+        if s.loadgen_saturated:
+            break  # beyond here we would measure the load generator
+        if s.passed:
+            best = s
+        else:
+            fail = s
+            await bench.settle(s.k)
+        if fail is None:
+            rate *= 2
+        elif best is None:
+            rate /= 2
+            if rate < start_rate / 8:
+                break
+        else:
+            if fail.rate / best.rate < 1.2:
+                break
+            rate = math.sqrt(best.rate * fail.rate)
+        if time.perf_counter() - started > sz.search_budget_s:
+            break
+    top = best or (steps[0] if steps else latency)
+    invalid = [s.why for s in steps if s.loadgen_saturated]
+    return {
+        "rooms": len(rooms),
+        "room_size": room_size,
+        "max_deliveries_per_s": best.deliveries_per_s if best else 0.0,
+        "max_rate_msgs_per_s": best.rate if best else 0.0,
+        "deliveries_per_server_cpu_s": top.deliveries_per_server_cpu_s,
+        "efficiency_from": "best passing step" if best else "first step (none passed)",
+        "latency_rate_msgs_per_s": latency_rate,
+        "p50_ms": latency.p50_ms,
+        "p99_ms": latency.p99_ms,
+        "latency_step_passed": latency.passed,
+        "loadgen_max_core": max((s.loadgen_max_core for s in [latency, *steps]), default=0.0),
+        "loadgen_share_at_best": top.loadgen_share,
+        "search_bounded_by_loadgen": bool(invalid),
+        "valid": not invalid and best is not None,
+        "invalid_reason": invalid[0] if invalid else ("" if best else "no step passed"),
+        "latency_step": latency.as_dict(),
+        "steps": [s.as_dict() for s in steps],
+    }
+
+
+async def idle_memory(bench: Bench) -> dict[str, Any]:
+    """S3: RSS growth of the server processes per idle websocket connection.
+
+    A handful of connections is opened and closed first so that lazily imported code
+    and first-use caches are in the "empty" figure, not charged to connections.
+    """
+    n = bench.sizes.s3_conns
+    await bench.connect(min(20, n))
+    await bench.close_clients()
+    await asyncio.sleep(1.0)
+    empty = sum(rss_bytes(p) for p in bench.dep.pids)
+    await bench.connect(n)
+    await asyncio.sleep(2.0)
+    loaded = sum(rss_bytes(p) for p in bench.dep.pids)
+    await bench.close_clients()
+    return {
+        "conns": n,
+        "rss_empty_bytes": empty,
+        "rss_loaded_bytes": loaded,
+        "kb_per_conn": (loaded - empty) / n / 1024,
+    }
+
+
+async def publisher_throughput(publisher: Worker, sizes: Sizes) -> dict[str, Any]:
+    """S4: publishes/s of one publisher, async then sync, to a room with no members."""
+    out: dict[str, Any] = {}
+    for mode in ("async", "sync"):
+        r = await publisher.call(
+            "throughput",
+            timeout_s=sizes.s4_seconds * 20 + 60,
+            mode=mode,
+            seconds=sizes.s4_seconds,
+            max_n=sizes.s4_max_publishes,
+        )
+        r.pop("cpu_s", None)
+        out[mode] = r
+    return out

@@ -1,0 +1,34 @@
+"""Systems under test. To add one, write an adapter and list it in ``SYSTEMS``.
+
+``REFERENCE`` is the system every figure is divided by.
+"""
+
+from __future__ import annotations
+
+from bench.systems.base import (
+    BenchPublisher,
+    Deployment,
+    PublisherSpec,
+    ServerProcessSystem,
+    SyncBenchPublisher,
+    System,
+)
+from bench.systems.plain import PlainAiohttp
+from bench.systems.psio_redis import PythonSocketioRedis
+from bench.systems.sailcast import Sailcast
+
+SYSTEMS: dict[str, type[ServerProcessSystem]] = {
+    cls.name: cls for cls in (PlainAiohttp, PythonSocketioRedis, Sailcast)
+}
+REFERENCE: str = PlainAiohttp.name
+
+__all__ = [
+    "REFERENCE",
+    "SYSTEMS",
+    "BenchPublisher",
+    "Deployment",
+    "PublisherSpec",
+    "ServerProcessSystem",
+    "SyncBenchPublisher",
+    "System",
+]
