@@ -25,6 +25,7 @@ DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "sailcast-gateway"
 VALUES_SETS = sorted((CHART / "ci").glob("*-values.yaml"))
 CONTRACT_DOC = ROOT / "docs" / "gateway-contract.md"
+DASHBOARD = DEPLOY / "grafana" / "sailcast-gateway.json"
 INSTALL_HINT = "run `bash deploy/tools/install.sh`"
 TOOLS = Path(os.environ.get("SAILCAST_TOOLS_DIR") or ROOT / ".tools")
 
@@ -224,3 +225,42 @@ def image_tag(image: str) -> str:
     name = image.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     return last.split(":", 1)[1] if ":" in last else ""
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return data
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard_panels() for t in p["targets"]]
+
+
+def dashboard_metrics() -> set[str]:
+    names: set[str] = set()
+    for expr in dashboard_exprs():
+        for name in re.findall(r"\b([a-z_][a-z0-9_]*)\s*\{", expr):
+            names.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    return names

