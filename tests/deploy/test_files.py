@@ -309,3 +309,16 @@ def test_dashboard_uses_the_gateway_metric_names() -> None:
     assert ours >= CONTRACT_METRICS, sorted(CONTRACT_METRICS - ours)
     histograms = [e for e in dashboard_exprs() if "delivery_lag_seconds" in e]
     assert all("_bucket" in e and "histogram_quantile" in e for e in histograms)
+
+
+def test_alert_examples_in_the_docs_parse_and_use_gateway_metrics() -> None:
+    promql = need("promql_parser", "promql-parser")
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```promql\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        expr = "\n".join(line for line in block.splitlines() if not line.startswith("#"))
+        promql.parse(expr)
+        for name in re.findall(r"\b(sailcast_[a-z0-9_]+)", expr):
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert family in CONTRACT_METRICS | EXTRA_GATEWAY_METRICS, name
