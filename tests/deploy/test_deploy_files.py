@@ -21,6 +21,7 @@ from deploy_kit import (
     ROOT,
     chart_defaults,
     contract_env_names,
+    crd_schema,
     dashboard,
     dashboard_exprs,
     dashboard_metrics,
@@ -150,6 +151,7 @@ def test_install_script_is_idempotent_and_fast_when_installed() -> None:
     """Run it for real: with every tool present (as now, or the other tests would
     have skipped) it must finish at once, without pip."""
     need("helm_python", "helm-python-sdk")
+    crd_schema("servicemonitor-monitoring-v1.json")
     result = subprocess.run(
         ["bash", str(DEPLOY / "tools" / "install.sh")],
         capture_output=True,
