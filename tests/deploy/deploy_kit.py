@@ -75,9 +75,9 @@ def _chart() -> Any:
     return helm.Chart.load(str(CHART))
 
 
-def render(values: dict[str, Any] | None = None) -> dict[str, str]:
+def render(values: dict[str, Any] | None = None, *, release: str = RELEASE) -> dict[str, str]:
     """Template path -> rendered text, exactly as `helm template` would produce."""
-    return dict(_chart().render(values=values or {}, name=RELEASE, namespace=NAMESPACE))
+    return dict(_chart().render(values=values or {}, name=release, namespace=NAMESPACE))
 
 
 def validate_values(values: dict[str, Any]) -> None:

@@ -121,6 +121,8 @@ BAD_VALUES = [
     ({"ingress": {"stickySessions": {"controller": "haproxy"}}}, "controller"),
     ({"metrics": {"serviceMonitor": {"interval": "30"}}}, "interval"),
     ({"probes": {"readiness": {"path": "/health"}}}, "path"),
+    ({"extraEnv": [{"name": "SAILCAST_PORT", "value": "80"}]}, "/extraEnv/0/name"),
+    ({"fullnameOverride": "realtime.gw"}, "/fullnameOverride"),
 ]
 
 
@@ -151,6 +153,14 @@ def test_render_refuses_unsafe_combinations(values: dict[str, Any], message: str
     helm = need("helm_python", "helm-python-sdk")
     with pytest.raises(helm.HelmRenderError, match=message):
         render(values)
+
+
+def test_release_names_with_dots_are_refused() -> None:
+    """A pod name becomes the gateway id, which allows no dots."""
+    helm = need("helm_python", "helm-python-sdk")
+    with pytest.raises(helm.HelmRenderError, match="must not contain dots"):
+        render(release="realtime.v2")
+    render({"fullnameOverride": "realtime-v2"}, release="realtime.v2")
 
 
 # ------------------------------------------------------ Kubernetes schemas (strict)
