@@ -1,0 +1,4 @@
+"""The Sailcast gateway: a stateless Socket.IO server that fans rooms out over NATS.
+
+Needs the `gateway` extra (python-socketio, aiohttp, prometheus-client).
+"""

@@ -1,0 +1,175 @@
+"""Process wiring: Socket.IO listener, ops listener, NATS, signals and graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.broker import NatsBroker
+from gateway.metrics import GatewayMetrics
+from gateway.node import Gateway
+from gateway.settings import GatewaySettings
+from gateway.sio import SocketServer
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCHES_PER_S = 10
+
+
+class GatewayApp:
+    """Everything one gateway process runs; `start` returns the bound ports."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        self.server = SocketServer(settings)
+        self.gateway: Gateway | None = None
+        self.broker: NatsBroker | None = None
+        self._runners: list[web.AppRunner] = []
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        self.broker = await NatsBroker.connect(
+            s.nats,
+            name=f"sailcast-gateway-{s.gateway_id}",
+            on_disconnected=self._nats_down,
+            on_reconnected=self._nats_up,
+            on_handler_error=lambda exc: self.metrics.drops.labels("handler_error").inc(),
+        )
+        self.gateway = Gateway(s, self.broker, self.metrics, self.server.disconnect)
+        await self.gateway.start()
+        self.metrics.nats_connected.set(1)
+        self.server.on_lifecycle(self._on_connect, self._on_disconnect)
+
+        app = web.Application()
+        self.server.attach(app)
+        self.port = await self._listen(app, s.host, s.port)
+        ops = web.Application()
+        ops.router.add_get("/metrics", self._metrics)
+        ops.router.add_get("/healthz", self._healthz)
+        ops.router.add_get("/readyz", self._readyz)
+        self.metrics_port = await self._listen(ops, s.metrics_host or s.host, s.metrics_port)
+        self.metrics.ready.set(1 if self.gateway.ready else 0)
+
+    async def _listen(self, app: web.Application, host: str, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=2048)
+        await site.start()
+        self._runners.append(runner)
+        server: Any = site._server
+        bound: int = server.sockets[0].getsockname()[1]
+        return bound
+
+    async def _on_connect(self, sid: str, eio_socket: Any, environ: dict[str, Any]) -> bool:
+        assert self.gateway is not None
+        if self.gateway.draining:
+            return False
+        await self.gateway.socket_connected(sid, eio_socket)
+        self.metrics.connects.inc()
+        return True
+
+    async def _on_disconnect(self, sid: str, reason: str) -> None:
+        assert self.gateway is not None
+        self.metrics.disconnects.labels(_reason_label(reason)).inc()
+        await self.gateway.socket_disconnected(sid)
+
+    async def _nats_down(self) -> None:
+        self.metrics.nats_connected.set(0)
+        log.warning("NATS connection lost; clients stay connected, reconnecting")
+
+    async def _nats_up(self) -> None:
+        log.info("NATS reconnected; subscriptions restored")
+        if self.gateway is not None:
+            await self.gateway.on_nats_reconnected()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        g = self.gateway
+        ready = g is not None and g.ready
+        self.metrics.ready.set(1 if ready else 0)
+        body = {
+            "ready": ready,
+            "nats_connected": bool(self.broker and self.broker.connected),
+            "draining": bool(g and g.draining),
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def drain(self) -> None:
+        """Not ready at once; after the delay, disconnect clients in paced batches so
+        they reconnect to other gateways, all within the deadline; then drain NATS."""
+        g = self.gateway
+        if g is None:
+            return
+        s = self.settings
+        g.draining = True
+        self.metrics.ready.set(0)
+        log.info("draining: not ready; disconnecting clients in %.1fs", s.drain_delay_s)
+        await asyncio.sleep(s.drain_delay_s)
+        sids = list(g.rooms.sockets())
+        ticks = max(1, int(s.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
+        batch = max(1, -(-len(sids) // ticks))
+        for i in range(0, len(sids), batch):
+            await asyncio.gather(*(self.server.disconnect(sid) for sid in sids[i : i + batch]))
+            await asyncio.sleep(1 / DRAIN_BATCHES_PER_S)
+        log.info("drained %d clients", len(sids))
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.broker is not None:
+            try:
+                await asyncio.wait_for(self.broker.drain(), timeout=5)
+            except Exception:
+                await self.broker.close()
+
+
+def _reason_label(reason: str) -> str:
+    low = reason.lower()
+    for known in ("client", "server", "ping", "transport_close", "transport_error"):
+        if known in low:
+            return known
+    return "other"
+
+
+async def serve(settings: GatewaySettings) -> None:
+    app = GatewayApp(settings)
+    await app.start()
+    ready = {
+        "event": "ready",
+        "gateway_id": settings.gateway_id,
+        "host": settings.host,
+        "port": app.port,
+        "metrics_port": app.metrics_port,
+    }
+    sys.stdout.write(orjson.dumps(ready).decode() + "\n")
+    sys.stdout.flush()
+    log.info("gateway %s listening on %s:%d", settings.gateway_id, settings.host, app.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    try:
+        await asyncio.wait_for(app.drain(), timeout=settings.drain_delay_s + settings.drain_timeout_s)
+    except TimeoutError:
+        log.warning("drain deadline passed; closing the remaining connections")
+    await app.stop()

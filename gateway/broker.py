@@ -1,0 +1,171 @@
+"""The broker seam: what the gateway needs from NATS, and the NATS implementation.
+
+nats-py normally gives every subscription its own queue and task. A gateway holds one
+subscription per room and per socket, so that would cost a task per room and a queue
+hop per message. `_DirectClient` instead hands each message for our subscriptions to
+a plain callback, inline in the client's reader: no task, no queue, no `Msg` object,
+and messages are handled in the order NATS delivered them, across subjects too.
+This is the only module that touches nats-py internals (pinned to 2.16.x).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from shared.config import NatsSettings
+from shared.errors import GatewayTimeout, TransportError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[bytes, bytes, bytes], None]
+"""Called with (subject, reply, data) for every message on a subscription."""
+
+
+class Broker(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def subscribe(self, subject: str, handler: Handler) -> int: ...
+
+    async def unsubscribe(self, sid: int) -> None: ...
+
+    async def publish(self, subject: str, data: bytes) -> None: ...
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes: ...
+
+    async def flush(self, timeout: float = 2.0) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class _DirectClient(NatsClient):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct: dict[int, Handler] = {}
+        self.on_handler_error: Callable[[BaseException], None] = lambda exc: None
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        handler = self.direct.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        try:
+            handler(subject, reply, data)
+        except Exception as exc:  # a bad message must never stop the reader
+            log.exception("message handler failed on %s", subject[:200])
+            self.on_handler_error(exc)
+
+
+class NatsBroker:
+    """The production broker. Reconnects forever; nats-py resubscribes on reconnect."""
+
+    def __init__(self, nc: _DirectClient) -> None:
+        self._nc = nc
+        self._subs: dict[int, Subscription] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: NatsSettings,
+        *,
+        name: str,
+        on_disconnected: Callable[[], Awaitable[None]] | None = None,
+        on_reconnected: Callable[[], Awaitable[None]] | None = None,
+        on_handler_error: Callable[[BaseException], None] | None = None,
+    ) -> NatsBroker:
+        nc = _DirectClient()
+        if on_handler_error is not None:
+            nc.on_handler_error = on_handler_error
+
+        async def error_cb(exc: Exception) -> None:
+            log.warning("nats: %s", exc)
+
+        async def noop() -> None:
+            return None
+
+        try:
+            await nc.connect(
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2.0,
+                ping_interval=10,
+                max_outstanding_pings=3,
+                error_cb=error_cb,
+                disconnected_cb=on_disconnected or noop,
+                reconnected_cb=on_reconnected or noop,
+                **settings.connect_kwargs(),
+            )
+        except Exception as exc:
+            raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+        return cls(nc)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    @property
+    def client(self) -> NatsClient:
+        return self._nc
+
+    async def subscribe(self, subject: str, handler: Handler) -> int:
+        sub = await self._nc.subscribe(subject)
+        sid: int = sub._id
+        self._nc.direct[sid] = handler
+        self._subs[sid] = sub
+        return sid
+
+    async def unsubscribe(self, sid: int) -> None:
+        self._nc.direct.pop(sid, None)
+        sub = self._subs.pop(sid, None)
+        if sub is not None and not self._nc.is_closed:
+            await sub.unsubscribe()
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        try:
+            await self._nc.publish(subject, data)
+        except Exception as exc:
+            raise TransportError(f"publish to {subject[:120]} failed: {exc}") from exc
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        try:
+            msg = await self._nc.request(subject, data, timeout=timeout)
+        except NoRespondersError:
+            raise TransportError(f"nobody answers on {subject[:120]}") from None
+        except NatsTimeoutError as exc:
+            raise GatewayTimeout(f"no answer on {subject[:120]} within {timeout}s") from exc
+        except Exception as exc:
+            raise TransportError(f"request on {subject[:120]} failed: {exc}") from exc
+        body: bytes = msg.data
+        return body
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        try:
+            await self._nc.flush(timeout=timeout)
+        except Exception as exc:
+            raise TransportError(f"NATS flush failed: {exc}") from exc
+
+    async def drain(self) -> None:
+        if not self._nc.is_closed:
+            await self._nc.drain()
+
+    async def close(self) -> None:
+        if not self._nc.is_closed:
+            await self._nc.close()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return dict(self._nc.stats)
+

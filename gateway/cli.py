@@ -1,0 +1,74 @@
+"""`sailcast` command line: `gateway` runs one gateway, `dev` runs a local stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from gateway import logs
+from gateway.settings import from_argv
+from shared.errors import ConfigError
+from shared.version import __version__
+
+USAGE = """usage: sailcast {gateway,dev,version} [options]
+
+  gateway   run a gateway (sailcast gateway --help)
+  dev       embedded nats-server + one gateway on 127.0.0.1:1337 + demo (sailcast dev --help)
+  version   print the version
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return
+    cmd, rest = args[0], args[1:]
+    if cmd == "version":
+        print(__version__)
+    elif cmd == "gateway":
+        run_gateway(rest)
+    elif cmd == "dev":
+        from gateway.dev import main as dev_main
+
+        dev_main(rest)
+    else:
+        sys.stderr.write(f"sailcast: unknown command {cmd!r}\n{USAGE}")
+        raise SystemExit(2)
+
+
+def run_gateway(argv: Sequence[str]) -> None:
+    try:
+        settings, args = from_argv(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"sailcast gateway: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+    if args.print_config:
+        print(orjson.dumps(settings.describe(), option=orjson.OPT_INDENT_2).decode())
+        return
+    logs.configure(settings.log_level, settings.log_format)
+    from gateway.app import serve
+
+    try:
+        _run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _parser_for_help() -> argparse.ArgumentParser:  # used by docs generation
+    from gateway.settings import parser
+
+    return parser()

@@ -1,0 +1,352 @@
+"""One gateway: local sockets, their rooms, and the NATS traffic that feeds them.
+
+Data path: a room message arrives from NATS (inline in the NATS reader, see
+broker.py), is decoded once, becomes one Engine.IO packet, and is queued on every
+local member's socket. Control path: membership requests are applied one at a time
+by a single task, in arrival order, and answered only once any NATS subscription they
+needed has been sent ahead of the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from gateway.broker import Broker, Handler
+from gateway.fanout import Fanout, event_packet
+from gateway.interest import Interest
+from gateway.metrics import GatewayMetrics
+from gateway.peers import Peers
+from gateway.rooms import LocalRooms
+from gateway.settings import GatewaySettings
+from shared.envelope import (
+    KIND_BLAST,
+    DataMessage,
+    decode_data,
+    decode_request,
+    encode_reply,
+    encode_request,
+    str_list,
+)
+from shared.errors import MalformedEnvelope, SailcastError
+
+log = logging.getLogger(__name__)
+
+CONTROL_QUEUE_MAX: Final = 10_000
+
+Disconnect = Callable[[str], Awaitable[None]]
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        broker: Broker,
+        metrics: GatewayMetrics,
+        disconnect: Disconnect,
+    ) -> None:
+        self.settings = settings
+        self.subjects = settings.subjects
+        self.broker = broker
+        self.metrics = metrics
+        self.rooms = LocalRooms()
+        self.peers = Peers(settings.gateway_id, settings.heartbeat_interval_s)
+        self._disconnect = disconnect
+        self.fanout = Fanout(metrics, settings.max_queued_messages, self._cut_off_slow)
+        self.room_interest = Interest(
+            broker,
+            self.subjects.room,
+            self._room_handler,
+            lambda room: bool(self.rooms.members(room)),
+            settings.unsubscribe_linger_s,
+        )
+        self._socket_subs: dict[str, int] = {}
+        self._control: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue(CONTROL_QUEUE_MAX)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._slow: set[str] = set()
+        self.draining = False
+        self.last_round_trip: float = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.subjects
+        await self.broker.subscribe(s.blast, self._on_blast)
+        await self.broker.subscribe(s.gateways, self._enqueue_cluster)
+        await self.broker.subscribe(s.heartbeat, self._on_heartbeat)
+        await self.broker.subscribe(s.gateway(self.settings.gateway_id), self._on_direct)
+        await self.broker.publish(s.heartbeat, self.peers.beat(hello=True))
+        await self.broker.flush()
+        self._tasks = [
+            asyncio.create_task(self._control_loop(), name="control"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._ready_loop(), name="ready-check"),
+        ]
+        await self._check_round_trip()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.room_interest.close()
+        if self.broker.connected:
+            try:
+                await self.broker.publish(self.subjects.heartbeat, self.peers.beat(down=True))
+                await self.broker.flush(timeout=1.0)
+            except SailcastError:
+                log.warning("could not announce shutdown to peers")
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- sockets ---------------------------------------------------------------------
+    async def socket_connected(self, sid: str, eio_socket: Any) -> None:
+        """Register a socket and its own-id room; return once both are routable."""
+        self.rooms.add_socket(sid)
+        self.fanout.attach(sid, eio_socket)
+        self.rooms.join(sid, sid)
+        self._socket_subs[sid] = await self.broker.subscribe(
+            self.subjects.socket(sid), self._socket_handler(sid)
+        )
+        await self.room_interest.want(sid)
+        if self.broker.connected:
+            # The client learns its id right after this; a worker may address it at once.
+            try:
+                await self.broker.flush()
+            except SailcastError:
+                log.warning("NATS flush failed while registering %s", sid)
+        self._update_gauges()
+
+    async def socket_disconnected(self, sid: str) -> None:
+        self.fanout.detach(sid)
+        self._slow.discard(sid)
+        for room in self.rooms.remove_socket(sid):
+            self.room_interest.unwant(room, now=room == sid)
+        sub = self._socket_subs.pop(sid, None)
+        if sub is not None:
+            await self.broker.unsubscribe(sub)
+        self._update_gauges()
+
+    def _cut_off_slow(self, sid: str) -> None:
+        if sid in self._slow:
+            return
+        self._slow.add(sid)
+        self.metrics.slow_disconnects.inc()
+        log.warning("socket %s stopped reading; disconnecting it", sid)
+        self._spawn(self._disconnect(sid))
+
+    def _update_gauges(self) -> None:
+        self.metrics.connections.set(self.rooms.socket_count)
+        self.metrics.rooms.set(self.rooms.room_count)
+        self.metrics.broker_subscriptions.set(self.room_interest.count + len(self._socket_subs) + 4)
+
+    # -- data path -------------------------------------------------------------------
+    def _room_handler(self, room: str) -> Handler:
+        def on_room_message(subject: bytes, reply: bytes, data: bytes) -> None:
+            self._on_room_message(room, data)
+
+        return on_room_message
+
+    def _decode(self, data: bytes, kind: str) -> DataMessage | None:
+        self.metrics.broker_messages.labels(kind).inc()
+        try:
+            return decode_data(data)
+        except MalformedEnvelope as exc:
+            self.metrics.drops.labels("malformed").inc()
+            log.warning("dropped a malformed %s message: %s", kind, exc)
+            return None
+
+    def _on_room_message(self, room: str, data: bytes) -> None:
+        msg = self._decode(data, "room")
+        if msg is None:
+            return
+        members = self.rooms.members(room)
+        if not members:
+            return
+        if len(msg.rooms) > 1:
+            members = self._first_room_members(room, members, msg.rooms)
+        self.fanout.deliver(event_packet(msg.args), members, msg.omit)
+        self.metrics.lag.observe(max(0.0, time.time() - msg.ts))
+
+    def _first_room_members(
+        self, room: str, members: set[str] | frozenset[str], targets: tuple[str, ...]
+    ) -> list[str]:
+        """A socket in several target rooms gets the message once: from the first of them
+        (in the publisher's order) that it belongs to."""
+        try:
+            before = targets[: targets.index(room)]
+        except ValueError:
+            return list(members)
+        earlier = [self.rooms.members(r) for r in before]
+        return [m for m in members if not any(m in e for e in earlier)]
+
+    def _on_blast(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        msg = self._decode(data, "blast")
+        if msg is None or msg.kind != KIND_BLAST:
+            return
+        self.fanout.deliver(event_packet(msg.args), list(self.rooms.sockets()), msg.omit)
+        self.metrics.lag.observe(max(0.0, time.time() - msg.ts))
+
+    # -- control path ----------------------------------------------------------------
+    def _socket_handler(self, sid: str) -> Handler:
+        def on_socket_request(subject: bytes, reply: bytes, data: bytes) -> None:
+            self._enqueue(sid, reply, data)
+
+        return on_socket_request
+
+    def _enqueue_cluster(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        self._enqueue("", reply, data)
+
+    def _enqueue(self, sid: str, reply: bytes, data: bytes) -> None:
+        self.metrics.broker_messages.labels("control").inc()
+        try:
+            self._control.put_nowait((sid, reply, data))
+        except asyncio.QueueFull:
+            self.metrics.drops.labels("control_overload").inc()
+            log.error("control queue full; dropped a request")
+
+    async def _control_loop(self) -> None:
+        while True:
+            sid, reply, data = await self._control.get()
+            kind = "?"
+            try:
+                req = decode_request(data)
+                kind = req["k"]
+                if sid:
+                    answer = await self._apply_socket_request(sid, kind, req)
+                else:
+                    answer = await self._apply_cluster_request(kind, req)
+                outcome = "ok" if answer.get("ok") else "refused"
+            except (MalformedEnvelope, KeyError) as exc:
+                answer = {"ok": False, "error": "bad_request", "message": str(exc)}
+                outcome = "malformed"
+                log.warning("bad control request: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                answer = {"ok": False, "error": "internal", "message": str(exc)}
+                outcome = "error"
+                log.exception("control request %s failed", kind)
+            self.metrics.control_requests.labels(
+                kind if kind in _KNOWN_KINDS else "other", outcome
+            ).inc()
+            if reply:
+                try:
+                    await self.broker.publish(reply.decode(), encode_reply(**answer))
+                except SailcastError:
+                    log.warning("could not answer a %s request", kind)
+            self._update_gauges()
+
+    async def _apply_socket_request(self, sid: str, kind: str, req: dict[str, Any]) -> dict[str, Any]:
+        if not self.rooms.has_socket(sid):
+            return {"ok": False, "error": "no_such_socket"}
+        if kind == "join":
+            await self._join(sid, str_list(req.get("rooms"), "rooms"))
+            return {"ok": True}
+        if kind == "leave":
+            self._leave(sid, str_list(req.get("rooms"), "rooms"))
+            return {"ok": True}
+        if kind == "rooms":
+            return {"ok": True, "rooms": sorted(self.rooms.rooms_of(sid))}
+        if kind == "disconnect":
+            self._spawn(self._disconnect(sid))
+            return {"ok": True}
+        return {"ok": False, "error": "unknown_kind", "message": kind}
+
+    async def _apply_cluster_request(self, kind: str, req: dict[str, Any]) -> dict[str, Any]:
+        base = {"gw": self.settings.gateway_id, "peers": self.peers.alive()}
+        if kind == "ping":
+            return {"ok": True, **base}
+        src = req.get("src")
+        if not isinstance(src, str) or not src:
+            raise MalformedEnvelope("src must be a non-empty string")
+        members = list(self.rooms.members(src))
+        if kind == "addm":
+            dst = str_list(req.get("dst"), "dst")
+            for m in members:
+                await self._join(m, dst)
+        elif kind == "remm":
+            dst = str_list(req.get("dst"), "dst")
+            for m in members:
+                self._leave(m, dst)
+        elif kind == "leaveall":
+            for m in members:
+                self._leave(m, [r for r in self.rooms.rooms_of(m) if r != m])
+        else:
+            return {"ok": False, "error": "unknown_kind", "message": kind, **base}
+        return {"ok": True, "n": len(members), **base}
+
+    async def _join(self, sid: str, rooms: list[str]) -> None:
+        for room in rooms:
+            if not self.rooms.has_socket(sid):  # disconnected while we awaited NATS
+                return
+            if self.rooms.join(sid, room) or room not in self.room_interest:
+                await self.room_interest.want(room)
+
+    def _leave(self, sid: str, rooms: list[str]) -> None:
+        for room in rooms:
+            if self.rooms.leave(sid, room):
+                self.room_interest.unwant(room)
+
+    # -- peers and readiness ---------------------------------------------------------
+    def _on_heartbeat(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        try:
+            answer_now = self.peers.observe(data)
+        except ValueError:
+            self.metrics.drops.labels("malformed").inc()
+            return
+        if answer_now:
+            self._spawn(self.broker.publish(self.subjects.heartbeat, self.peers.beat()))
+
+    def _on_direct(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        if reply:
+            self._spawn(self.broker.publish(reply.decode(), encode_reply(gw=self.settings.gateway_id)))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            if self.broker.connected:
+                try:
+                    await self.broker.publish(self.subjects.heartbeat, self.peers.beat())
+                except SailcastError:
+                    log.debug("heartbeat not sent", exc_info=True)
+
+    async def _check_round_trip(self) -> None:
+        """A request to ourselves through NATS: proves publish, subscribe and delivery work."""
+        try:
+            await self.broker.request(
+                self.subjects.gateway(self.settings.gateway_id),
+                encode_request("ping"),
+                timeout=max(1.0, self.settings.ready_check_interval_s),
+            )
+        except SailcastError as exc:
+            log.warning("NATS round trip failed: %s", exc)
+            return
+        self.last_round_trip = time.monotonic()
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ready_check_interval_s)
+            if self.broker.connected:
+                await self._check_round_trip()
+            self.metrics.nats_connected.set(1 if self.broker.connected else 0)
+            self.metrics.ready.set(1 if self.ready else 0)
+
+    @property
+    def ready(self) -> bool:
+        fresh = time.monotonic() - self.last_round_trip < 3 * self.settings.ready_check_interval_s + 1
+        return self.broker.connected and fresh and not self.draining
+
+    async def on_nats_reconnected(self) -> None:
+        """nats-py re-sent every SUB; check the path at once so readiness recovers fast."""
+        self.metrics.nats_reconnects.inc()
+        self.metrics.nats_connected.set(1)
+        await self._check_round_trip()
+
+
+_KNOWN_KINDS: Final = frozenset({"join", "leave", "rooms", "disconnect", "addm", "remm", "leaveall", "ping"})

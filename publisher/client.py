@@ -1,0 +1,247 @@
+"""The async publisher: one NATS connection, the subjects, and the request patterns the
+verbs are built from (fire-and-forget publish, ask one socket's gateway, ask every
+gateway and wait for all of them)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from publisher.stats import PublisherStats
+from shared.config import NatsSettings, parse_servers
+from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode_reply, encode_request
+from shared.errors import (
+    GatewayTimeout,
+    MalformedEnvelope,
+    NoSuchSocket,
+    PublisherClosed,
+    TransportError,
+)
+from shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT_S: Final = 2.0
+NO_RESPONDERS_STATUS: Final = "503"
+
+
+class Publisher:
+    """Connect with `await Publisher.connect(...)`; close with `await pub.close()` or
+    `async with`. Safe to share between tasks of one event loop."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        prefix: str,
+        max_payload_bytes: int,
+        request_timeout_s: float,
+        stats: PublisherStats,
+    ) -> None:
+        from publisher.sockets import Sockets
+
+        self._nc = nc
+        self.subjects = Subjects(prefix)
+        self.max_payload_bytes = max_payload_bytes
+        self.request_timeout_s = request_timeout_s
+        self.stats = stats
+        self._closed = False
+        self.sockets = Sockets(self)
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "sailcast",
+        nats_settings: NatsSettings | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        registry: Any = None,
+        name: str = "sailcast-publisher",
+    ) -> Publisher:
+        """`registry`: a prometheus_client CollectorRegistry to expose our counters on."""
+        settings = nats_settings or NatsSettings(servers=parse_servers(servers))
+        stats = PublisherStats(registry)
+        Subjects(prefix)  # validate before connecting
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats: %s", exc)
+
+        async def on_reconnect() -> None:
+            stats.reconnects += 1
+            log.info("publisher reconnected to NATS")
+
+        try:
+            nc = await nats.connect(
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2.0,
+                error_cb=on_error,
+                reconnected_cb=on_reconnect,
+                **settings.connect_kwargs(),
+            )
+        except Exception as exc:
+            raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+        return cls(
+            nc,
+            prefix=prefix,
+            max_payload_bytes=max_payload_bytes,
+            request_timeout_s=request_timeout_s,
+            stats=stats,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def model(self, identity: str) -> Any:
+        """The resourceful pub/sub API of one Sails model (see publisher.models)."""
+        from publisher.models import Model
+
+        return Model(self, identity)
+
+    async def close(self) -> None:
+        """Flush what was published, then disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._nc.drain()
+        except Exception:
+            await self._nc.close()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until NATS has received everything published so far."""
+        self._check_open()
+        try:
+            await self._nc.flush(timeout=timeout)
+        except Exception as exc:
+            raise TransportError(f"flush failed: {exc}") from exc
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PublisherClosed("this publisher was closed")
+
+    # -- patterns the verbs use -------------------------------------------------------
+    async def publish_raw(self, subject: str, body: bytes, kind: str) -> None:
+        self._check_open()
+        try:
+            await self._nc.publish(subject, body)
+        except Exception as exc:
+            self.stats.error(kind)
+            raise TransportError(f"publish failed ({kind}): {exc}") from exc
+        self.stats.published(kind)
+
+    async def ask_socket(self, socket_id: str, kind: str, **fields: Any) -> Mapping[str, Any]:
+        """Ask the gateway holding socket_id; NoSuchSocket at once if none does."""
+        self._check_open()
+        subject = self.subjects.socket(socket_id)
+        started = time.perf_counter()
+        try:
+            msg = await self._nc.request(
+                subject, encode_request(kind, **fields), timeout=self.request_timeout_s
+            )
+        except NoRespondersError:
+            self.stats.request(kind, "no_such_socket", started)
+            raise NoSuchSocket(socket_id) from None
+        except NatsTimeoutError as exc:
+            self.stats.request(kind, "timeout", started)
+            raise GatewayTimeout(
+                f"the gateway of socket {socket_id!r} did not answer {kind!r} "
+                f"within {self.request_timeout_s}s"
+            ) from exc
+        except Exception as exc:
+            self.stats.request(kind, "error", started)
+            raise TransportError(f"{kind} request for {socket_id!r} failed: {exc}") from exc
+        reply = decode_reply(msg.data)
+        if not reply["ok"]:
+            self.stats.request(kind, str(reply.get("error", "refused")), started)
+            if reply.get("error") == "no_such_socket":
+                raise NoSuchSocket(socket_id)
+            raise TransportError(f"gateway refused {kind!r}: {reply.get('message', reply)}")
+        self.stats.request(kind, "ok", started)
+        return reply
+
+    async def ask_all_gateways(self, kind: str, **fields: Any) -> list[Mapping[str, Any]]:
+        """Send to every gateway; return when every gateway any of them knows has answered.
+
+        Each answer lists the gateways its sender has heard from (heartbeats), so the
+        set to wait for grows with the answers and needs no state here. A gateway that
+        stays silent past the timeout is reported in the log, not waited for.
+        """
+        self._check_open()
+        started = time.perf_counter()
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        replies: dict[str, Mapping[str, Any]] = {}
+        expected: set[str] = set()
+        try:
+            await self._nc.publish(
+                self.subjects.gateways,
+                encode_request(kind, **fields),
+                reply=inbox,
+                headers=None,
+            )
+            await self._nc.flush(timeout=self.request_timeout_s)
+            deadline = time.monotonic() + self.request_timeout_s
+            while not expected or not expected <= replies.keys():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sorted(expected - replies.keys())
+                    log.warning("%s: no answer from gateways %s in time", kind, missing)
+                    self.stats.request(kind, "partial", started)
+                    break
+                try:
+                    msg = await sub.next_msg(timeout=remaining)
+                except NatsTimeoutError:
+                    continue
+                if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
+                    break  # no gateway is running: nothing holds members
+                try:
+                    reply = decode_reply(msg.data)
+                except MalformedEnvelope:
+                    log.warning("ignored a malformed answer to %s", kind)
+                    continue
+                gw = str(reply.get("gw", ""))
+                replies[gw] = reply
+                peers = reply.get("peers")
+                if isinstance(peers, list):
+                    expected.update(str(p) for p in peers)
+                expected.add(gw)
+            else:
+                self.stats.request(kind, "ok", started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.request(kind, "error", started)
+            raise TransportError(f"{kind} request to the gateways failed: {exc}") from exc
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                log.debug("inbox unsubscribe failed", exc_info=True)
+        return list(replies.values())

@@ -1,0 +1,146 @@
+"""`pub.sockets`: the `sails.sockets` verbs, cluster-wide and acknowledged.
+
+Differences from Sails, on purpose (docs/sails-compat.md): join/leave return only once
+the socket's gateway applied them; an unknown socket id raises NoSuchSocket; a socket
+in several target rooms receives a broadcast once; omit works in every form; the
+room-membership operations return once every gateway has applied them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from shared.envelope import KIND_BLAST, KIND_BROADCAST, encode_args, encode_data
+from shared.errors import InvalidRoomName, UsageError
+from shared.subjects import check_socket_id, room_token
+
+if TYPE_CHECKING:
+    from publisher.client import Publisher
+
+DEFAULT_EVENT: Final = "message"
+"""Sails' `sails.sockets.DEFAULT_EVENT_NAME`."""
+
+OneOrMany = str | Iterable[str]
+
+
+def as_rooms(rooms: OneOrMany, what: str = "rooms") -> list[str]:
+    """One name or many → a de-duplicated list in caller order, each name checked."""
+    items = [rooms] if isinstance(rooms, str) else list(rooms)
+    out = list(dict.fromkeys(items))
+    if not out:
+        raise InvalidRoomName(f"no room given in {what}")
+    for name in out:
+        room_token(name)
+    return out
+
+
+def as_socket_ids(ids: OneOrMany | None) -> list[str]:
+    if ids is None:
+        return []
+    items = [ids] if isinstance(ids, str) else list(ids)
+    return [check_socket_id(i) for i in dict.fromkeys(items)]
+
+
+def event_and_data(event: Any, data: Any) -> tuple[str, Any]:
+    """Sails' short form `broadcast(rooms, data)`: a non-string event is the data."""
+    if not isinstance(event, str) and data is None:
+        return DEFAULT_EVENT, event
+    if not isinstance(event, str):
+        raise UsageError(f"event name must be a string, got {type(event).__name__}")
+    return event or DEFAULT_EVENT, data
+
+
+class Sockets:
+    def __init__(self, pub: Publisher) -> None:
+        self._pub = pub
+
+    # -- per-socket ------------------------------------------------------------------
+    async def join(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
+        """Add the socket(s) to the room(s); in effect on their gateway when this returns."""
+        await self._each_socket("join", socket_ids, rooms=as_rooms(rooms))
+
+    async def leave(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
+        await self._each_socket("leave", socket_ids, rooms=as_rooms(rooms))
+
+    async def rooms(self, socket_id: str) -> list[str]:
+        """The rooms a socket is in, its own-id room included (Sails 0.12 socketRooms,
+        but cluster-wide)."""
+        reply = await self._pub.ask_socket(check_socket_id(socket_id), "rooms")
+        rooms = reply.get("rooms", [])
+        return [str(r) for r in rooms]
+
+    async def disconnect(self, socket_id: str) -> None:
+        """Disconnect one socket, wherever it is connected."""
+        await self._pub.ask_socket(check_socket_id(socket_id), "disconnect")
+
+    async def _each_socket(self, kind: str, socket_ids: OneOrMany, **fields: Any) -> None:
+        ids = as_socket_ids(socket_ids)
+        if not ids:
+            raise UsageError(f"{kind}: no socket id given")
+        if len(ids) == 1:
+            await self._pub.ask_socket(ids[0], kind, **fields)
+            return
+        results = await asyncio.gather(
+            *(self._pub.ask_socket(i, kind, **fields) for i in ids), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    # -- messages --------------------------------------------------------------------
+    async def broadcast(
+        self,
+        rooms: OneOrMany,
+        event: Any = DEFAULT_EVENT,
+        data: Any = None,
+        *,
+        omit: OneOrMany | None = None,
+    ) -> None:
+        """Send `event` with `data` to every socket in the room(s), once each, except
+        `omit`. A socket id is a room: broadcasting to it messages that socket."""
+        event, data = event_and_data(event, data)
+        targets = as_rooms(rooms)
+        body = encode_data(
+            KIND_BROADCAST,
+            encode_args(event, data),
+            ts=time.time(),
+            rooms=targets,
+            omit=as_socket_ids(omit),
+            max_bytes=self._pub.max_payload_bytes,
+        )
+        subject = self._pub.subjects.room
+        for room in targets:
+            await self._pub.publish_raw(subject(room), body, "broadcast")
+
+    async def blast(
+        self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None
+    ) -> None:
+        """Send to every connected socket on every gateway, except `omit`."""
+        event, data = event_and_data(event, data)
+        body = encode_data(
+            KIND_BLAST,
+            encode_args(event, data),
+            ts=time.time(),
+            omit=as_socket_ids(omit),
+            max_bytes=self._pub.max_payload_bytes,
+        )
+        await self._pub.publish_raw(self._pub.subjects.blast, body, "blast")
+
+    # -- room membership, cluster-wide -----------------------------------------------
+    async def add_room_members_to_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
+        """Every member of source_room (on any gateway) joins dest_rooms."""
+        src = as_rooms(source_room, "source_room")[0]
+        await self._pub.ask_all_gateways("addm", src=src, dst=as_rooms(dest_rooms, "dest_rooms"))
+
+    async def remove_room_members_from_rooms(
+        self, source_room: str, dest_rooms: OneOrMany
+    ) -> None:
+        src = as_rooms(source_room, "source_room")[0]
+        await self._pub.ask_all_gateways("remm", src=src, dst=as_rooms(dest_rooms, "dest_rooms"))
+
+    async def leave_all(self, room: str) -> None:
+        """Every member of room leaves all its rooms, except its own-id room."""
+        await self._pub.ask_all_gateways("leaveall", src=as_rooms(room, "room")[0])

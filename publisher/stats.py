@@ -1,0 +1,50 @@
+"""Publisher counters, exported to Prometheus only when a registry is handed in (so a
+worker that does not want prometheus_client never imports it)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class PublisherStats:
+    def __init__(self, registry: Any = None) -> None:
+        self.reconnects = 0
+        self.messages = 0
+        self._messages: Any = None
+        self._requests: Any = None
+        self._errors: Any = None
+        self._latency: Any = None
+        if registry is not None:
+            from prometheus_client import Counter, Histogram
+
+            p = "sailcast_publisher_"
+            self._messages = Counter(
+                p + "messages_total", "Messages published, by kind", ["kind"], registry=registry
+            )
+            self._errors = Counter(
+                p + "errors_total", "Publishes that failed, by kind", ["kind"], registry=registry
+            )
+            self._requests = Counter(
+                p + "requests_total",
+                "Requests to gateways, by kind and outcome",
+                ["kind", "outcome"],
+                registry=registry,
+            )
+            self._latency = Histogram(
+                p + "request_duration_seconds", "Request round trips", ["kind"], registry=registry
+            )
+
+    def published(self, kind: str) -> None:
+        self.messages += 1
+        if self._messages is not None:
+            self._messages.labels(kind).inc()
+
+    def error(self, kind: str) -> None:
+        if self._errors is not None:
+            self._errors.labels(kind).inc()
+
+    def request(self, kind: str, outcome: str, started: float) -> None:
+        if self._requests is not None:
+            self._requests.labels(kind, outcome).inc()
+            self._latency.labels(kind).observe(time.perf_counter() - started)

@@ -1,0 +1,152 @@
+"""The wire envelope: what a NATS message body holds (see docs/protocol.md).
+
+A room or blast message is `<meta JSON>\\n<args JSON>`. The args part is exactly the
+Socket.IO event arguments `["event", data]`, serialized once by the publisher, so a
+gateway builds the packet `42<args>` by concatenation instead of re-encoding the data.
+orjson never emits a raw newline, so the first `\\n` always ends the meta part.
+
+Requests (join, leave, …) and their replies are single JSON objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.errors import MalformedEnvelope, NotSerializable, PayloadTooLarge, UsageError
+from shared.version import WIRE_VERSION
+
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+RESERVED_EVENTS: Final = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+"""Names Socket.IO clients treat as their own lifecycle events; emitting them misleads."""
+
+KIND_BROADCAST: Final = "bc"
+KIND_BLAST: Final = "bl"
+
+
+@dataclass(frozen=True, slots=True)
+class DataMessage:
+    """A decoded room or blast message; `args` is the raw `["event", data]` JSON."""
+
+    kind: str
+    rooms: tuple[str, ...]
+    omit: frozenset[str]
+    ts: float
+    args: bytes
+    seq: int | None = None
+
+
+def encode_args(event: str, data: Any) -> bytes:
+    """Serialize the Socket.IO event arguments once, with the errors a caller needs."""
+    if not isinstance(event, str) or not event:
+        raise UsageError(f"event name must be a non-empty string, got {event!r}")
+    if event in RESERVED_EVENTS:
+        raise UsageError(f"event name {event!r} is reserved by Socket.IO clients")
+    try:
+        return orjson.dumps([event, data])
+    except TypeError as exc:  # orjson.JSONEncodeError subclasses TypeError
+        raise NotSerializable(f"data for event {event!r} is not JSON-serializable: {exc}") from exc
+
+
+def encode_data(
+    kind: str,
+    args: bytes,
+    *,
+    ts: float,
+    rooms: Iterable[str] = (),
+    omit: Iterable[str] = (),
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> bytes:
+    meta: dict[str, Any] = {"v": WIRE_VERSION, "k": kind, "ts": ts}
+    room_list = list(rooms)
+    if room_list:
+        meta["r"] = room_list
+    omit_list = list(omit)
+    if omit_list:
+        meta["o"] = omit_list
+    body = orjson.dumps(meta) + b"\n" + args
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"message of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+    return body
+
+
+def decode_data(body: bytes) -> DataMessage:
+    """Parse a room/blast message, checking everything a gateway will rely on."""
+    nl = body.find(b"\n")
+    if nl < 0:
+        raise MalformedEnvelope("no meta/args separator")
+    try:
+        meta = orjson.loads(body[:nl])
+        args_view = body[nl + 1 :]
+        args = orjson.loads(args_view)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEnvelope(f"invalid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("v") != WIRE_VERSION:
+        raise MalformedEnvelope(f"unsupported envelope meta {str(meta)[:80]!r}")
+    kind = meta.get("k")
+    if kind not in (KIND_BROADCAST, KIND_BLAST):
+        raise MalformedEnvelope(f"unknown message kind {kind!r}")
+    if not isinstance(args, list) or not args or not isinstance(args[0], str):
+        raise MalformedEnvelope("args must be a JSON array starting with the event name")
+    rooms = meta.get("r", [])
+    omit = meta.get("o", [])
+    ts = meta.get("ts", 0.0)
+    seq = meta.get("seq")
+    if not _str_list(rooms) or not _str_list(omit) or not isinstance(ts, int | float):
+        raise MalformedEnvelope("rooms/omit must be lists of strings and ts a number")
+    if kind == KIND_BROADCAST and not rooms:
+        raise MalformedEnvelope("a broadcast names no room")
+    return DataMessage(
+        kind=kind,
+        rooms=tuple(rooms),
+        omit=frozenset(omit),
+        ts=float(ts),
+        args=bytes(args_view),
+        seq=seq if isinstance(seq, int) else None,
+    )
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def encode_request(kind: str, **fields: Any) -> bytes:
+    return orjson.dumps({"v": WIRE_VERSION, "k": kind, **fields})
+
+
+def decode_request(body: bytes) -> dict[str, Any]:
+    try:
+        req = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEnvelope(f"invalid JSON request: {exc}") from exc
+    if not isinstance(req, dict) or req.get("v") != WIRE_VERSION or not isinstance(
+        req.get("k"), str
+    ):
+        raise MalformedEnvelope(f"not a v{WIRE_VERSION} request: {str(req)[:80]!r}")
+    return req
+
+
+def encode_reply(ok: bool = True, **fields: Any) -> bytes:
+    return orjson.dumps({"ok": ok, **fields})
+
+
+def decode_reply(body: bytes) -> Mapping[str, Any]:
+    try:
+        rep = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEnvelope(f"invalid JSON reply: {exc}") from exc
+    if not isinstance(rep, dict) or not isinstance(rep.get("ok"), bool):
+        raise MalformedEnvelope(f"not a reply: {str(rep)[:80]!r}")
+    return rep
+
+
+def str_list(value: object, what: str) -> list[str]:
+    """Validate a list of non-empty strings inside a request (names the field on error)."""
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise MalformedEnvelope(f"{what} must be a list of non-empty strings")
+    return value

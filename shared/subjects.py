@@ -1,0 +1,121 @@
+"""The NATS subject grammar and the room-name ↔ subject-token encoding.
+
+Sails room names are arbitrary strings; NATS subject tokens may not contain `.`,
+`*`, `>` or whitespace. Every room therefore maps to one token through an injective
+escape: the bytes `[A-Za-z0-9_-]` stand for themselves and every other UTF-8 byte
+becomes `=XX` (two upper-case hex digits). `=` is itself escaped, so the mapping is
+reversible, and no token can contain a wildcard or a separator. Common names
+(`lobby`, socket ids) stay readable in NATS tooling.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Final
+
+from shared.errors import ConfigError, InvalidRoomName, InvalidSocketId
+
+MAX_ROOM_NAME_BYTES: Final = 1024
+"""Keeps `PUB <subject> <reply> <size>` well under NATS' 4 KiB control line."""
+
+_SAFE: Final = re.compile(r"[A-Za-z0-9_-]+")
+_SAFE_BYTES: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_TOKEN: Final = re.compile(r"(?:[A-Za-z0-9_-]|=[0-9A-F]{2})+")
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_GATEWAY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@lru_cache(maxsize=65536)
+def _encode(name: str) -> str:
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRoomName(f"room name {name!r} is not valid unicode text") from exc
+    if len(raw) > MAX_ROOM_NAME_BYTES:
+        raise InvalidRoomName(
+            f"room name of {len(raw)} bytes exceeds {MAX_ROOM_NAME_BYTES} bytes: {name[:40]!r}…"
+        )
+    if _SAFE.fullmatch(name):
+        return name
+    return "".join(chr(b) if b in _SAFE_BYTES else f"={b:02X}" for b in raw)
+
+
+def room_token(name: str) -> str:
+    """Encode a room name as one NATS subject token (injective, wildcard-free)."""
+    if not isinstance(name, str):
+        raise InvalidRoomName(f"room name must be a string, got {type(name).__name__}")
+    if not name:
+        raise InvalidRoomName("room name must not be empty")
+    return _encode(name)
+
+
+def room_name(token: str) -> str:
+    """Invert `room_token`; raises InvalidRoomName for anything it cannot have made."""
+    if not _TOKEN.fullmatch(token):
+        raise InvalidRoomName(f"{token!r} is not an encoded room token")
+    out = bytearray()
+    i = 0
+    while i < len(token):
+        ch = token[i]
+        if ch == "=":
+            out.append(int(token[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(ch))
+            i += 1
+    try:
+        name = out.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRoomName(f"{token!r} does not decode to UTF-8") from exc
+    if room_token(name) != token:  # e.g. "=41" where "A" was required: not canonical
+        raise InvalidRoomName(f"{token!r} is not the canonical encoding of {name!r}")
+    return name
+
+
+def check_socket_id(socket_id: object) -> str:
+    if not isinstance(socket_id, str) or not socket_id:
+        raise InvalidSocketId(f"socket id must be a non-empty string, got {socket_id!r}")
+    return socket_id
+
+
+def check_gateway_id(gateway_id: str) -> str:
+    if not _GATEWAY_ID.fullmatch(gateway_id):
+        raise ConfigError(
+            f"gateway id {gateway_id!r} must match [A-Za-z0-9_-]{{1,64}} (SAILCAST_GATEWAY_ID)"
+        )
+    return gateway_id
+
+
+class Subjects:
+    """Every subject Sailcast uses, under one prefix (default `sailcast`).
+
+    `<p>.r.<room>`   room messages (broadcast); gateways subscribe while they hold a member
+    `<p>.s.<socket>` requests aimed at one socket; only its gateway subscribes
+    `<p>.blast`      messages to every socket
+    `<p>.gw.all`     requests every gateway answers (room-membership operations)
+    `<p>.gw.hb`      gateway heartbeats: how gateways know each other
+    `<p>.gw.id.<id>` requests to one gateway (readiness round trip)
+    """
+
+    __slots__ = ("blast", "gateways", "heartbeat", "prefix")
+
+    def __init__(self, prefix: str = "sailcast") -> None:
+        if not _PREFIX.fullmatch(prefix):
+            raise ConfigError(
+                f"subject prefix {prefix!r} must be dot-separated [A-Za-z0-9_-] tokens "
+                "(SAILCAST_PREFIX)"
+            )
+        self.prefix = prefix
+        self.blast = f"{prefix}.blast"
+        self.gateways = f"{prefix}.gw.all"
+        self.heartbeat = f"{prefix}.gw.hb"
+
+    def room(self, name: str) -> str:
+        return f"{self.prefix}.r.{room_token(name)}"
+
+    def socket(self, socket_id: str) -> str:
+        return f"{self.prefix}.s.{room_token(check_socket_id(socket_id))}"
+
+    def gateway(self, gateway_id: str) -> str:
+        return f"{self.prefix}.gw.id.{check_gateway_id(gateway_id)}"
