@@ -169,7 +169,9 @@ async def serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     try:
-        await asyncio.wait_for(app.drain(), timeout=settings.drain_delay_s + settings.drain_timeout_s)
+        await asyncio.wait_for(
+            app.drain(), timeout=settings.drain_delay_s + settings.drain_timeout_s
+        )
     except TimeoutError:
         log.warning("drain deadline passed; closing the remaining connections")
     await app.stop()

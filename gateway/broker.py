@@ -10,6 +10,7 @@ This is the only module that touches nats-py internals (pinned to 2.16.x).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -23,6 +24,9 @@ from shared.config import NatsSettings
 from shared.errors import GatewayTimeout, TransportError
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+"""At start-up only; after that the client reconnects forever."""
 
 Handler = Callable[[bytes, bytes, bytes], None]
 """Called with (subject, reply, data) for every message on a subscription."""
@@ -95,20 +99,27 @@ class NatsBroker:
             return None
 
         try:
-            await nc.connect(
-                name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2.0,
-                ping_interval=10,
-                max_outstanding_pings=3,
-                error_cb=error_cb,
-                disconnected_cb=on_disconnected or noop,
-                reconnected_cb=on_reconnected or noop,
-                **settings.connect_kwargs(),
+            await asyncio.wait_for(
+                nc.connect(
+                    name=name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2.0,
+                    ping_interval=10,
+                    max_outstanding_pings=3,
+                    error_cb=error_cb,
+                    disconnected_cb=on_disconnected or noop,
+                    reconnected_cb=on_reconnected or noop,
+                    **settings.connect_kwargs(),
+                ),
+                CONNECT_TIMEOUT_S,
             )
         except Exception as exc:
+            try:
+                await nc.close()
+            except Exception:
+                log.debug("closing a half-open NATS client failed", exc_info=True)
             raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
         return cls(nc)
 
@@ -168,4 +179,3 @@ class NatsBroker:
     @property
     def stats(self) -> dict[str, Any]:
         return dict(self._nc.stats)
-

@@ -42,7 +42,9 @@ def main(argv: Sequence[str]) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("SAILCAST_PORT", "1337")))
     p.add_argument(
-        "--nats-port", type=int, default=int(os.environ.get("SAILCAST_DEV_NATS_PORT", "0")),
+        "--nats-port",
+        type=int,
+        default=int(os.environ.get("SAILCAST_DEV_NATS_PORT", "0")),
         help="port of the embedded nats-server (0 = a free one)",
     )
     p.add_argument("--metrics-port", type=int, default=9464)
@@ -53,9 +55,19 @@ def main(argv: Sequence[str]) -> None:
     nats = EmbeddedNats(args.nats_port).start()
     env = dict(os.environ, SAILCAST_NATS_URL=nats.url)
     gw = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--host", args.host, "--port", str(args.port),
-         "--metrics-port", str(args.metrics_port)],
-        env=env, stdout=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--metrics-port",
+            str(args.metrics_port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
     )
     try:
         assert gw.stdout is not None
@@ -63,8 +75,12 @@ def main(argv: Sequence[str]) -> None:
         if not line:
             raise SystemExit("the gateway did not start (see its log above)")
         ready = orjson.loads(line)
-        print(HELP_TEXT.format(nats=nats.url, host=args.host, port=ready["port"],
-                               mport=ready["metrics_port"]), flush=True)
+        print(
+            HELP_TEXT.format(
+                nats=nats.url, host=args.host, port=ready["port"], mport=ready["metrics_port"]
+            ),
+            flush=True,
+        )
         if args.no_demo:
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         else:

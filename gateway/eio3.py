@@ -300,6 +300,9 @@ class _Eio3Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         try:
             packets = decode_binary_payload(body) if binary else decode_text_payload(body)
         except ValueError as exc:
+            # Close now, without waiting for the queue to drain: python-engineio's own
+            # disconnect on the error below would block this POST until the next poll.
+            await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
             raise Eio3ProtocolError(str(exc)) from exc
         for pkt in packets:
             await self.receive(pkt)

@@ -36,6 +36,8 @@ from shared.errors import MalformedEnvelope, SailcastError
 log = logging.getLogger(__name__)
 
 CONTROL_QUEUE_MAX: Final = 10_000
+FIXED_SUBSCRIPTIONS: Final = 4
+"""blast, all-gateways requests, heartbeats, and this gateway's own subject."""
 
 Disconnect = Callable[[str], Awaitable[None]]
 
@@ -70,6 +72,12 @@ class Gateway:
         self._slow: set[str] = set()
         self.draining = False
         self.last_round_trip: float = 0.0
+        # gauges read live state at scrape time: nothing to keep in step
+        metrics.connections.set_function(lambda: self.rooms.socket_count)
+        metrics.rooms.set_function(lambda: self.rooms.room_count)
+        metrics.broker_subscriptions.set_function(
+            lambda: self.room_interest.count + len(self._socket_subs) + FIXED_SUBSCRIPTIONS
+        )
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -120,7 +128,6 @@ class Gateway:
                 await self.broker.flush()
             except SailcastError:
                 log.warning("NATS flush failed while registering %s", sid)
-        self._update_gauges()
 
     async def socket_disconnected(self, sid: str) -> None:
         self.fanout.detach(sid)
@@ -130,7 +137,6 @@ class Gateway:
         sub = self._socket_subs.pop(sid, None)
         if sub is not None:
             await self.broker.unsubscribe(sub)
-        self._update_gauges()
 
     def _cut_off_slow(self, sid: str) -> None:
         if sid in self._slow:
@@ -139,11 +145,6 @@ class Gateway:
         self.metrics.slow_disconnects.inc()
         log.warning("socket %s stopped reading; disconnecting it", sid)
         self._spawn(self._disconnect(sid))
-
-    def _update_gauges(self) -> None:
-        self.metrics.connections.set(self.rooms.socket_count)
-        self.metrics.rooms.set(self.rooms.room_count)
-        self.metrics.broker_subscriptions.set(self.room_interest.count + len(self._socket_subs) + 4)
 
     # -- data path -------------------------------------------------------------------
     def _room_handler(self, room: str) -> Handler:
@@ -240,9 +241,10 @@ class Gateway:
                     await self.broker.publish(reply.decode(), encode_reply(**answer))
                 except SailcastError:
                     log.warning("could not answer a %s request", kind)
-            self._update_gauges()
 
-    async def _apply_socket_request(self, sid: str, kind: str, req: dict[str, Any]) -> dict[str, Any]:
+    async def _apply_socket_request(
+        self, sid: str, kind: str, req: dict[str, Any]
+    ) -> dict[str, Any]:
         if not self.rooms.has_socket(sid):
             return {"ok": False, "error": "no_such_socket"}
         if kind == "join":
@@ -305,7 +307,9 @@ class Gateway:
 
     def _on_direct(self, subject: bytes, reply: bytes, data: bytes) -> None:
         if reply:
-            self._spawn(self.broker.publish(reply.decode(), encode_reply(gw=self.settings.gateway_id)))
+            self._spawn(
+                self.broker.publish(reply.decode(), encode_reply(gw=self.settings.gateway_id))
+            )
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -339,7 +343,9 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        fresh = time.monotonic() - self.last_round_trip < 3 * self.settings.ready_check_interval_s + 1
+        fresh = (
+            time.monotonic() - self.last_round_trip < 3 * self.settings.ready_check_interval_s + 1
+        )
         return self.broker.connected and fresh and not self.draining
 
     async def on_nats_reconnected(self) -> None:
@@ -349,4 +355,6 @@ class Gateway:
         await self._check_round_trip()
 
 
-_KNOWN_KINDS: Final = frozenset({"join", "leave", "rooms", "disconnect", "addm", "remm", "leaveall", "ping"})
+_KNOWN_KINDS: Final = frozenset(
+    {"join", "leave", "rooms", "disconnect", "addm", "remm", "leaveall", "ping"}
+)

@@ -24,14 +24,28 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Option("log_format", str, "text", "log format", choices=("text", "json")),
     Option("max_payload_bytes", int, DEFAULT_MAX_PAYLOAD_BYTES, "largest message in or out"),
-    Option("allowed_origins", str, "", "comma-separated allowed Origins; * = any; empty = same host"),
+    Option(
+        "allowed_origins", str, "", "comma-separated allowed Origins; * = any; empty = same host"
+    ),
     Option("ping_interval_s", float, 25.0, "Engine.IO ping interval"),
     Option("ping_timeout_s", float, 20.0, "Engine.IO ping timeout"),
-    Option("unsubscribe_linger_s", float, 1.0, "keep a room's NATS interest this long after its last member"),
-    Option("max_queued_messages", int, 1000, "outbound packets buffered per socket before it is cut off"),
+    Option(
+        "unsubscribe_linger_s",
+        float,
+        1.0,
+        "keep a room's NATS interest this long after its last member",
+    ),
+    Option(
+        "max_queued_messages",
+        int,
+        1000,
+        "outbound packets buffered per socket before it is cut off",
+    ),
     Option("heartbeat_interval_s", float, 2.0, "gateway heartbeat period (peer discovery)"),
     Option("ready_check_interval_s", float, 2.0, "period of the NATS round trip behind /readyz"),
-    Option("drain_delay_s", float, 5.0, "on SIGTERM, seconds not-ready before disconnecting clients"),
+    Option(
+        "drain_delay_s", float, 5.0, "on SIGTERM, seconds not-ready before disconnecting clients"
+    ),
     Option("drain_timeout_s", float, 25.0, "on SIGTERM, deadline for disconnecting every client"),
 )
 
@@ -64,7 +78,9 @@ class GatewaySettings:
         check_gateway_id(self.gateway_id)
         Subjects(self.prefix)  # validates
         if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
-            raise ConfigError("ports must be between 0 and 65535 (SAILCAST_PORT, SAILCAST_METRICS_PORT)")
+            raise ConfigError(
+                "ports must be between 0 and 65535 (SAILCAST_PORT, SAILCAST_METRICS_PORT)"
+            )
         if self.max_payload_bytes < 1024:
             raise ConfigError("SAILCAST_MAX_PAYLOAD_BYTES must be at least 1024")
         if self.max_queued_messages < 1:
@@ -97,7 +113,9 @@ def parser(prog: str = "sailcast gateway") -> argparse.ArgumentParser:
         description="Sailcast gateway: a stateless Socket.IO server fanning rooms out over NATS.",
     )
     add_options(p, OPTIONS)
-    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the effective config and exit"
+    )
     return p
 
 

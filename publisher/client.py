@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -31,6 +30,7 @@ from shared.subjects import Subjects
 log = logging.getLogger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT_S: Final = 2.0
+DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 NO_RESPONDERS_STATUS: Final = "503"
 
 
@@ -68,8 +68,12 @@ class Publisher:
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         registry: Any = None,
         name: str = "sailcast-publisher",
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> Publisher:
-        """`registry`: a prometheus_client CollectorRegistry to expose our counters on."""
+        """Fails with TransportError if no server answers within connect_timeout_s;
+        once connected, reconnects forever by itself.
+
+        `registry`: a prometheus_client CollectorRegistry to expose our counters on."""
         settings = nats_settings or NatsSettings(servers=parse_servers(servers))
         stats = PublisherStats(registry)
         Subjects(prefix)  # validate before connecting
@@ -81,18 +85,23 @@ class Publisher:
             stats.reconnects += 1
             log.info("publisher reconnected to NATS")
 
+        nc = NatsClient()
         try:
-            nc = await nats.connect(
-                name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2.0,
-                error_cb=on_error,
-                reconnected_cb=on_reconnect,
-                **settings.connect_kwargs(),
+            await asyncio.wait_for(
+                nc.connect(
+                    name=name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2.0,
+                    error_cb=on_error,
+                    reconnected_cb=on_reconnect,
+                    **settings.connect_kwargs(),
+                ),
+                connect_timeout_s,
             )
         except Exception as exc:
+            await _close_quietly(nc)
             raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
         return cls(
             nc,
@@ -245,3 +254,10 @@ class Publisher:
             except Exception:
                 log.debug("inbox unsubscribe failed", exc_info=True)
         return list(replies.values())
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        await nc.close()
+    except Exception:
+        log.debug("closing a half-open NATS client failed", exc_info=True)

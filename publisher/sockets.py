@@ -135,9 +135,7 @@ class Sockets:
         src = as_rooms(source_room, "source_room")[0]
         await self._pub.ask_all_gateways("addm", src=src, dst=as_rooms(dest_rooms, "dest_rooms"))
 
-    async def remove_room_members_from_rooms(
-        self, source_room: str, dest_rooms: OneOrMany
-    ) -> None:
+    async def remove_room_members_from_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
         src = as_rooms(source_room, "source_room")[0]
         await self._pub.ask_all_gateways("remm", src=src, dst=as_rooms(dest_rooms, "dest_rooms"))
 

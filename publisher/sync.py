@@ -68,7 +68,9 @@ class SyncPublisher:
         self._ensure()  # connect now: configuration errors surface at construction
 
     @classmethod
-    def connect(cls, servers: str | Sequence[str] = "nats://127.0.0.1:4222", **kw: Any) -> SyncPublisher:
+    def connect(
+        cls, servers: str | Sequence[str] = "nats://127.0.0.1:4222", **kw: Any
+    ) -> SyncPublisher:
         """Same as the constructor; mirrors `Publisher.connect`."""
         return cls(servers, **kw)
 

@@ -71,7 +71,9 @@ def encode_data(
         meta["o"] = omit_list
     body = orjson.dumps(meta) + b"\n" + args
     if len(body) > max_bytes:
-        raise PayloadTooLarge(f"message of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+        raise PayloadTooLarge(
+            f"message of {len(body)} bytes exceeds the limit of {max_bytes} bytes"
+        )
     return body
 
 
@@ -124,8 +126,10 @@ def decode_request(body: bytes) -> dict[str, Any]:
         req = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedEnvelope(f"invalid JSON request: {exc}") from exc
-    if not isinstance(req, dict) or req.get("v") != WIRE_VERSION or not isinstance(
-        req.get("k"), str
+    if (
+        not isinstance(req, dict)
+        or req.get("v") != WIRE_VERSION
+        or not isinstance(req.get("k"), str)
     ):
         raise MalformedEnvelope(f"not a v{WIRE_VERSION} request: {str(req)[:80]!r}")
     return req

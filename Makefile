@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:  make run  /  make test
+# Everything is installed into ./.venv (and ./.tools for the deploy validators).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sailcast-installed
+
+.PHONY: install run test test-fast lint typecheck test-tools bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[gateway,dev,test]'
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/sailcast dev
+
+test-tools: install
+	bash deploy/tools/install.sh
+	@if [ -f tests/e2e/js/package.json ]; then bash tests/e2e/setup.sh; fi
+
+lint: install
+	$(VENV)/bin/ruff check shared publisher gateway tests bench
+	$(VENV)/bin/ruff format --check shared publisher gateway tests bench
+	$(VENV)/bin/mypy
+
+test: install test-tools lint
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest tests/unit tests/integration
+
+bench: install
+	bash bench/setup.sh
+	$(PY) -m bench.run
+
+bench-quick: install
+	bash bench/setup.sh
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

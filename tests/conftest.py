@@ -1,0 +1,78 @@
+"""Fixtures: one real nats-server per session, a fresh subject prefix per test, real
+gateway processes and clients (tests/helpers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from gateway.embedded_nats import EmbeddedNats
+from publisher import Publisher
+from tests.helpers import (
+    GatewayProcess,
+    RecordingClient,
+    connect_client,
+    start_gateway,
+    unique_prefix,
+)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    return unique_prefix(request.node.name)
+
+
+@pytest.fixture
+def gateway_factory(
+    nats_server: EmbeddedNats, prefix: str
+) -> Iterator[Callable[..., GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def start(gateway_id: str | None = None, **overrides: Any) -> GatewayProcess:
+        gw = start_gateway(
+            overrides.pop("nats_url", nats_server.url),
+            prefix,
+            gateway_id or f"gw{len(started)}",
+            **overrides,
+        )
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def two_gateways(gateway_factory: Callable[..., GatewayProcess]) -> list[GatewayProcess]:
+    return [gateway_factory("gwa"), gateway_factory("gwb")]
+
+
+@pytest.fixture
+async def publisher(nats_server: EmbeddedNats, prefix: str) -> AsyncIterator[Publisher]:
+    pub = await Publisher.connect(nats_server.url, prefix=prefix)
+    yield pub
+    await pub.close()
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[..., Any]]:
+    clients: list[RecordingClient] = []
+
+    async def connect(gw: GatewayProcess, transport: str = "websocket") -> RecordingClient:
+        rc = await connect_client(gw.url, transport)
+        clients.append(rc)
+        return rc
+
+    yield connect
+    for c in clients:
+        await c.disconnect()

@@ -1,0 +1,292 @@
+"""The sails.sockets verbs across two gateway processes, seen by real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from publisher import NoSuchSocket, Publisher
+from shared.envelope import encode_request
+from tests.helpers import GatewayProcess, RecordingClient, quiet
+
+pytestmark = pytest.mark.integration
+
+Connect = Callable[..., Any]
+
+
+async def three_clients(
+    gws: list[GatewayProcess], connect: Connect
+) -> tuple[RecordingClient, RecordingClient, RecordingClient]:
+    """A and C on the first gateway, B on the second."""
+    a = await connect(gws[0])
+    b = await connect(gws[1])
+    c = await connect(gws[0])
+    return a, b, c
+
+
+async def test_join_then_broadcast_with_omit_reaches_every_gateway(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a, b, c = await three_clients(two_gateways, client_factory)
+    for s in (a, b, c):
+        await publisher.sockets.join(s.sid, "lobby")
+    # no wait between join and broadcast: join returns once applied
+    await publisher.sockets.broadcast("lobby", "chat", {"text": "hi"}, omit=a.sid)
+    await publisher.sockets.broadcast("lobby", "chat", {"text": "all"})
+    await quiet([a, b, c], publisher)
+    assert a.events == [("chat", {"text": "all"})]
+    assert b.events == [("chat", {"text": "hi"}), ("chat", {"text": "all"})]
+    assert c.events == b.events
+
+
+async def test_default_event_and_short_form(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a = await client_factory(two_gateways[1])
+    await publisher.sockets.join(a.sid, "r")
+    await publisher.sockets.broadcast("r", {"short": True})
+    await publisher.sockets.broadcast("r", data=[1, 2])
+    await quiet([a], publisher)
+    assert a.events == [("message", {"short": True}), ("message", [1, 2])]
+
+
+async def test_omit_accepts_one_or_many_and_blast_omits(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a, b, c = await three_clients(two_gateways, client_factory)
+    await publisher.sockets.join([a.sid, b.sid, c.sid], "room")
+    await publisher.sockets.broadcast("room", "x", 1, omit=[a.sid, b.sid])
+    await publisher.sockets.broadcast("room", "y", 2, omit=(s for s in [c.sid]))
+    await publisher.sockets.blast("announce", {"n": 1}, omit=b.sid)
+    await publisher.sockets.blast(data={"n": 2})
+    await quiet([a, b, c], publisher)
+    assert a.events == [("y", 2), ("announce", {"n": 1}), ("message", {"n": 2})]
+    assert b.events == [("y", 2), ("message", {"n": 2})]
+    assert c.events == [("x", 1), ("announce", {"n": 1}), ("message", {"n": 2})]
+
+
+async def test_socket_in_several_target_rooms_gets_one_copy(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a, b, c = await three_clients(two_gateways, client_factory)
+    await publisher.sockets.join([a.sid, b.sid, c.sid], "lobby")
+    await publisher.sockets.join(b.sid, "side")
+    await publisher.sockets.join(a.sid, "side")
+    await publisher.sockets.broadcast(["lobby", "side"], "chat", {"msg": "two rooms"})
+    await publisher.sockets.broadcast(["side", "lobby", "side"], "chat", {"msg": "again"})
+    await publisher.sockets.broadcast(["lobby", "lobby"], "chat", {"msg": "twice listed"})
+    await quiet([a, b, c], publisher)
+    expected = [
+        ("chat", {"msg": "two rooms"}),
+        ("chat", {"msg": "again"}),
+        ("chat", {"msg": "twice listed"}),
+    ]
+    assert a.events == expected
+    assert b.events == expected
+    assert c.events == expected
+
+
+async def test_socket_id_is_a_room_for_direct_messages(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a, b, c = await three_clients(two_gateways, client_factory)
+    await publisher.sockets.broadcast(b.sid, "direct", {"msg": "to B"})
+    await publisher.sockets.broadcast("nobody-here", "chat", {"msg": "empty room"})
+    await quiet([a, b, c], publisher)
+    assert a.events == []
+    assert b.events == [("direct", {"msg": "to B"})]
+    assert c.events == []
+    assert await publisher.sockets.rooms(b.sid) == [b.sid]
+
+
+async def test_leave_and_room_member_operations_across_gateways(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    """Replays the sails transcript steps sockets.19–35 across two gateways."""
+    a, b, c = await three_clients(two_gateways, client_factory)
+    sk = publisher.sockets
+    await sk.join([a.sid, b.sid, c.sid], "lobby")
+    await sk.join(b.sid, "side")
+    await sk.add_room_members_to_rooms("lobby", ["vip"])
+    await sk.broadcast("vip", "chat", "vip after add")
+    await sk.remove_room_members_from_rooms("side", "vip")
+    await sk.broadcast("vip", "chat", "vip after remove")
+    await sk.add_room_members_to_rooms(c.sid, "c-only")
+    await sk.broadcast("c-only", "chat", "c-only")
+    await sk.leave(c.sid, "lobby")
+    await sk.broadcast("lobby", "chat", "lobby after C left")
+    await quiet([a, b, c], publisher)
+    assert [d for _, d in a.events] == ["vip after add", "vip after remove", "lobby after C left"]
+    assert [d for _, d in b.events] == ["vip after add", "lobby after C left"]
+    assert [d for _, d in c.events] == ["vip after add", "vip after remove", "c-only"]
+    assert await sk.rooms(a.sid) == sorted([a.sid, "lobby", "vip"])
+    assert await sk.rooms(b.sid) == sorted([b.sid, "lobby", "side"])
+    assert await sk.rooms(c.sid) == sorted([c.sid, "c-only", "vip"])
+
+    await sk.leave_all("lobby")
+    assert await sk.rooms(a.sid) == [a.sid]
+    assert await sk.rooms(b.sid) == [b.sid]
+    assert await sk.rooms(c.sid) == sorted([c.sid, "c-only", "vip"])
+    await sk.broadcast(["lobby", "side", "vip"], "chat", "after leaveAll")
+    await sk.broadcast(a.sid, "direct", "A id room survives leaveAll")
+    await quiet([a, b, c], publisher)
+    assert a.events[3:] == [("direct", "A id room survives leaveAll")]
+    assert b.events[2:] == []
+    assert c.events[3:] == [("chat", "after leaveAll")]
+
+
+async def test_unknown_socket_raises_no_such_socket_quickly(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a = await client_factory(two_gateways[0])
+    gone = await client_factory(two_gateways[1])
+    gone_sid = gone.sid
+    await gone.disconnect()
+    for sid in ("never-connected", gone_sid):
+        started = time.monotonic()
+        with pytest.raises(NoSuchSocket) as err:
+            await publisher.sockets.join(sid, "lobby")
+        assert err.value.socket_id == sid
+        assert time.monotonic() - started < 1.0
+    with pytest.raises(NoSuchSocket):
+        await publisher.sockets.join([a.sid, "never-connected"], "lobby")
+    # the valid one of the pair was still applied
+    assert "lobby" in await publisher.sockets.rooms(a.sid)
+
+
+async def test_interest_a_gateway_without_members_receives_nothing(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    gwa, gwb = two_gateways
+    a = await client_factory(gwa)
+    b = await client_factory(gwb)
+    await publisher.sockets.join(a.sid, "only-on-a")
+    before_a = gwa.metric('sailcast_gateway_broker_messages_received_total{kind="room"}')
+    before_b = gwb.metric('sailcast_gateway_broker_messages_received_total{kind="room"}')
+    for i in range(20):
+        await publisher.sockets.broadcast("only-on-a", "n", i)
+    await quiet([a, b], publisher)
+    room_a = gwa.metric('sailcast_gateway_broker_messages_received_total{kind="room"}')
+    room_b = gwb.metric('sailcast_gateway_broker_messages_received_total{kind="room"}')
+    # gateway A: the 20 messages plus the marker for A; gateway B: only B's marker
+    assert room_a - before_a == 21
+    assert room_b - before_b == 1
+    assert [d for _, d in a.events] == list(range(20))
+
+    # after the last member leaves (and the linger), A gives up its interest too
+    subs_joined = gwa.metric("sailcast_gateway_broker_subscriptions")
+    await publisher.sockets.leave(a.sid, "only-on-a")
+    deadline = time.monotonic() + 5
+    while gwa.metric("sailcast_gateway_broker_subscriptions") >= subs_joined:
+        assert time.monotonic() < deadline, "room subscription was never released"
+        await asyncio.sleep(0.05)
+    before = gwa.metric('sailcast_gateway_broker_messages_received_total{kind="room"}')
+    await publisher.sockets.broadcast("only-on-a", "n", "late")
+    await quiet([a], publisher)
+    assert gwa.metric('sailcast_gateway_broker_messages_received_total{kind="room"}') - before == 1
+
+
+async def test_order_is_kept_per_publisher_and_room(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a = await client_factory(two_gateways[0])
+    b = await client_factory(two_gateways[1], transport="polling")
+    await publisher.sockets.join([a.sid, b.sid], "seq")
+    n = 300
+    for i in range(n):
+        await publisher.sockets.broadcast("seq", "n", i)
+    for c in (a, b):
+        await c.wait_count(n, timeout=15)
+        assert [d for _, d in c.events] == list(range(n))
+
+
+@pytest.mark.parametrize(
+    "room", ["a.b", "a.*", "a.>", ">", "*", "with space", "é/ü", "sails_model_user_1:user"]
+)
+async def test_hostile_room_names_neither_collide_nor_wildcard(
+    room: str, two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a = await client_factory(two_gateways[0])
+    b = await client_factory(two_gateways[1])
+    others = ["a.b", "a.*", "a.>", ">", "*", "a", "a.c", "with", "space"]
+    await publisher.sockets.join(a.sid, room)
+    await publisher.sockets.join(b.sid, [o for o in others if o != room])
+    await publisher.sockets.broadcast(room, "hit", room)
+    for o in others:
+        if o != room:
+            await publisher.sockets.broadcast(o, "other", o)
+    await quiet([a, b], publisher)
+    assert a.events == [("hit", room)]
+    assert ("hit", room) not in b.events
+
+
+async def test_bad_input_raises_before_sending(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    from publisher import InvalidRoomName, NotSerializable, PayloadTooLarge, UsageError
+
+    a = await client_factory(two_gateways[0])
+    await publisher.sockets.join(a.sid, "lobby")
+    with pytest.raises(NotSerializable):
+        await publisher.sockets.broadcast("lobby", "x", {"when": object()})
+    with pytest.raises(InvalidRoomName):
+        await publisher.sockets.broadcast("", "x", 1)
+    with pytest.raises(InvalidRoomName):
+        await publisher.sockets.broadcast(["lobby", ""], "x", 1)
+    with pytest.raises(InvalidRoomName):
+        await publisher.sockets.join(a.sid, [])
+    with pytest.raises(PayloadTooLarge):
+        await publisher.sockets.broadcast("lobby", "x", "y" * (2 * 1024 * 1024))
+    with pytest.raises(UsageError):
+        await publisher.sockets.broadcast("lobby", "disconnect", 1)
+    await quiet([a], publisher)
+    assert a.events == []
+
+
+async def test_malformed_messages_are_counted_and_dropped(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    gw = two_gateways[0]
+    a = await client_factory(gw)
+    await publisher.sockets.join(a.sid, "lobby")
+    subject = publisher.subjects.room("lobby")
+    for junk in (b"", b"not json", b'{"v":1,"k":"bc","ts":1}\n["e"]', b"\xff\xfe", b"{}\n{}"):
+        await publisher.publish_raw(subject, junk, "junk")
+    await publisher.publish_raw(publisher.subjects.blast, b"[1,2", "junk")
+    await publisher.publish_raw(publisher.subjects.socket(a.sid), b"garbage", "junk")
+    await publisher.publish_raw(
+        publisher.subjects.gateways, encode_request("addm", src=5, dst="x"), "junk"
+    )
+    await publisher.sockets.broadcast("lobby", "still", "alive")
+    await quiet([a], publisher)
+    assert a.events == [("still", "alive")]
+    assert gw.metric('sailcast_gateway_drops_total{reason="malformed"}') >= 6
+    assert gw.proc.poll() is None
+
+
+async def test_clients_cannot_join_or_broadcast_themselves(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    a = await client_factory(two_gateways[0])
+    b = await client_factory(two_gateways[1])
+    await publisher.sockets.join(b.sid, "lobby")
+    for event, payload in (("join", "lobby"), ("broadcast", ["lobby", "x"]), ("message", "hi")):
+        await a.client.emit(event, payload)
+    await quiet([a, b], publisher)
+    assert await publisher.sockets.rooms(a.sid) == [a.sid]
+    assert b.events == []
+
+
+async def test_disconnect_a_socket_by_id(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    b = await client_factory(two_gateways[1])
+    await publisher.sockets.disconnect(b.sid)
+    deadline = time.monotonic() + 5
+    while b.client.connected:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)

@@ -1,0 +1,127 @@
+"""A dead NATS, the sync publisher, and fork safety."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.embedded_nats import EmbeddedNats
+from publisher import Publisher, SyncPublisher, TransportError
+from tests.helpers import GatewayProcess, quiet
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not cond():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_nats_restart_clients_stay_and_delivery_resumes(
+    gateway_factory: Callable[..., GatewayProcess], prefix: str, client_factory: Any
+) -> None:
+    nats = EmbeddedNats().start()
+    try:
+        gws = [gateway_factory("ga", nats_url=nats.url), gateway_factory("gb", nats_url=nats.url)]
+        a = await client_factory(gws[0])
+        b = await client_factory(gws[1])
+        pub = await Publisher.connect(nats.url, prefix=prefix)
+        await pub.sockets.join([a.sid, b.sid], "lobby")
+        await pub.sockets.broadcast("lobby", "n", "before")
+        await quiet([a, b], pub)
+
+        nats.stop()
+        await wait_until(lambda: gws[0].http_status("/readyz") == 503, 10, "readyz going red")
+        nats.start()  # same port
+        down_at = time.monotonic()
+        await wait_until(lambda: all(g.http_status("/readyz") == 200 for g in gws), 15, "recovery")
+        recovered_s = time.monotonic() - down_at
+        await wait_until(lambda: pub.connected, 15, "publisher reconnect")
+
+        assert a.client.connected and b.client.connected
+        await pub.sockets.broadcast("lobby", "n", "after")
+        await quiet([a, b], pub)
+        assert [d for _, d in a.events] == ["before", "after"]
+        assert [d for _, d in b.events] == ["before", "after"]
+        # membership operations work again too
+        await pub.sockets.join(a.sid, "new-room")
+        assert "new-room" in await pub.sockets.rooms(a.sid)
+        assert gws[0].metric("sailcast_gateway_nats_reconnects_total") >= 1
+        print(f"\nNATS restart: gateways ready again {recovered_s:.2f}s after the server came back")
+        await pub.close()
+    finally:
+        nats.close()
+
+
+async def test_publisher_against_dead_nats_fails_clearly(prefix: str) -> None:
+    nats = EmbeddedNats().start()
+    url = nats.url
+    nats.close()
+    with pytest.raises(TransportError, match="cannot connect to NATS"):
+        await Publisher.connect(url, prefix=prefix)
+
+
+async def test_sync_publisher_from_threads(
+    two_gateways: list[GatewayProcess], nats_server: EmbeddedNats, prefix: str, client_factory: Any
+) -> None:
+    a = await client_factory(two_gateways[0])
+    b = await client_factory(two_gateways[1])
+    sync = SyncPublisher(nats_server.url, prefix=prefix)
+    try:
+
+        def work() -> None:
+            sync.sockets.join([a.sid, b.sid], "lobby")
+            for i in range(5):
+                sync.sockets.broadcast("lobby", "n", i, omit=a.sid if i == 0 else None)
+            sync.flush()
+
+        t = threading.Thread(target=work)
+        t.start()
+        await asyncio.get_running_loop().run_in_executor(None, t.join)
+        async with await Publisher.connect(nats_server.url, prefix=prefix) as pub:
+            await quiet([a, b], pub)
+        assert [d for _, d in a.events] == [1, 2, 3, 4]
+        assert [d for _, d in b.events] == [0, 1, 2, 3, 4]
+        assert await asyncio.to_thread(sync.sockets.rooms, a.sid) == sorted([a.sid, "lobby"])
+    finally:
+        sync.close()
+
+
+def _child_broadcast(sync: SyncPublisher, room: str, queue: Any) -> None:
+    try:
+        sync.sockets.broadcast(room, "from-child", {"ok": True})
+        sync.flush()
+        queue.put("sent")
+    except Exception as exc:  # report, the parent asserts
+        queue.put(repr(exc))
+
+
+async def test_sync_publisher_survives_fork(
+    two_gateways: list[GatewayProcess], nats_server: EmbeddedNats, prefix: str, client_factory: Any
+) -> None:
+    a = await client_factory(two_gateways[0])
+    sync = SyncPublisher(nats_server.url, prefix=prefix)
+    try:
+        sync.sockets.join(a.sid, "forked")  # the parent used it before forking
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        proc = ctx.Process(target=_child_broadcast, args=(sync, "forked", q))
+        proc.start()
+        result = await asyncio.to_thread(q.get, True, 20)
+        await asyncio.to_thread(proc.join, 10)
+        assert result == "sent"
+        await a.wait_for(lambda ev: ("from-child", {"ok": True}) in ev, timeout=10)
+        sync.sockets.broadcast("forked", "from-parent", 1)  # parent still works
+        await a.wait_for(lambda ev: ("from-parent", 1) in ev, timeout=10)
+    finally:
+        sync.close()

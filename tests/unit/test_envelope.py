@@ -1,0 +1,103 @@
+"""The wire envelope: round trips, caller errors before sending, fuzzed input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.envelope import (
+    KIND_BLAST,
+    KIND_BROADCAST,
+    decode_data,
+    decode_reply,
+    decode_request,
+    encode_args,
+    encode_data,
+    encode_request,
+)
+from shared.errors import MalformedEnvelope, NotSerializable, PayloadTooLarge, UsageError
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    st.text(min_size=1, max_size=30).filter(lambda e: e not in {"connect", "disconnect"}),
+    json_values,
+    st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4),
+    st.lists(st.text(min_size=1, max_size=10), max_size=3),
+)
+def test_round_trip(event: str, data: Any, rooms: list[str], omit: list[str]) -> None:
+    body = encode_data(KIND_BROADCAST, encode_args(event, data), ts=1.5, rooms=rooms, omit=omit)
+    msg = decode_data(body)
+    assert msg.kind == KIND_BROADCAST
+    assert msg.rooms == tuple(rooms)
+    assert msg.omit == frozenset(omit)
+    assert msg.ts == 1.5
+    assert orjson.loads(msg.args) == [event, data]
+
+
+def test_args_are_the_socketio_event_array_verbatim() -> None:
+    body = encode_data(KIND_BLAST, encode_args("chat", {"b": 1, "a": 2}), ts=0)
+    assert body.split(b"\n", 1)[1] == b'["chat",{"b":1,"a":2}]'
+
+
+def test_non_serializable_data_names_the_event() -> None:
+    with pytest.raises(NotSerializable, match="'chat'"):
+        encode_args("chat", {"x": object()})
+    with pytest.raises(NotSerializable):
+        encode_args("chat", {1j: 1})
+
+
+@pytest.mark.parametrize("event", ["", "connect", "disconnect", "connect_error", 5])
+def test_bad_event_names(event: Any) -> None:
+    with pytest.raises(UsageError):
+        encode_args(event, None)
+
+
+def test_payload_limit_is_checked_before_sending() -> None:
+    args = encode_args("big", "x" * 2000)
+    with pytest.raises(PayloadTooLarge, match="1024"):
+        encode_data(KIND_BLAST, args, ts=0, max_bytes=1024)
+
+
+@given(st.binary(max_size=300))
+def test_garbage_never_raises_anything_but_malformed(body: bytes) -> None:
+    for decode in (decode_data, decode_request, decode_reply):
+        try:
+            decode(body)
+        except MalformedEnvelope:
+            pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"v":1,"k":"bc","ts":1}\n["e",1]',  # broadcast without rooms
+        b'{"v":2,"k":"bc","r":["a"],"ts":1}\n["e",1]',  # unknown version
+        b'{"v":1,"k":"zz","ts":1}\n["e",1]',
+        b'{"v":1,"k":"bl","ts":1}\n{"e":1}',
+        b'{"v":1,"k":"bl","ts":1}\n[1]',
+        b'{"v":1,"k":"bl","ts":"x"}\n["e"]',
+        b'{"v":1,"k":"bc","r":[1],"ts":1}\n["e"]',
+        b'{"v":1,"k":"bl","ts":1}["e"]',
+    ],
+)
+def test_malformed_messages_are_refused(body: bytes) -> None:
+    with pytest.raises(MalformedEnvelope):
+        decode_data(body)
+
+
+def test_requests_round_trip() -> None:
+    req = decode_request(encode_request("join", rooms=["a"]))
+    assert req["k"] == "join"
+    assert req["rooms"] == ["a"]

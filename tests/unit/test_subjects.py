@@ -1,0 +1,87 @@
+"""Room names → subject tokens: injective, reversible, never a wildcard or separator."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.errors import ConfigError, InvalidRoomName, InvalidSocketId
+from shared.subjects import MAX_ROOM_NAME_BYTES, Subjects, room_name, room_token
+
+room_names = st.text(min_size=1, max_size=200).filter(
+    lambda s: (
+        len(s.encode("utf-8", "surrogatepass")) <= MAX_ROOM_NAME_BYTES
+        and not any(0xD800 <= ord(c) <= 0xDFFF for c in s)
+    )
+)
+
+
+@given(room_names)
+def test_token_round_trips(name: str) -> None:
+    assert room_name(room_token(name)) == name
+
+
+@given(room_names, room_names)
+def test_distinct_names_never_share_a_token(a: str, b: str) -> None:
+    if a != b:
+        assert room_token(a) != room_token(b)
+
+
+@given(room_names)
+def test_token_is_one_safe_subject_token(name: str) -> None:
+    token = room_token(name)
+    assert token
+    for forbidden in (".", "*", ">", " ", "\t", "\r", "\n", "\x00"):
+        assert forbidden not in token
+    subject = Subjects("app.prod").room(name)
+    assert subject.split(".") == ["app", "prod", "r", token]
+
+
+@pytest.mark.parametrize(
+    ("name", "token"),
+    [
+        ("lobby", "lobby"),
+        ("sails_model_user_3:user", "sails_model_user_3=3Auser"),
+        ("a.b", "a=2Eb"),
+        ("*", "=2A"),
+        (">", "=3E"),
+        ("with space", "with=20space"),
+        ("=41", "=3D41"),
+        ("é", "=C3=A9"),
+    ],
+)
+def test_known_encodings(name: str, token: str) -> None:
+    assert room_token(name) == token
+
+
+def test_wildcard_rooms_cannot_alias_each_other() -> None:
+    names = ["a.*", "a.b", "a.>", "a", "*", ">", "a b", "a/b", "a=2Eb"]
+    tokens = {room_token(n) for n in names}
+    assert len(tokens) == len(names)
+
+
+@pytest.mark.parametrize("bad", ["", 3, None, "x" * (MAX_ROOM_NAME_BYTES + 1), "\ud800"])
+def test_bad_room_names_are_refused_with_a_clear_error(bad: object) -> None:
+    with pytest.raises(InvalidRoomName):
+        room_token(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["A", "=4", "=4G", "a.b", "=41x", "=C3"])
+def test_non_canonical_tokens_are_refused(bad: str) -> None:
+    if bad == "A":
+        assert room_name(bad) == "A"
+        return
+    with pytest.raises(InvalidRoomName):
+        room_name(bad)
+
+
+def test_prefix_and_ids_are_validated() -> None:
+    with pytest.raises(ConfigError, match="SAILCAST_PREFIX"):
+        Subjects("bad prefix")
+    with pytest.raises(ConfigError):
+        Subjects("a..b")
+    with pytest.raises(InvalidSocketId):
+        Subjects().socket("")
+    with pytest.raises(ConfigError, match="SAILCAST_GATEWAY_ID"):
+        Subjects().gateway("no.dots")
