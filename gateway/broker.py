@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -49,7 +50,7 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
-class _DirectClient(NatsClient):  # type: ignore[misc]
+class _DirectClient(NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self.direct: dict[int, Handler] = {}
@@ -60,7 +61,7 @@ class _DirectClient(NatsClient):  # type: ignore[misc]
     ) -> None:
         handler = self.direct.get(sid)
         if handler is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
@@ -104,8 +105,8 @@ class NatsBroker:
                     name=name,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2.0,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # int-annotated; floats work
+                    connect_timeout=2,
                     ping_interval=10,
                     max_outstanding_pings=3,
                     error_cb=error_cb,
@@ -164,7 +165,7 @@ class NatsBroker:
 
     async def flush(self, timeout: float = 2.0) -> None:
         try:
-            await self._nc.flush(timeout=timeout)
+            await self._nc.flush(timeout=math.ceil(timeout))
         except Exception as exc:
             raise TransportError(f"NATS flush failed: {exc}") from exc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -53,10 +54,8 @@ def run_gateway(argv: Sequence[str]) -> None:
     logs.configure(settings.log_level, settings.log_format)
     from gateway.app import serve
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _run(serve(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 def _run(coro: object) -> None:

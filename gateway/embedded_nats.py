@@ -64,7 +64,7 @@ class EmbeddedNats:
                 self._store = tempfile.TemporaryDirectory(prefix="sailcast-nats-")
             args += ["-js", "-sd", self._store.name]
         args += list(self.extra_args)
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

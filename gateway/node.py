@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from gateway.broker import Broker, Handler
@@ -169,9 +169,10 @@ class Gateway:
         members = self.rooms.members(room)
         if not members:
             return
+        recipients: Iterable[str] = members
         if len(msg.rooms) > 1:
-            members = self._first_room_members(room, members, msg.rooms)
-        self.fanout.deliver(event_packet(msg.args), members, msg.omit)
+            recipients = self._first_room_members(room, members, msg.rooms)
+        self.fanout.deliver(event_packet(msg.args), recipients, msg.omit)
         self.metrics.lag.observe(max(0.0, time.time() - msg.ts))
 
     def _first_room_members(

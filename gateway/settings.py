@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.config import NATS_OPTIONS, NatsSettings, Option, add_options, redacted, resolve
@@ -56,7 +56,7 @@ class GatewaySettings:
     port: int = 1337
     metrics_host: str = ""
     metrics_port: int = 9464
-    nats: NatsSettings = NatsSettings()
+    nats: NatsSettings = field(default_factory=NatsSettings)
     prefix: str = "sailcast"
     gateway_id: str = ""
     log_level: str = "INFO"

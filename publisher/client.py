@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -92,8 +93,8 @@ class Publisher:
                     name=name,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2.0,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # int-annotated; floats work
+                    connect_timeout=2,
                     error_cb=on_error,
                     reconnected_cb=on_reconnect,
                     **settings.connect_kwargs(),
@@ -139,7 +140,7 @@ class Publisher:
         """Wait until NATS has received everything published so far."""
         self._check_open()
         try:
-            await self._nc.flush(timeout=timeout)
+            await self._nc.flush(timeout=math.ceil(timeout))
         except Exception as exc:
             raise TransportError(f"flush failed: {exc}") from exc
 
@@ -215,7 +216,7 @@ class Publisher:
                 reply=inbox,
                 headers=None,
             )
-            await self._nc.flush(timeout=self.request_timeout_s)
+            await self._nc.flush(timeout=math.ceil(self.request_timeout_s))
             deadline = time.monotonic() + self.request_timeout_s
             while not expected or not expected <= replies.keys():
                 remaining = deadline - time.monotonic()

@@ -4,6 +4,7 @@ recording Socket.IO clients. No fakes: every helper drives a real process or soc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -130,10 +131,8 @@ class RecordingClient:
             if remaining <= 0:
                 raise AssertionError(f"condition not met in {timeout}s; got {self.events!r}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
         return self.events
 
     async def wait_count(self, n: int, timeout: float = 5.0) -> list[tuple[str, Any]]:

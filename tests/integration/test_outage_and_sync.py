@@ -48,7 +48,8 @@ async def test_nats_restart_clients_stay_and_delivery_resumes(
         recovered_s = time.monotonic() - down_at
         await wait_until(lambda: pub.connected, 15, "publisher reconnect")
 
-        assert a.client.connected and b.client.connected
+        assert a.client.connected
+        assert b.client.connected
         await pub.sockets.broadcast("lobby", "n", "after")
         await quiet([a, b], pub)
         assert [d for _, d in a.events] == ["before", "after"]
