@@ -1,0 +1,686 @@
+"""EIO3 / socket.io v2 clients on a python-socketio AsyncServer with ``enable_eio3``.
+
+A real AsyncServer on aiohttp listens on an ephemeral loopback port; clients are raw
+aiohttp websockets and HTTP requests speaking the v3 wire format byte for byte, next
+to a real python-socketio (EIO4) client. These tests also pin every python-engineio
+behaviour ``gateway.eio3`` relies on: a python-engineio upgrade that breaks one of
+them fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import socketio
+from aiohttp import web
+
+from gateway import eio3
+
+pytestmark = pytest.mark.integration
+
+SDK_QUERY = (
+    "__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript"
+)
+WAIT_S = 5.0
+
+
+@dataclass
+class Server:
+    sio: socketio.AsyncServer
+    base: str
+    connects: list[tuple[str, str, str, Any]] = field(default_factory=list)
+    """(namespace, sid, query string, auth) per accepted namespace connect."""
+    disconnects: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
+    answers: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+    @property
+    def ws_base(self) -> str:
+        return self.base.replace("http://", "ws://")
+
+    def url(self, query: str) -> str:
+        return f"{self.base}/socket.io/?{query}"
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest_asyncio.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    runners: list[web.AppRunner] = []
+
+    async def start(*, eio3_enabled: bool = True, **options: Any) -> Server:
+        options.setdefault("async_mode", "aiohttp")
+        sio = socketio.AsyncServer(**options)
+        if eio3_enabled:
+            eio3.enable_eio3(sio)
+        app = web.Application()
+        sio.attach(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        srv = Server(sio=sio, base=f"http://{host}:{port}")
+
+        @sio.event
+        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+            query = environ.get("QUERY_STRING", "")
+            if "reject=1" in query:
+                return False
+            srv.connects.append(("/", sid, query, auth))
+            return True
+
+        @sio.on("connect", namespace="/chat")
+        async def chat_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+            srv.connects.append(("/chat", sid, environ.get("QUERY_STRING", ""), auth))
+
+        @sio.event
+        async def disconnect(sid: str, reason: str) -> None:
+            srv.disconnects.put_nowait((sid, reason))
+
+        @sio.event
+        async def echo(sid: str, data: Any) -> None:
+            await sio.emit("echoed", data, to=sid)
+
+        @sio.event
+        async def ack(sid: str, *args: Any) -> Any:
+            return args
+
+        @sio.event
+        async def whoami(sid: str) -> str:
+            return sid
+
+        sio.on("whoami", whoami, namespace="/chat")
+
+        @sio.event
+        async def ask_me(sid: str) -> None:
+            srv.answers.put_nowait(await sio.call("question", "ping?", to=sid, timeout=WAIT_S))
+
+        @sio.on("get")
+        async def virtual_get(sid: str, request: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "body": {"url": request.get("url"), "sid": sid},
+                "headers": {},
+                "statusCode": 200,
+            }
+
+        return srv
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class Eio3Ws:
+    """A raw EIO3 websocket client: frames in, frames out, nothing hidden."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def recv(self, timeout_s: float = WAIT_S) -> str | bytes:
+        msg = await self.ws.receive(timeout=timeout_s)
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            return str(msg.data)
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            return bytes(msg.data)
+        raise ConnectionError(f"websocket ended: {msg.type!r}")
+
+    async def recv_text(self) -> str:
+        frame = await self.recv()
+        assert isinstance(frame, str), frame
+        return frame
+
+    async def send(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame)
+
+    async def open_packet(self) -> dict[str, Any]:
+        frame = await self.recv_text()
+        assert frame[0] == "0", frame
+        data: dict[str, Any] = json.loads(frame[1:])
+        return data
+
+    async def closed(self, timeout_s: float) -> bool:
+        """Whether the server closes the websocket within ``timeout_s`` (frames are skipped)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    msg = await self.ws.receive()
+                    if msg.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.ERROR,
+                    ):
+                        return True
+        except TimeoutError:
+            return False
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def ws_connect(http: aiohttp.ClientSession, srv: Server, query: str) -> Eio3Ws:
+    ws = await http.ws_connect(f"{srv.ws_base}/socket.io/?{query}", autoping=True)
+    return Eio3Ws(ws)
+
+
+def parse_text_payload(body: str) -> list[str]:
+    """Split ``<len>:<packet>...`` counting JavaScript (UTF-16) units, as v3 clients do."""
+    units = body.encode("utf-16-le")
+    packets = []
+    i = 0
+    while i < len(units):
+        colon = units.index(":".encode("utf-16-le"), i)
+        while (colon - i) % 2:
+            colon = units.index(":".encode("utf-16-le"), colon + 1)
+        n = int(units[i:colon].decode("utf-16-le"))
+        start = colon + 2
+        packets.append(units[start : start + 2 * n].decode("utf-16-le"))
+        i = start + 2 * n
+    return packets
+
+
+def js_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def frame(packet: str) -> str:
+    return f"{js_length(packet)}:{packet}"
+
+
+async def poll(http: aiohttp.ClientSession, srv: Server, query: str) -> list[str]:
+    async with http.get(srv.url(query)) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        return parse_text_payload(await resp.text())
+
+
+async def post(http: aiohttp.ClientSession, srv: Server, query: str, body: str | bytes) -> int:
+    headers = {
+        "Content-Type": "application/octet-stream"
+        if isinstance(body, bytes)
+        else "text/plain;charset=UTF-8"
+    }
+    async with http.post(srv.url(query), data=body, headers=headers) as resp:
+        return resp.status
+
+
+async def polling_handshake(
+    http: aiohttp.ClientSession, srv: Server, extra: str = ""
+) -> tuple[str, list[str]]:
+    """Open a v3 polling session; return its sid and every packet up to the ``40``."""
+    packets = await poll(http, srv, f"EIO=3&transport=polling&{SDK_QUERY}{extra}")
+    open_data = json.loads(packets[0][1:])
+    sid = open_data["sid"]
+    if "40" not in packets:
+        packets += await poll(http, srv, f"EIO=3&transport=polling&sid={sid}")
+    return sid, packets
+
+
+# --- websocket transport -------------------------------------------------------------
+
+
+async def test_websocket_open_packet_and_automatic_default_namespace_connect(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval=25, ping_timeout=20)
+    client = await ws_connect(http, srv, f"EIO=3&transport=websocket&{SDK_QUERY}")
+
+    open_data = await client.open_packet()
+    assert open_data["upgrades"] == []
+    assert open_data["pingInterval"] == 25000
+    assert open_data["pingTimeout"] == 20000
+    assert isinstance(open_data["sid"], str)
+    # the v2 client never sends 40 for "/": the server connects it, with no {"sid"}
+    assert await client.recv_text() == "40"
+
+    # socket.io 2: the socket id *is* the engine.io sid (Sails compares them)
+    namespace, sid, query, auth = srv.connects[0]
+    assert (namespace, sid, auth) == ("/", open_data["sid"], None)
+    assert "EIO=3" in query.split("&")  # handlers see the real query string
+    assert "__sails_io_sdk_version=1.2.1" in query.split("&")
+
+    await client.send('421["whoami"]')
+    assert await client.recv_text() == f'431["{open_data["sid"]}"]'
+
+
+async def test_websocket_event_emit_and_acks_both_ways(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    client = await ws_connect(http, srv, "EIO=3&transport=websocket")
+    await client.open_packet()
+    assert await client.recv_text() == "40"
+
+    await client.send('42["echo",{"msg":"hi","n":[1,2]}]')
+    assert await client.recv_text() == '42["echoed",{"msg":"hi","n":[1,2]}]'
+
+    await client.send('427["ack","a",{"b":1}]')
+    assert await client.recv_text() == '437["a",{"b":1}]'
+
+    await client.send('42["ask_me"]')
+    question = await client.recv_text()
+    match = re.fullmatch(r'42(\d+)\["question","ping\?"\]', question)
+    assert match, question
+    await client.send(f'43{match.group(1)}["pong!"]')
+    assert await asyncio.wait_for(srv.answers.get(), WAIT_S) == "pong!"
+
+
+async def test_websocket_client_pings_server_pongs_and_never_pings(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval=0.4, ping_timeout=0.4)
+    client = await ws_connect(http, srv, "EIO=3&transport=websocket")
+    await client.open_packet()
+    assert await client.recv_text() == "40"
+
+    # keep alive for > 3 intervals by pinging as socket.io-client 2 does
+    for _ in range(6):
+        await client.send("2")
+        assert await client.recv_text() == "3"  # never a server "2" in between
+        await asyncio.sleep(0.25)
+    await client.send("2probe")
+    assert await client.recv_text() == "3probe"
+    assert srv.disconnects.empty()
+
+    # then go silent: the server closes after pingInterval + pingTimeout
+    assert await client.closed(timeout_s=3.0)
+    sid, _reason = await asyncio.wait_for(srv.disconnects.get(), WAIT_S)
+    assert sid == srv.connects[0][1]
+
+
+async def test_websocket_binary_frames_carry_the_type_byte(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    client = await ws_connect(http, srv, "EIO=3&transport=websocket")
+    await client.open_packet()
+    assert await client.recv_text() == "40"
+
+    await client.send('451-["echo",{"_placeholder":true,"num":0}]')
+    await client.send(b"\x04\x01\x02\x03")
+    assert await client.recv_text() == '451-["echoed",{"_placeholder":true,"num":0}]'
+    assert await client.recv() == b"\x04\x01\x02\x03"
+
+    # a base64 attachment (clients without binary websockets) is accepted as well
+    await client.send('451-["echo",{"_placeholder":true,"num":0}]')
+    await client.send("b4CQgH")
+    assert await client.recv_text() == '451-["echoed",{"_placeholder":true,"num":0}]'
+    assert await client.recv() == b"\x04\x09\x08\x07"
+
+
+async def test_namespace_connect_uses_query_as_auth_and_prefixed_sid(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    client = await ws_connect(http, srv, "EIO=3&transport=websocket")
+    eio_sid = (await client.open_packet())["sid"]
+    assert await client.recv_text() == "40"
+
+    await client.send("40/chat?token=abc&x=1")
+    assert await client.recv_text() == "40/chat,"
+    assert srv.connects[-1][0] == "/chat"
+    assert srv.connects[-1][1] == f"/chat#{eio_sid}"
+    assert srv.connects[-1][3] == {"token": "abc", "x": "1"}
+
+    await client.send('42/chat,3["whoami"]')
+    assert await client.recv_text() == '43/chat,3["/chat#' + eio_sid + '"]'
+    # a second CONNECT for "/" from a v3 client is ignored, not a second socket
+    await client.send("40")
+    await client.send('421["whoami"]')
+    assert await client.recv_text() == f'431["{eio_sid}"]'
+    assert [c[0] for c in srv.connects] == ["/", "/chat"]
+
+
+async def test_rejected_connect_gets_v2_error_packet(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    client = await ws_connect(http, srv, "EIO=3&transport=websocket&reject=1")
+    await client.open_packet()
+    assert await client.recv_text() == '44"Connection rejected by server"'
+
+
+async def test_invalid_websocket_packet_closes_the_session(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    client = await ws_connect(http, srv, "EIO=3&transport=websocket")
+    await client.open_packet()
+    assert await client.recv_text() == "40"
+    await client.send("abc")
+    assert await client.closed(timeout_s=WAIT_S)
+
+
+# --- polling transport and upgrade ---------------------------------------------------
+
+
+async def test_polling_handshake_messages_and_heartbeat(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval=25, ping_timeout=20)
+    sid, packets = await polling_handshake(http, srv)
+    open_data = json.loads(packets[0][1:])
+    assert open_data["upgrades"] == ["websocket"]
+    assert packets[1:] == ["40"]
+    assert srv.connects[0][1] == sid
+
+    query = f"EIO=3&transport=polling&sid={sid}"
+    # lengths count UTF-16 units: "€" is 1, "😀" is 2
+    text = "€ and 😀"
+    body = frame(f'42["echo","{text}"]') + frame("2")
+    assert await post(http, srv, query, body) == 200
+    got = await poll(http, srv, query)
+    while len(got) < 2:
+        got += await poll(http, srv, query)
+    got.sort()  # "3" (the pong) and the event, in either order
+    assert got[0] == "3"
+    assert got[1].startswith('42["echoed",')
+    assert json.loads(got[1][2:]) == ["echoed", text]
+
+    assert await post(http, srv, query, frame('421["ack",1]')) == 200
+    assert await poll(http, srv, query) == ["431[1]"]
+
+
+async def test_polling_raw_bytes_match_the_v3_spec(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(async_handlers=False)
+    async with http.get(srv.url("EIO=3&transport=polling")) as resp:
+        raw = await resp.text()
+    # open packet then "2:40", each as <length>:<packet>, in one response
+    match = re.fullmatch(r"(\d+):(0\{.*\})2:40", raw)
+    assert match, raw
+    assert int(match.group(1)) == len(match.group(2))
+
+
+async def test_polling_binary_payloads(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    attachment_event = '451-["echo",{"_placeholder":true,"num":0}]'
+
+    # a client with XHR2 gets the binary payload form
+    sid, _ = await polling_handshake(http, srv)
+    query = f"EIO=3&transport=polling&sid={sid}"
+    assert await post(http, srv, query, frame(attachment_event) + frame("b4AQIDBA==")) == 200
+    async with http.get(srv.url(query)) as resp:
+        assert resp.headers["Content-Type"] == "application/octet-stream"
+        raw = await resp.read()
+    text = attachment_event.replace("echo", "echoed").encode()
+    assert raw == bytes([0, *map(int, str(len(text))), 255]) + text + bytes(
+        [1, 5, 255, 4, 1, 2, 3, 4]
+    )
+
+    # ... and may post one
+    binary_post = bytes([0, *map(int, str(len(attachment_event))), 255]) + attachment_event.encode()
+    binary_post += bytes([1, 3, 255, 4, 9, 9])
+    assert await post(http, srv, query, binary_post) == 200
+    async with http.get(srv.url(query)) as resp:
+        assert (await resp.read()).endswith(bytes([1, 3, 255, 4, 9, 9]))
+
+    # a b64=1 client gets base64 packets in the text form
+    sid, _ = await polling_handshake(http, srv, "&b64=1")
+    query = f"EIO=3&transport=polling&sid={sid}&b64=1"
+    assert await post(http, srv, query, frame(attachment_event) + frame("b4AQIDBA==")) == 200
+    got = await poll(http, srv, query)
+    while len(got) < 2:
+        got += await poll(http, srv, query)
+    assert got == [attachment_event.replace("echo", "echoed"), "b4AQIDBA=="]
+
+
+async def test_polling_upgrade_to_websocket(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    sid, _ = await polling_handshake(http, srv)
+    query = f"EIO=3&transport=polling&sid={sid}"
+
+    pending_poll = asyncio.create_task(poll(http, srv, query))
+    await asyncio.sleep(0.1)
+    client = await ws_connect(http, srv, f"EIO=3&transport=websocket&sid={sid}")
+    await client.send("2probe")
+    assert await client.recv_text() == "3probe"
+    assert await asyncio.wait_for(pending_poll, WAIT_S) == ["6"]  # "1:6" ends the poll
+    await client.send("5")
+
+    await client.send('42["echo","upgraded"]')
+    assert await client.recv_text() == '42["echoed","upgraded"]'
+    await client.send("2")
+    assert await client.recv_text() == "3"
+    async with http.get(srv.url(query)) as resp:
+        assert resp.status == 400  # polling is over for this session
+
+
+async def test_polling_ping_timeout_and_invalid_payload_close_the_session(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval=0.3, ping_timeout=0.3)
+    sid, _ = await polling_handshake(http, srv)
+    await asyncio.sleep(1.5)  # no ping for longer than pingInterval + pingTimeout
+    _sid, reason = await asyncio.wait_for(srv.disconnects.get(), WAIT_S)
+    assert reason == "ping timeout"
+
+    sid, _ = await polling_handshake(http, srv)
+    query = f"EIO=3&transport=polling&sid={sid}"
+    assert await post(http, srv, query, "abc") == 400
+    async with http.get(srv.url(query)) as resp:
+        assert resp.status == 400
+
+
+async def test_polling_jsonp(start_server: StartServer, http: aiohttp.ClientSession) -> None:
+    srv = await start_server(async_handlers=False)
+    async with http.get(srv.url("EIO=3&transport=polling&j=3")) as resp:
+        script = await resp.text()
+    match = re.fullmatch(r'___eio\[3\]\((".*")\);', script)
+    assert match, script
+    packets = parse_text_payload(json.loads(match.group(1)))
+    sid = json.loads(packets[0][1:])["sid"]
+    assert packets[1] == "40"
+
+    query = f"EIO=3&transport=polling&sid={sid}&j=3"
+    text = "line\nbreak and a literal \\n"
+    packet = "42" + json.dumps(["echo", text], separators=(",", ":"))
+    # what engine.io-client 3 does before a JSONP post (newlines would not survive
+    # a form field): backslash-n becomes backslash-newline, then newline becomes \n
+    escaped = frame(packet).replace("\\n", "\\\n").replace("\n", "\\n")
+    form = urllib.parse.urlencode({"d": escaped})
+    async with http.post(
+        srv.url(query), data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ) as resp:
+        assert resp.status == 200
+    async with http.get(srv.url(query)) as resp:
+        script = await resp.text()
+    match = re.fullmatch(r"___eio\[3\]\((.*)\);", script)
+    assert match, script
+    [echoed] = parse_text_payload(json.loads(match.group(1)))
+    assert json.loads(echoed[2:]) == ["echoed", text]
+
+
+# --- EIO4 is unchanged ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"], ["polling", "websocket"]])
+async def test_eio4_python_socketio_client_alongside_eio3(
+    start_server: StartServer, http: aiohttp.ClientSession, transports: list[str]
+) -> None:
+    srv = await start_server()
+    v3 = await ws_connect(http, srv, "EIO=3&transport=websocket")
+    await v3.open_packet()
+    assert await v3.recv_text() == "40"
+
+    client = socketio.AsyncClient()
+    received: asyncio.Queue[Any] = asyncio.Queue()
+    client.on("echoed", received.put_nowait)
+    await client.connect(srv.base, transports=transports, wait_timeout=WAIT_S)
+    try:
+        assert client.eio.transport() == transports[-1] or transports == ["polling", "websocket"]
+        # EIO4: socket id and engine.io sid differ, CONNECT carries the sid
+        assert client.get_sid() != client.eio.sid
+        assert await client.call("whoami", timeout=WAIT_S) == client.get_sid()
+        await client.emit("echo", {"v": 4})
+        assert await asyncio.wait_for(received.get(), WAIT_S) == {"v": 4}
+        assert await client.call("ack", "x", timeout=WAIT_S) == "x"
+        # a broadcast reaches both protocol generations
+        await srv.sio.emit("news", {"all": True})
+        assert await v3.recv_text() == '42["news",{"all":true}]'
+    finally:
+        await client.disconnect()
+
+
+async def test_eio4_raw_websocket_heartbeat_is_still_server_initiated(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval=0.3, ping_timeout=1)
+    client = await ws_connect(http, srv, "EIO=4&transport=websocket")
+    open_data = await client.open_packet()
+    assert open_data["maxPayload"] > 0
+    await client.send("40")
+    connect = await client.recv_text()
+    assert connect.startswith('40{"sid":')
+    assert json.loads(connect[2:])["sid"] != open_data["sid"]
+    assert await client.recv_text() == "2"  # the server pings in v4
+    await client.send("3")
+
+
+async def test_eio4_polling_uses_record_separator_framing(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    async with http.get(srv.url("EIO=4&transport=polling")) as resp:
+        body = await resp.text()
+    assert body.startswith('0{"sid":')  # no "<length>:" prefix in v4
+    sid = json.loads(body[1:])["sid"]
+    query = f"EIO=4&transport=polling&sid={sid}"
+    assert await post(http, srv, query, '40\x1e42["echo",1]') == 200
+    async with http.get(srv.url(query)) as resp:
+        first = await resp.text()
+    assert first.startswith('40{"sid":')
+
+
+# --- enabling and pinned python-engineio behaviour -----------------------------------
+
+
+async def test_without_enable_eio3_python_engineio_still_refuses_eio3(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(eio3_enabled=False)
+    async with http.get(srv.url("EIO=3&transport=polling")) as resp:
+        assert resp.status == 400  # what enable_eio3 exists to change
+    async with http.get(srv.url("EIO=2&transport=polling")) as resp:
+        assert resp.status == 400
+
+
+async def test_enable_eio3_keeps_other_versions_refused(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server()
+    for query in ("EIO=2&transport=polling", "transport=polling", "EIO=3&transport=abc"):
+        async with http.get(srv.url(query)) as resp:
+            assert resp.status == 400, query
+
+
+def test_enable_eio3_is_idempotent_and_checks_its_target() -> None:
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    eio3.enable_eio3(sio)
+    table = sio.eio._async
+    eio3.enable_eio3(sio)
+    assert sio.eio._async is table
+
+    class Other:
+        eio = object()
+
+    with pytest.raises(TypeError, match=r"engineio\.AsyncServer"):
+        eio3.enable_eio3(Other())
+
+
+def test_pinned_engineio_internals() -> None:
+    """The python-engineio seams gateway.eio3 hooks; each must exist as used."""
+    import inspect
+
+    import engineio
+    from engineio import async_socket, payload
+
+    server_methods = ("_trigger_event", "generate_id", "_ok", "_handle_connect", "handle_request")
+    for name in server_methods:
+        assert callable(getattr(engineio.AsyncServer, name)), name
+    assert list(inspect.signature(engineio.AsyncServer._ok).parameters) == [
+        "self",
+        "packets",
+        "headers",
+        "jsonp_index",
+    ]
+    for name in (
+        "poll",
+        "receive",
+        "send",
+        "schedule_ping",
+        "check_ping_timeout",
+        "handle_get_request",
+        "handle_post_request",
+        "_websocket_handler",
+        "_upgrade_websocket",
+    ):
+        assert callable(getattr(async_socket.AsyncSocket, name)), name
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    assert callable(sio.eio._async["translate_request"])
+    # v4 framing stays python-engineio's own: eio3 never touches the payload module
+    assert payload.Payload.encode.__module__ == "engineio.payload"
+
+
+# --- the v3 codecs on their own ------------------------------------------------------
+
+
+def test_text_payload_round_trip_counts_utf16_units() -> None:
+    from engineio import packet
+
+    pkts = [
+        packet.Packet(packet.MESSAGE, '2["x","😀€"]'),
+        packet.Packet(packet.MESSAGE, b"\x00\xff"),
+    ]
+    encoded = eio3.encode_text_payload(pkts)
+    assert encoded == '13:42["x","😀€"]6:b4AP8='
+    decoded = eio3.decode_text_payload(encoded.encode())
+    assert [(p.packet_type, p.data) for p in decoded] == [(4, '2["x","😀€"]'), (4, b"\x00\xff")]
+    assert eio3.encode_text_payload([]) == "0:"
+    for bad in ("abc", "5:4hi", "2:9x", "1:", ":4", "3:b5AA"):
+        with pytest.raises(ValueError):  # noqa: PT011 - the codec raises ValueError by contract
+            eio3.decode_text_payload(bad)
+
+
+def test_binary_payload_round_trip() -> None:
+    from engineio import packet
+
+    pkts = [packet.Packet(packet.MESSAGE, "€"), packet.Packet(packet.MESSAGE, b"\x01\x02\x03\x04")]
+    encoded = eio3.encode_binary_payload(pkts)
+    # the engine.io v3 spec's own example
+    assert encoded == bytes([0, 4, 255, 0x34, 0xE2, 0x82, 0xAC, 1, 5, 255, 4, 1, 2, 3, 4])
+    decoded = eio3.decode_binary_payload(encoded)
+    assert [p.data for p in decoded] == ["€", b"\x01\x02\x03\x04"]
+
+
+def test_socketio_v2_connect_rewrites() -> None:
+    assert eio3.downgrade_sio_packet('0{"sid":"abc"}') == "0"
+    assert eio3.downgrade_sio_packet('0/chat,{"sid":"abc"}') == "0/chat,"
+    assert eio3.downgrade_sio_packet('4{"message":"no"}') == '4"no"'
+    assert eio3.downgrade_sio_packet('4/a,{"message":"no","data":{"x":1}}') == '4/a,{"x":1}'
+    assert eio3.downgrade_sio_packet('2["0"]') == '2["0"]'
+    assert eio3.upgrade_sio_connect("0") == ("/", "0")
+    assert eio3.upgrade_sio_connect("0/chat,") == ("/chat", "0/chat,")
+    assert eio3.upgrade_sio_connect("0/chat?t=1") == ("/chat", '0/chat,{"t":"1"}')
