@@ -102,6 +102,15 @@ def _loadgen_cell(result: dict[str, Any]) -> str:
     return " · ".join(parts) or "–"
 
 
+def _foreign_cell(result: dict[str, Any]) -> str:
+    parts = []
+    for scen in ("S1", "S2"):
+        r = result.get(scen)
+        if isinstance(r, dict):
+            parts.append(f"{r['foreign_share_max']:.0%}")
+    return " · ".join(parts) or "–"
+
+
 def table(
     results: dict[str, dict[str, Any]],
     labels: dict[str, str],
@@ -119,6 +128,7 @@ def table(
     rows.append(
         ["loadgen max core / CPU share (S1 · S2)", *(_loadgen_cell(results[n]) for n in names)]
     )
+    rows.append(["foreign CPU max share (S1 · S2)", *(_foreign_cell(results[n]) for n in names)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

@@ -27,6 +27,7 @@ import orjson
 
 from bench import report
 from bench.brokers import Brokers
+from bench.loadgen import IMPLEMENTATIONS
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, Worker, WorkerError, run, uvloop_available
 from bench.scenarios import (
@@ -65,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--s3-conns", type=int, help="S3 idle connections (default 5000, quick 200)")
     p.add_argument("--server-procs", type=int, help="server processes per system (default 2)")
     p.add_argument("--loadgen-procs", type=int, help="load-generator processes (default 2)")
+    p.add_argument(
+        "--loadgen",
+        choices=IMPLEMENTATIONS,
+        help="client transport (default raw: cheapest per delivery)",
+    )
     p.add_argument("--server-uvloop", action="store_true", help="run reference servers on uvloop")
     p.add_argument("--out", type=Path, help="results directory (default bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
@@ -79,6 +85,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "s3_conns": args.s3_conns,
         "server_procs": args.server_procs,
         "loadgen_procs": args.loadgen_procs,
+        "loadgen_impl": args.loadgen,
     }
     return dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 

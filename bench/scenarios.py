@@ -35,9 +35,11 @@ class Sizes:
     s3_conns: int = 5000
     server_procs: int = 2
     loadgen_procs: int = 2
-    step_s: float = 3.0
-    max_steps: int = 8
-    search_budget_s: float = 40.0
+    loadgen_impl: str = "raw"
+    """Client transport, see :mod:`bench.loadgen`: "raw" or "aiohttp"."""
+    step_s: float = 2.5
+    max_steps: int = 7
+    search_budget_s: float = 30.0
     drain_s: float = 2.0
     settle_s: float = 10.0
     p99_limit_ms: float = 200.0
@@ -45,7 +47,14 @@ class Sizes:
     """A step whose publisher reached less than this share of its target rate fails."""
     lg_saturation: float = 0.90
     """Load-generator CPU (cores) per process above which a step is invalid."""
-    latency_s: float = 8.0
+    foreign_limit: float = 0.15
+    """Foreign CPU share of the machine above which a step is re-run after a quiet spell."""
+    foreign_retries: int = 1
+    quiet_wait_s: float = 15.0
+    search_start_cores: float = 1.0
+    """The rate search starts at the rate one server core would sustain, as estimated
+    from the latency step's deliveries per server CPU-second."""
+    latency_s: float = 6.0
     s1_latency_rate: float = 2.0
     s2_latency_rate: float = 500.0
     """msg/s for the fixed-rate latency figures (S2: 1,000 deliveries/s, each room every 2 s)."""
@@ -73,6 +82,21 @@ QUICK = Sizes(
     s4_max_publishes=20_000,
     barrier_timeout_s=15.0,
 )
+
+
+async def wait_quiet(sizes: Sizes) -> float:
+    """Wait until the machine is nearly idle (while we send nothing); return its busy share."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + sizes.quiet_wait_s
+    share = 1.0
+    while loop.time() < deadline:
+        b0, t0, _ = machine_busy_seconds()
+        await asyncio.sleep(0.5)
+        b1, t1, _ = machine_busy_seconds()
+        share = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        if share <= sizes.foreign_limit:
+            break
+    return share
 
 
 class ScenarioError(RuntimeError):
@@ -107,6 +131,12 @@ class Step:
     """Load generators' part of all CPU the machine spent in the window."""
     machine_busy: float = 0.0
     """Machine CPU use in the window, 1.0 = all cores busy."""
+    interrupt_share: float = 0.0
+    """Share of the machine's CPU in irq/softirq (mostly our loopback TCP)."""
+    foreign_share: float = 0.0
+    """Share of the machine's CPU used by processes outside this benchmark (noise)."""
+    retries: int = 0
+    """Times this step was re-run because foreign load disturbed it."""
     disconnected: int = 0
     passed: bool = False
     why: str = ""
@@ -137,7 +167,7 @@ class _Snap:
     publisher: float
     brokers: dict[str, float]
     loadgens: list[float]
-    machine: tuple[float, float]
+    machine: tuple[float, float, float]
 
 
 class Bench:
@@ -196,6 +226,7 @@ class Bench:
                     timeout_s=300,
                     urls=list(self.dep.urls),
                     indices=list(range(j, n, p)),
+                    impl=self.sizes.loadgen_impl,
                 )
                 for j, lg in enumerate(self.loadgens)
             )
@@ -237,7 +268,46 @@ class Bench:
 
     # -- paced steps ---------------------------------------------------------------
 
-    async def step(self, rooms: list[str], room_size: int, rate: float, duration_s: float) -> Step:
+    async def step(
+        self,
+        rooms: list[str],
+        room_size: int,
+        rate: float,
+        duration_s: float,
+        *,
+        retry_passed: bool = False,
+    ) -> Step:
+        """One measured step; re-run (up to ``foreign_retries``) if other load disturbed it.
+
+        The machine may be shared (CI, other developers' tests): CPU spent by
+        processes outside the benchmark shows as ``foreign_share``. A failed step
+        with too much of it is measured again once the machine is quiet (a pass
+        despite the noise stands, unless ``retry_passed``: latency figures).
+        """
+        retries = 0
+        while True:
+            s = await self._step_once(rooms, room_size, rate, duration_s)
+            s.retries = retries
+            disturbed = s.foreign_share > self.sizes.foreign_limit
+            if (
+                not disturbed
+                or (s.passed and not retry_passed)
+                or retries >= self.sizes.foreign_retries
+            ):
+                return s
+            retries += 1
+            if not s.passed:
+                await self.settle(s.k)
+            await self.wait_quiet()
+
+    async def wait_quiet(self) -> float:
+        share = await wait_quiet(self.sizes)
+        self.note(f"machine busy {share:.0%} after waiting for quiet")
+        return share
+
+    async def _step_once(
+        self, rooms: list[str], room_size: int, rate: float, duration_s: float
+    ) -> Step:
         s = Step(k=self.new_k(), rate=rate, room_size=room_size)
         before = await self._snap()
         pub = await self.publisher.call(
@@ -267,6 +337,7 @@ class Bench:
             f"step k={s.k} rate={rate:g}/s sent={s.sent} delivered={s.delivered}/{s.expected} "
             f"{s.deliveries_per_s:,.0f} dlv/s p50={s.p50_ms:.1f} p99={s.p99_ms:.1f} ms "
             f"srv={s.server_cpu_s:.2f}s lgmax={s.loadgen_max_core:.2f} busy={s.machine_busy:.2f} "
+            f"foreign={s.foreign_share:.2f} "
             f"{'PASS' if s.passed else 'FAIL ' + s.why}"
         )
         return s
@@ -309,6 +380,12 @@ class Bench:
         total = b.machine[1] - a.machine[1]
         s.machine_busy = busy / total if total else 0.0
         s.loadgen_share = sum(s.loadgen_cpu_s) / busy if busy else 0.0
+        ours = (
+            s.server_cpu_s + s.publisher_cpu_s + sum(s.broker_cpu_s.values()) + sum(s.loadgen_cpu_s)
+        )
+        interrupt = b.machine[2] - a.machine[2]
+        s.interrupt_share = interrupt / total if total else 0.0
+        s.foreign_share = max(busy - interrupt - ours, 0.0) / total if total else 0.0
 
     def _judge(self, s: Step) -> None:
         reasons = []
@@ -332,16 +409,21 @@ async def fanout(
 ) -> dict[str, Any]:
     """S1/S2: latency at a fixed rate, then a short search for the highest passing rate.
 
-    The search doubles the rate until a step fails, then bisects (geometric mean)
-    between the best pass and the first failure while the time budget lasts.
+    The search starts where the latency step's cost per delivery says one core
+    would saturate, doubles the rate until a step fails (halves while none passed),
+    then bisects (geometric mean) between the best pass and the lowest failure while
+    the step and time budgets last.
     """
     sz = bench.sizes
-    latency = await bench.step(rooms, room_size, latency_rate, sz.latency_s)
+    latency = await bench.step(rooms, room_size, latency_rate, sz.latency_s, retry_passed=True)
     if not latency.passed:
         await bench.settle(latency.k)
     steps: list[Step] = []
     best: Step | None = None
     fail: Step | None = None
+    estimate = latency.deliveries_per_server_cpu_s * sz.search_start_cores / room_size
+    if math.isfinite(estimate) and estimate > 0:
+        start_rate = float(f"{estimate:.2g}")
     rate = start_rate
     started = time.perf_counter()
     for _ in range(sz.max_steps):
@@ -381,6 +463,8 @@ async def fanout(
         "latency_step_passed": latency.passed,
         "loadgen_max_core": max((s.loadgen_max_core for s in [latency, *steps]), default=0.0),
         "loadgen_share_at_best": top.loadgen_share,
+        "foreign_share_max": max((s.foreign_share for s in [latency, *steps]), default=0.0),
+        "retried_steps": sum(s.retries for s in [latency, *steps]),
         "search_bounded_by_loadgen": bool(invalid),
         "valid": not invalid and best is not None,
         "invalid_reason": invalid[0] if invalid else ("" if best else "no step passed"),
@@ -416,6 +500,7 @@ async def publisher_throughput(publisher: Worker, sizes: Sizes) -> dict[str, Any
     """S4: publishes/s of one publisher, async then sync, to a room with no members."""
     out: dict[str, Any] = {}
     for mode in ("async", "sync"):
+        busy_before = await wait_quiet(sizes)
         r = await publisher.call(
             "throughput",
             timeout_s=sizes.s4_seconds * 20 + 60,
@@ -424,5 +509,6 @@ async def publisher_throughput(publisher: Worker, sizes: Sizes) -> dict[str, Any
             max_n=sizes.s4_max_publishes,
         )
         r.pop("cpu_s", None)
+        r["machine_busy_before"] = busy_before
         out[mode] = r
     return out
