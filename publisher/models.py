@@ -275,15 +275,15 @@ class Planner:
         return Planner(self.registry, identity)
 
     # -- ids and rooms ---------------------------------------------------------------------
-    def pk_of(self, value: object) -> object:
-        """A record's primary key; anything else is taken to be the key itself."""
+    def pk_of(self, value: object) -> Id:
+        """A record's primary key (as stored); anything else is taken to be the key."""
         if isinstance(value, Mapping):
             if self.spec.primary_key not in value:
                 raise UsageError(
                     f"{self.identity} record has no {self.spec.primary_key!r}: {dict(value)!r}"
                 )
-            return value[self.spec.primary_key]
-        return value
+            value = value[self.spec.primary_key]
+        return _scalar(value, f"{self.identity} id")
 
     def parse_id(self, value: object, what: str = "id") -> Id:
         return coerce_id(self.pk_of(value), self.spec.pk_type, f"{self.identity} {what}")
@@ -294,7 +294,7 @@ class Planner:
             items: list[object] = [ids]
         else:
             items = list(ids)
-        out = [_scalar(self.pk_of(i), f"{self.identity} id") for i in items]
+        out = [self.pk_of(i) for i in items]
         return list(dict.fromkeys(out))
 
     def get_room_name(self, id: IdOrRecord) -> str:
@@ -311,13 +311,14 @@ class Planner:
         return self._room_name(id, context)
 
     def _room_name(self, id: IdOrRecord, suffix: str) -> str:
-        key = _scalar(self.pk_of(id), f"{self.identity} id")
-        return f"sails_model_{self.identity}_{key}:{suffix}"
+        return f"sails_model_{self.identity}_{self.pk_of(id)}:{suffix}"
 
     def contexts(self) -> tuple[str, ...]:
         return self.spec.all_contexts()
 
-    def _rooms(self, ids: Iterable[Id], contexts: Iterable[str] | None, default: str) -> tuple[str, ...]:
+    def _rooms(
+        self, ids: Iterable[Id], contexts: Iterable[str] | None, default: str
+    ) -> tuple[str, ...]:
         if not self.spec.contexts:
             if contexts is not None:
                 raise UsageError(
@@ -520,17 +521,23 @@ class Planner:
         if assoc is None:
             return None, None
         if not assoc.many:
-            raise UsageError(f"{self.identity}.{attribute} is to-one: addedTo/removedFrom need a collection")
+            raise UsageError(
+                f"{self.identity}.{attribute} is to-one: addedTo/removedFrom need a collection"
+            )
         return assoc, self.other(assoc.model)
 
     def _child_id(self, child: Planner | None, value: IdOrRecord, what: str) -> Id:
-        if child is None:
-            if isinstance(value, Mapping):
-                value = value.get("id")  # type: ignore[assignment]
-            return _scalar(value, what)
-        return child.parse_id(value, what)
+        if child is not None:
+            return child.parse_id(value, what)
+        return _scalar(value.get("id") if isinstance(value, Mapping) else value, what)
 
-    def reverse_of(self, attribute: str, assoc: Association) -> tuple[Planner, str, Association] | None:
+    def child_id(self, attribute: str, value: IdOrRecord) -> Id:
+        """The id of a child of collection `attribute`, coerced to the child's key type."""
+        return self._child_id(self.collection(attribute)[1], value, f"{attribute} id")
+
+    def reverse_of(
+        self, attribute: str, assoc: Association
+    ) -> tuple[Planner, str, Association] | None:
         """The other side of `attribute`: its model, attribute name and declaration."""
         other = self.other(assoc.model)
         if assoc.via is not None:
@@ -561,7 +568,13 @@ class Planner:
         return child._link(child_id, rev_name, rev, parent_id, added, skip)
 
     def _link(
-        self, id: Id, attribute: str, assoc: Association, other_id: Id, added: bool, skip: tuple[str, ...]
+        self,
+        id: Id,
+        attribute: str,
+        assoc: Association,
+        other_id: Id,
+        added: bool,
+        skip: tuple[str, ...],
     ) -> list[Step]:
         """Tell record `id` of this model that `other_id` was linked to / unlinked from its
         `attribute`: addedTo/removedFrom for a collection, `updated {attribute: …}` (no
@@ -648,7 +661,9 @@ class Model:
     published and its membership changes are in effect on every gateway; from a
     `SyncPublisher` each one is a blocking call."""
 
-    def __init__(self, pub: Publisher, identity: str, *, registry: ModelRegistry | None = None) -> None:
+    def __init__(
+        self, pub: Publisher, identity: str, *, registry: ModelRegistry | None = None
+    ) -> None:
         self._pub = pub
         self.plan = (registry or default_registry).planner(identity)
         self.identity = self.plan.identity
@@ -676,7 +691,9 @@ class Model:
         sockets = self._pub.sockets
         for step in merge(steps):
             if isinstance(step, Emit):
-                await sockets.broadcast(list(step.rooms), step.event, step.payload, omit=list(step.omit))
+                await sockets.broadcast(
+                    list(step.rooms), step.event, step.payload, omit=list(step.omit)
+                )
             elif isinstance(step, Join | Leave):
                 verb = sockets.join if isinstance(step, Join) else sockets.leave
                 try:
@@ -691,7 +708,9 @@ class Model:
                 await sockets.remove_room_members_from_rooms(step.source, list(step.rooms))
 
     # -- v1 public surface -------------------------------------------------------------------
-    async def subscribe(self, socket_id: str, ids: IdsLike, contexts: Iterable[str] | None = None) -> None:
+    async def subscribe(
+        self, socket_id: str, ids: IdsLike, contexts: Iterable[str] | None = None
+    ) -> None:
         """Join the socket to the rooms of these records (`contexts`: 0.12 models only)."""
         await self.run(self.plan.subscribe(socket_id, ids, contexts))
 
@@ -726,7 +745,9 @@ class Model:
         introduce: bool = True,
         reverse: bool = True,
     ) -> None:
-        await self.run(self.plan.publish_create(records, omit, introduce=introduce, reverse=reverse))
+        await self.run(
+            self.plan.publish_create(records, omit, introduce=introduce, reverse=reverse)
+        )
 
     async def publish_update(
         self,
@@ -737,7 +758,9 @@ class Model:
         omit: OneOrMany | None = None,
         reverse: bool = True,
     ) -> None:
-        await self.run(self.plan.publish_update(id, data, previous=previous, omit=omit, reverse=reverse))
+        await self.run(
+            self.plan.publish_update(id, data, previous=previous, omit=omit, reverse=reverse)
+        )
 
     async def publish_destroy(
         self,
