@@ -49,6 +49,7 @@ class GatewayApp:
         await self.gateway.start()
         self.metrics.nats_connected.set(1)
         self.server.on_lifecycle(self._on_connect, self._on_disconnect)
+        self.server.on_slow_client(self.gateway.cut_off_slow)
 
         app = web.Application()
         self.server.attach(app)

@@ -1,14 +1,13 @@
 """Hand one pre-encoded packet to many local sockets.
 
-The packet is built and encoded once per message; each recipient costs one bounded
-queue append on its Engine.IO socket (no task, no JSON work). A socket whose queue is
-full has stopped reading: it is cut off with a distinct reason instead of growing
-memory. This is the only module that touches Engine.IO socket internals.
+The packet is built and encoded once per message; each recipient costs one call on its
+socket's OutboundQueue (outbound.py), which writes the shared frame to the wire or
+queues it, within the socket's bounds. No task and no JSON work per recipient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 
 from engineio import packet as eio_packet
@@ -27,16 +26,9 @@ def event_packet(args_json: bytes) -> Any:
 
 
 class Fanout:
-    def __init__(
-        self,
-        metrics: GatewayMetrics,
-        max_queued: int,
-        on_slow: Callable[[str], None],
-    ) -> None:
+    def __init__(self, metrics: GatewayMetrics) -> None:
         self._eio: dict[str, Any] = {}
         self._metrics = metrics
-        self._max_queued = max_queued
-        self._on_slow = on_slow
 
     def attach(self, sid: str, eio_socket: Any) -> None:
         self._eio[sid] = eio_socket
@@ -45,8 +37,9 @@ class Fanout:
         self._eio.pop(sid, None)
 
     def deliver(self, pkt: Any, sids: Iterable[str], omit: frozenset[str] = frozenset()) -> int:
+        """Queue (or write, see outbound.py) one shared packet for each recipient; the
+        socket's own queue enforces its bounds."""
         sockets = self._eio
-        limit = self._max_queued
         sent = 0
         for sid in sids:
             if sid in omit:
@@ -54,12 +47,7 @@ class Fanout:
             sock = sockets.get(sid)
             if sock is None or sock.closing or sock.closed:
                 continue
-            queue = sock.queue
-            if queue.qsize() >= limit:
-                self._metrics.drops.labels("slow_client").inc()
-                self._on_slow(sid)
-                continue
-            queue.put_nowait(pkt)
+            sock.queue.put_nowait(pkt)
             sent += 1
         self._metrics.deliveries.inc(sent)
         return sent

@@ -57,7 +57,7 @@ class Gateway:
         self.rooms = LocalRooms()
         self.peers = Peers(settings.gateway_id, settings.heartbeat_interval_s)
         self._disconnect = disconnect
-        self.fanout = Fanout(metrics, settings.max_queued_messages, self._cut_off_slow)
+        self.fanout = Fanout(metrics)
         self.room_interest = Interest(
             broker,
             self.subjects.room,
@@ -138,12 +138,15 @@ class Gateway:
         if sub is not None:
             await self.broker.unsubscribe(sub)
 
-    def _cut_off_slow(self, sid: str) -> None:
+    def cut_off_slow(self, sid: str, reason: str) -> None:
+        """A socket over its outbound bound: its transport is already aborted (see
+        outbound.py); take it out of its rooms and the namespace."""
         if sid in self._slow:
             return
         self._slow.add(sid)
         self.metrics.slow_disconnects.inc()
-        log.warning("socket %s stopped reading; disconnecting it", sid)
+        self.metrics.drops.labels("slow_client").inc()
+        log.warning("socket %s stopped reading (%s); disconnecting it", sid, reason)
         self._spawn(self._disconnect(sid))
 
     # -- data path -------------------------------------------------------------------

@@ -67,6 +67,7 @@ class GatewaySettings:
     ping_timeout_s: float = 20.0
     unsubscribe_linger_s: float = 1.0
     max_queued_messages: int = 1000
+    max_buffered_bytes: int = 4 * 1024 * 1024
     heartbeat_interval_s: float = 2.0
     ready_check_interval_s: float = 2.0
     drain_delay_s: float = 5.0

@@ -14,6 +14,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from gateway import outbound
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,21 @@ class SocketServer:
             logger=False,
             engineio_logger=False,
         )
+        self._on_slow: Callable[[str, str], None] = lambda sid, reason: None
+        outbound.install(
+            self.sio.eio,
+            max_messages=settings.max_queued_messages,
+            max_bytes=settings.max_buffered_bytes,
+            on_slow=self._slow,
+        )
+
+    def on_slow_client(self, handler: Callable[[str, str], None]) -> None:
+        self._on_slow = handler
+
+    def _slow(self, eio_socket: Any, reason: str) -> None:
+        sid = self.sio.manager.sid_from_eio_sid(eio_socket.sid, "/") if eio_socket else None
+        if sid:
+            self._on_slow(sid, reason)
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app, socketio_path="socket.io")

@@ -129,7 +129,10 @@ class RecordingClient:
         while not predicate(self.events):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"condition not met in {timeout}s; got {self.events!r}")
+                got = repr(self.events)
+                if len(got) > 2000:
+                    got = f"{len(self.events)} events, last: {repr(self.events[-3:])[:1500]}"
+                raise AssertionError(f"condition not met in {timeout}s; got {got}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)

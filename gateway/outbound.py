@@ -1,0 +1,183 @@
+"""Per-socket outbound path: bounded, and direct to the wire when it can be.
+
+python-engineio gives each socket an unbounded queue drained by a writer task, so
+every packet to every socket costs a task wake-up and its own frame encoding. Here
+each socket gets an `OutboundQueue` instead:
+
+* when the socket is on websocket and nothing is queued or being written ahead of a
+  packet, a text MESSAGE packet is written straight to the TCP transport as a
+  websocket frame that is built once per packet and shared by every recipient
+  (server frames are unmasked, and we decline permessage-deflate);
+* otherwise (polling, during an upgrade, or while the writer is busy) it goes through
+  the queue as before, which keeps order;
+* engine.io control packets (ping, pong, close, noop) always take the queue, which
+  also keeps engine.io's writer task — and its liveness timeout — ticking;
+* both paths are bounded: the queue by packets and bytes, the transport by its write
+  buffer; a socket over either bound has stopped reading and is cut off.
+
+Installed per server instance (`install`), so the Engine.IO v3 support can still
+adapt the server's class. This module and fanout.py are the only ones that touch
+Engine.IO socket internals; pinned by tests/integration/test_slow_clients.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+from aiohttp import WSMsgType, web
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+SlowHandler = Callable[[Any, str], None]
+"""Called with (engine.io socket or None, reason) when a socket exceeds a bound."""
+
+_FRAME_ATTR: Final = "_sailcast_frame"
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final, uncompressed websocket text frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+def frame_of(pkt: Any) -> bytes:
+    """The frame of a text packet, built on first use and kept on the packet."""
+    frame: bytes | None = getattr(pkt, _FRAME_ATTR, None)
+    if frame is None:
+        frame = text_frame(pkt.encode().encode())
+        setattr(pkt, _FRAME_ATTR, frame)
+    return frame
+
+
+class OutboundQueue(asyncio.Queue[Any]):
+    def __init__(self, *, max_messages: int, max_bytes: int, on_slow: SlowHandler) -> None:
+        super().__init__()
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._on_slow = on_slow
+        self._socket: Any = None
+        self._transport: asyncio.Transport | None = None
+        self._ws: web.WebSocketResponse | None = None
+        self._queued_bytes = 0
+        self._handed = 0  # packets given to engine.io's writer
+        self._written = 0  # ... and written by it
+        self.cut_off = False
+
+    # -- wiring, done by DirectWebSocket ---------------------------------------------
+    def attach(self, socket: Any, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        self._socket, self._ws, self._transport = socket, ws, transport
+
+    def writer_sent(self) -> None:
+        if self._handed > self._written:
+            self._written += 1
+
+    # -- the queue API engine.io uses --------------------------------------------------
+    def put_nowait(self, item: Any) -> None:
+        if item is None:  # engine.io's stop signal for its writer
+            super().put_nowait(item)
+            return
+        if self.cut_off:
+            return
+        if self._direct_ok(item):
+            transport = self._transport
+            assert transport is not None
+            if transport.get_write_buffer_size() > self.max_bytes:
+                self._slow("write_buffer")
+                return
+            transport.write(frame_of(item))
+            return
+        size = len(item.encode()) if item.packet_type == eio_packet.MESSAGE else 0
+        if self.qsize() >= self.max_messages or self._queued_bytes + size > self.max_bytes:
+            self._slow("queue")
+            return
+        self._queued_bytes += size
+        super().put_nowait(item)
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        item = super().get_nowait()
+        if item is not None:
+            self._handed += 1
+            if item.packet_type == eio_packet.MESSAGE:
+                self._queued_bytes -= len(item.encode())
+        return item
+
+    def _direct_ok(self, item: Any) -> bool:
+        ws = self._ws
+        return (
+            ws is not None
+            and item.packet_type == eio_packet.MESSAGE
+            and not item.binary
+            and self._socket.upgraded
+            and not self._socket.upgrading
+            and self._handed == self._written
+            and self.qsize() == 0
+            and not ws.closed
+            and self._transport is not None
+            and not self._transport.is_closing()
+        )
+
+    def _slow(self, reason: str) -> None:
+        if self.cut_off:
+            return
+        self.cut_off = True
+        if self._transport is not None:
+            self._transport.abort()  # drop what the client never read
+        self._on_slow(self._socket, reason)
+
+
+class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    """python-engineio's aiohttp websocket, wired to the socket's OutboundQueue."""
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request: web.Request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=False
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        socket = getattr(self.handler, "__self__", None)
+        queue = getattr(socket, "queue", None)
+        if isinstance(queue, OutboundQueue) and request.transport is not None:
+            queue.attach(socket, self._sock, request.transport)
+            self._queue: OutboundQueue | None = queue
+        else:
+            self._queue = None
+        await self.handler(self)
+        return self._sock
+
+    async def send(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            await self._sock.send_bytes(message)
+        else:
+            await self._sock.send_str(message)
+        if self._queue is not None:
+            self._queue.writer_sent()
+
+    async def wait(self) -> str | bytes:
+        msg = await self._sock.receive()
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            raise OSError(f"websocket closed ({msg.type!r})")
+        data: str | bytes = msg.data
+        return data
+
+
+def install(eio_server: Any, *, max_messages: int, max_bytes: int, on_slow: SlowHandler) -> None:
+    """Give this Engine.IO server bounded per-socket queues and the direct writer."""
+
+    def create_queue(*args: Any, **kwargs: Any) -> OutboundQueue:
+        return OutboundQueue(max_messages=max_messages, max_bytes=max_bytes, on_slow=on_slow)
+
+    eio_server.create_queue = create_queue
+    eio_server._async = {**eio_server._async, "websocket": DirectWebSocket}
