@@ -277,6 +277,14 @@ class _Eio3Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
             pkt = eio_packet.Packet(eio_packet.MESSAGE, data=downgrade_sio_packet(data))
         await super().send(pkt)
 
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        was_open = not (self.closed or self.closing)
+        await super().close(wait=wait, abort=abort, reason=reason)
+        if was_open and abort and not self.upgraded:
+            # No CLOSE packet goes out on abort; end a pending long-poll with a NOOP now
+            # (as engine.io 3 does) instead of holding it for pingInterval + pingTimeout.
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+
     # framing: polling payloads here, websocket frames in _Eio3WebSocket.
 
     async def poll(self) -> list[Any]:

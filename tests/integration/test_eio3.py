@@ -72,7 +72,6 @@ async def start_server() -> AsyncIterator[StartServer]:
         host, port = runner.addresses[0][:2]
         srv = Server(sio=sio, base=f"http://{host}:{port}")
 
-        @sio.event
         async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
             query = environ.get("QUERY_STRING", "")
             if "reject=1" in query:
@@ -80,39 +79,47 @@ async def start_server() -> AsyncIterator[StartServer]:
             srv.connects.append(("/", sid, query, auth))
             return True
 
-        @sio.on("connect", namespace="/chat")
+        sio.on("connect", connect)
+
         async def chat_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
             srv.connects.append(("/chat", sid, environ.get("QUERY_STRING", ""), auth))
 
-        @sio.event
+        sio.on("connect", chat_connect, namespace="/chat")
+
         async def disconnect(sid: str, reason: str) -> None:
             srv.disconnects.put_nowait((sid, reason))
 
-        @sio.event
+        sio.on("disconnect", disconnect)
+
         async def echo(sid: str, data: Any) -> None:
             await sio.emit("echoed", data, to=sid)
 
-        @sio.event
+        sio.on("echo", echo)
+
         async def ack(sid: str, *args: Any) -> Any:
             return args
 
-        @sio.event
+        sio.on("ack", ack)
+
         async def whoami(sid: str) -> str:
             return sid
 
+        sio.on("whoami", whoami)
         sio.on("whoami", whoami, namespace="/chat")
 
-        @sio.event
         async def ask_me(sid: str) -> None:
             srv.answers.put_nowait(await sio.call("question", "ping?", to=sid, timeout=WAIT_S))
 
-        @sio.on("get")
+        sio.on("ask_me", ask_me)
+
         async def virtual_get(sid: str, request: dict[str, Any]) -> dict[str, Any]:
             return {
                 "body": {"url": request.get("url"), "sid": sid},
                 "headers": {},
                 "statusCode": 200,
             }
+
+        sio.on("get", virtual_get)
 
         return srv
 
@@ -480,6 +487,22 @@ async def test_polling_ping_timeout_and_invalid_payload_close_the_session(
     sid, _ = await polling_handshake(http, srv)
     query = f"EIO=3&transport=polling&sid={sid}"
     assert await post(http, srv, query, "abc") == 400
+    async with http.get(srv.url(query)) as resp:
+        assert resp.status == 400
+
+
+async def test_polling_client_close_ends_the_pending_poll_at_once(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval=25, ping_timeout=20)
+    sid, _ = await polling_handshake(http, srv)
+    query = f"EIO=3&transport=polling&sid={sid}"
+    pending_poll = asyncio.create_task(poll(http, srv, query))
+    await asyncio.sleep(0.1)
+    assert await post(http, srv, query, frame("1")) == 200  # engine.io CLOSE
+    # answered with a NOOP now, not after pingInterval + pingTimeout (45 s)
+    assert await asyncio.wait_for(pending_poll, 2.0) == ["6"]
+    assert (await asyncio.wait_for(srv.disconnects.get(), WAIT_S))[0] == sid
     async with http.get(srv.url(query)) as resp:
         assert resp.status == 400
 
