@@ -53,6 +53,8 @@ class PubWorker:
 
     async def open(self, spec: dict[str, Any]) -> dict[str, Any]:
         self._spec = spec
+        if not spec.get("factory"):
+            raise ValueError("this worker needs a PublisherSpec with a factory")
         self._pub = await import_callable(spec["factory"])(**spec["kwargs"])
         return {}
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -91,14 +91,25 @@ class Worker:
     async def spawn(
         cls, module: str, *, name: str, log: TextIO, env: Mapping[str, str] | None = None
     ) -> Worker:
+        """Start ``python -m module`` with the repository importable."""
+        return await cls.spawn_argv([sys.executable, "-m", module], name=name, log=log, env=env)
+
+    @classmethod
+    async def spawn_argv(
+        cls,
+        argv: Sequence[str],
+        *,
+        name: str,
+        log: TextIO,
+        env: Mapping[str, str] | None = None,
+    ) -> Worker:
+        """Start any program that speaks this protocol (e.g. a Node publisher)."""
         full_env = {**os.environ, **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), full_env.get("PYTHONPATH", "")) if p
         )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,

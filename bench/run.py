@@ -154,16 +154,18 @@ async def bench_system(
         progress(f"{system.name}: {title}")
         deployment = await system.start(brokers, processes=sizes.server_procs, log=log)
         result["info"] = deployment.info
+        own = deployment.publisher.worker
+        pub = await Worker.spawn_argv(own, name="publisher", log=log) if own else publisher
         bench = Bench(
             deployment=deployment,
             loadgens=loadgens,
-            publisher=publisher,
+            publisher=pub,
             broker_pids=brokers.pids,
             sizes=sizes,
             log=log,
         )
         try:
-            await publisher.call("open", spec=dataclasses.asdict(deployment.publisher))
+            await bench.publisher.call("open", spec=dataclasses.asdict(deployment.publisher))
             await body(bench)
         except (ScenarioError, WorkerError, TimeoutError, OSError) as exc:
             result.setdefault("error", f"{title}: {type(exc).__name__}: {exc}")
@@ -172,7 +174,9 @@ async def bench_system(
             with contextlib.suppress(Exception):
                 await bench.close_clients()
             with contextlib.suppress(WorkerError):
-                await publisher.call("close")
+                await pub.call("close")
+            if pub is not publisher:
+                await pub.close()
             await system.stop()
 
     async def s3(bench: Bench) -> None:
@@ -221,18 +225,20 @@ async def bench_system(
     if scenarios & {"S1", "S2"}:
         await phase(f"S1/S2 setup: {sizes.clients} clients", s1_s2)
     if "S4" in scenarios:
-        # Servers are down: python-socketio servers would otherwise process every
-        # publish (one shared channel) and steal the publisher's CPU. Only brokers
-        # are needed, so start and stop the system just for its publisher spec.
+        # No servers: python-socketio servers would otherwise process every publish
+        # (one shared channel) and steal the publisher's CPU.
         progress(f"{system.name}: S4 publisher throughput")
         try:
-            deployment = await system.start(brokers, processes=1, log=log)
-            await system.stop()
-            await publisher.call("open", spec=dataclasses.asdict(deployment.publisher))
+            spec = await system.publisher_only(brokers, log=log)
+            own = spec.worker
+            pub = await Worker.spawn_argv(own, name="publisher", log=log) if own else publisher
             try:
-                result["S4"] = await publisher_throughput(publisher, sizes)
+                await pub.call("open", spec=dataclasses.asdict(spec))
+                result["S4"] = await publisher_throughput(pub, sizes)
             finally:
-                await publisher.call("close")
+                await pub.call("close")
+                if pub is not publisher:
+                    await pub.close()
         except (WorkerError, TimeoutError, OSError) as exc:
             result.setdefault("error", f"S4: {type(exc).__name__}: {exc}")
     return result

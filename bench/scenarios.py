@@ -50,7 +50,7 @@ class Sizes:
     foreign_limit: float = 0.15
     """Foreign CPU share of the machine above which a step is re-run after a quiet spell."""
     foreign_retries: int = 1
-    quiet_wait_s: float = 15.0
+    quiet_wait_s: float = 10.0
     search_start_cores: float = 1.0
     """The rate search starts at the rate one server core would sustain, as estimated
     from the latency step's deliveries per server CPU-second."""
@@ -63,6 +63,8 @@ class Sizes:
     s4_seconds: float = 3.0
     s4_max_publishes: int = 300_000
     barrier_timeout_s: float = 30.0
+    s3_settle_s: float = 2.0
+    """Pause before each S3 RSS reading, for the servers' allocations to settle."""
 
 
 FULL = Sizes()
@@ -70,17 +72,20 @@ QUICK = Sizes(
     clients=100,
     s3_conns=200,
     step_s=1.0,
-    max_steps=3,
+    max_steps=2,
     search_budget_s=6.0,
     drain_s=1.0,
     settle_s=2.0,
-    latency_s=1.5,
+    latency_s=1.0,
     s2_latency_rate=50.0,
     s1_start_rate=20.0,
     s2_start_rate=200.0,
     s4_seconds=0.5,
     s4_max_publishes=20_000,
     barrier_timeout_s=15.0,
+    foreign_retries=0,
+    quiet_wait_s=1.0,
+    s3_settle_s=0.5,
 )
 
 
@@ -482,10 +487,10 @@ async def idle_memory(bench: Bench) -> dict[str, Any]:
     n = bench.sizes.s3_conns
     await bench.connect(min(20, n))
     await bench.close_clients()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(bench.sizes.s3_settle_s)
     empty = sum(rss_bytes(p) for p in bench.dep.pids)
     await bench.connect(n)
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(bench.sizes.s3_settle_s)
     loaded = sum(rss_bytes(p) for p in bench.dep.pids)
     await bench.close_clients()
     return {

@@ -13,12 +13,13 @@ from bench.systems.base import (
     SyncBenchPublisher,
     System,
 )
+from bench.systems.node_redis import NodeSocketioRedis
 from bench.systems.plain import PlainAiohttp
 from bench.systems.psio_redis import PythonSocketioRedis
 from bench.systems.sailcast import Sailcast
 
 SYSTEMS: dict[str, type[ServerProcessSystem]] = {
-    cls.name: cls for cls in (PlainAiohttp, PythonSocketioRedis, Sailcast)
+    cls.name: cls for cls in (PlainAiohttp, PythonSocketioRedis, NodeSocketioRedis, Sailcast)
 }
 REFERENCE: str = PlainAiohttp.name
 

@@ -56,11 +56,18 @@ class PublisherSpec:
     Import paths rather than objects, so the spec crosses a process boundary as JSON.
     ``factory`` is ``"module:callable"`` for ``async (**kwargs) -> BenchPublisher``;
     ``sync_factory`` for ``(**kwargs) -> SyncBenchPublisher`` (None: no sync figure).
+    A publisher that is not Python sets ``worker`` instead: the argv of a program
+    that speaks :mod:`bench.pubworker`'s JSON-lines protocol itself.
     """
 
-    factory: str
+    factory: str | None = None
     sync_factory: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    worker: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.factory is None) == (self.worker is None):
+            raise ValueError("PublisherSpec needs exactly one of factory and worker")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +103,12 @@ class System(ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
+    async def publisher_only(self, brokers: Brokers, *, log: TextIO) -> PublisherSpec:
+        """The publisher spec without servers running (S4 measures the publisher alone)."""
+        deployment = await self.start(brokers, processes=1, log=log)
+        await self.stop()
+        return deployment.publisher
+
 
 class ServerProcessSystem(System):
     """N copies of one server command, each printing the gateway contract's ready line.
@@ -125,9 +138,12 @@ class ServerProcessSystem(System):
     def info(self) -> dict[str, str]:
         return {}
 
+    async def publisher_only(self, brokers: Brokers, *, log: TextIO) -> PublisherSpec:
+        await brokers.ensure(self.needs)
+        return self.publisher_spec(brokers)
+
     async def start(self, brokers: Brokers, *, processes: int, log: TextIO) -> Deployment:
         await brokers.ensure(self.needs)
-        ports: list[int] = []
         try:
             for index in range(processes):
                 env = {**os.environ, **self.server_env(brokers, index)}
@@ -143,7 +159,8 @@ class ServerProcessSystem(System):
                     env=env,
                 )
                 self._procs.append(proc)
-                ports.append(await self._read_ready(proc, log))
+            # Processes boot in parallel; wait for every ready line.
+            ports = await asyncio.gather(*(self._read_ready(p, log) for p in self._procs))
         except BaseException:
             await self.stop()
             raise
