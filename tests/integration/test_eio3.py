@@ -292,22 +292,22 @@ async def test_websocket_event_emit_and_acks_both_ways(
 async def test_websocket_client_pings_server_pongs_and_never_pings(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=0.4, ping_timeout=0.4)
+    srv = await start_server(ping_interval=0.5, ping_timeout=0.5)
     client = await ws_connect(http, srv, "EIO=3&transport=websocket")
     await client.open_packet()
     assert await client.recv_text() == "40"
 
-    # keep alive for > 3 intervals by pinging as socket.io-client 2 does
-    for _ in range(6):
+    # stay alive well past pingInterval + pingTimeout by pinging, as socket.io-client 2 does
+    for _ in range(10):
         await client.send("2")
         assert await client.recv_text() == "3"  # never a server "2" in between
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.2)
     await client.send("2probe")
     assert await client.recv_text() == "3probe"
     assert srv.disconnects.empty()
 
     # then go silent: the server closes after pingInterval + pingTimeout
-    assert await client.closed(timeout_s=3.0)
+    assert await client.closed(timeout_s=4.0)
     sid, _reason = await asyncio.wait_for(srv.disconnects.get(), WAIT_S)
     assert sid == srv.connects[0][1]
 
