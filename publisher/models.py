@@ -360,11 +360,13 @@ class Planner:
 
     def introduce(self, id: IdOrRecord) -> list[Step]:
         """Every watcher (class-room member, on any gateway) joins the record's room(s)."""
-        return [AddMembers(self.class_room, self._rooms(self.ids(id), None, "default"))]
+        rooms = self._rooms(self.ids(id), None, "default")
+        return [AddMembers(self.class_room, rooms)] if rooms else []
 
     def retire(self, id: IdOrRecord) -> list[Step]:
         """Every watcher leaves the record's room(s); other subscribers stay (as in Sails)."""
-        return [RemoveMembers(self.class_room, self._rooms(self.ids(id), None, "all"))]
+        rooms = self._rooms(self.ids(id), None, "all")
+        return [RemoveMembers(self.class_room, rooms)] if rooms else []
 
     # -- messages ----------------------------------------------------------------------------
     def _emit(self, rooms: Iterable[str], payload: Any, omit: tuple[str, ...]) -> Emit:

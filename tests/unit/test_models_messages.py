@@ -233,6 +233,8 @@ def test_legacy_context_rooms() -> None:
     )
     with pytest.raises(UsageError, match="contexts"):
         comment.room(9)
+    r.define("quiet", contexts=True, autosubscribe=[])  # 0.12 autosubscribe: false
+    assert r.planner("quiet").subscribe("S", [1]) == r.planner("quiet").introduce(1) == []
 
 
 # -- merge ----------------------------------------------------------------------------------
