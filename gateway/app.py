@@ -17,10 +17,12 @@ from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
 from gateway.sio import SocketServer
+from shared.errors import TransportError
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCHES_PER_S = 10
+MAX_NATS_RETRY_S = 5.0
 
 
 class GatewayApp:
@@ -35,31 +37,47 @@ class GatewayApp:
         self._runners: list[web.AppRunner] = []
         self.port = 0
         self.metrics_port = 0
+        self._stopping = False
 
     async def start(self) -> None:
+        """Ops port first (so probes answer while NATS is away), then NATS — retried
+        until it answers — then the Socket.IO port."""
         s = self.settings
-        self.broker = await NatsBroker.connect(
-            s.nats,
-            name=f"sailcast-gateway-{s.gateway_id}",
-            on_disconnected=self._nats_down,
-            on_reconnected=self._nats_up,
-            on_handler_error=lambda exc: self.metrics.drops.labels("handler_error").inc(),
-        )
-        self.gateway = Gateway(s, self.broker, self.metrics, self.server.disconnect)
-        await self.gateway.start()
-        self.metrics.nats_connected.set(1)
-        self.server.on_lifecycle(self._on_connect, self._on_disconnect)
-        self.server.on_slow_client(self.gateway.cut_off_slow)
-
-        app = web.Application()
-        self.server.attach(app)
-        self.port = await self._listen(app, s.host, s.port)
         ops = web.Application()
         ops.router.add_get("/metrics", self._metrics)
         ops.router.add_get("/healthz", self._healthz)
         ops.router.add_get("/readyz", self._readyz)
         self.metrics_port = await self._listen(ops, s.metrics_host or s.host, s.metrics_port)
+
+        self.broker = await self._connect_nats()
+        self.gateway = Gateway(s, self.broker, self.metrics, self.server.disconnect)
+        await self.gateway.start()
+        self.metrics.nats_connected.set(1)
+        self.server.on_lifecycle(self._on_connect, self._on_disconnect)
+        self.server.on_slow_client(self.gateway.cut_off_slow)
+        self.server.on_refusal(lambda reason: self.metrics.refusals.labels(reason).inc())
+
+        app = web.Application()
+        self.server.attach(app)
+        self.port = await self._listen(app, s.host, s.port)
         self.metrics.ready.set(1 if self.gateway.ready else 0)
+
+    async def _connect_nats(self) -> NatsBroker:
+        s = self.settings
+        delay = 0.5
+        while True:
+            try:
+                return await NatsBroker.connect(
+                    s.nats,
+                    name=f"sailcast-gateway-{s.gateway_id}",
+                    on_disconnected=self._nats_down,
+                    on_reconnected=self._nats_up,
+                    on_handler_error=lambda exc: self.metrics.drops.labels("handler_error").inc(),
+                )
+            except TransportError as exc:
+                log.error("NATS unreachable, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_NATS_RETRY_S)
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -74,19 +92,27 @@ class GatewayApp:
     async def _on_connect(self, sid: str, eio_socket: Any, environ: dict[str, Any]) -> bool:
         assert self.gateway is not None
         if self.gateway.draining:
-            return False
+            self.metrics.refusals.labels("draining").inc()
+            raise ConnectionRefusedError("gateway is shutting down; reconnect")
+        limit = self.settings.max_connections
+        if limit and self.gateway.rooms.socket_count >= limit:
+            self.metrics.refusals.labels("max_connections").inc()
+            raise ConnectionRefusedError("gateway is full; reconnect later")
         await self.gateway.socket_connected(sid, eio_socket)
+        log.debug("connected", extra={"sid": sid, "remote": environ.get("REMOTE_ADDR")})
         self.metrics.connects.inc()
         return True
 
     async def _on_disconnect(self, sid: str, reason: str) -> None:
         assert self.gateway is not None
         self.metrics.disconnects.labels(_reason_label(reason)).inc()
+        log.debug("disconnected", extra={"sid": sid, "reason": reason})
         await self.gateway.socket_disconnected(sid)
 
     async def _nats_down(self) -> None:
         self.metrics.nats_connected.set(0)
-        log.warning("NATS connection lost; clients stay connected, reconnecting")
+        if not self._stopping:
+            log.warning("NATS connection lost; clients stay connected, reconnecting")
 
     async def _nats_up(self) -> None:
         log.info("NATS reconnected; subscriptions restored")
@@ -131,6 +157,7 @@ class GatewayApp:
         log.info("drained %d clients", len(sids))
 
     async def stop(self) -> None:
+        self._stopping = True
         for runner in self._runners:
             await runner.cleanup()
         if self.gateway is not None:
@@ -152,7 +179,19 @@ def _reason_label(reason: str) -> str:
 
 async def serve(settings: GatewaySettings) -> None:
     app = GatewayApp(settings)
-    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(app.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # SIGTERM while NATS was still unreachable
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await app.stop()
+        return
+    starting.result()
     ready = {
         "event": "ready",
         "gateway_id": settings.gateway_id,
@@ -163,12 +202,7 @@ async def serve(settings: GatewaySettings) -> None:
     sys.stdout.write(orjson.dumps(ready).decode() + "\n")
     sys.stdout.flush()
     log.info("gateway %s listening on %s:%d", settings.gateway_id, settings.host, app.port)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stopping
     try:
         await asyncio.wait_for(
             app.drain(), timeout=settings.drain_delay_s + settings.drain_timeout_s

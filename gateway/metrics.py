@@ -58,6 +58,12 @@ class GatewayMetrics:
             ["kind", "outcome"],
             registry=r,
         )
+        self.refusals = Counter(
+            p + "refusals_total",
+            "Connections, packets or requests refused by a limit, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.nats_reconnects = Counter(
             p + "nats_reconnects_total", "Reconnections to NATS", registry=r
         )

@@ -252,7 +252,17 @@ class Gateway:
         if not self.rooms.has_socket(sid):
             return {"ok": False, "error": "no_such_socket"}
         if kind == "join":
-            await self._join(sid, str_list(req.get("rooms"), "rooms"))
+            rooms = str_list(req.get("rooms"), "rooms")
+            limit = self.settings.max_rooms_per_socket
+            current = self.rooms.rooms_of(sid)
+            if len(current | set(rooms)) > limit:
+                self.metrics.refusals.labels("max_rooms_per_socket").inc()
+                return {
+                    "ok": False,
+                    "error": "limit",
+                    "message": f"socket {sid} would be in more than {limit} rooms",
+                }
+            await self._join(sid, rooms)
             return {"ok": True}
         if kind == "leave":
             self._leave(sid, str_list(req.get("rooms"), "rooms"))
@@ -288,9 +298,15 @@ class Gateway:
         return {"ok": True, "n": len(members), **base}
 
     async def _join(self, sid: str, rooms: list[str]) -> None:
+        limit = self.settings.max_rooms_per_socket
         for room in rooms:
             if not self.rooms.has_socket(sid):  # disconnected while we awaited NATS
                 return
+            current = self.rooms.rooms_of(sid)
+            if room not in current and len(current) >= limit:
+                self.metrics.refusals.labels("max_rooms_per_socket").inc()
+                log.warning("socket %s is in %d rooms; not joining more", sid, limit)
+                continue
             if self.rooms.join(sid, room) or room not in self.room_interest:
                 await self.room_interest.want(room)
 

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
@@ -168,6 +168,11 @@ class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
     async def wait(self) -> str | bytes:
         msg = await self._sock.receive()
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            if msg.type == WSMsgType.ERROR:
+                refused = getattr(self.server, "_sailcast_on_refusal", None)
+                too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
+                if refused is not None and too_big:
+                    refused("inbound_too_large")
             raise OSError(f"websocket closed ({msg.type!r})")
         data: str | bytes = msg.data
         return data

@@ -35,6 +35,16 @@ OPTIONS: Final[tuple[Option, ...]] = (
         1.0,
         "keep a room's NATS interest this long after its last member",
     ),
+    Option("max_connections", int, 0, "sockets this gateway accepts at once (0 = no limit)"),
+    Option(
+        "max_rooms_per_socket", int, 1000, "rooms one socket may be in, its own-id room included"
+    ),
+    Option(
+        "max_buffered_bytes",
+        int,
+        4 * 1024 * 1024,
+        "outbound bytes buffered per socket before it is cut off",
+    ),
     Option(
         "max_queued_messages",
         int,
@@ -66,6 +76,8 @@ class GatewaySettings:
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 20.0
     unsubscribe_linger_s: float = 1.0
+    max_connections: int = 0
+    max_rooms_per_socket: int = 1000
     max_queued_messages: int = 1000
     max_buffered_bytes: int = 4 * 1024 * 1024
     heartbeat_interval_s: float = 2.0

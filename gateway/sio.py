@@ -51,6 +51,10 @@ class SocketServer:
     def on_slow_client(self, handler: Callable[[str, str], None]) -> None:
         self._on_slow = handler
 
+    def on_refusal(self, handler: Callable[[str], None]) -> None:
+        """Told the reason whenever the transport refuses an inbound packet."""
+        self.sio.eio._sailcast_on_refusal = handler
+
     def _slow(self, eio_socket: Any, reason: str) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_socket.sid, "/") if eio_socket else None
         if sid:
@@ -65,7 +69,10 @@ class SocketServer:
             eio_socket = self.sio.eio.sockets.get(eio_sid)
             if eio_socket is None:
                 return False
-            return await on_connect(sid, eio_socket, environ)
+            try:
+                return await on_connect(sid, eio_socket, environ)
+            except ConnectionRefusedError as exc:  # the client sees this message
+                raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
 
         async def disconnect(sid: str, reason: Any = None) -> None:
             await on_disconnect(sid, str(reason or "unknown"))

@@ -21,6 +21,7 @@ from shared.config import NatsSettings, parse_servers
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode_reply, encode_request
 from shared.errors import (
     GatewayTimeout,
+    LimitExceeded,
     MalformedEnvelope,
     NoSuchSocket,
     PublisherClosed,
@@ -192,6 +193,8 @@ class Publisher:
             self.stats.request(kind, str(reply.get("error", "refused")), started)
             if reply.get("error") == "no_such_socket":
                 raise NoSuchSocket(socket_id)
+            if reply.get("error") == "limit":
+                raise LimitExceeded(str(reply.get("message", "limit exceeded")))
             raise TransportError(f"gateway refused {kind!r}: {reply.get('message', reply)}")
         self.stats.request(kind, "ok", started)
         return reply

@@ -9,6 +9,7 @@ SailcastError
 │   └── PublisherClosed    the publisher was closed
 ├── ConfigError            a bad flag or SAILCAST_* variable (names it)
 ├── NoSuchSocket           no gateway holds that socket id
+├── LimitExceeded          a gateway limit refused the operation (rooms per socket…)
 ├── MalformedEnvelope      a message on the wire that does not parse
 └── TransportError         NATS failed (cause chained)
     └── GatewayTimeout     a gateway did not answer in time
@@ -55,6 +56,10 @@ class NoSuchSocket(SailcastError, LookupError):
     def __init__(self, socket_id: str) -> None:
         super().__init__(f"no connected socket has id {socket_id!r}")
         self.socket_id = socket_id
+
+
+class LimitExceeded(SailcastError):
+    """A configured limit (SAILCAST_MAX_ROOMS_PER_SOCKET, …) refused the operation."""
 
 
 class MalformedEnvelope(SailcastError, ValueError):
