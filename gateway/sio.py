@@ -15,6 +15,7 @@ import socketio
 from aiohttp import web
 
 from gateway import outbound
+from gateway.eio3 import enable_eio3
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class SocketServer:
             max_bytes=settings.max_buffered_bytes,
             on_slow=self._slow,
         )
+        enable_eio3(self.sio)  # sails.io.js 1.x bundles socket.io-client 2 (Engine.IO v3)
 
     def on_slow_client(self, handler: Callable[[str, str], None]) -> None:
         self._on_slow = handler

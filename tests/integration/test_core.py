@@ -290,3 +290,23 @@ async def test_disconnect_a_socket_by_id(
     while b.client.connected:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+
+
+async def test_engine_io_v3_client_through_a_gateway(
+    two_gateways: list[GatewayProcess], publisher: Publisher
+) -> None:
+    """sails.io.js 1.x speaks Engine.IO v3: its socket id is the engine sid, and a worker
+    addresses it like any other socket (full client runs are in tests/e2e)."""
+    import aiohttp
+    import orjson
+
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{two_gateways[1].url}/socket.io/?EIO=3&transport=websocket")
+        sid = orjson.loads((await ws.receive_str())[1:])["sid"]
+        assert await ws.receive_str() == "40"
+        await publisher.sockets.join(sid, "lobby")
+        await publisher.sockets.broadcast("lobby", "chat", {"hi": 1})
+        assert await ws.receive_str() == '42["chat",{"hi":1}]'
+        await ws.send_str("2")  # v3: the client pings
+        assert await ws.receive_str() == "3"
+        await ws.close()
