@@ -29,11 +29,12 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from publisher import blueprints
 from publisher.sockets import OneOrMany, as_socket_ids
-from shared.errors import NoSuchSocket, UsageError
+from shared.errors import GatewayTimeout, NoSuchSocket, UsageError
 from shared.subjects import check_socket_id
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class ModelRegistry:
         auto = None if autosubscribe is None else tuple(autosubscribe)
         if auto is not None and not contexts:
             raise UsageError(f"{ident}: autosubscribe only applies with contexts=True")
-        spec = ModelSpec(ident, assocs, primary_key, pk_type, contexts, auto)
+        spec = ModelSpec(ident, MappingProxyType(assocs), primary_key, pk_type, contexts, auto)
         known = self._specs.get(ident)
         if known is not None and known != spec:
             raise UsageError(f"model {ident!r} is already defined differently: {known}")
@@ -704,6 +705,12 @@ class Model:
                     if not step.if_connected:
                         raise
                     log.debug("requester %s has gone; not (un)subscribed", step.socket_id)
+                except GatewayTimeout:
+                    # A socket disconnecting right now can leave its request unanswered;
+                    # the others must still be told.
+                    if not step.if_connected:
+                        raise
+                    log.warning("requester %s did not answer; not (un)subscribed", step.socket_id)
             elif isinstance(step, AddMembers):
                 await sockets.add_room_members_to_rooms(step.source, list(step.rooms))
             else:

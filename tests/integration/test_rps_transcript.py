@@ -426,6 +426,12 @@ async def test_legacy_contexts_mirror_and_a_vanished_requester(
     # a watcher is introduced to the autosubscribe contexts of a new record only
     gone_sid = gone.sid
     await gone.disconnect()
+    # wait until its gateway has forgotten it (a request racing the disconnect itself
+    # may go unanswered: that case costs a timeout, not the notices)
+    deadline = asyncio.get_running_loop().time() + 10
+    while two_gateways[1].metric("sailcast_gateway_connections") != 1:
+        assert asyncio.get_running_loop().time() < deadline, "disconnect not seen"
+        await asyncio.sleep(0.02)
     await note.after_create({"id": 8, "title": "y"}, requester=gone_sid)
     await note.publish_update("8", {"title": "z"}, omit=gone_sid)
     await note.after_update(8, {"title": "w"}, previous={"id": 8}, requester=b.sid, mirror=True)

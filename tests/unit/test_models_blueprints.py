@@ -5,6 +5,7 @@ once per socket minus omit), and the test asserts what each socket would receive
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from publisher.models import (
     Emit,
     Join,
     Leave,
+    Model,
     ModelRegistry,
     Planner,
     RemoveMembers,
@@ -23,7 +25,7 @@ from publisher.models import (
     to_many,
     to_one,
 )
-from shared.errors import UsageError
+from shared.errors import GatewayTimeout, NoSuchSocket, UsageError
 
 TS = "<ts>"
 
@@ -302,3 +304,43 @@ def test_one_to_one_and_one_way_collections() -> None:
     ]
     net.apply(bp.after_add(person, 1, "hats", 1))  # no via: nothing on the hat's side
     assert net.take("B") == []
+
+
+class FakeSockets:
+    """Stands in for `pub.sockets`: records broadcasts; `gone` sockets fail to join."""
+
+    def __init__(self, gone: dict[str, Exception]) -> None:
+        self.gone = gone
+        self.sent: list[tuple[list[str], str, object, list[str]]] = []
+
+    async def broadcast(
+        self, rooms: list[str], event: str, data: object, *, omit: list[str]
+    ) -> None:
+        self.sent.append((rooms, event, data, omit))
+
+    async def join(self, sid: str, rooms: list[str]) -> None:
+        if sid in self.gone:
+            raise self.gone[sid]
+
+    async def add_room_members_to_rooms(self, src: str, dst: list[str]) -> None:
+        pass
+
+
+@pytest.mark.parametrize("failure", [NoSuchSocket("X"), GatewayTimeout("no answer")])
+async def test_a_vanished_requester_does_not_stop_the_notices(
+    reg: ModelRegistry, failure: Exception
+) -> None:
+    sockets = FakeSockets({"X": failure})
+    pub = SimpleNamespace(sockets=sockets)
+    user = Model(pub, "user", registry=reg)  # type: ignore[arg-type]
+    await user.after_create({"id": 9, "name": "x"}, requester="X")
+    assert sockets.sent == [
+        (
+            ["sails_model_create_user"],
+            "user",
+            {"verb": "created", "data": {"id": 9, "name": "x"}, "id": 9},
+            ["X"],
+        )
+    ]
+    with pytest.raises(type(failure)):
+        await user.subscribe("X", [9])  # a direct call still reports it
