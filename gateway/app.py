@@ -152,7 +152,7 @@ class GatewayApp:
         ticks = max(1, int(s.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
         batch = max(1, -(-len(sids) // ticks))
         for i in range(0, len(sids), batch):
-            await asyncio.gather(*(self.server.disconnect(sid) for sid in sids[i : i + batch]))
+            await asyncio.gather(*(self.server.close_transport(s) for s in sids[i : i + batch]))
             await asyncio.sleep(1 / DRAIN_BATCHES_PER_S)
         log.info("drained %d clients", len(sids))
 

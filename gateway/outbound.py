@@ -35,6 +35,7 @@ SlowHandler = Callable[[Any, str], None]
 """Called with (engine.io socket or None, reason) when a socket exceeds a bound."""
 
 _FRAME_ATTR: Final = "_sailcast_frame"
+GOING_AWAY_TIMEOUT_S: Final = 1.0
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -75,6 +76,24 @@ class OutboundQueue(asyncio.Queue[Any]):
     # -- wiring, done by DirectWebSocket ---------------------------------------------
     def attach(self, socket: Any, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
         self._socket, self._ws, self._transport = socket, ws, transport
+
+    async def going_away(self) -> bool:
+        """Close the websocket with 1001 and no Engine.IO or Socket.IO goodbye, as a
+        restarting server would; every client library then reconnects. False when
+        the socket is not on websocket."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        self.cut_off = True
+        try:
+            await asyncio.wait_for(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server going away"),
+                GOING_AWAY_TIMEOUT_S,
+            )
+        except (TimeoutError, ConnectionError):
+            if self._transport is not None:
+                self._transport.abort()
+        return True
 
     def writer_sent(self) -> None:
         if self._handed > self._written:

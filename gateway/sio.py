@@ -8,7 +8,8 @@ and client events, and to disconnect sockets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 import socketio
@@ -20,14 +21,21 @@ from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-OnConnect = Callable[[str, Any, dict[str, Any]], Awaitable[bool]]
+OnConnect = Callable[[str, Any, dict[str, Any], Any], Awaitable[bool]]
+"""(sid, Engine.IO socket, WSGI environ, Socket.IO v4 auth payload or None)"""
 OnDisconnect = Callable[[str, str], Awaitable[None]]
+OnAckedEvent = Callable[[str, str, tuple[Any, ...], bool], Awaitable[Any]]
+"""(sid, event, arguments, whether the client asked for an ack) → the ack's payload"""
+
+_ack_requested: ContextVar[bool] = ContextVar("sailcast_ack_requested", default=False)
 
 
 class SocketServer:
     def __init__(self, settings: GatewaySettings) -> None:
         origins: Any = None  # python-socketio: same host only
-        if "*" in settings.allowed_origins:
+        if settings.only_allow_origins:  # Sails' exact list (gateway/auth.py)
+            origins = list(settings.only_allow_origins)
+        elif "*" in settings.allowed_origins:
             origins = "*"
         elif settings.allowed_origins:
             origins = list(settings.allowed_origins)
@@ -72,7 +80,7 @@ class SocketServer:
             if eio_socket is None:
                 return False
             try:
-                return await on_connect(sid, eio_socket, environ)
+                return await on_connect(sid, eio_socket, environ, auth)
             except ConnectionRefusedError as exc:  # the client sees this message
                 raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
 
@@ -81,6 +89,32 @@ class SocketServer:
 
         self.sio.on("connect", connect)
         self.sio.on("disconnect", disconnect)
+
+    def on_acked_events(self, events: Iterable[str], handler: OnAckedEvent) -> None:
+        """Bind client events (virtual requests) whose ack the handler answers; it also
+        learns whether the client asked for an ack, which python-socketio does not say
+        (Sails answers a bad request without one with a `sails:parseError` event)."""
+        original = self.sio._handle_event
+
+        async def handle_event(eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+            # The handler runs in a task python-socketio starts here: it inherits this.
+            token = _ack_requested.set(id is not None)
+            try:
+                await original(eio_sid, namespace, id, data)
+            finally:
+                _ack_requested.reset(token)
+
+        self.sio._handle_event = handle_event
+        for event in events:
+
+            async def on_event(sid: str, *args: Any, _event: str = event) -> Any:
+                return await handler(sid, _event, args, _ack_requested.get())
+
+            self.sio.on(event, on_event)
+
+    async def emit_to(self, sid: str, event: str, data: Any) -> None:
+        """One event to one local socket (not the fan-out path: see fanout.py)."""
+        await self.sio.emit(event, data, to=sid)
 
     async def disconnect(self, sid: str) -> None:
         """Leave the namespace and close the transport without waiting for the client
@@ -95,6 +129,19 @@ class SocketServer:
             await sock.close(wait=False, abort=True)
         if eio_sid:
             self.sio.eio.sockets.pop(eio_sid, None)
+
+    async def close_transport(self, sid: str) -> None:
+        """Drop the connection the way a restarting server does, so the client
+        reconnects (elsewhere, behind a load balancer). A Socket.IO disconnect or an
+        Engine.IO close packet would tell clients not to come back."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        sock = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+        if sock is None or sock.closed:
+            return
+        queue = sock.queue
+        if isinstance(queue, outbound.OutboundQueue) and await queue.going_away():
+            return
+        await sock.close(wait=False, abort=True)  # polling: the next poll finds no session
 
     def eio_socket_count(self) -> int:
         return len(self.sio.eio.sockets)

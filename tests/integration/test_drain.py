@@ -1,0 +1,58 @@
+"""SIGTERM: not ready at once, then clients are closed in a way that makes them
+reconnect, within the deadline, and the process exits cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import socketio
+
+from tests.helpers import GatewayProcess
+
+pytestmark = pytest.mark.integration
+
+
+async def test_rolling_restart_clients_come_back_by_themselves(
+    gateway_factory: Callable[..., GatewayProcess],
+) -> None:
+    """SIGTERM a gateway, start its replacement on the same address: clients that were
+    drained reconnect on their own (a Socket.IO-level disconnect would forbid that)."""
+    gw = gateway_factory("old", drain_delay_s=0.5, drain_timeout_s=2)
+    clients = []
+    for _ in range(5):
+        c = socketio.AsyncClient(
+            reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5
+        )
+        await c.connect(gw.url, transports=["websocket"])
+        clients.append(c)
+    old_sids = {c.get_sid() for c in clients}
+    assert gw.http_status("/readyz") == 200
+
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    deadline = started + 10
+    while gw.http_status("/readyz") != 503:
+        assert time.monotonic() < deadline, "readyz did not turn 503"
+        await asyncio.sleep(0.02)
+    not_ready_s = time.monotonic() - started
+    code = await asyncio.to_thread(gw.proc.wait, 10)
+    exited_s = time.monotonic() - started
+    assert code == 0
+
+    new = gateway_factory("new", port=gw.port)
+    while not all(c.connected and c.get_sid() not in old_sids for c in clients):
+        assert time.monotonic() < deadline + 10, "clients did not come back"
+        await asyncio.sleep(0.05)
+    back_s = time.monotonic() - started
+    assert new.metric("sailcast_gateway_connections") == len(clients)
+    print(
+        f"\nrolling restart: not ready after {not_ready_s:.2f}s, old gateway exited after "
+        f"{exited_s:.2f}s, all {len(clients)} clients back on the new one after {back_s:.2f}s"
+    )
+    for c in clients:
+        await c.disconnect()
