@@ -36,6 +36,7 @@ from shared.errors import MalformedEnvelope, SailcastError
 log = logging.getLogger(__name__)
 
 CONTROL_QUEUE_MAX: Final = 10_000
+SOCKET_SUBJECT_LINGER_S: Final = 1.0
 FIXED_SUBSCRIPTIONS: Final = 4
 """blast, all-gateways requests, heartbeats, and this gateway's own subject."""
 
@@ -136,7 +137,13 @@ class Gateway:
             self.room_interest.unwant(room, now=room == sid)
         sub = self._socket_subs.pop(sid, None)
         if sub is not None:
-            await self.broker.unsubscribe(sub)
+            # Keep answering "no such socket" for a moment: a request already on its way
+            # then fails fast instead of timing out.
+            self._spawn(self._unsubscribe_later(sub))
+
+    async def _unsubscribe_later(self, sub: int) -> None:
+        await asyncio.sleep(SOCKET_SUBJECT_LINGER_S)
+        await self.broker.unsubscribe(sub)
 
     def cut_off_slow(self, sid: str, reason: str) -> None:
         """A socket over its outbound bound: its transport is already aborted (see

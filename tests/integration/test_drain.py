@@ -7,7 +7,6 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import socketio
