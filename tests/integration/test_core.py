@@ -190,6 +190,22 @@ async def test_interest_a_gateway_without_members_receives_nothing(
     assert gwa.metric('sailcast_gateway_broker_messages_received_total{kind="room"}') - before == 1
 
 
+async def test_socket_requests_reach_only_the_owning_gateway(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    gwa, gwb = two_gateways
+    a = await client_factory(gwa)
+    await client_factory(gwb)
+    control = 'sailcast_gateway_broker_messages_received_total{kind="control"}'
+    before_a, before_b = gwa.metric(control), gwb.metric(control)
+    for i in range(10):
+        await publisher.sockets.join(a.sid, f"room-{i}")
+    await publisher.sockets.leave(a.sid, "room-0")
+    assert len(await publisher.sockets.rooms(a.sid)) == 10
+    assert gwa.metric(control) - before_a == 12
+    assert gwb.metric(control) - before_b == 0
+
+
 async def test_order_is_kept_per_publisher_and_room(
     two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
 ) -> None:
