@@ -12,11 +12,14 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import pages
+from gateway.auth import ConnectHooks
 from gateway.broker import NatsBroker
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
 from gateway.sio import SocketServer
+from gateway.vrequests import VirtualRequests
 from shared.errors import TransportError
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ class GatewayApp:
         self.port = 0
         self.metrics_port = 0
         self._stopping = False
+        self.hooks: ConnectHooks | None = None
+        self.vrequests: VirtualRequests | None = None
 
     async def start(self) -> None:
         """Ops port first (so probes answer while NATS is away), then NATS — retried
@@ -56,9 +61,14 @@ class GatewayApp:
         self.server.on_lifecycle(self._on_connect, self._on_disconnect)
         self.server.on_slow_client(self.gateway.cut_off_slow)
         self.server.on_refusal(lambda reason: self.metrics.refusals.labels(reason).inc())
+        # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)
+        self.hooks = ConnectHooks(s, self.broker, self.metrics)
+        self.vrequests = VirtualRequests(s, self.broker, self.metrics, self.server.emit_to)
+        self.server.on_acked_events(self.vrequests.events, self.vrequests.handle)
 
         app = web.Application()
         self.server.attach(app)
+        pages.add_routes(app, s)  # the live demo page, when configured
         self.port = await self._listen(app, s.host, s.port)
         self.metrics.ready.set(1 if self.gateway.ready else 0)
 
@@ -89,8 +99,12 @@ class GatewayApp:
         bound: int = server.sockets[0].getsockname()[1]
         return bound
 
-    async def _on_connect(self, sid: str, eio_socket: Any, environ: dict[str, Any]) -> bool:
+    async def _on_connect(
+        self, sid: str, eio_socket: Any, environ: dict[str, Any], auth: Any = None
+    ) -> bool:
         assert self.gateway is not None
+        assert self.hooks is not None
+        assert self.vrequests is not None
         if self.gateway.draining:
             self.metrics.refusals.labels("draining").inc()
             raise ConnectionRefusedError("gateway is shutting down; reconnect")
@@ -98,7 +112,11 @@ class GatewayApp:
         if limit and self.gateway.rooms.socket_count >= limit:
             self.metrics.refusals.labels("max_connections").inc()
             raise ConnectionRefusedError("gateway is full; reconnect later")
+        handshake = await self.hooks.admit(sid, environ, auth)  # origins, before-connect
+        if eio_socket.closed:  # left while a worker was deciding
+            return False
         await self.gateway.socket_connected(sid, eio_socket)
+        self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": environ.get("REMOTE_ADDR")})
         self.metrics.connects.inc()
         return True
@@ -107,7 +125,11 @@ class GatewayApp:
         assert self.gateway is not None
         self.metrics.disconnects.labels(_reason_label(reason)).inc()
         log.debug("disconnected", extra={"sid": sid, "reason": reason})
+        rooms = list(self.gateway.rooms.rooms_of(sid))
+        handshake = self.vrequests.forget(sid) if self.vrequests is not None else None
         await self.gateway.socket_disconnected(sid)
+        if handshake is not None and self.hooks is not None:
+            self.hooks.disconnected(sid, handshake, reason, rooms)  # after_disconnect
 
     async def _nats_down(self) -> None:
         self.metrics.nats_connected.set(0)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from shared.version import __version__
 
 LAG_BUCKETS_S: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+VREQ_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5, 10)
 
 
 class GatewayMetrics:
@@ -69,5 +70,24 @@ class GatewayMetrics:
         )
         self.nats_connected = Gauge(p + "nats_connected", "1 while NATS is connected", registry=r)
         self.ready = Gauge(p + "ready", "1 while /readyz answers 200", registry=r)
+        # virtual requests and connection hooks (gateway/vrequests.py, gateway/auth.py)
+        self.virtual_requests = Counter(
+            p + "virtual_requests_total",
+            "Virtual requests answered, by status class (2xx…5xx) or parse_error",
+            ["status"],
+            registry=r,
+        )
+        self.virtual_request_duration = Histogram(
+            p + "virtual_request_duration_seconds",
+            "Virtual request forwarded to a worker until its answer (or 503/504)",
+            buckets=VREQ_BUCKETS_S,
+            registry=r,
+        )
+        self.connect_rejections = Counter(
+            p + "connect_rejections_total",
+            "Sockets refused by the origin list or the before-connect check, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from gateway.auth import BEFORE_CONNECT_MODES, check_before_connect, check_origins
 from shared.config import NATS_OPTIONS, NatsSettings, Option, add_options, redacted, resolve
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.errors import ConfigError
@@ -57,6 +58,40 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "drain_delay_s", float, 5.0, "on SIGTERM, seconds not-ready before disconnecting clients"
     ),
     Option("drain_timeout_s", float, 25.0, "on SIGTERM, deadline for disconnecting every client"),
+    # sails.io.js clients: virtual requests and connection hooks (gateway/vrequests.py, auth.py)
+    Option(
+        "virtual_request_timeout_s",
+        float,
+        10.0,
+        "answer a virtual request 504 when no worker answered it within this time",
+    ),
+    Option(
+        "virtual_request_max_inflight",
+        int,
+        100,
+        "virtual requests of one socket in flight at once; more are answered 429",
+    ),
+    Option(
+        "only_allow_origins",
+        str,
+        "",
+        "comma-separated exact Origins allowed to connect, as Sails' onlyAllowOrigins",
+    ),
+    Option(
+        "before_connect",
+        str,
+        "none",
+        "check every socket before accepting it: a JWT, or ask the workers over NATS",
+        choices=BEFORE_CONNECT_MODES,
+    ),
+    Option("before_connect_timeout_s", float, 5.0, "how long the workers may take to decide"),
+    Option("jwt_secret", str, "", "HS256 key for --before-connect jwt", secret=True),
+    Option("jwt_public_key_file", str, "", "PEM file of the RS256 key for --before-connect jwt"),
+    Option("jwt_audience", str, "", "required JWT `aud` (empty: not checked)"),
+    Option("jwt_issuer", str, "", "required JWT `iss` (empty: not checked)"),
+    Option("jwt_leeway_s", float, 5.0, "clock skew tolerated on JWT exp/nbf"),
+    Option("static_dir", str, "", "serve this directory's index.html at / (the live demo)"),
+    Option("sails_io_js", str, "", "serve this sails.io.js bundle at /js/dependencies/sails.io.js"),
 )
 
 
@@ -84,6 +119,18 @@ class GatewaySettings:
     ready_check_interval_s: float = 2.0
     drain_delay_s: float = 5.0
     drain_timeout_s: float = 25.0
+    virtual_request_timeout_s: float = 10.0
+    virtual_request_max_inflight: int = 100
+    only_allow_origins: tuple[str, ...] = ()
+    before_connect: str = "none"
+    before_connect_timeout_s: float = 5.0
+    jwt_secret: str = ""
+    jwt_public_key_file: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_leeway_s: float = 5.0
+    static_dir: str = ""
+    sails_io_js: str = ""
 
     def __post_init__(self) -> None:
         if not self.gateway_id:
@@ -98,6 +145,14 @@ class GatewaySettings:
             raise ConfigError("SAILCAST_MAX_PAYLOAD_BYTES must be at least 1024")
         if self.max_queued_messages < 1:
             raise ConfigError("SAILCAST_MAX_QUEUED_MESSAGES must be at least 1")
+        check_origins(self.only_allow_origins)
+        if self.only_allow_origins and self.allowed_origins:
+            raise ConfigError(
+                "set SAILCAST_ONLY_ALLOW_ORIGINS or SAILCAST_ALLOWED_ORIGINS, not both"
+            )
+        check_before_connect(self)
+        if self.virtual_request_max_inflight < 1:
+            raise ConfigError("SAILCAST_VIRTUAL_REQUEST_MAX_INFLIGHT must be at least 1")
 
     @property
     def subjects(self) -> Subjects:
@@ -108,7 +163,13 @@ class GatewaySettings:
         nats_names = {o.name for o in NATS_OPTIONS}
         plain = {k: val for k, val in v.items() if k not in nats_names}
         origins = tuple(o.strip() for o in plain.pop("allowed_origins").split(",") if o.strip())
-        return cls(nats=NatsSettings.from_values(v), allowed_origins=origins, **plain)
+        only = tuple(o.strip() for o in plain.pop("only_allow_origins", "").split(",") if o.strip())
+        return cls(
+            nats=NatsSettings.from_values(v),
+            allowed_origins=origins,
+            only_allow_origins=only,
+            **plain,
+        )
 
     def describe(self) -> dict[str, Any]:
         """Effective settings with secrets redacted (for --print-config and the start log)."""

@@ -118,6 +118,12 @@ class Publisher:
         return bool(self._nc.is_connected)
 
     @property
+    def nats(self) -> NatsClient:
+        """The nats-py client underneath, for worker-side services (publisher.router)."""
+        self._check_open()
+        return self._nc
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -25,6 +25,10 @@ _TOKEN: Final = re.compile(r"(?:[A-Za-z0-9_-]|=[0-9A-F]{2})+")
 _PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _GATEWAY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+WORKER_QUEUE: Final = "sailcast-workers"
+"""NATS queue group of the workers serving virtual requests and hooks: each message goes
+to one member, so workers share the load and any of them can come and go."""
+
 
 @lru_cache(maxsize=65536)
 def _encode(name: str) -> str:
@@ -96,9 +100,20 @@ class Subjects:
     `<p>.gw.all`     requests every gateway answers (room-membership operations)
     `<p>.gw.hb`      gateway heartbeats: how gateways know each other
     `<p>.gw.id.<id>` requests to one gateway (readiness round trip)
+    `<p>.vreq`       virtual requests (sails.io.js `io.socket.get` …) for the workers; queue group
+    `<p>.hook.connect`     "may this socket connect?" asked of the workers; queue group
+    `<p>.hook.disconnect`  "this socket has gone" told to the workers; queue group
     """
 
-    __slots__ = ("blast", "gateways", "heartbeat", "prefix")
+    __slots__ = (
+        "blast",
+        "gateways",
+        "heartbeat",
+        "hook_connect",
+        "hook_disconnect",
+        "prefix",
+        "virtual_requests",
+    )
 
     def __init__(self, prefix: str = "sailcast") -> None:
         if not _PREFIX.fullmatch(prefix):
@@ -110,6 +125,9 @@ class Subjects:
         self.blast = f"{prefix}.blast"
         self.gateways = f"{prefix}.gw.all"
         self.heartbeat = f"{prefix}.gw.hb"
+        self.virtual_requests = f"{prefix}.vreq"
+        self.hook_connect = f"{prefix}.hook.connect"
+        self.hook_disconnect = f"{prefix}.hook.disconnect"
 
     def room(self, name: str) -> str:
         return f"{self.prefix}.r.{room_token(name)}"

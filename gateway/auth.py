@@ -1,0 +1,299 @@
+"""Who may connect, and telling workers who left: Sails' `onlyAllowOrigins`,
+`beforeConnect` and `afterDisconnect` for a gateway.
+
+`ConnectHooks.admit` runs for every socket before it is accepted. In order:
+
+1. **Origins** (`--only-allow-origins`): exact membership, as Sails does. A listed
+   origin is also what python-engineio's CORS check accepts, so a browser on another
+   origin is refused at the HTTP handshake (400), like Sails. A socket that sends *no*
+   Origin (native apps, scripts) is refused too — Sails 1.x does the same in code,
+   although its docs say otherwise — unless a before-connect check is configured, in
+   which case that check decides (Sails drops the origin list altogether then; we
+   keep it for every client that does send an Origin).
+2. **Before connect** (`--before-connect`): `jwt` verifies a token (HS256 with
+   `--jwt-secret`, RS256 with `--jwt-public-key-file`; `exp`, `nbf`, and `aud`/`iss`
+   when configured) taken from the Socket.IO v4 auth payload `{token}`, the handshake
+   query `?token=`, or an `Authorization: Bearer` header; `workers` asks the workers
+   over NATS (`<p>.hook.connect`, publisher.router's `before_connect`) and refuses
+   when none answers in time (fail closed).
+
+A refused socket gets a Socket.IO connect error whose message says why
+(`Unauthorized: token expired`), not a bare transport failure. What the check granted
+(the JWT claims, or the worker's answer) travels with every virtual request of that
+socket as `handshake.claims`.
+
+`ConnectHooks.disconnected` publishes `<p>.hook.disconnect` for one worker of the
+queue group to clean up (at most once: nobody listening means nobody is told).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.broker import Broker
+from gateway.metrics import GatewayMetrics
+from shared.errors import ConfigError, GatewayTimeout, MalformedEnvelope, SailcastError
+from shared.vrequest import (
+    DisconnectNotice,
+    Handshake,
+    decode_connect_answer,
+    encode_connect_question,
+    encode_disconnect,
+)
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+BEFORE_CONNECT_MODES: Final = ("none", "jwt", "workers")
+TOKEN_QUERY_PARAM: Final = "token"
+_ORIGIN: Final = re.compile(r"(https?://[^/\s?#]+|file://)")
+_DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
+
+
+class ConnectRejected(SailcastError, ConnectionRefusedError):
+    """A socket may not connect; the message is what its client is told (gateway/sio.py
+    sends it as the Socket.IO connect error), `reason` the metric label (`origin`,
+    `unauthorized`, `check_unavailable`)."""
+
+    def __init__(self, message: str, reason: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# -- configuration checks (called by GatewaySettings) -------------------------------------
+def check_origins(origins: Iterable[str]) -> tuple[str, ...]:
+    """Sails' rules for `onlyAllowOrigins`: `http(s)://host[:port]` or `file://`, with no
+    path, no trailing slash and no explicit default port."""
+    out = []
+    for origin in origins:
+        problem = ""
+        if not _ORIGIN.fullmatch(origin):
+            problem = "must be http(s)://host[:port] or file://, with no path or trailing slash"
+        else:
+            scheme, _, rest = origin.partition("://")
+            if rest.endswith(_DEFAULT_PORTS.get(scheme, "\0")):
+                problem = f"must not name the default port of {scheme}"
+        if problem:
+            raise ConfigError(f"SAILCAST_ONLY_ALLOW_ORIGINS: {origin!r} {problem}")
+        out.append(origin)
+    return tuple(out)
+
+
+def check_before_connect(settings: GatewaySettings) -> None:
+    mode = settings.before_connect
+    if mode == "jwt" and not (settings.jwt_secret or settings.jwt_public_key_file):
+        raise ConfigError(
+            "SAILCAST_BEFORE_CONNECT=jwt needs SAILCAST_JWT_SECRET (HS256) "
+            "or SAILCAST_JWT_PUBLIC_KEY_FILE (RS256)"
+        )
+    if settings.jwt_public_key_file and not Path(settings.jwt_public_key_file).is_file():
+        raise ConfigError(
+            f"SAILCAST_JWT_PUBLIC_KEY_FILE={settings.jwt_public_key_file!r} is not a readable file"
+        )
+
+
+# -- the handshake --------------------------------------------------------------------------
+def handshake_from_environ(environ: Mapping[str, Any], auth: Any = None) -> Handshake:
+    """The socket's handshake as workers see it: lower-case headers, the query string
+    (one value per name), and the peer address of the TCP connection."""
+    headers = {
+        key[5:].lower().replace("_", "-"): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    query = dict(urllib.parse.parse_qsl(str(environ.get("QUERY_STRING", "")), True))
+    request = environ.get("aiohttp.request")
+    address = getattr(request, "remote", None) or str(environ.get("REMOTE_ADDR", ""))
+    return Handshake(headers=headers, query=query, address=address, auth=auth)
+
+
+def token_from(handshake: Handshake) -> str | None:
+    """Socket.IO v4 `auth: {token}`, then `?token=`, then `Authorization: Bearer …`."""
+    auth = handshake.auth
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
+        return str(auth["token"])
+    if handshake.query.get(TOKEN_QUERY_PARAM):
+        return handshake.query[TOKEN_QUERY_PARAM]
+    scheme, _, value = handshake.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+class JwtVerifier:
+    """HS256 with a shared secret and/or RS256 with a public key; the token's `alg`
+    picks the key, so an RS256 public key can never be used as an HMAC secret."""
+
+    def __init__(
+        self,
+        *,
+        secret: str = "",
+        public_key_pem: str = "",
+        audience: str = "",
+        issuer: str = "",
+        leeway_s: float = 0.0,
+    ) -> None:
+        import jwt  # the gateway extra; imported only when JWT checks are on
+
+        self._jwt = jwt
+        self._keys: dict[str, Any] = {}
+        if secret:
+            self._keys["HS256"] = secret
+        if public_key_pem:
+            try:
+                self._keys["RS256"] = jwt.algorithms.RSAAlgorithm(
+                    jwt.algorithms.RSAAlgorithm.SHA256
+                ).prepare_key(public_key_pem)
+            except Exception as exc:
+                raise ConfigError(f"SAILCAST_JWT_PUBLIC_KEY_FILE: not an RSA key: {exc}") from exc
+        if not self._keys:
+            raise ConfigError("a JWT check needs a secret or a public key")
+        self._audience = audience or None
+        self._issuer = issuer or None
+        self._leeway_s = leeway_s
+
+    def verify(self, token: str) -> dict[str, Any]:
+        jwt = self._jwt
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise ConnectRejected(f"Unauthorized: malformed token ({exc})") from None
+        key = self._keys.get(alg) if isinstance(alg, str) else None
+        if key is None:
+            allowed = ", ".join(sorted(self._keys))
+            raise ConnectRejected(f"Unauthorized: token algorithm {alg!r} is not {allowed}")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_s,
+            )
+        except jwt.ExpiredSignatureError:
+            raise ConnectRejected("Unauthorized: token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise ConnectRejected("Unauthorized: token not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise ConnectRejected("Unauthorized: token audience not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise ConnectRejected("Unauthorized: token issuer not accepted") from None
+        except jwt.InvalidSignatureError:
+            raise ConnectRejected("Unauthorized: bad token signature") from None
+        except jwt.PyJWTError as exc:
+            raise ConnectRejected(f"Unauthorized: invalid token ({exc})") from None
+        return claims
+
+
+class ConnectHooks:
+    def __init__(self, settings: GatewaySettings, broker: Broker, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.subjects = settings.subjects
+        self.broker = broker
+        self.metrics = metrics
+        self._origins = frozenset(settings.only_allow_origins)
+        self._jwt: JwtVerifier | None = None
+        if settings.before_connect == "jwt":
+            pem = ""
+            if settings.jwt_public_key_file:
+                pem = Path(settings.jwt_public_key_file).read_text()
+            self._jwt = JwtVerifier(
+                secret=settings.jwt_secret,
+                public_key_pem=pem,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                leeway_s=settings.jwt_leeway_s,
+            )
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def admit(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> Handshake:
+        """The socket's handshake (with what the check granted), or ConnectRejected."""
+        handshake = handshake_from_environ(environ, auth)
+        try:
+            self._check_origin(handshake)
+            if self._jwt is not None:
+                token = token_from(handshake)
+                if token is None:
+                    raise ConnectRejected(
+                        "Unauthorized: no token (send auth {token}, ?token= or a Bearer header)"
+                    )
+                claims: Any = self._jwt.verify(token)
+            elif self.settings.before_connect == "workers":
+                claims = await self._ask_workers(sid, handshake)
+            else:
+                return handshake
+        except ConnectRejected as exc:
+            self.metrics.connect_rejections.labels(exc.reason).inc()
+            log.info("refused socket %s from %s: %s", sid, handshake.address, exc)
+            raise
+        return Handshake(
+            headers=handshake.headers,
+            query=handshake.query,
+            address=handshake.address,
+            auth=handshake.auth,
+            claims=claims,
+        )
+
+    def _check_origin(self, handshake: Handshake) -> None:
+        if not self._origins:
+            return
+        origin = handshake.origin
+        if origin is None:
+            if self.settings.before_connect != "none":
+                return  # not a browser: the before-connect check decides
+            raise ConnectRejected(
+                "Origin not allowed: the handshake sent no Origin header", "origin"
+            )
+        if origin not in self._origins:  # python-engineio normally refused it already
+            raise ConnectRejected(f"Origin not allowed: {origin}", "origin")
+
+    async def _ask_workers(self, sid: str, handshake: Handshake) -> Any:
+        question = encode_connect_question(sid, self.settings.gateway_id, handshake)
+        try:
+            reply = await self.broker.request(
+                self.subjects.hook_connect, question, timeout=self.settings.before_connect_timeout_s
+            )
+            answer = decode_connect_answer(reply)
+        except GatewayTimeout:
+            raise ConnectRejected(
+                "Unauthorized: the authorization check did not answer in time",
+                "check_unavailable",
+            ) from None
+        except (SailcastError, MalformedEnvelope) as exc:
+            log.warning("before-connect check unavailable: %s", exc)
+            raise ConnectRejected(
+                "Unauthorized: the authorization check is unavailable", "check_unavailable"
+            ) from None
+        if not answer.allow:
+            raise ConnectRejected(answer.message or "Unauthorized")
+        return answer.claims
+
+    def disconnected(
+        self, sid: str, handshake: Handshake, reason: str, rooms: Iterable[str]
+    ) -> None:
+        """Tell one worker (queue group) that the socket has gone; never blocks."""
+        notice = DisconnectNotice(
+            socket_id=sid,
+            gateway_id=self.settings.gateway_id,
+            reason=reason,
+            rooms=tuple(sorted(r for r in rooms if r != sid)),
+            handshake=handshake,
+        )
+        task = asyncio.ensure_future(self._publish_disconnect(notice))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_disconnect(self, notice: DisconnectNotice) -> None:
+        try:
+            await self.broker.publish(self.subjects.hook_disconnect, encode_disconnect(notice))
+        except SailcastError as exc:
+            log.warning("after-disconnect notice for %s not sent: %s", notice.socket_id, exc)

@@ -1,0 +1,276 @@
+"""Virtual requests: sails.io.js `io.socket.get('/user/5', cb)` answered by workers.
+
+The client emits an event named after the method (`get`, `post`, `put`, `patch`,
+`delete`, `options`, `head`) with `{method, url, headers, data}` and an ack. Here it is
+checked as Sails checks it, shaped as Sails shapes `req`, sent to the workers' queue
+group (`<p>.vreq`, request/reply), and the answer goes back as the ack Sails sends, the
+JWR `{body, headers, statusCode}`, with `set-cookie` removed.
+
+Every request with an ack gets exactly one answer, and never hangs: no worker
+subscribed → 503, no answer within `--virtual-request-timeout-s` → 504, an answer that
+does not parse → 502, more than `--virtual-request-max-inflight` requests of one
+socket in flight → 429.
+
+Parse errors follow sails-hook-sockets: no `url`, a `url` that is not a string, or an
+SDK version (`__sails_io_sdk_version` in the handshake query) that is missing (taken
+as 0.9.0) or older than 0.11.0 get the hook's error object (not a JWR) in the ack, or
+as the event `sails:parseError` when there is no ack. An SDK version that is not
+semver is a parse error too (Sails' own check throws on it and never answers).
+
+The request a worker sees (shared.vrequest.VirtualRequest): `method` is the event
+name; `body` is `data` (an array stays an array), merged over the legacy `params`;
+`headers` are the client's, except `cookie` and `nosession` from the handshake when
+it has them, and `origin`, which is always the handshake's: a virtual request cannot
+fake it. When the handshake had no cookie and a response sets one, that cookie is
+kept for the socket's later requests, as Sails does with its session cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.broker import Broker
+from gateway.metrics import GatewayMetrics
+from shared.errors import GatewayTimeout, MalformedEnvelope, TransportError
+from shared.vrequest import (
+    METHODS,
+    Handshake,
+    VirtualRequest,
+    decode_vresponse,
+    encode_vrequest,
+)
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+PARSE_ERROR_EVENT: Final = "sails:parseError"
+PARSE_ERROR_CODE: Final = "SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ"
+PARSE_ERROR_MESSAGE: Final = "Failed to parse incoming socket.io request."
+SDK_VERSION_PARAM: Final = "__sails_io_sdk_version"
+MISSING_SDK_VERSION: Final = "0.9.0"
+"""What Sails assumes when a client sends no SDK version (before 0.10 there was none)."""
+MIN_SDK_VERSION: Final = (0, 11, 0)
+_SEMVER: Final = re.compile(
+    r"\s*[v=]?\s*(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\s*"
+)
+_DETAIL_CHARS: Final = 200
+
+Emit = Callable[[str, str, Any], Awaitable[None]]
+"""emit(socket id, event, data): send one event to one local socket."""
+
+
+def sdk_version_problem(handshake: Handshake) -> str | None:
+    """Why Sails would refuse this socket's virtual requests, or None."""
+    version = handshake.query.get(SDK_VERSION_PARAM) or handshake.headers.get(
+        SDK_VERSION_PARAM, MISSING_SDK_VERSION
+    )
+    match = _SEMVER.fullmatch(version)
+    if match is None:
+        return f"The socket.io/sails.io.js client SDK version {version!r} is not a semver version."
+    if tuple(int(g) for g in match.groups()) < MIN_SDK_VERSION:
+        return (
+            "This version of Sails is not compatible with the socket.io/sails.io.js client "
+            f"SDK version you are using ({version}). Please see "
+            "https://sailsjs.com/documentation/upgrading/to-v-0-11 for more information-- "
+            "then please continue upgrading all the way to the installed version of Sails."
+        )
+    return None
+
+
+def parse_error(details: str) -> dict[str, Any]:
+    """The hook's error object, as Sails sends it (its stack trace left out)."""
+    return {
+        "code": PARSE_ERROR_CODE,
+        "status": 400,
+        "message": PARSE_ERROR_MESSAGE,
+        "details": details,
+    }
+
+
+def jwr(status: int, headers: dict[str, Any], body: Any) -> dict[str, Any]:
+    """A JSON WebSocket Response, keys in Sails' wire order."""
+    return {"body": body, "headers": headers, "statusCode": status}
+
+
+def status_jwr(status: int) -> dict[str, Any]:
+    """A gateway-made answer: the status phrase as body (`"Service Unavailable"`), as
+    Sails' `res.sendStatus` answers."""
+    return jwr(status, {}, _phrase(status))
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return str(status)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
+
+
+def request_headers(client: Any, handshake: Handshake) -> dict[str, str]:
+    """Sails' rule: the client's headers, but `cookie` and `nosession` from the handshake
+    when it has them, and `origin` always from the handshake."""
+    headers: dict[str, str] = {}
+    if isinstance(client, dict):
+        for name, value in client.items():
+            if isinstance(value, str):
+                headers[str(name).lower()] = value
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                headers[str(name).lower()] = str(value)
+    headers.pop("origin", None)
+    for name in ("cookie", "nosession", "origin"):
+        value = handshake.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+def request_body(msg: dict[str, Any]) -> Any:
+    """`data` (an array stays an array) merged over the legacy `params`."""
+    data, params = msg.get("data"), msg.get("params")
+    if isinstance(data, list):
+        return data
+    if data is not None and not isinstance(data, dict):
+        return data
+    body: dict[str, Any] = dict(params) if isinstance(params, dict) else {}
+    body.update(data or {})
+    return body
+
+
+def response_headers(headers: Any) -> tuple[dict[str, str], str | None]:
+    """Lower-case names with `set-cookie` removed; also the first cookie it set."""
+    out: dict[str, str] = {}
+    cookie = None
+    for name, value in headers.items() if isinstance(headers, dict) else ():
+        low = str(name).lower()
+        if low == "set-cookie":
+            first = value[0] if isinstance(value, list) and value else value
+            if isinstance(first, str) and first:
+                cookie = first.split(";", 1)[0].strip()
+            continue
+        out[low] = value
+    return out, cookie
+
+
+@dataclass(slots=True)
+class _SocketState:
+    handshake: Handshake
+    sdk_problem: str | None
+    inflight: int = 0
+
+
+class VirtualRequests:
+    """Forward one gateway's virtual requests; `track`/`forget` follow its sockets."""
+
+    def __init__(
+        self, settings: GatewaySettings, broker: Broker, metrics: GatewayMetrics, emit: Emit
+    ) -> None:
+        self.settings = settings
+        self.subject = settings.subjects.virtual_requests
+        self.broker = broker
+        self.metrics = metrics
+        self._emit = emit
+        self._sockets: dict[str, _SocketState] = {}
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return METHODS
+
+    def track(self, sid: str, handshake: Handshake) -> None:
+        self._sockets[sid] = _SocketState(handshake, sdk_version_problem(handshake))
+
+    def forget(self, sid: str) -> Handshake | None:
+        state = self._sockets.pop(sid, None)
+        return state.handshake if state is not None else None
+
+    def handshake(self, sid: str) -> Handshake | None:
+        state = self._sockets.get(sid)
+        return state.handshake if state is not None else None
+
+    async def handle(self, sid: str, method: str, args: tuple[Any, ...], ack: bool) -> Any:
+        """One virtual request; returns the ack payload (None when there is no ack)."""
+        state = self._sockets.get(sid)
+        if state is None:  # connected a moment ago on another path; should not happen
+            return status_jwr(503) if ack else None
+        msg = args[0] if args else None
+        problem = self._parse_problem(msg, state)
+        if problem is not None:
+            error = parse_error(problem)
+            self.metrics.virtual_requests.labels("parse_error").inc()
+            log.info("virtual request from %s refused: %s", sid, problem)
+            if ack:
+                return error
+            await self._emit(sid, PARSE_ERROR_EVENT, error)
+            return None
+        assert isinstance(msg, dict)
+        if state.inflight >= self.settings.virtual_request_max_inflight:
+            self.metrics.virtual_requests.labels("4xx").inc()
+            return status_jwr(429) if ack else None
+        state.inflight += 1
+        try:
+            answer = await self._forward(sid, method, msg, state)
+        finally:
+            state.inflight -= 1
+        return answer if ack else None
+
+    def _parse_problem(self, msg: Any, state: _SocketState) -> str | None:
+        url = msg.get("url") if isinstance(msg, dict) else None
+        if not url:
+            return f"No url provided in request: {_short(msg)}"
+        if not isinstance(url, str):
+            return f"Invalid url provided: {_short(url)}"
+        return state.sdk_problem
+
+    async def _forward(
+        self, sid: str, method: str, msg: dict[str, Any], state: _SocketState
+    ) -> dict[str, Any]:
+        request = VirtualRequest(
+            method=method,
+            url=msg["url"],
+            headers=request_headers(msg.get("headers"), state.handshake),
+            body=request_body(msg),
+            socket_id=sid,
+            gateway_id=self.settings.gateway_id,
+            handshake=state.handshake,
+        )
+        started = time.perf_counter()
+        try:
+            reply = await self.broker.request(
+                self.subject,
+                encode_vrequest(request),
+                timeout=self.settings.virtual_request_timeout_s,
+            )
+            response = decode_vresponse(reply)
+        except GatewayTimeout:
+            log.warning("%s %s from %s: no worker answered in time", method, request.url, sid)
+            answer = status_jwr(504)
+        except TransportError as exc:
+            log.warning("%s %s from %s: no worker (%s)", method, request.url, sid, exc)
+            answer = status_jwr(503)
+        except MalformedEnvelope as exc:
+            log.warning(
+                "%s %s from %s: bad answer from a worker: %s", method, request.url, sid, exc
+            )
+            answer = status_jwr(502)
+        else:
+            headers, cookie = response_headers(response.headers)
+            if cookie and state.handshake.cookie is None:
+                state.handshake = replace(
+                    state.handshake, headers={**state.handshake.headers, "cookie": cookie}
+                )
+            answer = jwr(response.status, headers, response.body)
+        status = int(answer["statusCode"])
+        self.metrics.virtual_requests.labels(f"{status // 100}xx").inc()
+        self.metrics.virtual_request_duration.observe(time.perf_counter() - started)
+        return answer
