@@ -91,16 +91,16 @@ class Sockets:
                 raise r
 
     # -- messages --------------------------------------------------------------------
-    async def broadcast(
+    def prepare_broadcast(
         self,
         rooms: OneOrMany,
         event: Any = DEFAULT_EVENT,
         data: Any = None,
         *,
         omit: OneOrMany | None = None,
-    ) -> None:
-        """Send `event` with `data` to every socket in the room(s), once each, except
-        `omit`. A socket id is a room: broadcasting to it messages that socket."""
+    ) -> list[tuple[str, bytes]]:
+        """Validate and encode a broadcast: the (subject, body) pairs to publish. Pure,
+        so every caller mistake raises here, before anything is sent."""
         event, data = event_and_data(event, data)
         targets = as_rooms(rooms)
         body = encode_data(
@@ -112,13 +112,11 @@ class Sockets:
             max_bytes=self._pub.max_payload_bytes,
         )
         subject = self._pub.subjects.room
-        for room in targets:
-            await self._pub.publish_raw(subject(room), body, "broadcast")
+        return [(subject(room), body) for room in targets]
 
-    async def blast(
+    def prepare_blast(
         self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None
-    ) -> None:
-        """Send to every connected socket on every gateway, except `omit`."""
+    ) -> list[tuple[str, bytes]]:
         event, data = event_and_data(event, data)
         body = encode_data(
             KIND_BLAST,
@@ -127,7 +125,27 @@ class Sockets:
             omit=as_socket_ids(omit),
             max_bytes=self._pub.max_payload_bytes,
         )
-        await self._pub.publish_raw(self._pub.subjects.blast, body, "blast")
+        return [(self._pub.subjects.blast, body)]
+
+    async def broadcast(
+        self,
+        rooms: OneOrMany,
+        event: Any = DEFAULT_EVENT,
+        data: Any = None,
+        *,
+        omit: OneOrMany | None = None,
+    ) -> None:
+        """Send `event` with `data` to every socket in the room(s), once each, except
+        `omit`. A socket id is a room: broadcasting to it messages that socket."""
+        for subject, body in self.prepare_broadcast(rooms, event, data, omit=omit):
+            await self._pub.publish_raw(subject, body, "broadcast")
+
+    async def blast(
+        self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None
+    ) -> None:
+        """Send to every connected socket on every gateway, except `omit`."""
+        for subject, body in self.prepare_blast(event, data, omit=omit):
+            await self._pub.publish_raw(subject, body, "blast")
 
     # -- room membership, cluster-wide -----------------------------------------------
     async def add_room_members_to_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:

@@ -98,6 +98,37 @@ async def test_sync_publisher_from_threads(
         sync.close()
 
 
+async def test_sync_broadcasts_queue_but_keep_order_and_raise_at_the_call_site(
+    two_gateways: list[GatewayProcess], nats_server: EmbeddedNats, prefix: str, client_factory: Any
+) -> None:
+    from publisher import NotSerializable
+
+    a = await client_factory(two_gateways[0])
+    b = await client_factory(two_gateways[1])
+    sync = SyncPublisher(nats_server.url, prefix=prefix)
+    try:
+
+        def work() -> None:
+            sync.sockets.join([a.sid, b.sid], "room")
+            with pytest.raises(NotSerializable):
+                sync.sockets.broadcast("room", "bad", {"x": object()})
+            for i in range(500):
+                sync.sockets.broadcast("room", "n", i)
+            # queued broadcasts go out before the leave: b still gets all 500
+            sync.sockets.leave(b.sid, "room")
+            sync.sockets.broadcast("room", "n", "after-leave")
+            sync.sockets.blast("bye", None, omit=a.sid)
+            sync.flush()
+
+        await asyncio.to_thread(work)
+        async with await Publisher.connect(nats_server.url, prefix=prefix) as pub:
+            await quiet([a, b], pub)
+        assert [d for _, d in a.events] == [*range(500), "after-leave"]
+        assert [d for _, d in b.events] == [*range(500), None]
+    finally:
+        sync.close()
+
+
 def _child_broadcast(sync: SyncPublisher, room: str, queue: Any) -> None:
     try:
         sync.sockets.broadcast(room, "from-child", {"ok": True})
