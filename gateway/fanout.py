@@ -28,7 +28,7 @@ def event_packet(args_json: bytes) -> Any:
 class Fanout:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._eio: dict[str, Any] = {}
-        self._metrics = metrics
+        self._count = metrics.deliveries.inc
 
     def attach(self, sid: str, eio_socket: Any) -> None:
         self._eio[sid] = eio_socket
@@ -49,5 +49,5 @@ class Fanout:
                 continue
             sock.queue.put_nowait(pkt)
             sent += 1
-        self._metrics.deliveries.inc(sent)
+        self._count(sent)
         return sent
