@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sailcast-installed
+# The stock sails.io.js browser bundle for the demo page, from npm (not kept in git).
+SAILS_IO_JS_VERSION := 1.2.1
+SAILS_IO_JS := .tools/sails.io.js/dist/sails.io.js
 
-.PHONY: install run test test-fast lint typecheck test-tools bench bench-quick clean
+.PHONY: install demo-client run test test-fast lint typecheck test-tools bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +19,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
+$(SAILS_IO_JS):
+	@mkdir -p .tools/sails.io.js
+	@cd .tools/sails.io.js && npm pack --silent sails.io.js@$(SAILS_IO_JS_VERSION) >/dev/null \
+	  && tar -xzf sails.io.js-$(SAILS_IO_JS_VERSION).tgz --strip-components=1 \
+	     package/dist/sails.io.js package/package.json \
+	  && rm -f sails.io.js-$(SAILS_IO_JS_VERSION).tgz \
+	  || echo "npm pack failed: the demo page will not find sails.io.js"
+
+demo-client: $(SAILS_IO_JS)
+
+run: install demo-client
 	$(VENV)/bin/sailcast dev
 
 test-tools: install

@@ -1,17 +1,17 @@
 """`sailcast dev`: everything on one laptop — an embedded nats-server, one gateway on
-127.0.0.1:1337 and a demo worker — with instructions for connecting a client."""
+127.0.0.1:1337 serving the live demo page, and the demo worker (publisher.demo) —
+with instructions for connecting a client."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
@@ -22,19 +22,45 @@ log = logging.getLogger("sailcast.dev")
 
 HELP_TEXT = """
 Sailcast dev stack is up.
+  Demo     http://{host}:{port}/  (open it in two windows: a shared list, edited live)
   NATS     {nats}
-  Gateway  http://{host}:{port}/socket.io/  (Socket.IO v4 clients; metrics http://{host}:{mport}/metrics)
-
-Connect a client (python-socketio):
+  Gateway  http://{host}:{port}/socket.io/  (sails.io.js, Socket.IO v2 and v4 clients;
+           metrics http://{host}:{mport}/metrics)
+{client_note}
+Connect a client (python-socketio) and ask the demo worker for the list:
   python -c "import socketio; c=socketio.Client(); c.on('*', lambda e,d: print(e,d)); \\
-c.connect('http://{host}:{port}'); print('my id', c.sid); c.wait()"
+c.connect('http://{host}:{port}?__sails_io_sdk_version=1.2.1'); \\
+print(c.call('get', {{'url': '/item'}})); c.wait()"
 
-The demo worker blasts a 'tick' event every 2 seconds. Publish from your own worker:
+The demo worker (python -m publisher.demo) answers /item with publisher.router.
+Publish from your own worker:
   from publisher import SyncPublisher
   pub = SyncPublisher("{nats}")
   pub.sockets.broadcast("<socket id>", "chat", {{"text": "hi"}})
 Ctrl-C stops everything.
 """
+
+NO_CLIENT_NOTE = """
+  (The demo page needs the sails.io.js browser bundle: `make run` fetches it with npm
+   into .tools/sails.io.js, or point SAILCAST_SAILS_IO_JS at a copy.)
+"""
+
+SAILS_IO_JS_CANDIDATES = (
+    ".tools/sails.io.js/dist/sails.io.js",  # make run (npm pack sails.io.js@1.2.1)
+    "tests/e2e/js/node_modules/sails.io.js/dist/sails.io.js",  # the e2e set-up
+)
+
+
+def find_sails_io_js() -> str:
+    """The stock sails.io.js browser bundle, from npm; never shipped in this repo."""
+    if os.environ.get("SAILCAST_SAILS_IO_JS"):
+        return os.environ["SAILCAST_SAILS_IO_JS"]
+    roots = (Path.cwd(), Path(__file__).resolve().parent.parent)
+    for root in roots:
+        for candidate in SAILS_IO_JS_CANDIDATES:
+            if (root / candidate).is_file():
+                return str(root / candidate)
+    return ""
 
 
 def main(argv: Sequence[str]) -> None:
@@ -53,7 +79,14 @@ def main(argv: Sequence[str]) -> None:
     logs.configure("INFO", "text")
 
     nats = EmbeddedNats(args.nats_port).start()
-    env = dict(os.environ, SAILCAST_NATS_URL=nats.url)
+    bundle = find_sails_io_js()
+    env = dict(
+        os.environ,
+        SAILCAST_NATS_URL=nats.url,
+        SAILCAST_STATIC_DIR=str(Path(__file__).resolve().parent / "static"),
+        SAILCAST_SAILS_IO_JS=bundle,
+    )
+    worker: subprocess.Popen[bytes] | None = None
     gw = subprocess.Popen(
         [
             sys.executable,
@@ -75,34 +108,30 @@ def main(argv: Sequence[str]) -> None:
         if not line:
             raise SystemExit("the gateway did not start (see its log above)")
         ready = orjson.loads(line)
+        if not args.no_demo:
+            worker = subprocess.Popen([sys.executable, "-m", "publisher.demo"], env=env)
         print(
             HELP_TEXT.format(
-                nats=nats.url, host=args.host, port=ready["port"], mport=ready["metrics_port"]
+                nats=nats.url,
+                host=args.host,
+                port=ready["port"],
+                mport=ready["metrics_port"],
+                client_note="" if bundle else NO_CLIENT_NOTE,
             ),
             flush=True,
         )
-        if args.no_demo:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        else:
-            asyncio.run(demo_worker(nats.url))
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # children are started
+        signal.sigwait(stop_signals)
     except KeyboardInterrupt:
         pass
     finally:
-        gw.send_signal(signal.SIGTERM)
-        try:
-            gw.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            gw.kill()
+        for proc in (worker, gw):
+            if proc is None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         nats.close()
-
-
-async def demo_worker(nats_url: str) -> None:
-    """Blast a tick every two seconds so a connected client sees traffic at once."""
-    from publisher import Publisher
-
-    async with await Publisher.connect(nats_url) as pub:
-        n = 0
-        while True:
-            n += 1
-            await pub.sockets.blast("tick", {"n": n, "at": time.time()})
-            await asyncio.sleep(2)
