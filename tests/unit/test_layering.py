@@ -40,7 +40,9 @@ print(','.join(loaded) + '|' + ','.join(sorted(set(ours))))
 """
 
 
-@pytest.mark.parametrize("module", ["shared", "publisher", "publisher.sync"])
+@pytest.mark.parametrize(
+    "module", ["shared", "publisher", "publisher.sync", "publisher.router", "publisher.demo"]
+)
 def test_import_works_without_the_web_stack(module: str) -> None:
     code = BLOCKER.format(heavy=HEAVY, module=module)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
