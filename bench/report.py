@@ -72,8 +72,10 @@ def ratios(
         row: dict[str, float | None] = {}
         for f in figs:
             v, r = f.get(res), f.get(ref)
-            ok = v is not None and r is not None and math.isfinite(v) and math.isfinite(r) and r
-            row[f.key] = v / r if ok and v is not None and r is not None else None
+            if v is None or r is None or not (math.isfinite(v) and math.isfinite(r)) or r == 0:
+                row[f.key] = None
+            else:
+                row[f.key] = v / r
         out[name] = row
     return out
 

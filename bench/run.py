@@ -37,6 +37,7 @@ from bench.scenarios import (
     S1_ROOM,
     S2_PROBE,
     Bench,
+    Quiet,
     ScenarioError,
     Sizes,
     fanout,
@@ -140,6 +141,7 @@ async def bench_system(
     publisher: Worker,
     sizes: Sizes,
     scenarios: set[str],
+    quiet: Quiet,
     log: TextIO,
 ) -> dict[str, Any]:
     """All selected scenarios for one system; a failing phase is recorded, not fatal.
@@ -162,6 +164,7 @@ async def bench_system(
             publisher=pub,
             broker_pids=brokers.pids,
             sizes=sizes,
+            quiet=quiet,
             log=log,
         )
         try:
@@ -234,7 +237,7 @@ async def bench_system(
             pub = await Worker.spawn_argv(own, name="publisher", log=log) if own else publisher
             try:
                 await pub.call("open", spec=dataclasses.asdict(spec))
-                result["S4"] = await publisher_throughput(pub, sizes)
+                result["S4"] = await publisher_throughput(pub, sizes, quiet)
             finally:
                 await pub.call("close")
                 if pub is not publisher:
@@ -251,6 +254,7 @@ async def run_systems(
     results: dict[str, dict[str, Any]] = {}
     labels: dict[str, str] = {}
     brokers = Brokers(log)
+    quiet = Quiet(sizes)
     loadgens = [
         await Worker.spawn("bench.loadgen", name=f"loadgen{i}", log=log)
         for i in range(sizes.loadgen_procs)
@@ -271,6 +275,7 @@ async def run_systems(
                 publisher=publisher,
                 sizes=sizes,
                 scenarios=scenarios,
+                quiet=quiet,
                 log=log,
             )
     finally:

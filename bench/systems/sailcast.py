@@ -1,7 +1,7 @@
 """Adapter for the Sailcast gateway (``python -m gateway``) and publisher.
 
-Written against docs/gateway-contract.md and the announced publisher API before the
-gateway existed; check the three marked spots when the gateway lands.
+Follows docs/gateway-contract.md (flags, ready line) and the publisher API
+(``Publisher.connect``, ``pub.sockets.join/broadcast``, ``SyncPublisher``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Sailcast(ServerProcessSystem):
             "--prefix", self.prefix,
             "--gateway-id", f"bench-{index}",
             "--log-level", "WARNING",
-            "--drain-delay-s", "0",  # CHECK: so stopping between systems is quick
+            "--drain-delay-s", "0",  # stopping between phases need not wait
         ]  # fmt: skip
 
     def publisher_spec(self, brokers: Brokers) -> PublisherSpec:
@@ -57,9 +57,7 @@ class SailcastPublisher:
         await self._pub.sockets.broadcast(room, event, data)
 
     async def flush(self) -> None:
-        flush = getattr(self._pub, "flush", None)  # CHECK: name of the flush method
-        if flush is not None:
-            await flush()
+        await self._pub.flush()
 
     async def close(self) -> None:
         await self._pub.close()
@@ -85,5 +83,4 @@ class SailcastSyncPublisher:
 def open_sync_publisher(*, servers: str, prefix: str) -> SailcastSyncPublisher:
     from publisher import SyncPublisher
 
-    # CHECK: constructor of the sync publisher.
     return SailcastSyncPublisher(SyncPublisher.connect(servers, prefix=prefix))
