@@ -1,10 +1,16 @@
-"""The optional web page a gateway serves beside `/socket.io/` (off unless configured).
+"""What a gateway serves over HTTP beside `/socket.io/`.
 
-`--static-dir DIR` serves `DIR/index.html` at `/` and the other files of DIR (no
-sub-directories) at `/<name>`; `--sails-io-js FILE` serves the stock sails.io.js
-browser bundle at `/js/dependencies/sails.io.js`, where a Sails app keeps it. `sailcast
-dev` uses both for the live demo (gateway/static/); the bundle comes from the npm
-package `sails.io.js`, installed by `make run`, never from this repository.
+`GET /__getcookie` answers `_sailsIoJSConnect();` as Sails' shadow route does: a
+browser page on another origin than its socket (sails.io.js `io.sails.url`) loads it
+as a script and waits for that callback before connecting at all. Sailcast keeps no
+session, so no cookie is set.
+
+The rest is off unless configured: `--static-dir DIR` serves `DIR/index.html` at `/`
+and the other files of DIR (no sub-directories) at `/<name>`; `--sails-io-js FILE`
+serves the stock sails.io.js browser bundle at `/js/dependencies/sails.io.js`, where a
+Sails app keeps it. `sailcast dev` uses both for the live demo (gateway/static/); the
+bundle comes from the npm package `sails.io.js`, installed by `make run`, never from
+this repository.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
 
 SAILS_IO_JS_PATH: Final = "/js/dependencies/sails.io.js"
+GET_COOKIE_PATH: Final = "/__getcookie"
+GET_COOKIE_JS: Final = b"_sailsIoJSConnect();"
 _TYPES: Final = {
     ".html": "text/html",
     ".js": "application/javascript",
@@ -32,7 +40,8 @@ _TYPES: Final = {
 
 
 def add_routes(app: web.Application, settings: GatewaySettings) -> None:
-    """Routes for the page and the client bundle, when configured."""
+    """The Sails cookie route; the page and the client bundle when configured."""
+    app.router.add_get(GET_COOKIE_PATH, _get_cookie)
     if settings.sails_io_js:
         bundle = Path(settings.sails_io_js)
         if not bundle.is_file():
@@ -46,6 +55,13 @@ def add_routes(app: web.Application, settings: GatewaySettings) -> None:
         for path in sorted(root.iterdir()):
             if path.is_file() and path.suffix in _TYPES and path.name != "index.html":
                 app.router.add_get("/" + path.name, _file_handler(path))
+
+
+async def _get_cookie(request: web.Request) -> web.Response:
+    return web.Response(
+        body=GET_COOKIE_JS,
+        headers={"Content-Type": "application/javascript", "Cache-Control": "no-store"},
+    )
 
 
 def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

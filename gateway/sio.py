@@ -7,10 +7,11 @@ and client events, and to disconnect sockets.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Final
 
 import socketio
 from aiohttp import web
@@ -26,6 +27,9 @@ OnConnect = Callable[[str, Any, dict[str, Any], Any], Awaitable[bool]]
 OnDisconnect = Callable[[str, str], Awaitable[None]]
 OnAckedEvent = Callable[[str, str, tuple[Any, ...], bool], Awaitable[Any]]
 """(sid, event, arguments, whether the client asked for an ack) → the ack's payload"""
+
+REFUSED_CLOSE_GRACE_S: Final = 1.0
+"""How long a refused client keeps its transport to read the connect error."""
 
 _ack_requested: ContextVar[bool] = ContextVar("sailcast_ack_requested", default=False)
 
@@ -50,6 +54,7 @@ class SocketServer:
             engineio_logger=False,
         )
         self._on_slow: Callable[[str, str], None] = lambda sid, reason: None
+        self._refused: set[asyncio.Task[None]] = set()
         outbound.install(
             self.sio.eio,
             max_messages=settings.max_queued_messages,
@@ -82,6 +87,7 @@ class SocketServer:
             try:
                 return await on_connect(sid, eio_socket, environ, auth)
             except ConnectionRefusedError as exc:  # the client sees this message
+                self._close_refused(eio_sid)
                 raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
 
         async def disconnect(sid: str, reason: Any = None) -> None:
@@ -89,6 +95,25 @@ class SocketServer:
 
         self.sio.on("connect", connect)
         self.sio.on("disconnect", disconnect)
+
+    def _close_refused(self, eio_sid: str) -> None:
+        """A Socket.IO v2 client (sails.io.js 1.x) stays connected at the Engine.IO
+        level after a refused connect; close it once it had time to read why."""
+
+        async def close_later() -> None:
+            await asyncio.sleep(REFUSED_CLOSE_GRACE_S)
+            sock = self.sio.eio.sockets.get(eio_sid)
+            if (
+                sock is not None
+                and not sock.closed
+                and not self.sio.manager.sid_from_eio_sid(eio_sid, "/")
+            ):
+                await sock.close(wait=False, abort=False)  # CLOSE: what a v4 client obeys
+                sock.queue.put_nowait(None)  # the writer stops and closes the transport
+
+        task = asyncio.ensure_future(close_later())
+        self._refused.add(task)
+        task.add_done_callback(self._refused.discard)
 
     def on_acked_events(self, events: Iterable[str], handler: OnAckedEvent) -> None:
         """Bind client events (virtual requests) whose ack the handler answers; it also
