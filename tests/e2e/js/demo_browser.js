@@ -1,0 +1,91 @@
+'use strict';
+// The live demo in headless Chromium (Debian's /usr/bin/chromium driven by
+// playwright-core), two pages side by side, driven by tests/e2e/test_demo_browser.py.
+//
+//   node demo_browser.js <url> <fresh user-data-dir>
+//
+// Page A adds an item, page B sees it arrive; B ticks it, A sees it done; A deletes
+// it, B sees it go; B closes, A's viewer count drops. Prints one JSON line per step
+// and exits 0, or prints {"step":"error"} and exits 1.
+
+const { chromium } = require('playwright-core');
+
+const [url, userDataDir] = process.argv.slice(2);
+const STEP_MS = 10000;
+const FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+function out(step, fields) {
+  process.stdout.write(JSON.stringify(Object.assign({ step: step }, fields || {})) + '\n');
+}
+
+async function openPage(context, name, problems) {
+  const page = await context.newPage();
+  page.on('pageerror', function (err) { problems.push(name + ': ' + err.message); });
+  page.on('console', function (msg) {
+    if (msg.type() === 'error') { problems.push(name + ' console: ' + msg.text()); }
+  });
+  await page.goto(url, { waitUntil: 'load', timeout: STEP_MS });
+  await page.waitForSelector('body[data-ready="1"]', { timeout: STEP_MS });
+  out('ready', { page: name, transport: await page.evaluate(function () {
+    return io.socket._raw.io.engine.transport.name;
+  }) });
+  return page;
+}
+
+function items(page) {
+  return page.$$eval('#items li', function (lis) {
+    return lis.map(function (li) {
+      return { text: li.querySelector('.text').textContent, done: li.classList.contains('done') };
+    });
+  });
+}
+
+async function main() {
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+    timeout: 30000,
+  });
+  const problems = [];
+  try {
+    const a = await openPage(context, 'A', problems);
+    const b = await openPage(context, 'B', problems);
+    await a.waitForFunction(function () {
+      return document.getElementById('viewers').textContent === '2';
+    }, null, { timeout: STEP_MS });
+    out('viewers', { page: 'A', viewers: 2 });
+
+    await a.fill('#text', 'buy milk');
+    await a.click('#add button');
+    await b.waitForSelector('#items li >> text=buy milk', { timeout: STEP_MS });
+    out('created', { a: await items(a), b: await items(b) });
+
+    await b.check('#items li:has-text("buy milk") input[type=checkbox]');
+    await a.waitForSelector('#items li.done >> text=buy milk', { timeout: STEP_MS });
+    out('updated', { a: await items(a), b: await items(b) });
+
+    await a.click('#items li:has-text("buy milk") button');
+    await b.waitForFunction(function () {
+      return document.querySelectorAll('#items li').length === 0;
+    }, null, { timeout: STEP_MS });
+    out('destroyed', { a: await items(a), b: await items(b) });
+
+    await b.close();
+    await a.waitForFunction(function () {
+      return document.getElementById('viewers').textContent === '1';
+    }, null, { timeout: STEP_MS });
+    out('viewers', { page: 'A', viewers: 1 });
+    out('done', { problems: problems });
+  } finally {
+    await context.close();
+  }
+}
+
+main().then(function () { process.exit(0); }, function (err) {
+  out('error', { message: String(err && err.stack || err) });
+  process.exit(1);
+});
