@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import orjson
 
 from bench import report
-from bench.brokers import Brokers
+from bench.brokers import BrokerError, Brokers, nats_server_binary
 from bench.loadgen import IMPLEMENTATIONS
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, Worker, WorkerError, run, uvloop_available
@@ -112,6 +112,10 @@ def _tool_version(argv: list[str]) -> str:
 
 
 def environment() -> dict[str, Any]:
+    try:
+        nats_server = nats_server_binary()
+    except BrokerError:
+        nats_server = "nats-server"
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -130,6 +134,8 @@ def environment() -> dict[str, Any]:
             )
         },
         "redis_server": _tool_version(["redis-server", "--version"]),
+        "nats_server": _tool_version([nats_server, "--version"]),
+        "node": _tool_version(["node", "--version"]),
     }
 
 

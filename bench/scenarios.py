@@ -27,7 +27,7 @@ S2_PROBE: int = -2
 
 @dataclass(frozen=True, kw_only=True)
 class Sizes:
-    """Scenario sizes and timings; FULL fits the ~6-minute budget for 3 systems."""
+    """Scenario sizes and timings; FULL fits ~6 minutes for four systems on 2 cores."""
 
     clients: int = 2000
     """S1: all in one room. S2: the same clients, two per room (clients // 2 rooms)."""
@@ -62,6 +62,7 @@ class Sizes:
     """msg/s for the fixed-rate latency figures (S2: 1,000 deliveries/s, each room every 2 s)."""
     s1_start_rate: float = 8.0
     s2_start_rate: float = 1000.0
+    """msg/s where the rate search starts if the latency step gave no estimate."""
     s4_seconds: float = 3.0
     s4_max_publishes: int = 300_000
     barrier_timeout_s: float = 30.0
@@ -441,12 +442,13 @@ async def fanout(
     if not latency.passed:
         await bench.settle(latency.k)
     steps: list[Step] = []
-    # A passing latency step is a lower bound the search need not measure again.
-    best: Step | None = latency if latency.passed else None
+    best: Step | None = None
     fail: Step | None = None
     estimate = latency.deliveries_per_server_cpu_s * sz.search_start_cores / room_size
     if math.isfinite(estimate) and estimate > 0:
         start_rate = float(f"{estimate:.2g}")
+    # A passing latency step is a floor: halving below it would measure nothing new.
+    floor = latency.rate if latency.passed else start_rate / 8
     rate = start_rate
     started = time.perf_counter()
     for _ in range(sz.max_steps):
@@ -463,7 +465,7 @@ async def fanout(
             rate *= 2
         elif best is None:
             rate /= 2
-            if rate < start_rate / 8:
+            if rate <= floor:
                 break
         else:
             if fail.rate / best.rate < 1.2:
@@ -471,6 +473,8 @@ async def fanout(
             rate = math.sqrt(best.rate * fail.rate)
         if time.perf_counter() - started > sz.search_budget_s:
             break
+    if best is None and latency.passed:
+        best = latency
     top = best or (steps[0] if steps else latency)
     invalid = [s.why for s in steps if s.loadgen_saturated]
     return {
