@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from gateway.broker import Broker
 from gateway.metrics import GatewayMetrics
 from shared.errors import GatewayTimeout, MalformedEnvelope, TransportError
@@ -114,7 +116,11 @@ def _phrase(status: int) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """The offending value for the error's details, as JSON (clients are JavaScript)."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
     return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
 
 

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
 from shared.envelope import decode_reply, decode_request, encode_reply, encode_request
 from shared.errors import MalformedEnvelope, NotSerializable
 
@@ -245,11 +243,3 @@ def _str_map(value: object, what: str) -> dict[str, str]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise MalformedEnvelope(f"{what} must map strings to strings")
     return value
-
-
-def json_size(value: Any) -> int:
-    """Bytes `value` takes as JSON (for limits); NotSerializable if it cannot be encoded."""
-    try:
-        return len(orjson.dumps(value))
-    except TypeError as exc:
-        raise NotSerializable(str(exc)) from exc
