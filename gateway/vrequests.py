@@ -9,7 +9,7 @@ JWR `{body, headers, statusCode}`, with `set-cookie` removed.
 Every request with an ack gets exactly one answer, and never hangs: no worker
 subscribed → 503, no answer within `--virtual-request-timeout-s` → 504, an answer that
 does not parse → 502, more than `--virtual-request-max-inflight` requests of one
-socket in flight → 429.
+socket in flight → 429, a request over `--max-payload-bytes` → 413.
 
 Parse errors follow sails-hook-sockets: no `url`, a `url` that is not a string, or an
 SDK version (`__sails_io_sdk_version` in the handshake query) that is missing (taken
@@ -64,6 +64,7 @@ _SEMVER: Final = re.compile(
     r"\s*[v=]?\s*(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\s*"
 )
 _DETAIL_CHARS: Final = 200
+WARN_EVERY_S: Final = 5.0
 
 Emit = Callable[[str, str, Any], Awaitable[None]]
 """emit(socket id, event, data): send one event to one local socket."""
@@ -188,6 +189,11 @@ class VirtualRequests:
         self.metrics = metrics
         self._emit = emit
         self._sockets: dict[str, _SocketState] = {}
+        self._counted = {
+            label: metrics.virtual_requests.labels(label)
+            for label in ("1xx", "2xx", "3xx", "4xx", "5xx", "parse_error")
+        }
+        self._last_warned: dict[str, float] = {}
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -213,7 +219,7 @@ class VirtualRequests:
         problem = self._parse_problem(msg, state)
         if problem is not None:
             error = parse_error(problem)
-            self.metrics.virtual_requests.labels("parse_error").inc()
+            self._counted["parse_error"].inc()
             log.info("virtual request from %s refused: %s", sid, problem)
             if ack:
                 return error
@@ -221,7 +227,7 @@ class VirtualRequests:
             return None
         assert isinstance(msg, dict)
         if state.inflight >= self.settings.virtual_request_max_inflight:
-            self.metrics.virtual_requests.labels("4xx").inc()
+            self._counted["4xx"].inc()
             return status_jwr(429) if ack else None
         state.inflight += 1
         try:
@@ -251,32 +257,49 @@ class VirtualRequests:
             handshake=state.handshake,
         )
         started = time.perf_counter()
+        payload = encode_vrequest(request)
         try:
+            if len(payload) > self.settings.max_payload_bytes:
+                self._warn(
+                    "too_large", "%s %s from %s: request too large", method, request.url, sid
+                )
+                return self._answered(status_jwr(413), started)
             reply = await self.broker.request(
-                self.subject,
-                encode_vrequest(request),
-                timeout=self.settings.virtual_request_timeout_s,
+                self.subject, payload, timeout=self.settings.virtual_request_timeout_s
             )
             response = decode_vresponse(reply)
         except GatewayTimeout:
-            log.warning("%s %s from %s: no worker answered in time", method, request.url, sid)
-            answer = status_jwr(504)
-        except TransportError as exc:
-            log.warning("%s %s from %s: no worker (%s)", method, request.url, sid, exc)
-            answer = status_jwr(503)
-        except MalformedEnvelope as exc:
-            log.warning(
-                "%s %s from %s: bad answer from a worker: %s", method, request.url, sid, exc
+            self._warn(
+                "timeout", "%s %s from %s: no worker answered in time", method, request.url, sid
             )
-            answer = status_jwr(502)
+            return self._answered(status_jwr(504), started)
+        except TransportError as exc:
+            self._warn("no_worker", "%s %s from %s: no worker (%s)", method, request.url, sid, exc)
+            return self._answered(status_jwr(503), started)
+        except MalformedEnvelope as exc:
+            self._warn("bad_answer", "%s %s from %s: bad answer: %s", method, request.url, sid, exc)
+            return self._answered(status_jwr(502), started)
         else:
             headers, cookie = response_headers(response.headers)
             if cookie and state.handshake.cookie is None:
                 state.handshake = replace(
                     state.handshake, headers={**state.handshake.headers, "cookie": cookie}
                 )
-            answer = jwr(response.status, headers, response.body)
-        status = int(answer["statusCode"])
-        self.metrics.virtual_requests.labels(f"{status // 100}xx").inc()
+            return self._answered(jwr(response.status, headers, response.body), started)
+
+    def _answered(self, answer: dict[str, Any], started: float) -> dict[str, Any]:
+        counter = self._counted.get(f"{int(answer['statusCode']) // 100}xx")
+        if counter is not None:
+            counter.inc()
         self.metrics.virtual_request_duration.observe(time.perf_counter() - started)
         return answer
+
+    def _warn(self, kind: str, msg: str, *args: Any) -> None:
+        """At most one warning per kind every WARN_EVERY_S (a storm without workers
+        must not flood the log); the rest at DEBUG."""
+        now = time.monotonic()
+        if now - self._last_warned.get(kind, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._last_warned[kind] = now
+            log.warning(msg, *args)
+        else:
+            log.debug(msg, *args)
