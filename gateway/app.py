@@ -180,6 +180,7 @@ class GatewayApp:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.server.release_pollers()
         for runner in self._runners:
             await runner.cleanup()
         if self.gateway is not None:

@@ -33,8 +33,9 @@ class Fanout:
     def attach(self, sid: str, eio_socket: Any) -> None:
         self._eio[sid] = eio_socket
 
-    def detach(self, sid: str) -> None:
-        self._eio.pop(sid, None)
+    def detach(self, sid: str) -> Any:
+        """Forget the socket; returns its Engine.IO socket if it was attached."""
+        return self._eio.pop(sid, None)
 
     def deliver(self, pkt: Any, sids: Iterable[str], omit: frozenset[str] = frozenset()) -> int:
         """Queue (or write, see outbound.py) one shared packet for each recipient; the

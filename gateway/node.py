@@ -134,7 +134,9 @@ class Gateway:
                 log.warning("NATS flush failed while registering %s", sid)
 
     async def socket_disconnected(self, sid: str) -> None:
-        self.fanout.detach(sid)
+        eio_socket = self.fanout.detach(sid)
+        if eio_socket is not None:
+            eio_socket.queue.put_nowait(None)  # wake a pending long-poll: nothing more comes
         self._slow.discard(sid)
         for room in self.rooms.remove_socket(sid):
             self.room_interest.unwant(room, now=room == sid)

@@ -168,5 +168,11 @@ class SocketServer:
             return
         await sock.close(wait=False, abort=True)  # polling: the next poll finds no session
 
+    def release_pollers(self) -> None:
+        """Answer every pending long-poll now, so the HTTP server can shut down without
+        waiting out their timeouts."""
+        for sock in list(self.sio.eio.sockets.values()):
+            sock.queue.put_nowait(None)
+
     def eio_socket_count(self) -> int:
         return len(self.sio.eio.sockets)

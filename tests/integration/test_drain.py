@@ -55,3 +55,21 @@ async def test_rolling_restart_clients_come_back_by_themselves(
     )
     for c in clients:
         await c.disconnect()
+
+
+async def test_shutdown_is_not_held_up_by_long_polls(
+    gateway_factory: Callable[..., GatewayProcess], client_factory: Any
+) -> None:
+    """A pending long-poll used to keep the HTTP server's shutdown waiting (~14 s)."""
+    gw = gateway_factory("polled", drain_delay_s=0, drain_timeout_s=2)
+    gone = await client_factory(gw, transport="polling")
+    await gone.disconnect()
+    stays = socketio.AsyncClient(reconnection=False)
+    await stays.connect(gw.url, transports=["polling"])
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(gw.proc.wait, 15)
+    took = time.monotonic() - started
+    assert code == 0
+    assert took < 5, f"shutdown took {took:.1f}s"
+    await stays.disconnect()
