@@ -7,6 +7,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import socketio
