@@ -2,7 +2,7 @@
 
 A token bucket per socket: `rate_per_s` tokens a second, at most `burst` saved up.
 Pure arithmetic on a monotonic clock passed in, so it is exact to test and costs one
-small object per socket that has made a request.
+small object per socket.
 """
 
 from __future__ import annotations
@@ -27,27 +27,3 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
-
-
-class RateLimiter:
-    """One bucket per key (socket id); `forget` when the socket goes. rate 0 = off."""
-
-    def __init__(self, rate_per_s: float, burst: float) -> None:
-        self.enabled = rate_per_s > 0
-        self._rate = rate_per_s
-        self._burst = max(1.0, burst)
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        if not self.enabled:
-            return True
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, now)
-        return bucket.take(now)
-
-    def forget(self, key: str) -> None:
-        self._buckets.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._buckets)

@@ -66,6 +66,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "answer a virtual request 504 when no worker answered it within this time",
     ),
     Option(
+        "virtual_request_rate_per_s",
+        float,
+        100.0,
+        "virtual requests one socket may send per second, sustained (0 = no limit); more → 429",
+    ),
+    Option("virtual_request_burst", int, 200, "virtual requests one socket may send in a burst"),
+    Option(
         "virtual_request_max_inflight",
         int,
         100,
@@ -120,6 +127,8 @@ class GatewaySettings:
     drain_delay_s: float = 5.0
     drain_timeout_s: float = 25.0
     virtual_request_timeout_s: float = 10.0
+    virtual_request_rate_per_s: float = 100.0
+    virtual_request_burst: int = 200
     virtual_request_max_inflight: int = 100
     only_allow_origins: tuple[str, ...] = ()
     before_connect: str = "none"

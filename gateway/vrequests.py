@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from gateway.broker import Broker
+from gateway.limits import TokenBucket
 from gateway.metrics import GatewayMetrics
 from shared.errors import GatewayTimeout, MalformedEnvelope, TransportError
 from shared.vrequest import (
@@ -174,6 +175,7 @@ def response_headers(headers: Any) -> tuple[dict[str, str], str | None]:
 class _SocketState:
     handshake: Handshake
     sdk_problem: str | None
+    bucket: TokenBucket | None
     inflight: int = 0
 
 
@@ -194,13 +196,20 @@ class VirtualRequests:
             for label in ("1xx", "2xx", "3xx", "4xx", "5xx", "parse_error")
         }
         self._last_warned: dict[str, float] = {}
+        self._seq = 0
 
     @property
     def events(self) -> tuple[str, ...]:
         return METHODS
 
     def track(self, sid: str, handshake: Handshake) -> None:
-        self._sockets[sid] = _SocketState(handshake, sdk_version_problem(handshake))
+        s = self.settings
+        bucket = (
+            TokenBucket(s.virtual_request_rate_per_s, s.virtual_request_burst, time.monotonic())
+            if s.virtual_request_rate_per_s > 0
+            else None
+        )
+        self._sockets[sid] = _SocketState(handshake, sdk_version_problem(handshake), bucket)
 
     def forget(self, sid: str) -> Handshake | None:
         state = self._sockets.pop(sid, None)
@@ -226,8 +235,14 @@ class VirtualRequests:
             await self._emit(sid, PARSE_ERROR_EVENT, error)
             return None
         assert isinstance(msg, dict)
+        if state.bucket is not None and not state.bucket.take(time.monotonic()):
+            self._counted["4xx"].inc()
+            self.metrics.refusals.labels("virtual_request_rate").inc()
+            self._warn("rate", "%s %s from %s: over the request rate", method, msg["url"], sid)
+            return status_jwr(429) if ack else None
         if state.inflight >= self.settings.virtual_request_max_inflight:
             self._counted["4xx"].inc()
+            self.metrics.refusals.labels("virtual_request_inflight").inc()
             return status_jwr(429) if ack else None
         state.inflight += 1
         try:
@@ -247,10 +262,14 @@ class VirtualRequests:
     async def _forward(
         self, sid: str, method: str, msg: dict[str, Any], state: _SocketState
     ) -> dict[str, Any]:
+        headers = request_headers(msg.get("headers"), state.handshake)
+        self._seq += 1
+        request_id = headers.setdefault("x-request-id", f"{self.settings.gateway_id}-{self._seq:x}")
+        log.debug("%s %s", method, msg["url"], extra={"sid": sid, "request_id": request_id})
         request = VirtualRequest(
             method=method,
             url=msg["url"],
-            headers=request_headers(msg.get("headers"), state.handshake),
+            headers=headers,
             body=request_body(msg),
             socket_id=sid,
             gateway_id=self.settings.gateway_id,

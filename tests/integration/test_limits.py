@@ -63,3 +63,25 @@ async def test_inbound_message_over_the_limit_closes_only_that_client(
     await quiet([ok], publisher)
     assert ok.events == [("still", "here")]
     assert gw.metric('sailcast_gateway_refusals_total{reason="inbound_too_large"}') == 1
+
+
+async def test_virtual_request_rate_per_socket(
+    gateway_factory: Callable[..., GatewayProcess], nats_server: Any, prefix: str
+) -> None:
+    """Over the per-socket rate a request is answered 429 at once (no worker needed to
+    prove it: without a worker the others are 503)."""
+    gw = gateway_factory("rate", virtual_request_rate_per_s=1, virtual_request_burst=3)
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(
+        gw.url + "?__sails_io_sdk_version=1.2.1", transports=["websocket"], wait_timeout=5
+    )
+    try:
+        answers = [
+            await client.call("get", {"method": "get", "url": "/x", "headers": {}, "data": {}})
+            for _ in range(5)
+        ]
+        codes = [a["statusCode"] for a in answers]
+        assert codes == [503, 503, 503, 429, 429]
+        assert gw.metric('sailcast_gateway_refusals_total{reason="virtual_request_rate"}') == 2
+    finally:
+        await client.disconnect()
