@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -50,6 +49,34 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
+class _LiteSub:
+    """What nats-py's client needs of a subscription to resubscribe it after a
+    reconnect, drain it and close: a nats-py Subscription costs ~4 KB (its own queue
+    and iterator), and a gateway holds two per connected socket."""
+
+    __slots__ = ("_conn", "_id", "_max_msgs", "_queue", "_received", "_subject")
+
+    _wait_for_msgs_task = None
+    _message_iterator = None
+    _pending_next_msgs_calls: dict[str, Any] = {}  # noqa: RUF012 - read-only, always empty
+
+    def __init__(self, conn: _DirectClient, sid: int, subject: str) -> None:
+        self._conn = conn
+        self._id = sid
+        self._subject = subject
+        self._queue = ""
+        self._max_msgs = 0
+        self._received = 0
+
+    async def _drain(self) -> None:
+        try:
+            await self._conn._send_unsubscribe(self._id)
+            await self._conn.flush()
+        finally:
+            self._conn.direct.pop(self._id, None)
+            self._conn._remove_sub(self._id)
+
+
 class _DirectClient(NatsClient):
     def __init__(self) -> None:
         super().__init__()
@@ -77,7 +104,6 @@ class NatsBroker:
 
     def __init__(self, nc: _DirectClient) -> None:
         self._nc = nc
-        self._subs: dict[int, Subscription] = {}
 
     @classmethod
     async def connect(
@@ -133,17 +159,26 @@ class NatsBroker:
         return self._nc
 
     async def subscribe(self, subject: str, handler: Handler) -> int:
-        sub = await self._nc.subscribe(subject)
-        sid: int = sub._id
-        self._nc.direct[sid] = handler
-        self._subs[sid] = sub
+        """Subscribe with a handler called inline (see the module docstring). Subjects
+        come from shared.subjects, which only builds valid ones."""
+        nc = self._nc
+        if nc.is_closed:
+            raise TransportError("NATS connection is closed")
+        nc._sid += 1
+        sid: int = nc._sid
+        sub = _LiteSub(nc, sid, subject)
+        nc.direct[sid] = handler
+        nc._subs[sid] = sub  # type: ignore[assignment]  # duck-typed on purpose
+        await nc._send_subscribe(sub)  # type: ignore[arg-type]
         return sid
 
     async def unsubscribe(self, sid: int) -> None:
-        self._nc.direct.pop(sid, None)
-        sub = self._subs.pop(sid, None)
-        if sub is not None and not self._nc.is_closed:
-            await sub.unsubscribe()
+        nc = self._nc
+        nc.direct.pop(sid, None)
+        if nc._subs.pop(sid, None) is not None and not (
+            nc.is_closed or nc.is_reconnecting or nc.is_draining
+        ):
+            await nc._send_unsubscribe(sid)
 
     async def publish(self, subject: str, data: bytes) -> None:
         try:
