@@ -5,9 +5,12 @@ every packet to every socket costs a task wake-up and its own frame encoding. He
 each socket gets an `OutboundQueue` instead:
 
 * when the socket is on websocket and nothing is queued or being written ahead of a
-  packet, a text MESSAGE packet is written straight to the TCP transport as a
-  websocket frame that is built once per packet and shared by every recipient
-  (server frames are unmasked, and we decline permessage-deflate);
+  packet, a text MESSAGE packet goes straight to the TCP transport as a websocket
+  frame that is built once per packet and shared by every recipient (server frames
+  are unmasked, and we decline permessage-deflate). Frames for one socket within one
+  event-loop tick are gathered and written together at the end of the tick: NATS
+  hands the gateway many messages per read, and the send syscall per write is most
+  of the cost of a delivery;
 * otherwise (polling, during an upgrade, or while the writer is busy) it goes through
   the queue as before, which keeps order;
 * engine.io control packets (ping, pong, close, noop) always take the queue, which
@@ -59,9 +62,41 @@ def frame_of(pkt: Any) -> bytes:
     return frame
 
 
+class Coalescer:
+    """The sockets that got frames during this tick; written out once, at its end."""
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[OutboundQueue] = []
+        self._scheduled = False
+
+    def mark(self, queue: OutboundQueue) -> None:
+        self._dirty.append(queue)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_all)
+
+    def flush_all(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for queue in dirty:
+            queue.flush()
+
+
 class OutboundQueue(asyncio.Queue[Any]):
-    def __init__(self, *, max_messages: int, max_bytes: int, on_slow: SlowHandler) -> None:
+    def __init__(
+        self,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        on_slow: SlowHandler,
+        coalescer: Coalescer | None = None,
+    ) -> None:
         super().__init__()
+        self._coalescer = coalescer or Coalescer()
+        self._frames: list[bytes] = []
+        self._frames_bytes = 0
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._on_slow = on_slow
@@ -84,6 +119,7 @@ class OutboundQueue(asyncio.Queue[Any]):
         ws = self._ws
         if ws is None or ws.closed:
             return False
+        self.flush()  # what was sent this tick still goes out before the close
         self.cut_off = True
         try:
             await asyncio.wait_for(
@@ -109,10 +145,14 @@ class OutboundQueue(asyncio.Queue[Any]):
         if self._direct_ok(item):
             transport = self._transport
             assert transport is not None
-            if transport.get_write_buffer_size() > self.max_bytes:
+            if transport.get_write_buffer_size() + self._frames_bytes > self.max_bytes:
                 self._slow("write_buffer")
                 return
-            transport.write(frame_of(item))
+            frame = frame_of(item)
+            if not self._frames:
+                self._coalescer.mark(self)
+            self._frames.append(frame)
+            self._frames_bytes += len(frame)
             return
         size = len(item.encode()) if item.packet_type == eio_packet.MESSAGE else 0
         if self.qsize() >= self.max_messages or self._queued_bytes + size > self.max_bytes:
@@ -123,6 +163,18 @@ class OutboundQueue(asyncio.Queue[Any]):
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    def flush(self) -> None:
+        """Write the frames gathered this tick in one call (one send syscall)."""
+        frames = self._frames
+        if not frames:
+            return
+        self._frames = []
+        self._frames_bytes = 0
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.cut_off:
+            return
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def get_nowait(self) -> Any:
         item = super().get_nowait()
@@ -151,6 +203,8 @@ class OutboundQueue(asyncio.Queue[Any]):
         if self.cut_off:
             return
         self.cut_off = True
+        self._frames = []
+        self._frames_bytes = 0
         if self._transport is not None:
             self._transport.abort()  # drop what the client never read
         self._on_slow(self._socket, reason)
@@ -200,8 +254,12 @@ class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
 def install(eio_server: Any, *, max_messages: int, max_bytes: int, on_slow: SlowHandler) -> None:
     """Give this Engine.IO server bounded per-socket queues and the direct writer."""
 
+    coalescer = Coalescer()
+
     def create_queue(*args: Any, **kwargs: Any) -> OutboundQueue:
-        return OutboundQueue(max_messages=max_messages, max_bytes=max_bytes, on_slow=on_slow)
+        return OutboundQueue(
+            max_messages=max_messages, max_bytes=max_bytes, on_slow=on_slow, coalescer=coalescer
+        )
 
     eio_server.create_queue = create_queue
     eio_server._async = {**eio_server._async, "websocket": DirectWebSocket}
