@@ -129,12 +129,6 @@ class NatsBroker:
             await asyncio.wait_for(
                 nc.connect(
                     name=name,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # int-annotated; floats work
-                    connect_timeout=2,
-                    ping_interval=10,
-                    max_outstanding_pings=3,
                     error_cb=error_cb,
                     disconnected_cb=on_disconnected or noop,
                     reconnected_cb=on_reconnected or noop,

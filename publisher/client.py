@@ -92,10 +92,6 @@ class Publisher:
             await asyncio.wait_for(
                 nc.connect(
                     name=name,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # int-annotated; floats work
-                    connect_timeout=2,
                     error_cb=on_error,
                     reconnected_cb=on_reconnect,
                     **settings.connect_kwargs(),

@@ -150,7 +150,17 @@ class NatsSettings:
         )
 
     def connect_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"servers": list(self.servers)}
+        """Everything nats.connect needs but callbacks: servers, credentials, TLS, and the
+        reconnect policy every Sailcast process shares (forever, every half second)."""
+        kw: dict[str, Any] = {
+            "servers": list(self.servers),
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 2,
+            "ping_interval": 10,
+            "max_outstanding_pings": 3,
+        }
         if self.user:
             kw["user"] = self.user
             kw["password"] = self.password
