@@ -193,7 +193,7 @@ class GatewayApp:
 
 
 def _reason_label(reason: str) -> str:
-    low = reason.lower()
+    low = reason.lower().replace(" ", "_")  # engine.io says "transport close"
     for known in ("client", "server", "ping", "transport_close", "transport_error"):
         if known in low:
             return known
