@@ -18,6 +18,7 @@ import pytest
 from publisher import Publisher
 from tests.faults.faultkit import (
     MonitoredNats,
+    RawWebSocket,
     fd_count,
     raise_fd_limit,
     rss_bytes,
@@ -349,3 +350,34 @@ async def test_connect_flood_over_max_connections(
     assert refused == attempts - limit
     assert peak == limit
     assert ready == 200
+
+
+async def test_disconnect_reasons_are_labelled(
+    gateway_factory: Callable[..., GatewayProcess], publisher: Publisher
+) -> None:
+    """Each way a socket goes has its own disconnects_total label; none is `other`."""
+    gw = gateway_factory("reasons", ping_interval_s=1, ping_timeout_s=1)
+    said_bye, closed_ws, vanished, silent, kicked = [
+        await RawWebSocket.open(gw.port) for _ in range(5)
+    ]
+    for ws in (said_bye, closed_ws, vanished, silent, kicked):
+        await ws.eio_connect()
+    said_bye.send_text("41")  # Socket.IO DISCONNECT
+    await closed_ws.close()  # websocket close frame, then TCP close
+    vanished.abort()  # TCP reset, no goodbye at all
+    await publisher.sockets.disconnect(kicked.sid)  # a worker disconnects it
+    # `silent` never answers a ping
+    await wait_until(lambda: gw.metric("sailcast_gateway_connections") == 0, 15, "all gone")
+    for ws in (said_bye, silent, kicked):
+        ws.abort()
+    labels = {
+        k.split('reason="', 1)[1].rstrip('"}'): int(v)
+        for k, v in gw.metrics().items()
+        if k.startswith("sailcast_gateway_disconnects_total{") and v
+    }
+    print(f"\ndisconnect reasons for bye / ws close / TCP reset / worker / silent: {labels}")
+    assert labels.get("other", 0) == 0, labels
+    assert labels.get("client") == 1
+    assert labels.get("server") == 1
+    assert labels.get("ping") == 1
+    assert labels.get("transport_close", 0) + labels.get("transport_error", 0) == 2
