@@ -117,11 +117,13 @@ async def watch_ready(
     return seen
 
 
-async def test_connect_flood(gateway_factory: Callable[..., GatewayProcess], prefix: str) -> None:
+async def test_connect_flood(
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
+) -> None:
     limit = raise_fd_limit(2 * CONNECTS + 1024)  # before the gateway starts: it inherits it
     if limit < CONNECTS + 256:
         pytest.skip(f"file descriptor limit {limit} is too low for {CONNECTS} connections")
-    nats = MonitoredNats().start()
+    nats = monitored_nats
     gw = gateway_factory("flood", nats_url=nats.url)
     pub = await Publisher.connect(nats.url, prefix=prefix)
     ws_url = f"ws://127.0.0.1:{gw.port}/socket.io/?EIO=4&transport=websocket"
@@ -234,7 +236,6 @@ async def test_connect_flood(gateway_factory: Callable[..., GatewayProcess], pre
                 await ws.close()
         await pub.close()
         gw.stop()
-        nats.close()
 
 
 HALF_OPEN = 400

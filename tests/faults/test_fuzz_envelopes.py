@@ -254,8 +254,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def envelope_rig(gateway_factory: Callable[..., GatewayProcess], prefix: str) -> Any:
-    server = MonitoredNats().start()
+async def envelope_rig(
+    server: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
+) -> Any:
     gw = gateway_factory("envfuzz", nats_url=server.url)
     pub = await Publisher.connect(server.url, prefix=prefix)
     rig = Rig(gw, server, pub)
@@ -273,11 +274,12 @@ async def envelope_rig(gateway_factory: Callable[..., GatewayProcess], prefix: s
             await rig.nc.close()
         await pub.close()
         gw.stop()
-        server.close()
 
 
-async def test_fuzz_envelopes(gateway_factory: Callable[..., GatewayProcess], prefix: str) -> None:
-    async with envelope_rig(gateway_factory, prefix) as rig:
+async def test_fuzz_envelopes(
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
+) -> None:
+    async with envelope_rig(monitored_nats, gateway_factory, prefix) as rig:
         base = await asyncio.to_thread(rig.gauges)
         rig.victim = await connect_client(rig.gw.url)  # what the requests act on
         await rig.pub.sockets.join(rig.victim.sid, "side")
@@ -354,9 +356,9 @@ async def raw_nats_publish(port: int, subject: bytes, reply: bytes, body: bytes)
     "reply subject is not UTF-8 ends the loop, and no join/leave/rooms is answered again",
 )
 async def test_reply_subject_not_utf8_keeps_control_loop(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
-    async with envelope_rig(gateway_factory, prefix) as rig:
+    async with envelope_rig(monitored_nats, gateway_factory, prefix) as rig:
         assert rig.healthy is not None
         subject = rig.subjects.gateways.encode()
         await raw_nats_publish(rig.server.port, subject, b"_INBOX.\xff\xfe", b'{"v":1,"k":"ping"}')
@@ -381,9 +383,9 @@ async def test_reply_subject_not_utf8_keeps_control_loop(
     "the publisher refuses them, but the gateway delivers one published raw",
 )
 async def test_reserved_event_published_raw_is_dropped(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
-    async with envelope_rig(gateway_factory, prefix) as rig:
+    async with envelope_rig(monitored_nats, gateway_factory, prefix) as rig:
         ws = await RawWebSocket.open(rig.gw.port)
         sid = await ws.eio_connect()
         await rig.pub.sockets.join(sid, "feed")
@@ -408,11 +410,11 @@ async def test_reserved_event_published_raw_is_dropped(
     "no message can reach",
 )
 async def test_join_with_an_invalid_room_name(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
     """A raw join naming a room the subject grammar cannot encode (over 1,024 bytes) is
     refused as a whole and leaves no half-joined room behind."""
-    async with envelope_rig(gateway_factory, prefix) as rig:
+    async with envelope_rig(monitored_nats, gateway_factory, prefix) as rig:
         assert rig.healthy is not None
         sid = rig.healthy.sid
         subject = rig.subjects.socket(sid)

@@ -317,8 +317,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def fuzz_rig(gateway_factory: Callable[..., GatewayProcess], prefix: str) -> Any:
-    nats = MonitoredNats().start()
+async def fuzz_rig(
+    nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
+) -> Any:
     gw = gateway_factory("fuzz", nats_url=nats.url, **GW_OVERRIDES)
     pub = await Publisher.connect(nats.url, prefix=prefix)
     rig = Rig(gw, nats, pub)
@@ -330,7 +331,6 @@ async def fuzz_rig(gateway_factory: Callable[..., GatewayProcess], prefix: str) 
             await rig.healthy.disconnect()
         await pub.close()
         gw.stop(timeout=STOP_TIMEOUT_S)  # a stuck POST holds a clean exit for 60 s
-        nats.close()
 
 
 def run_examples(
@@ -407,9 +407,12 @@ async def ws_example(rig: Rig, case: dict[str, Any]) -> None:
 
 
 async def test_fuzz_websocket_frames(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
-    async with fuzz_rig(gateway_factory, prefix) as rig, aiohttp.ClientSession() as session:
+    async with (
+        fuzz_rig(monitored_nats, gateway_factory, prefix) as rig,
+        aiohttp.ClientSession() as session,
+    ):
         started = time.monotonic()
         fuzz = run_examples(asyncio.get_running_loop(), ws_cases(), lambda c: ws_example(rig, c))
         await asyncio.to_thread(fuzz)
@@ -478,9 +481,12 @@ async def polling_example(rig: Rig, session: aiohttp.ClientSession, case: dict[s
 
 
 async def test_fuzz_polling_posts(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
-    async with fuzz_rig(gateway_factory, prefix) as rig, aiohttp.ClientSession() as session:
+    async with (
+        fuzz_rig(monitored_nats, gateway_factory, prefix) as rig,
+        aiohttp.ClientSession() as session,
+    ):
         started = time.monotonic()
         fuzz = run_examples(
             asyncio.get_running_loop(), polling_cases(), lambda c: polling_example(rig, session, c)
@@ -504,9 +510,9 @@ async def test_fuzz_polling_posts(
 
 
 async def test_oversized_frame_is_refused_and_counted(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
-    async with fuzz_rig(gateway_factory, prefix) as rig:
+    async with fuzz_rig(monitored_nats, gateway_factory, prefix) as rig:
         ws = await RawWebSocket.open(rig.gw.port)
         await ws.eio_connect()
         ws.send_text('42["message","' + "z" * MAX_PAYLOAD + '"]')
@@ -532,12 +538,12 @@ async def test_oversized_frame_is_refused_and_counted(
     "dispatches client events to any handler of that name)",
 )
 async def test_client_event_named_connect_or_disconnect(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
     """`42["connect",{}]` must not register the socket again (it leaks one NATS
     subscription each time), and `42["disconnect"]` must not make the gateway forget a
     socket that is still connected (it stops receiving anything, silently)."""
-    async with fuzz_rig(gateway_factory, prefix) as rig:
+    async with fuzz_rig(monitored_nats, gateway_factory, prefix) as rig:
         assert rig.healthy is not None
         name = f"sailcast-gateway-{rig.gw.gateway_id}"
         before = rig.nats.subscriptions_of(name)
@@ -573,9 +579,12 @@ async def test_client_event_named_connect_or_disconnect(
     "beforehand the handler waits forever (~30 kB of gateway memory each, in no gauge)",
 )
 async def test_refused_post_without_pending_get_is_answered(
-    gateway_factory: Callable[..., GatewayProcess], prefix: str
+    monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
-    async with fuzz_rig(gateway_factory, prefix) as rig, aiohttp.ClientSession() as session:
+    async with (
+        fuzz_rig(monitored_nats, gateway_factory, prefix) as rig,
+        aiohttp.ClientSession() as session,
+    ):
         base = f"{rig.gw.url}/socket.io/?EIO=4&transport=polling"
 
         async def refused_post(timeout_s: float) -> int | None:

@@ -1,0 +1,18 @@
+"""Fixtures of the fault tests (the shared ones are in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.faultkit import MonitoredNats
+
+
+@pytest.fixture
+def monitored_nats() -> Iterator[MonitoredNats]:
+    """A nats-server of this test's own, with its monitoring port (connz, subsz). Ask for
+    it before gateway_factory, so that the gateways stop before it does."""
+    server = MonitoredNats().start()
+    yield server
+    server.close()
