@@ -46,6 +46,8 @@ class Broker(Protocol):
 
     async def flush(self, timeout: float = 2.0) -> None: ...
 
+    async def force_reconnect(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -197,6 +199,13 @@ class NatsBroker:
             await self._nc.flush(timeout=math.ceil(timeout))
         except Exception as exc:
             raise TransportError(f"NATS flush failed: {exc}") from exc
+
+    async def force_reconnect(self) -> None:
+        """Drop the current server and reconnect (to another one of the cluster)."""
+        try:
+            await self._nc.force_reconnect()
+        except Exception as exc:
+            log.warning("forced NATS reconnect failed: %s", exc)
 
     async def drain(self) -> None:
         if not self._nc.is_closed:

@@ -31,12 +31,15 @@ from shared.envelope import (
     encode_request,
     str_list,
 )
-from shared.errors import MalformedEnvelope, SailcastError
+from shared.errors import MalformedEnvelope, SailcastError, UsageError
+from shared.subjects import room_token
 
 log = logging.getLogger(__name__)
 
 CONTROL_QUEUE_MAX: Final = 10_000
 SOCKET_SUBJECT_LINGER_S: Final = 1.0
+HUNG_SERVER_ROUND_TRIPS: Final = 3
+"""Failed readiness round trips in a row, while connected, before leaving the server."""
 FIXED_SUBSCRIPTIONS: Final = 4
 """blast, all-gateways requests, heartbeats, and this gateway's own subject."""
 
@@ -204,7 +207,11 @@ class Gateway:
 
     def _on_blast(self, subject: bytes, reply: bytes, data: bytes) -> None:
         msg = self._decode(data, "blast")
-        if msg is None or msg.kind != KIND_BLAST:
+        if msg is None:
+            return
+        if msg.kind != KIND_BLAST:  # a room message on the blast subject: a publisher bug
+            self.metrics.drops.labels("malformed").inc()
+            log.warning("dropped a %r message sent to the blast subject", msg.kind)
             return
         self.fanout.deliver(event_packet(msg.args), list(self.rooms.sockets()), msg.omit)
         self._observe_lag(max(0.0, time.time() - msg.ts))
@@ -239,7 +246,7 @@ class Gateway:
                 else:
                     answer = await self._apply_cluster_request(kind, req)
                 outcome = "ok" if answer.get("ok") else "refused"
-            except (MalformedEnvelope, KeyError) as exc:
+            except (MalformedEnvelope, UsageError, KeyError) as exc:
                 answer = {"ok": False, "error": "bad_request", "message": str(exc)}
                 outcome = "malformed"
                 log.warning("bad control request: %s", exc)
@@ -255,8 +262,8 @@ class Gateway:
             if reply:
                 try:
                     await self.broker.publish(reply.decode(), encode_reply(**answer))
-                except SailcastError:
-                    log.warning("could not answer a %s request", kind)
+                except (SailcastError, UnicodeDecodeError) as exc:  # never stop the loop
+                    log.warning("could not answer a %s request: %s", kind, exc)
 
     async def _apply_socket_request(
         self, sid: str, kind: str, req: dict[str, Any]
@@ -264,7 +271,7 @@ class Gateway:
         if not self.rooms.has_socket(sid):
             return {"ok": False, "error": "no_such_socket"}
         if kind == "join":
-            rooms = str_list(req.get("rooms"), "rooms")
+            rooms = room_list(req.get("rooms"), "rooms")
             limit = self.settings.max_rooms_per_socket
             current = self.rooms.rooms_of(sid)
             if len(current | set(rooms)) > limit:
@@ -277,7 +284,7 @@ class Gateway:
             await self._join(sid, rooms)
             return {"ok": True}
         if kind == "leave":
-            self._leave(sid, str_list(req.get("rooms"), "rooms"))
+            self._leave(sid, room_list(req.get("rooms"), "rooms"))
             return {"ok": True}
         if kind == "rooms":
             return {"ok": True, "rooms": sorted(self.rooms.rooms_of(sid))}
@@ -295,11 +302,11 @@ class Gateway:
             raise MalformedEnvelope("src must be a non-empty string")
         members = list(self.rooms.members(src))
         if kind == "addm":
-            dst = str_list(req.get("dst"), "dst")
+            dst = room_list(req.get("dst"), "dst")
             for m in members:
                 await self._join(m, dst)
         elif kind == "remm":
-            dst = str_list(req.get("dst"), "dst")
+            dst = room_list(req.get("dst"), "dst")
             for m in members:
                 self._leave(m, dst)
         elif kind == "leaveall":
@@ -352,7 +359,7 @@ class Gateway:
                 except SailcastError:
                     log.debug("heartbeat not sent", exc_info=True)
 
-    async def _check_round_trip(self) -> None:
+    async def _check_round_trip(self) -> bool:
         """A request to ourselves through NATS: proves publish, subscribe and delivery work."""
         try:
             await self.broker.request(
@@ -362,14 +369,22 @@ class Gateway:
             )
         except SailcastError as exc:
             log.warning("NATS round trip failed: %s", exc)
-            return
+            return False
         self.last_round_trip = time.monotonic()
+        return True
 
     async def _ready_loop(self) -> None:
+        failures = 0
         while True:
             await asyncio.sleep(self.settings.ready_check_interval_s)
             if self.broker.connected:
-                await self._check_round_trip()
+                failures = 0 if await self._check_round_trip() else failures + 1
+                if failures >= HUNG_SERVER_ROUND_TRIPS:
+                    # Connected but nothing comes back: a frozen server or a blackholed
+                    # path. Pings would take ~10 s more to notice; leave it now.
+                    log.error("NATS server unresponsive; reconnecting to another server")
+                    failures = 0
+                    await self.broker.force_reconnect()
             self.metrics.nats_connected.set(1 if self.broker.connected else 0)
             self.metrics.ready.set(1 if self.ready else 0)
 
@@ -378,13 +393,23 @@ class Gateway:
         fresh = (
             time.monotonic() - self.last_round_trip < 3 * self.settings.ready_check_interval_s + 1
         )
-        return self.broker.connected and fresh and not self.draining
+        loops_alive = all(not t.done() for t in self._tasks)
+        return self.broker.connected and fresh and not self.draining and loops_alive
 
     async def on_nats_reconnected(self) -> None:
         """nats-py re-sent every SUB; check the path at once so readiness recovers fast."""
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
         await self._check_round_trip()
+
+
+def room_list(value: object, what: str) -> list[str]:
+    """A request's room names, every one checked before anything changes (a name that
+    cannot become a subject would otherwise be half-joined)."""
+    rooms = str_list(value, what)
+    for room in rooms:
+        room_token(room)
+    return rooms
 
 
 _KNOWN_KINDS: Final = frozenset(

@@ -26,6 +26,7 @@ Engine.IO socket internals; pinned by tests/integration/test_slow_clients.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Callable
 from typing import Any, Final
@@ -39,6 +40,7 @@ SlowHandler = Callable[[Any, str], None]
 
 _FRAME_ATTR: Final = "_sailcast_frame"
 GOING_AWAY_TIMEOUT_S: Final = 1.0
+CLOSE_WAIT_S: Final = 0.5
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -163,6 +165,13 @@ class OutboundQueue(asyncio.Queue[Any]):
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    async def join(self) -> None:
+        """engine.io's close(wait=True) waits here for a client to take the CLOSE packet.
+        A polling client whose POST was refused never polls again, which left the
+        request handler (and shutdown) hanging forever; bounded now."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(super().join(), CLOSE_WAIT_S)
 
     def flush(self) -> None:
         """Write the frames gathered this tick in one call (one send syscall)."""

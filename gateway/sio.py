@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway import outbound
 from gateway.eio3 import enable_eio3
 from gateway.settings import GatewaySettings
+from shared.envelope import RESERVED_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class SocketServer:
             on_slow=self._slow,
         )
         enable_eio3(self.sio)  # sails.io.js 1.x bundles socket.io-client 2 (Engine.IO v3)
+        self._drop_reserved_client_events()
 
     def on_slow_client(self, handler: Callable[[str, str], None]) -> None:
         self._on_slow = handler
@@ -70,6 +72,11 @@ class SocketServer:
         """Told the reason whenever the transport refuses an inbound packet."""
         self.sio.eio._sailcast_on_refusal = handler
 
+    def _count_refusal(self, reason: str) -> None:
+        handler = getattr(self.sio.eio, "_sailcast_on_refusal", None)
+        if handler is not None:
+            handler(reason)
+
     def _slow(self, eio_socket: Any, reason: str) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_socket.sid, "/") if eio_socket else None
         if sid:
@@ -77,6 +84,20 @@ class SocketServer:
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app, socketio_path="socket.io")
+
+    def _drop_reserved_client_events(self) -> None:
+        """python-socketio routes a client event to any handler of that name, so a
+        client sending `42["connect"]` or `42["disconnect"]` would run the gateway's own
+        lifecycle handlers. Those names (and non-string names) are dropped here."""
+        original = self.sio._handle_event
+
+        async def handle_event(eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+            if not data or not isinstance(data[0], str) or data[0] in RESERVED_EVENTS:
+                self._count_refusal("reserved_event")
+                return
+            await original(eio_sid, namespace, id, data)
+
+        self.sio._handle_event = handle_event
 
     def on_lifecycle(self, on_connect: OnConnect, on_disconnect: OnDisconnect) -> None:
         async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:

@@ -95,6 +95,8 @@ def decode_data(body: bytes) -> DataMessage:
         raise MalformedEnvelope(f"unknown message kind {kind!r}")
     if not isinstance(args, list) or not args or not isinstance(args[0], str):
         raise MalformedEnvelope("args must be a JSON array starting with the event name")
+    if args[0] in RESERVED_EVENTS or not args[0]:
+        raise MalformedEnvelope(f"event name {args[0]!r} is reserved by Socket.IO clients")
     rooms = meta.get("r", [])
     omit = meta.get("o", [])
     ts = meta.get("ts", 0.0)

@@ -349,12 +349,6 @@ async def raw_nats_publish(port: int, subject: bytes, reply: bytes, body: bytes)
         assert b"PONG" in got, got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: gateway/node.py _control_loop decodes the reply subject outside its "
-    "error handling (`reply.decode()` under `except SailcastError`); one request whose "
-    "reply subject is not UTF-8 ends the loop, and no join/leave/rooms is answered again",
-)
 async def test_reply_subject_not_utf8_keeps_control_loop(
     monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
@@ -377,11 +371,6 @@ async def test_reply_subject_not_utf8_keeps_control_loop(
         assert outcome.startswith("answered")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec divergence: docs/protocol.md says the reserved event names are refused, "
-    "the publisher refuses them, but the gateway delivers one published raw",
-)
 async def test_reserved_event_published_raw_is_dropped(
     monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
@@ -402,13 +391,6 @@ async def test_reserved_event_published_raw_is_dropped(
         assert rig.malformed() == before + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: gateway/node.py _join adds the socket to the room (LocalRooms.join) before "
-    "room_interest.want() raises InvalidRoomName for it; the reply is `internal`, the rooms "
-    "before it are joined, the ones after it are not, and the socket stays listed in a room "
-    "no message can reach",
-)
 async def test_join_with_an_invalid_room_name(
     monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:

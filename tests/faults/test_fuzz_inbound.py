@@ -531,12 +531,6 @@ async def test_oversized_frame_is_refused_and_counted(
         await rig.probe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a client event named 'connect' or 'disconnect' runs the gateway's own "
-    "lifecycle handlers (gateway/sio.py registers them with sio.on, and python-socketio "
-    "dispatches client events to any handler of that name)",
-)
 async def test_client_event_named_connect_or_disconnect(
     monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
@@ -571,13 +565,6 @@ async def test_client_event_named_connect_or_disconnect(
         assert delivered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: python-engineio answers a polling POST it refuses (too large, unknown "
-    "packet type) only after close(wait=True) saw a GET take the CLOSE packet, and a GET "
-    "sent after the POST is refused (the socket is already closed): without a GET pending "
-    "beforehand the handler waits forever (~30 kB of gateway memory each, in no gauge)",
-)
 async def test_refused_post_without_pending_get_is_answered(
     monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
