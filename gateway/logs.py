@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+import time
+from typing import Any, Final
 
 import orjson
 
@@ -38,3 +39,24 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level)
     for noisy in ("aiohttp.access", "engineio", "socketio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+WARN_EVERY_S: Final = 5.0
+
+
+class Throttled:
+    """At most one WARNING per kind every WARN_EVERY_S, the rest at DEBUG: a storm of
+    bad input or of requests without workers must not flood the log."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = WARN_EVERY_S) -> None:
+        self._log = logger
+        self._every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def warning(self, kind: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self._every_s) >= self._every_s:
+            self._last[kind] = now
+            self._log.warning(msg, *args)
+        else:
+            self._log.debug(msg, *args)

@@ -18,6 +18,7 @@ from typing import Any, Final
 from gateway.broker import Broker, Handler
 from gateway.fanout import Fanout, event_packet
 from gateway.interest import Interest
+from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.peers import Peers
 from gateway.rooms import LocalRooms
@@ -78,6 +79,7 @@ class Gateway:
         self.last_round_trip: float = 0.0
         # labelled children looked up once: these are hit for every message
         self._received = {k: metrics.broker_messages.labels(k) for k in ("room", "blast")}
+        self._warnings = Throttled(log)
         self._observe_lag = metrics.lag.observe
         # gauges read live state at scrape time: nothing to keep in step
         metrics.connections.set_function(lambda: self.rooms.socket_count)
@@ -177,7 +179,7 @@ class Gateway:
             return decode_data(data)
         except MalformedEnvelope as exc:
             self.metrics.drops.labels("malformed").inc()
-            log.warning("dropped a malformed %s message: %s", kind, exc)
+            self._warnings.warning("malformed", "dropped a malformed %s message: %s", kind, exc)
             return None
 
     def _on_room_message(self, room: str, data: bytes) -> None:

@@ -39,6 +39,7 @@ import orjson
 
 from gateway.broker import Broker
 from gateway.limits import TokenBucket
+from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from shared.errors import GatewayTimeout, MalformedEnvelope, TransportError
 from shared.vrequest import (
@@ -65,7 +66,6 @@ _SEMVER: Final = re.compile(
     r"\s*[v=]?\s*(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\s*"
 )
 _DETAIL_CHARS: Final = 200
-WARN_EVERY_S: Final = 5.0
 
 Emit = Callable[[str, str, Any], Awaitable[None]]
 """emit(socket id, event, data): send one event to one local socket."""
@@ -195,7 +195,7 @@ class VirtualRequests:
             label: metrics.virtual_requests.labels(label)
             for label in ("1xx", "2xx", "3xx", "4xx", "5xx", "parse_error")
         }
-        self._last_warned: dict[str, float] = {}
+        self._warnings = Throttled(log)
         self._seq = 0
 
     @property
@@ -238,7 +238,9 @@ class VirtualRequests:
         if state.bucket is not None and not state.bucket.take(time.monotonic()):
             self._counted["4xx"].inc()
             self.metrics.refusals.labels("virtual_request_rate").inc()
-            self._warn("rate", "%s %s from %s: over the request rate", method, msg["url"], sid)
+            self._warnings.warning(
+                "rate", "%s %s from %s: over the request rate", method, msg["url"], sid
+            )
             return status_jwr(429) if ack else None
         if state.inflight >= self.settings.virtual_request_max_inflight:
             self._counted["4xx"].inc()
@@ -279,7 +281,7 @@ class VirtualRequests:
         payload = encode_vrequest(request)
         try:
             if len(payload) > self.settings.max_payload_bytes:
-                self._warn(
+                self._warnings.warning(
                     "too_large", "%s %s from %s: request too large", method, request.url, sid
                 )
                 return self._answered(status_jwr(413), started)
@@ -288,15 +290,19 @@ class VirtualRequests:
             )
             response = decode_vresponse(reply)
         except GatewayTimeout:
-            self._warn(
+            self._warnings.warning(
                 "timeout", "%s %s from %s: no worker answered in time", method, request.url, sid
             )
             return self._answered(status_jwr(504), started)
         except TransportError as exc:
-            self._warn("no_worker", "%s %s from %s: no worker (%s)", method, request.url, sid, exc)
+            self._warnings.warning(
+                "no_worker", "%s %s from %s: no worker (%s)", method, request.url, sid, exc
+            )
             return self._answered(status_jwr(503), started)
         except MalformedEnvelope as exc:
-            self._warn("bad_answer", "%s %s from %s: bad answer: %s", method, request.url, sid, exc)
+            self._warnings.warning(
+                "bad_answer", "%s %s from %s: bad answer: %s", method, request.url, sid, exc
+            )
             return self._answered(status_jwr(502), started)
         else:
             headers, cookie = response_headers(response.headers)
@@ -312,13 +318,3 @@ class VirtualRequests:
             counter.inc()
         self.metrics.virtual_request_duration.observe(time.perf_counter() - started)
         return answer
-
-    def _warn(self, kind: str, msg: str, *args: Any) -> None:
-        """At most one warning per kind every WARN_EVERY_S (a storm without workers
-        must not flood the log); the rest at DEBUG."""
-        now = time.monotonic()
-        if now - self._last_warned.get(kind, -WARN_EVERY_S) >= WARN_EVERY_S:
-            self._last_warned[kind] = now
-            log.warning(msg, *args)
-        else:
-            log.debug(msg, *args)
