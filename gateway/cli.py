@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sys
@@ -65,9 +64,3 @@ def _run(coro: object) -> None:
         uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
         asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def _parser_for_help() -> argparse.ArgumentParser:  # used by docs generation
-    from gateway.settings import parser
-
-    return parser()

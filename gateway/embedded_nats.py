@@ -98,10 +98,6 @@ class EmbeddedNats:
             self._log.close()
             self._log = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def close(self) -> None:
         self.stop()
         if self._store is not None:

@@ -194,6 +194,3 @@ class SocketServer:
         waiting out their timeouts."""
         for sock in list(self.sio.eio.sockets.values()):
             sock.queue.put_nowait(None)
-
-    def eio_socket_count(self) -> int:
-        return len(self.sio.eio.sockets)

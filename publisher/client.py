@@ -215,13 +215,10 @@ class Publisher:
         replies: dict[str, Mapping[str, Any]] = {}
         expected: set[str] = set()
         try:
+            # The inbox SUB precedes this PUB on our connection, so no flush is needed.
             await self._nc.publish(
-                self.subjects.gateways,
-                encode_request(kind, **fields),
-                reply=inbox,
-                headers=None,
+                self.subjects.gateways, encode_request(kind, **fields), reply=inbox
             )
-            await self._nc.flush(timeout=math.ceil(self.request_timeout_s))
             deadline = time.monotonic() + self.request_timeout_s
             while not expected or not expected <= replies.keys():
                 remaining = deadline - time.monotonic()

@@ -110,7 +110,7 @@ def decode_data(body: bytes) -> DataMessage:
         rooms=tuple(rooms),
         omit=frozenset(omit),
         ts=float(ts),
-        args=bytes(args_view),
+        args=args_view,
         seq=seq if isinstance(seq, int) else None,
     )
 

@@ -139,6 +139,14 @@ async def test_leave_and_room_member_operations_across_gateways(
     assert c.events[3:] == [("chat", "after leaveAll")]
 
 
+async def test_cluster_operations_return_at_once_without_gateways(publisher: Publisher) -> None:
+    """No gateway runs: NATS answers "no responders", so nothing is waited for."""
+    started = time.monotonic()
+    await publisher.sockets.leave_all("lobby")
+    await publisher.sockets.add_room_members_to_rooms("lobby", "vip")
+    assert time.monotonic() - started < publisher.request_timeout_s / 2
+
+
 async def test_unknown_socket_raises_no_such_socket_quickly(
     two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
 ) -> None:

@@ -70,6 +70,5 @@ def test_layering_of_our_sources() -> None:
     assert not shared & {*HEAVY, "nats", "publisher", "gateway"}
     publisher = _imported_modules("publisher")
     assert not publisher & {"aiohttp", "socketio", "engineio", "gateway"}
-    # prometheus_client only lazily, inside PublisherStats, when a registry is given
-    stats_src = (ROOT / "publisher" / "stats.py").read_text()
-    assert "\n    from prometheus_client" not in stats_src.split("def __init__")[0]
+    # prometheus_client only lazily (PublisherStats with a registry): the blocked-import
+    # test above fails if publisher imports it at import time.

@@ -67,11 +67,9 @@ def test_bad_room_names_are_refused_with_a_clear_error(bad: object) -> None:
         room_token(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["A", "=4", "=4G", "a.b", "=41x", "=C3"])
+@pytest.mark.parametrize("bad", ["=41", "=4", "=4G", "a.b", "=41x", "=C3"])
 def test_non_canonical_tokens_are_refused(bad: str) -> None:
-    if bad == "A":
-        assert room_name(bad) == "A"
-        return
+    """`=41` decodes to "A", whose token is "A": only the canonical form is accepted."""
     with pytest.raises(InvalidRoomName):
         room_name(bad)
 
