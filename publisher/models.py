@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from publisher import blueprints
 from publisher.sockets import OneOrMany, as_socket_ids
-from shared.errors import GatewayTimeout, NoSuchSocket, UsageError
+from shared.errors import NoSuchSocket, UsageError
 from shared.subjects import check_socket_id
 
 if TYPE_CHECKING:
@@ -705,12 +705,6 @@ class Model:
                     if not step.if_connected:
                         raise
                     log.debug("requester %s has gone; not (un)subscribed", step.socket_id)
-                except GatewayTimeout:
-                    # A socket disconnecting right now can leave its request unanswered;
-                    # the others must still be told.
-                    if not step.if_connected:
-                        raise
-                    log.warning("requester %s did not answer; not (un)subscribed", step.socket_id)
             elif isinstance(step, AddMembers):
                 await sockets.add_room_members_to_rooms(step.source, list(step.rooms))
             else:
