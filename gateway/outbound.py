@@ -11,10 +11,11 @@ each socket gets an `OutboundQueue` instead:
   event-loop tick are gathered and written together at the end of the tick: NATS
   hands the gateway many messages per read, and the send syscall per write is most
   of the cost of a delivery;
-* otherwise (polling, during an upgrade, or while the writer is busy) it goes through
-  the queue as before, which keeps order;
-* engine.io control packets (ping, pong, close, noop) always take the queue, which
-  also keeps engine.io's writer task — and its liveness timeout — ticking;
+* once an Engine.IO v4 socket runs on websocket (eio4.py: no writer task), every
+  packet — control packets and binary ones too — is written that way, in order;
+* otherwise (polling, during an upgrade, a v3 socket while its writer is busy) it goes
+  through the queue as before, which keeps order; control packets of a v3 socket
+  always take the queue, which keeps its writer task ticking;
 * both paths are bounded: the queue by packets and bytes, the transport by its write
   buffer; a socket over either bound has stopped reading and is cut off.
 
@@ -43,23 +44,31 @@ GOING_AWAY_TIMEOUT_S: Final = 1.0
 CLOSE_WAIT_S: Final = 0.5
 
 
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final, uncompressed websocket text frame (RFC 6455 §5.2)."""
+TEXT: Final = 0x81
+"""FIN + text opcode."""
+BINARY: Final = 0x82
+"""FIN + binary opcode."""
+
+
+def ws_frame(payload: bytes, first_byte: int = TEXT) -> bytes:
+    """An unmasked, final, uncompressed websocket data frame (RFC 6455 §5.2)."""
     n = len(payload)
     if n < 126:
-        header = struct.pack("!BB", 0x81, n)
+        header = struct.pack("!BB", first_byte, n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
+        header = struct.pack("!BBH", first_byte, 126, n)
     else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
+        header = struct.pack("!BBQ", first_byte, 127, n)
     return header + payload
 
 
 def frame_of(pkt: Any) -> bytes:
-    """The frame of a text packet, built on first use and kept on the packet."""
+    """The frame of a packet, built on first use and kept on the packet (a fanout
+    packet is shared by every recipient)."""
     frame: bytes | None = getattr(pkt, _FRAME_ATTR, None)
     if frame is None:
-        frame = text_frame(pkt.encode().encode())
+        encoded = pkt.encode()
+        frame = ws_frame(encoded, BINARY) if pkt.binary else ws_frame(encoded.encode())
         setattr(pkt, _FRAME_ATTR, frame)
     return frame
 
@@ -108,6 +117,8 @@ class OutboundQueue(asyncio.Queue[Any]):
         self._queued_bytes = 0
         self._handed = 0  # packets given to engine.io's writer
         self._written = 0  # ... and written by it
+        self._all_direct = False  # eio4.py runs the socket: there is no writer
+        self._closing: asyncio.Future[bool] | None = None
         self.cut_off = False
 
     # -- wiring, done by DirectWebSocket ---------------------------------------------
@@ -133,6 +144,26 @@ class OutboundQueue(asyncio.Queue[Any]):
                 self._transport.abort()
         return True
 
+    @property
+    def direct_only(self) -> bool:
+        return self._all_direct
+
+    def go_direct(self) -> bool:
+        """From now on write every packet straight to the websocket (eio4.py runs this
+        socket without a writer task); what was queued before goes out first. False
+        when no websocket is attached."""
+        if self._ws is None or self._transport is None:
+            return False
+        self._all_direct = True
+        while self.qsize():
+            item = self.get_nowait()
+            self.task_done()
+            if item is None:
+                self._close_websocket()
+                break
+            self._write(frame_of(item))
+        return True
+
     def writer_sent(self) -> None:
         if self._handed > self._written:
             self._written += 1
@@ -140,21 +171,15 @@ class OutboundQueue(asyncio.Queue[Any]):
     # -- the queue API engine.io uses --------------------------------------------------
     def put_nowait(self, item: Any) -> None:
         if item is None:  # engine.io's stop signal for its writer
-            super().put_nowait(item)
+            if self._all_direct:
+                self._close_websocket()
+            else:
+                super().put_nowait(item)
             return
         if self.cut_off:
             return
-        if self._direct_ok(item):
-            transport = self._transport
-            assert transport is not None
-            if transport.get_write_buffer_size() + self._frames_bytes > self.max_bytes:
-                self._slow("write_buffer")
-                return
-            frame = frame_of(item)
-            if not self._frames:
-                self._coalescer.mark(self)
-            self._frames.append(frame)
-            self._frames_bytes += len(frame)
+        if self._all_direct or self._direct_ok(item):
+            self._write(frame_of(item))
             return
         size = len(item.encode()) if item.packet_type == eio_packet.MESSAGE else 0
         if self.qsize() >= self.max_messages or self._queued_bytes + size > self.max_bytes:
@@ -172,6 +197,28 @@ class OutboundQueue(asyncio.Queue[Any]):
         request handler (and shutdown) hanging forever; bounded now."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(super().join(), CLOSE_WAIT_S)
+
+    def _write(self, frame: bytes) -> None:
+        """Gather a frame for the end of this tick, or cut the socket off when its
+        transport already holds more than the bound (it stopped reading)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + self._frames_bytes > self.max_bytes:
+            self._slow("write_buffer")
+            return
+        if not self._frames:
+            self._coalescer.mark(self)
+        self._frames.append(frame)
+        self._frames_bytes += len(frame)
+
+    def _close_websocket(self) -> None:
+        """What engine.io's writer does when told to stop: close the websocket (after
+        what this tick wrote)."""
+        self.flush()
+        ws = self._ws
+        if ws is not None and not ws.closed and self._closing is None:
+            self._closing = asyncio.ensure_future(ws.close())
 
     def flush(self) -> None:
         """Write the frames gathered this tick in one call (one send syscall)."""
@@ -247,8 +294,10 @@ class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         if self._queue is not None:
             self._queue.writer_sent()
 
-    async def wait(self) -> str | bytes:
-        msg = await self._sock.receive()
+    async def wait(self, timeout: float | None = None) -> str | bytes:
+        """The next data message; OSError once the websocket is closed, TimeoutError
+        when nothing came within `timeout` seconds."""
+        msg = await self._sock.receive(timeout)
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             if msg.type == WSMsgType.ERROR:
                 refused = getattr(self.server, "_sailcast_on_refusal", None)

@@ -16,7 +16,7 @@ from typing import Any, Final
 import socketio
 from aiohttp import web
 
-from gateway import outbound
+from gateway import eio4, outbound
 from gateway.eio3 import enable_eio3
 from gateway.settings import GatewaySettings
 from shared.envelope import RESERVED_EVENTS
@@ -63,6 +63,7 @@ class SocketServer:
             on_slow=self._slow,
         )
         enable_eio3(self.sio)  # sails.io.js 1.x bundles socket.io-client 2 (Engine.IO v3)
+        eio4.install(self.sio.eio)  # v4 sockets without tasks of their own
         self._drop_reserved_client_events()
 
     def on_slow_client(self, handler: Callable[[str, str], None]) -> None:
