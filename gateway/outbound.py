@@ -27,6 +27,7 @@ Engine.IO socket internals; pinned by tests/integration/test_slow_clients.py.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import struct
 from collections.abc import Callable
@@ -95,7 +96,34 @@ class Coalescer:
             queue.flush()
 
 
-class OutboundQueue(asyncio.Queue[Any]):
+class OutboundQueue:
+    """A socket's outbound packets, with the part of asyncio.Queue's API python-engineio
+    uses (put, put_nowait, get, get_nowait, task_done, join, qsize). asyncio.Queue keeps
+    four deques per socket (3 KB); here the packet deque and the waiters exist only
+    while something waits, which on websocket is only until the session starts."""
+
+    __slots__ = (
+        "_all_direct",
+        "_closing",
+        "_coalescer",
+        "_frames",
+        "_frames_bytes",
+        "_getters",
+        "_handed",
+        "_items",
+        "_joiners",
+        "_on_slow",
+        "_queued_bytes",
+        "_socket",
+        "_transport",
+        "_unfinished",
+        "_written",
+        "_ws",
+        "cut_off",
+        "max_bytes",
+        "max_messages",
+    )
+
     def __init__(
         self,
         *,
@@ -104,7 +132,10 @@ class OutboundQueue(asyncio.Queue[Any]):
         on_slow: SlowHandler,
         coalescer: Coalescer | None = None,
     ) -> None:
-        super().__init__()
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
         self._coalescer = coalescer or Coalescer()
         self._frames: list[bytes] = []
         self._frames_bytes = 0
@@ -174,7 +205,7 @@ class OutboundQueue(asyncio.Queue[Any]):
             if self._all_direct:
                 self._close_websocket()
             else:
-                super().put_nowait(item)
+                self._enqueue(item)
             return
         if self.cut_off:
             return
@@ -186,17 +217,65 @@ class OutboundQueue(asyncio.Queue[Any]):
             self._slow("queue")
             return
         self._queued_bytes += size
-        super().put_nowait(item)
+        self._enqueue(item)
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        """The next packet, once there is one (a long-poll waits here)."""
+        while not self._items:
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    _wake_one(self._getters)  # pass the item on to the next waiter
+                raise
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._joiners:
+            joiners, self._joiners = self._joiners, None
+            for joiner in joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
 
     async def join(self) -> None:
         """engine.io's close(wait=True) waits here for a client to take the CLOSE packet.
         A polling client whose POST was refused never polls again, which left the
         request handler (and shutdown) hanging forever; bounded now."""
+        if self._unfinished == 0:
+            return
+        joiner: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._joiners is None:
+            self._joiners = []
+        self._joiners.append(joiner)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(super().join(), CLOSE_WAIT_S)
+            await asyncio.wait_for(joiner, CLOSE_WAIT_S)
+
+    def _enqueue(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        if self._getters:
+            _wake_one(self._getters)
 
     def _write(self, frame: bytes) -> None:
         """Gather a frame for the end of this tick, or cut the socket off when its
@@ -233,7 +312,12 @@ class OutboundQueue(asyncio.Queue[Any]):
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def get_nowait(self) -> Any:
-        item = super().get_nowait()
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None  # an idle socket keeps no deque
         if item is not None:
             self._handed += 1
             if item.packet_type == eio_packet.MESSAGE:
@@ -307,6 +391,14 @@ class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             raise OSError(f"websocket closed ({msg.type!r})")
         data: str | bytes = msg.data
         return data
+
+
+def _wake_one(waiters: list[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.pop(0)
+        if not waiter.done():
+            waiter.set_result(None)
+            return
 
 
 def install(eio_server: Any, *, max_messages: int, max_bytes: int, on_slow: SlowHandler) -> None:
