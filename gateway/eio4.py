@@ -7,11 +7,13 @@ connections) those tasks, their coroutines and futures were a third of the memor
 connection costs. Here an Engine.IO v4 socket keeps python-engineio's protocol
 logic (`receive`, `send`, `close`, the upgrade rules) but:
 
-* the websocket is read in aiohttp's request task, with aiohttp's own receive timeout
-  (pingInterval + pingTimeout, python-engineio's liveness rule);
+* the websocket is read in aiohttp's request task, with no timer: a client that stops
+  answering pings is closed by python-engineio's one service task for all sockets
+  (`check_ping_timeout`), which also closes its websocket here;
 * every outbound packet is written by the socket's OutboundQueue (outbound.py) the
   moment it is sent, so there is no writer;
-* the next ping is a loop timer, not a sleeping task (for polling sockets too).
+* the next ping is an entry in the server's PingSchedule, not a sleeping task nor a
+  timer of its own (for polling sockets too).
 
 v3 sockets (eio3.py) keep python-engineio's path. `install` adopts each new v4 socket;
 tests/integration/test_engine_sockets.py pins the behaviour and the internals used.
@@ -20,8 +22,10 @@ tests/integration/test_engine_sockets.py pins the behaviour and the internals us
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
+import weakref
 from typing import Any, Final
 
 from engineio import async_socket as eio_async_socket
@@ -33,6 +37,51 @@ from gateway.outbound import OutboundQueue
 log = logging.getLogger(__name__)
 
 _PROBE: Final = "probe"
+_SCHEDULE_ATTR: Final = "_sailcast_pings"
+EARLY_S: Final = 0.005
+"""A ping this close to due when the schedule's timer fires goes out with the others."""
+
+
+class PingSchedule:
+    """Every socket's next ping, in one deque and one loop timer.
+
+    The interval is the same for every socket of a server, so sockets fall due in the
+    order they were scheduled: appending keeps the deque sorted. A socket that closes
+    leaves a stale entry behind (a weak reference: it keeps nothing alive), skipped
+    when it comes up.
+    """
+
+    __slots__ = ("_due", "_interval_s", "_timer")
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._due: collections.deque[tuple[float, weakref.ref[Eio4Socket]]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, sock: Eio4Socket) -> None:
+        loop = asyncio.get_running_loop()
+        at = loop.time() + self._interval_s
+        sock._ping_at = at
+        self._due.append((at, weakref.ref(sock)))
+        if self._timer is None:
+            self._timer = loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        due = self._due
+        horizon = loop.time() + EARLY_S
+        while due and due[0][0] <= horizon:
+            at, ref = due.popleft()
+            sock = ref()
+            if sock is not None and sock._ping_at == at:
+                sock._ping_at = None
+                sock.ping_due()
+        if due:
+            self._timer = loop.call_at(due[0][0], self._fire)
 
 
 class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
@@ -47,7 +96,8 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
     upgraded: bool
     closing: bool
     closed: bool
-    _ping_timer: asyncio.TimerHandle | None = None
+    _ping_at: float | None = None
+    """When this socket's entry in the PingSchedule falls due (None: not scheduled)."""
 
     @classmethod
     def adopt(cls, sock: Any) -> None:
@@ -60,19 +110,19 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         # as python-engineio: only once the previous ping was answered (or at the start)
         if self.last_ping:
             self.last_ping = None
-            loop = asyncio.get_running_loop()
-            self._ping_timer = loop.call_later(self.server.ping_interval, self._ping_due)
+            schedule = getattr(self.server, _SCHEDULE_ATTR, None)
+            if schedule is None:
+                schedule = PingSchedule(self.server.ping_interval)
+                setattr(self.server, _SCHEDULE_ATTR, schedule)
+            schedule.add(self)
 
-    def _ping_due(self) -> None:
-        self._ping_timer = None
+    def ping_due(self) -> None:
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
+        self._ping_at = None
         await super().close(wait=wait, abort=abort, reason=reason)
         queue = self.queue
         if isinstance(queue, OutboundQueue) and queue.direct_only:
@@ -92,7 +142,7 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
             self.upgraded = True
         try:
             if queue.go_direct():
-                await self._read(ws, timeout_s)
+                await self._read(ws)
         finally:
             await ws.close()
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
@@ -119,12 +169,13 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         return True
 
-    async def _read(self, ws: Any, timeout_s: float) -> None:
-        """Receive until the client goes, closes, or is silent past the ping timeout."""
+    async def _read(self, ws: Any) -> None:
+        """Receive until the client goes or closes, or the socket is closed (which
+        closes the websocket: see `close`)."""
         while True:
             try:
-                data = await ws.wait(timeout_s)
-            except (OSError, TimeoutError):
+                data = await ws.wait()
+            except OSError:
                 return
             try:
                 pkt = eio_packet.Packet(encoded_packet=data)
