@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import socketio
+from aiohttp import web
 
 READY_TIMEOUT_S = 20.0
 
@@ -175,3 +176,13 @@ async def quiet(clients: list[RecordingClient], publisher: Any, marker_room: str
 def unique_prefix(name: str) -> str:
     token = re.sub(r"[^A-Za-z0-9_-]", "_", name)[-40:]
     return f"t{os.getpid()}_{int(time.monotonic() * 1000) % 10**8}_{token}"
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve an in-process aiohttp app on a free loopback port: (runner, base URL).
+    The caller cleans the runner up."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"

@@ -23,6 +23,7 @@ import socketio
 from aiohttp import web
 
 from gateway.eio3 import enable_eio3
+from tests.helpers import serve_app
 
 pytestmark = pytest.mark.e2e
 
@@ -45,11 +46,8 @@ async def server() -> AsyncIterator[SailsLikeServer]:
     enable_eio3(sio)
     app = web.Application()
     sio.attach(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    srv = SailsLikeServer(sio=sio, url=f"http://{host}:{port}")
+    runner, url = await serve_app(app)
+    srv = SailsLikeServer(sio=sio, url=url)
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         srv.connects[sid] = environ.get("QUERY_STRING", "")

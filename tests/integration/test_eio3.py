@@ -24,6 +24,7 @@ import socketio
 from aiohttp import web
 
 from gateway import eio3
+from tests.helpers import serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +65,9 @@ async def start_server() -> AsyncIterator[StartServer]:
             eio3.enable_eio3(sio)
         app = web.Application()
         sio.attach(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, base = await serve_app(app)
         runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        srv = Server(sio=sio, base=f"http://{host}:{port}")
+        srv = Server(sio=sio, base=base)
 
         async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
             query = environ.get("QUERY_STRING", "")

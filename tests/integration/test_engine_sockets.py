@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.eio4 import Eio4Socket
 from gateway.settings import from_argv
 from gateway.sio import SocketServer
+from tests.helpers import serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +55,9 @@ async def start_server() -> AsyncIterator[StartServer]:
         server = SocketServer(settings)
         app = web.Application()
         server.attach(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, base = await serve_app(app)
         runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        srv = Server(server, f"http://{host}:{port}")
+        srv = Server(server, base)
 
         async def on_connect(sid: str, eio_socket: Any, environ: Any, auth: Any) -> bool:
             srv.sids.append(sid)
