@@ -179,6 +179,33 @@ async def test_server_pings_on_its_timer_and_a_silent_client_is_closed(
     assert srv.gone[alive.sid] in ("client disconnect", "transport close")
 
 
+async def test_a_polling_socket_is_pinged_by_the_schedule_and_stays(
+    start_server: StartServer,
+) -> None:
+    srv = await start_server("--ping-interval-s", "0.3", "--ping-timeout-s", "0.4")
+    client = socketio.AsyncClient(reconnection=False)
+    got: list[int] = []
+    client.on("n", lambda i: got.append(i))
+    await client.connect(srv.base, transports=["polling"], wait_timeout=WAIT_S)
+    sid = srv.sids[-1]
+    sock = engine_socket(srv, sid)
+    pings: list[float] = []
+    ping_due = sock.ping_due
+
+    def counting_ping_due() -> None:
+        pings.append(time.monotonic())
+        ping_due()
+
+    sock.ping_due = counting_ping_due
+    await asyncio.sleep(1.5)  # five ping cycles, each answered over polling
+    assert len(pings) >= 3, pings
+    assert sid not in srv.gone
+    await srv.server.emit_to(sid, "n", 1)
+    await wait_until(lambda: got == [1])
+    assert client.transport() == "polling"
+    await client.disconnect()
+
+
 async def test_emits_keep_their_order_through_the_polling_upgrade(
     start_server: StartServer,
 ) -> None:
