@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gateway.broker import Broker
 from gateway.metrics import GatewayMetrics
+from gateway.trust_proxy import NO_PROXY, ProxyTrust
 from shared.errors import ConfigError, GatewayTimeout, MalformedEnvelope, SailcastError
 from shared.vrequest import (
     DisconnectNotice,
@@ -101,9 +102,12 @@ def check_before_connect(settings: GatewaySettings) -> None:
 
 
 # -- the handshake --------------------------------------------------------------------------
-def handshake_from_environ(environ: Mapping[str, Any], auth: Any = None) -> Handshake:
+def handshake_from_environ(
+    environ: Mapping[str, Any], auth: Any = None, trust: ProxyTrust = NO_PROXY
+) -> Handshake:
     """The socket's handshake as workers see it: lower-case headers, the query string
-    (one value per name), and the peer address of the TCP connection."""
+    (one value per name), the peer address of the TCP connection and, as `trust`
+    allows, the client's address behind proxies (req.ip, req.ips)."""
     headers = {
         key[5:].lower().replace("_", "-"): str(value)
         for key, value in environ.items()
@@ -112,7 +116,15 @@ def handshake_from_environ(environ: Mapping[str, Any], auth: Any = None) -> Hand
     query = dict(urllib.parse.parse_qsl(str(environ.get("QUERY_STRING", "")), True))
     request = environ.get("aiohttp.request")
     address = getattr(request, "remote", None) or str(environ.get("REMOTE_ADDR", ""))
-    return Handshake(headers=headers, query=query, address=address, auth=auth)
+    ip, ips = trust.resolve(address, headers.get("x-forwarded-for"))
+    return Handshake(
+        headers=headers,
+        query=query,
+        address=address,
+        auth=auth,
+        ip=ip if ip != address else "",
+        ips=tuple(ips),
+    )
 
 
 def token_from(handshake: Handshake) -> str | None:
@@ -201,6 +213,7 @@ class ConnectHooks:
         self.broker = broker
         self.metrics = metrics
         self._origins = frozenset(settings.only_allow_origins)
+        self._trust = ProxyTrust.parse(settings.trust_proxy)
         self._jwt: JwtVerifier | None = None
         if settings.before_connect == "jwt":
             pem = ""
@@ -217,7 +230,7 @@ class ConnectHooks:
 
     async def admit(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> Handshake:
         """The socket's handshake (with what the check granted), or ConnectRejected."""
-        handshake = handshake_from_environ(environ, auth)
+        handshake = handshake_from_environ(environ, auth, self._trust)
         try:
             self._check_origin(handshake)
             if self._jwt is not None:

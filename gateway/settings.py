@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.auth import BEFORE_CONNECT_MODES, check_before_connect, check_origins
+from gateway.trust_proxy import ProxyTrust
 from shared.config import NATS_OPTIONS, NatsSettings, Option, add_options, redacted, resolve
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.errors import ConfigError
@@ -85,6 +86,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "comma-separated exact Origins allowed to connect, as Sails' onlyAllowOrigins",
     ),
     Option(
+        "trust_proxy",
+        str,
+        "",
+        "as Express' `trust proxy`: true, a hop count, or addresses/CIDRs/loopback/"
+        "linklocal/uniquelocal; req.ip and req.ips then come from X-Forwarded-For",
+    ),
+    Option(
         "before_connect",
         str,
         "none",
@@ -131,6 +139,7 @@ class GatewaySettings:
     virtual_request_burst: int = 200
     virtual_request_max_inflight: int = 100
     only_allow_origins: tuple[str, ...] = ()
+    trust_proxy: str = ""
     before_connect: str = "none"
     before_connect_timeout_s: float = 5.0
     jwt_secret: str = ""
@@ -160,6 +169,7 @@ class GatewaySettings:
                 "set SAILCAST_ONLY_ALLOW_ORIGINS or SAILCAST_ALLOWED_ORIGINS, not both"
             )
         check_before_connect(self)
+        ProxyTrust.parse(self.trust_proxy)  # validates
         if self.virtual_request_max_inflight < 1:
             raise ConfigError("SAILCAST_VIRTUAL_REQUEST_MAX_INFLIGHT must be at least 1")
 

@@ -157,7 +157,15 @@ class Request:
 
     @property
     def ip(self) -> str:
-        return self.handshake.address
+        """The client's address: behind trusted proxies (the gateway's --trust-proxy)
+        taken from X-Forwarded-For, else the socket's peer."""
+        return self.handshake.ip or self.handshake.address
+
+    @property
+    def ips(self) -> list[str]:
+        """The forwarded chain, farthest first, as far as proxies are trusted (Express'
+        req.ips); empty when none is."""
+        return list(self.handshake.ips)
 
     @property
     def claims(self) -> Any:

@@ -35,9 +35,11 @@ class Handshake:
 
     `headers`: lower-case names (the `cookie` may be set later from a response, as Sails
     does); `query`: the handshake query string, one value per name; `address`: the
-    peer's IP address; `auth`: the Socket.IO v4 auth payload, if any; `claims`: what
-    the connection check granted (verified JWT claims, or the data a worker's
-    before-connect hook answered), None when no check runs.
+    peer's IP address; `ip`, `ips`: the client's address and the forwarded chain
+    (farthest first) as the gateway's `--trust-proxy` allows (empty: no proxy
+    trusted, req.ip is `address`); `auth`: the Socket.IO v4 auth payload, if any;
+    `claims`: what the connection check granted (verified JWT claims, or the data a
+    worker's before-connect hook answered), None when no check runs.
     """
 
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -45,6 +47,8 @@ class Handshake:
     address: str = ""
     auth: Any = None
     claims: Any = None
+    ip: str = ""
+    ips: tuple[str, ...] = ()
 
     @property
     def origin(self) -> str | None:
@@ -60,6 +64,10 @@ class Handshake:
             "query": dict(self.query),
             "address": self.address,
         }
+        if self.ip:
+            out["ip"] = self.ip
+        if self.ips:
+            out["ips"] = list(self.ips)
         if self.auth is not None:
             out["auth"] = self.auth
         if self.claims is not None:
@@ -70,15 +78,19 @@ class Handshake:
     def from_wire(cls, obj: object) -> Handshake:
         if not isinstance(obj, dict):
             raise MalformedEnvelope("handshake must be an object")
-        address = obj.get("address", "")
-        if not isinstance(address, str):
-            raise MalformedEnvelope("handshake.address must be a string")
+        address, ip, ips = obj.get("address", ""), obj.get("ip", ""), obj.get("ips", [])
+        if not isinstance(address, str) or not isinstance(ip, str):
+            raise MalformedEnvelope("handshake.address and handshake.ip must be strings")
+        if not isinstance(ips, list) or not all(isinstance(a, str) for a in ips):
+            raise MalformedEnvelope("handshake.ips must be a list of strings")
         return cls(
             headers=_str_map(obj.get("headers", {}), "handshake.headers"),
             query=_str_map(obj.get("query", {}), "handshake.query"),
             address=address,
             auth=obj.get("auth"),
             claims=obj.get("claims"),
+            ip=ip,
+            ips=tuple(ips),
         )
 
 

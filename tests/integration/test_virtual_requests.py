@@ -147,6 +147,7 @@ def echo_router() -> Router:
                 "socket": req.socket_id,
                 "gateway": req.gateway_id,
                 "ip": req.ip,
+                "ips": req.ips,
                 "handshakeQuery": dict(req.handshake.query),
                 "claims": req.claims,
             }
@@ -207,6 +208,26 @@ async def test_request_shape_follows_sails(
     # legacy `params` merged under `data`
     jwr = await request(client, "post", "/echo", {"a": 2}, params={"a": 1, "b": 1})
     assert jwr["body"]["body"] == {"a": 2, "b": 1}
+
+
+async def test_req_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
+    gateway_factory: GatewayFactory, sails_client: Connect, serve: Serve
+) -> None:
+    """The test client plays an ingress on loopback forwarding for 198.51.100.4 (which
+    claims to forward for 203.0.113.9): only hops the gateway trusts are believed."""
+    await serve(echo_router())
+    forwarded = {"X-Forwarded-For": "203.0.113.9, 198.51.100.4"}
+    seen = {}
+    for trust in ("", "loopback", "true"):
+        gw = gateway_factory(trust_proxy=trust)
+        client = await sails_client(gw, headers=forwarded)
+        body = (await request(client, "get", "/echo"))["body"]
+        seen[trust] = (body["ip"], body["ips"])
+    assert seen == {
+        "": ("127.0.0.1", []),
+        "loopback": ("198.51.100.4", ["198.51.100.4"]),
+        "true": ("203.0.113.9", ["203.0.113.9", "198.51.100.4"]),
+    }
 
 
 async def test_set_cookie_is_stripped_and_kept_for_later_requests(
