@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,21 @@ def render(values: dict[str, Any] | None = None, *, release: str = RELEASE) -> d
     return dict(_chart().render(values=values or {}, name=release, namespace=NAMESPACE))
 
 
+@functools.cache
+def _chart_without_schema() -> Any:
+    helm = need("helm_python", "helm-python-sdk")
+    with tempfile.TemporaryDirectory(prefix="sailcast-chart-") as tmp:
+        copy = Path(tmp) / CHART.name
+        shutil.copytree(CHART, copy)
+        (copy / "values.schema.json").unlink()
+        return helm.Chart.load(str(copy))  # read into memory: the copy can go
+
+
+def render_unchecked(values: dict[str, Any]) -> dict[str, str]:
+    """Like `helm template --skip-schema-validation`: only the templates' own guards."""
+    return dict(_chart_without_schema().render(values=values, name=RELEASE, namespace=NAMESPACE))
+
+
 def validate_values(values: dict[str, Any]) -> None:
     _chart().validate_schema(values)
 
@@ -140,22 +156,33 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def pod_secrets(
+    docs: list[dict[str, Any]], existing: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, dict[str, str]]:
+    """Secret name -> decoded data: the chart's Secrets, plus `existing` ones (Secrets
+    the operator created, named by `existingSecret` values)."""
+    secrets = {name: dict(data) for name, data in (existing or {}).items()}
+    for d in of_kind(docs, "Secret"):
+        secrets[d["metadata"]["name"]] = {
+            k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()
+        } | dict(d.get("stringData") or {})
+    return secrets
+
+
 def pod_env(
-    docs: list[dict[str, Any]], container: dict[str, Any], *, pod_name: str
+    docs: list[dict[str, Any]],
+    container: dict[str, Any],
+    *,
+    pod_name: str,
+    existing_secrets: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, str]:
     """The environment Kubernetes would give the container (envFrom, then env).
 
-    ConfigMaps and Secrets must be rendered by the chart; the downward API's
-    metadata.name resolves to `pod_name`.
+    ConfigMaps and Secrets must be rendered by the chart or given in `existing_secrets`;
+    the downward API's metadata.name resolves to `pod_name`.
     """
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
-    secrets = {
-        d["metadata"]["name"]: {
-            k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()
-        }
-        | dict(d.get("stringData") or {})
-        for d in of_kind(docs, "Secret")
-    }
+    secrets = pod_secrets(docs, existing_secrets)
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -179,6 +206,44 @@ def pod_env(
         else:
             raise AssertionError(f"unsupported env source {ref}")
     return env
+
+
+def mount_secret_volumes(
+    docs: list[dict[str, Any]],
+    container: dict[str, Any],
+    root: Path,
+    *,
+    existing_secrets: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Path]:
+    """Write the container's Secret volumes under `root` as the kubelet would under
+    their mountPath (only the listed items, at their paths); mountPath -> local dir."""
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    secrets = pod_secrets(docs, existing_secrets)
+    mounted: dict[str, Path] = {}
+    for mount in container.get("volumeMounts", []):
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        data = secrets[source["secretName"]]
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        local = root / mount["mountPath"].lstrip("/")
+        for item in items:
+            target = local / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(data[item["key"]], encoding="utf-8")
+        mounted[mount["mountPath"]] = local
+    return mounted
+
+
+def relocate_paths(env: Mapping[str, str], mounted: Mapping[str, Path]) -> dict[str, str]:
+    """`env` with every value under a mounted path pointed at its local copy."""
+    out = dict(env)
+    for name, value in env.items():
+        for mount_path, local in mounted.items():
+            if value.startswith(mount_path.rstrip("/") + "/"):
+                out[name] = str(local / value[len(mount_path.rstrip("/")) + 1 :])
+    return out
 
 
 @functools.cache

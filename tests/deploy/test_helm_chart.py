@@ -40,6 +40,7 @@ from deploy_kit import (
     of_kind,
     one,
     render,
+    render_unchecked,
     validate_values,
     values_id,
     values_set,
@@ -123,6 +124,25 @@ BAD_VALUES = [
     ({"probes": {"readiness": {"path": "/health"}}}, "path"),
     ({"extraEnv": [{"name": "SAILCAST_PORT", "value": "80"}]}, "/extraEnv/0/name"),
     ({"fullnameOverride": "realtime.gw"}, "/fullnameOverride"),
+    ({"gateway": {"extraConfig": {"SAILCAST_JWT_SECRET": "k"}}}, "SAILCAST_JWT_SECRET"),
+    ({"connectionChecks": {"beforeConnect": {"mode": "oauth"}}}, "/beforeConnect/mode"),
+    ({"connectionChecks": {"beforeConnect": {"mode": "jwt"}}}, "/jwt/secret"),
+    (
+        {"connectionChecks": {"beforeConnect": {"mode": "jwt"}, "jwt": {"algorithm": "RS256"}}},
+        "/jwt/publicKey",
+    ),
+    ({"connectionChecks": {"jwt": {"publicKey": "-----BEGIN PRIVATE KEY-----"}}}, "publicKey"),
+    ({"connectionChecks": {"onlyAllowOrigins": ["https://a.example:443"]}}, "onlyAllowOrigins/0"),
+    ({"connectionChecks": {"onlyAllowOrigins": ["https://a.example/"]}}, "onlyAllowOrigins/0"),
+    (
+        {
+            "connectionChecks": {
+                "allowedOrigins": ["https://a.example"],
+                "onlyAllowOrigins": ["https://b.example"],
+            }
+        },
+        "/connectionChecks/allowedOrigins",
+    ),
 ]
 
 
@@ -145,6 +165,24 @@ TEMPLATE_GUARDS = [
     ({"nats": {"tls": {"enabled": True, "existingSecret": "x", "certKey": "c"}}}, "keyKey"),
 ]
 
+# What the templates refuse on their own, for `helm template --skip-schema-validation`
+# and for values the schema lets through.
+UNCHECKED_GUARDS = [
+    ({"connectionChecks": {"beforeConnect": {"mode": "jwt"}}}, "jwt.secret is required"),
+    (
+        {"connectionChecks": {"beforeConnect": {"mode": "jwt"}, "jwt": {"algorithm": "RS256"}}},
+        "jwt.publicKey \\(PEM\\) is required",
+    ),
+    (
+        {"connectionChecks": {"beforeConnect": {"mode": "jwt"}, "jwt": {"algorithm": "ES256"}}},
+        "must be HS256 or RS256",
+    ),
+    (
+        {"connectionChecks": {"allowedOrigins": ["*"], "onlyAllowOrigins": ["https://b.example"]}},
+        "not both",
+    ),
+]
+
 
 @pytest.mark.parametrize(
     ("values", "message"), TEMPLATE_GUARDS, ids=[m for _, m in TEMPLATE_GUARDS]
@@ -153,6 +191,15 @@ def test_render_refuses_unsafe_combinations(values: dict[str, Any], message: str
     helm = need("helm_python", "helm-python-sdk")
     with pytest.raises(helm.HelmRenderError, match=message):
         render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"), UNCHECKED_GUARDS, ids=[m for _, m in UNCHECKED_GUARDS]
+)
+def test_templates_refuse_without_the_schema(values: dict[str, Any], message: str) -> None:
+    helm = need("helm_python", "helm-python-sdk")
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render_unchecked(values)
 
 
 def test_release_names_with_dots_are_refused() -> None:
@@ -423,7 +470,11 @@ def test_secrets_and_configmaps_resolve(rendered_sets: dict[str, Any], values_pa
     """Every Secret/ConfigMap the pod reads is rendered by the chart (with the key it
     reads) or is the existing Secret the values name."""
     values, _, docs = rendered_sets[values_path.name]
-    external = {values["nats"]["auth"]["existingSecret"], values["nats"]["tls"]["existingSecret"]}
+    external = {
+        values["nats"]["auth"]["existingSecret"],
+        values["nats"]["tls"]["existingSecret"],
+        values["connectionChecks"]["jwt"]["existingSecret"],
+    }
     external.discard("")
     secrets = {s["metadata"]["name"]: s.get("data", {}) for s in of_kind(docs, "Secret")}
     configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(docs, "ConfigMap")}
@@ -447,6 +498,30 @@ def test_secrets_and_configmaps_resolve(rendered_sets: dict[str, Any], values_pa
     assert "checksum/config" in annotations
     if secrets:
         assert "checksum/secret" in annotations
+
+
+SECRET_SETTINGS = (
+    "SAILCAST_JWT_SECRET",
+    "SAILCAST_NATS_PASSWORD",
+    "SAILCAST_NATS_TOKEN",
+)  # key files (creds, NKey seed, RS256 public key) are mounted from Secrets as paths
+
+
+@SETS
+def test_secrets_reach_the_pod_only_from_secrets(
+    rendered_sets: dict[str, Any], values_path: Path
+) -> None:
+    """Keys and passwords are never in the ConfigMap or a literal env value."""
+    values, _, docs = rendered_sets[values_path.name]
+    for cm in of_kind(docs, "ConfigMap"):
+        assert not set(cm.get("data", {})) & set(SECRET_SETTINGS)
+    jwt = values["connectionChecks"]["jwt"]
+    inline = [v for v in (jwt["secret"], jwt["publicKey"]) if v]
+    for cm in of_kind(docs, "ConfigMap"):
+        assert not [v for v in cm.get("data", {}).values() if any(k in v for k in inline)]
+    for var in gateway_container(docs)["env"]:
+        if var["name"] in SECRET_SETTINGS:
+            assert "secretKeyRef" in var.get("valueFrom", {}), var["name"]
 
 
 @SETS

@@ -22,11 +22,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from deploy_kit import (
@@ -38,9 +42,11 @@ from deploy_kit import (
     documents,
     gateway_container,
     instructions,
+    mount_secret_volumes,
     of_kind,
     one,
     pod_env,
+    relocate_paths,
     render,
 )
 
@@ -57,15 +63,61 @@ OVERRIDDEN = {
     "SAILCAST_NATS_URL",
 }
 
-VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
-    "default": ({}, []),
-    "token-secret": (
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PUBLIC_PEM = (
+    RSA_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+HS256_KEY = "pod-contract-hs256-key-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Chart values, the nats-server flags they need, Secrets the operator made
+    beforehand (`existingSecret`), and how to sign a token the pod must accept."""
+
+    values: dict[str, Any]
+    nats_auth: list[str] = field(default_factory=list)
+    existing_secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    sign: Callable[[dict[str, Any]], str] | None = None
+
+
+VARIANTS: dict[str, Variant] = {
+    "default": Variant({}),
+    "token-secret": Variant(
         {"nats": {"auth": {"mode": "token", "token": "s3cret-token"}}},
         ["--auth", "s3cret-token"],
     ),
-    "user-password-secret": (
+    "user-password-secret": Variant(
         {"nats": {"auth": {"mode": "userPassword", "user": "gw", "password": "pw-123"}}},
         ["--user", "gw", "--pass", "pw-123"],
+    ),
+    # the key reaches the pod as a secretKeyRef from the chart-created Secret
+    "jwt-hs256": Variant(
+        {
+            "connectionChecks": {
+                "beforeConnect": {"mode": "jwt"},
+                "jwt": {"algorithm": "HS256", "secret": HS256_KEY, "audience": "rt"},
+            }
+        },
+        sign=lambda claims: jwt.encode(claims, HS256_KEY, algorithm="HS256"),
+    ),
+    # the public key is a file mounted from the operator's Secret
+    "jwt-rs256-existing-secret": Variant(
+        {
+            "connectionChecks": {
+                "beforeConnect": {"mode": "jwt"},
+                "jwt": {
+                    "algorithm": "RS256",
+                    "existingSecret": "ops-jwt",
+                    "secretKeys": {"publicKey": "gw.pub.pem"},
+                    "audience": "rt",
+                },
+            }
+        },
+        existing_secrets={"ops-jwt": {"gw.pub.pem": RSA_PUBLIC_PEM}},
+        sign=lambda claims: jwt.encode(claims, RSA_KEY, algorithm="RS256"),
     ),
 }
 
@@ -224,14 +276,21 @@ class Gateway:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_gateway_answers_where_the_chart_says(variant: str, tmp_path: Path) -> None:
     _skip_without_gateway()
-    values, nats_auth = VARIANTS[variant]
-    docs = documents(render(values))
+    spec = VARIANTS[variant]
+    docs = documents(render(spec.values))
     deployment = one(docs, "Deployment")
     container = gateway_container(docs)
-    rendered_env = pod_env(docs, container, pod_name=POD_NAME)
+    rendered_env = pod_env(
+        docs, container, pod_name=POD_NAME, existing_secrets=spec.existing_secrets
+    )
     assert set(rendered_env) >= OVERRIDDEN, "the chart no longer sets these: review the test"
+    # Secret volumes as the kubelet mounts them, moved under tmp_path
+    mounted = mount_secret_volumes(
+        docs, container, tmp_path / "pod", existing_secrets=spec.existing_secrets
+    )
+    rendered_env = relocate_paths(rendered_env, mounted)
 
-    with nats_server(tmp_path, nats_auth) as nats_url:
+    with nats_server(tmp_path, spec.nats_auth) as nats_url:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
@@ -297,10 +356,43 @@ def test_gateway_answers_where_the_chart_says(variant: str, tmp_path: Path) -> N
             gateway_metrics = {m for m in dashboard_metrics() if m.startswith("sailcast_")}
             assert gateway_metrics <= families, sorted(gateway_metrics - families)
 
+            if spec.sign is not None:
+                _check_tokens(url(http_port["targetPort"], "/socket.io/"), spec.sign)
             if variant == "default":
                 _check_drain(gw, container, deployment, url)
         finally:
             gw.stop()
+
+
+def _socketio_connect(base: str, auth: dict[str, Any]) -> str:
+    """Open an Engine.IO v4 polling session, send the Socket.IO CONNECT with `auth` and
+    return the server's answer packet (`40{...}` accepted, `44{...}` refused)."""
+    status, _, body = http_get(base + "?EIO=4&transport=polling")
+    assert status == 200, body[:200]
+    sid = json.loads(body[1:])["sid"]
+    session = f"{base}?EIO=4&transport=polling&sid={sid}"
+    post = urllib.request.Request(session, data=b"40" + json.dumps(auth).encode(), method="POST")
+    with urllib.request.urlopen(post, timeout=5) as resp:
+        assert resp.status == 200
+    status, _, answer = http_get(session, timeout=5)
+    assert status == 200, answer[:200]
+    return answer
+
+
+def _check_tokens(base: str, sign: Callable[[dict[str, Any]], str]) -> None:
+    """The JWT check runs with the key and claims the chart wired: a token signed with the
+    operator's key and the configured audience is accepted; others are refused."""
+    now = int(time.time())
+    good = sign({"sub": "u1", "aud": "rt", "exp": now + 60})
+    assert _socketio_connect(base, {"token": good}).startswith("40{"), "a good token"
+    for auth, why in (
+        ({}, "no token"),
+        ({"token": sign({"sub": "u1", "aud": "other", "exp": now + 60})}, "audience"),
+        ({"token": sign({"sub": "u1", "aud": "rt", "exp": now - 60})}, "expired"),
+    ):
+        answer = _socketio_connect(base, auth)
+        assert answer.startswith("44{"), (why, answer)
+        assert why in answer.lower(), (why, answer)
 
 
 def _check_drain(

@@ -78,6 +78,28 @@ app.kubernetes.io/part-of: sailcast
 {{- if and (ne .Values.nats.auth.mode "none") (not .Values.nats.auth.existingSecret) }}true{{- end }}
 {{- end }}
 
+{{/* JWT key Secret (connectionChecks.jwt): the user's, or the one this chart creates. */}}
+{{- define "sailcast-gateway.jwtSecretName" -}}
+{{- if .Values.connectionChecks.jwt.existingSecret }}
+{{- .Values.connectionChecks.jwt.existingSecret }}
+{{- else }}
+{{- printf "%s-jwt" (include "sailcast-gateway.fullname" . | trunc 59 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{- define "sailcast-gateway.jwtEnabled" -}}
+{{- if eq .Values.connectionChecks.beforeConnect.mode "jwt" }}true{{- end }}
+{{- end }}
+
+{{- define "sailcast-gateway.createJwtSecret" -}}
+{{- if and (include "sailcast-gateway.jwtEnabled" .) (not .Values.connectionChecks.jwt.existingSecret) }}true{{- end }}
+{{- end }}
+
+{{/* Any Secret created by this chart (its checksum rolls the pods). */}}
+{{- define "sailcast-gateway.createsSecrets" -}}
+{{- if or (include "sailcast-gateway.createNatsSecret" .) (include "sailcast-gateway.createJwtSecret" .) }}true{{- end }}
+{{- end }}
+
 {{/* Shutdown budget: what the pod needs between deletion and SIGKILL. */}}
 {{- define "sailcast-gateway.drainBudgetSeconds" -}}
 {{- add .Values.drain.preStopSleepSeconds .Values.drain.delaySeconds .Values.drain.timeoutSeconds }}
@@ -99,3 +121,7 @@ app.kubernetes.io/part-of: sailcast
 {{/* Mount points inside the container for NATS credential and TLS files. */}}
 {{- define "sailcast-gateway.natsAuthDir" -}}/etc/sailcast/nats-auth{{- end }}
 {{- define "sailcast-gateway.natsTlsDir" -}}/etc/sailcast/nats-tls{{- end }}
+
+{{/* Mount point and file name of the RS256 public key (connectionChecks.jwt, RS256). */}}
+{{- define "sailcast-gateway.jwtDir" -}}/etc/sailcast/jwt{{- end }}
+{{- define "sailcast-gateway.jwtPublicKeyItem" -}}public-key.pem{{- end }}
