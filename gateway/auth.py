@@ -29,6 +29,7 @@ queue group to clean up (at most once: nobody listening means nobody is told).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import urllib.parse
@@ -190,6 +191,8 @@ class JwtVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway_s,
+                # no audience configured: `aud` is not checked (PyJWT would refuse any)
+                options={"verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:
             raise ConnectRejected("Unauthorized: token expired") from None
@@ -248,13 +251,7 @@ class ConnectHooks:
             self.metrics.connect_rejections.labels(exc.reason).inc()
             log.info("refused socket %s from %s: %s", sid, handshake.address, exc)
             raise
-        return Handshake(
-            headers=handshake.headers,
-            query=handshake.query,
-            address=handshake.address,
-            auth=handshake.auth,
-            claims=claims,
-        )
+        return dataclasses.replace(handshake, claims=claims)
 
     def _check_origin(self, handshake: Handshake) -> None:
         if not self._origins:

@@ -228,6 +228,15 @@ async def test_req_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
         "loopback": ("198.51.100.4", ["198.51.100.4"]),
         "true": ("203.0.113.9", ["203.0.113.9", "198.51.100.4"]),
     }
+    # a before-connect check adds its claims and keeps the addresses
+    gw = gateway_factory(trust_proxy="loopback", before_connect="jwt", jwt_secret=SECRET)
+    client = await sails_client(gw, headers=forwarded, auth={"token": token({"sub": "u9"})})
+    body = (await request(client, "get", "/echo"))["body"]
+    assert (body["ip"], body["ips"], body["claims"]["sub"]) == (
+        "198.51.100.4",
+        ["198.51.100.4"],
+        "u9",
+    )
 
 
 async def test_set_cookie_is_stripped_and_kept_for_later_requests(

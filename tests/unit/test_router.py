@@ -4,11 +4,18 @@ of virtual requests and hooks (shared/vrequest.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
-from gateway.auth import JwtVerifier, check_origins, handshake_from_environ, token_from
+from gateway.auth import (
+    ConnectRejected,
+    JwtVerifier,
+    check_origins,
+    handshake_from_environ,
+    token_from,
+)
 from gateway.settings import from_argv
 from gateway.vrequests import (
     request_body,
@@ -265,6 +272,17 @@ def test_jwt_verifier_needs_a_key_and_names_the_algorithm() -> None:
         JwtVerifier()
     with pytest.raises(ConfigError, match="SAILCAST_JWT_PUBLIC_KEY_FILE"):
         JwtVerifier(public_key_pem="not a key")
+
+
+def test_jwt_audience_is_checked_only_when_configured() -> None:
+    import jwt
+
+    key = "unit-test-hs256-key-0123456789abcdef"
+    token = jwt.encode({"sub": "u", "aud": "some-api", "exp": time.time() + 60}, key)
+    assert JwtVerifier(secret=key).verify(token)["sub"] == "u"
+    assert JwtVerifier(secret=key, audience="some-api").verify(token)["aud"] == "some-api"
+    with pytest.raises(ConnectRejected, match="audience not accepted"):
+        JwtVerifier(secret=key, audience="other").verify(token)
 
 
 @pytest.mark.parametrize(
