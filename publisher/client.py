@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 DEFAULT_REQUEST_TIMEOUT_S: Final = 2.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 NO_RESPONDERS_STATUS: Final = "503"
+PROBE_AFTER_S: Final = 0.2
+"""Silence, with answers missing, before asking whether the missing gateways still exist."""
+PROBE_TIMEOUT_S: Final = 0.5
+"""How long a gateway that missed a cluster-wide request has to show it is still there."""
 
 
 class Publisher:
@@ -205,8 +209,11 @@ class Publisher:
         """Send to every gateway; return when every gateway any of them knows has answered.
 
         Each answer lists the gateways its sender has heard from (heartbeats), so the
-        set to wait for grows with the answers and needs no state here. A gateway that
-        stays silent past the timeout is reported in the log, not waited for.
+        set to wait for grows with the answers and needs no state here. A missing gateway
+        is probed on its own subject: one that has gone (crashed, its heartbeat not yet
+        expired) holds no sockets and is not waited for; one still there that does not
+        answer by the timeout raises GatewayTimeout naming it, because the change is not
+        known to be in effect on it.
         """
         self._check_open()
         started = time.perf_counter()
@@ -220,16 +227,35 @@ class Publisher:
                 self.subjects.gateways, encode_request(kind, **fields), reply=inbox
             )
             deadline = time.monotonic() + self.request_timeout_s
-            while not expected or not expected <= replies.keys():
+            gone: set[str] = set()  # listed as peers, but their process has ended
+            probed = False
+            while True:
+                waiting = expected - replies.keys() - gone
+                if expected and not waiting:
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    missing = sorted(expected - replies.keys())
-                    log.warning("%s: no answer from gateways %s in time", kind, missing)
-                    self.stats.request(kind, "partial", started)
-                    break
+                    silent = await self._still_running(waiting)
+                    if silent or not expected:
+                        self.stats.request(kind, "timeout", started)
+                        raise GatewayTimeout(
+                            f"{kind!r}: gateway(s) {', '.join(silent) or '(any)'} did not "
+                            f"confirm within {self.request_timeout_s}s; the change may "
+                            "still apply there"
+                        )
+                    break  # the silent ones have gone since
+                # Answers come within milliseconds; after a short silence, find out at
+                # once whether the missing ones still exist (a crash leaves its peers
+                # listing it for 3 heartbeats) instead of waiting out the timeout.
+                quick = bool(expected) and not probed
                 try:
-                    msg = await sub.next_msg(timeout=remaining)
+                    msg = await sub.next_msg(
+                        timeout=min(remaining, PROBE_AFTER_S) if quick else remaining
+                    )
                 except NatsTimeoutError:
+                    if quick:
+                        probed = True
+                        gone |= waiting - set(await self._still_running(waiting))
                     continue
                 if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
                     break  # no gateway is running: nothing holds members
@@ -244,9 +270,8 @@ class Publisher:
                 if isinstance(peers, list):
                     expected.update(str(p) for p in peers)
                 expected.add(gw)
-            else:
-                self.stats.request(kind, "ok", started)
-        except asyncio.CancelledError:
+            self.stats.request(kind, "ok", started)
+        except (asyncio.CancelledError, GatewayTimeout):
             raise
         except Exception as exc:
             self.stats.request(kind, "error", started)
@@ -257,6 +282,26 @@ class Publisher:
             except Exception:
                 log.debug("inbox unsubscribe failed", exc_info=True)
         return list(replies.values())
+
+    async def _still_running(self, gateway_ids: set[str]) -> list[str]:
+        """Those of `gateway_ids` still subscribed to their own subject. NATS drops a
+        dead process's subscriptions with its connection, so a gone gateway answers
+        "no responders" at once; a live or frozen one answers or times out."""
+
+        async def running(gw: str) -> bool:
+            try:
+                await self._nc.request(
+                    self.subjects.gateway(gw), encode_request("ping"), timeout=PROBE_TIMEOUT_S
+                )
+            except NoRespondersError:
+                return False
+            except Exception:
+                return True  # silent, or we cannot tell: not known to be gone
+            return True
+
+        ids = sorted(gateway_ids)
+        alive = await asyncio.gather(*(running(gw) for gw in ids))
+        return [gw for gw, up in zip(ids, alive, strict=True) if up]
 
 
 async def _close_quietly(nc: NatsClient) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 
 from publisher import NoSuchSocket, Publisher
 from shared.envelope import encode_request
+from shared.errors import GatewayTimeout
 from tests.helpers import GatewayProcess, RecordingClient, quiet
 
 pytestmark = pytest.mark.integration
@@ -145,6 +148,35 @@ async def test_cluster_operations_return_at_once_without_gateways(publisher: Pub
     await publisher.sockets.leave_all("lobby")
     await publisher.sockets.add_room_members_to_rooms("lobby", "vip")
     assert time.monotonic() - started < publisher.request_timeout_s / 2
+
+
+async def test_cluster_operations_name_a_gateway_that_did_not_confirm(
+    gateway_factory: Callable[..., GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    """A frozen gateway (SIGSTOP: connected, silent) holds members the change may not
+    have reached: the call says so. A crashed one (SIGKILL, its heartbeat not yet
+    expired) holds none: the call returns without waiting for it."""
+    live, frozen, crashed = (gateway_factory(g) for g in ("live", "frozen", "crashed"))
+    members = [await client_factory(g) for g in (live, frozen, crashed)]
+    await publisher.sockets.join([m.sid for m in members], "lobby")
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(GatewayTimeout, match="frozen") as err:
+            await publisher.sockets.add_room_members_to_rooms("lobby", "vip")
+        assert "crashed" not in str(err.value)
+        assert "live" not in str(err.value)
+        # applied where it could be: the live gateway's member is in vip
+        assert "vip" in await publisher.sockets.rooms(members[0].sid)
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+    await publisher.sockets.remove_room_members_from_rooms("lobby", "vip")  # all confirm
+    crashed.proc.kill()
+    crashed.proc.wait()
+    started = time.monotonic()
+    await publisher.sockets.add_room_members_to_rooms("lobby", "vip")
+    # found gone by a probe: not waited for until the timeout
+    assert time.monotonic() - started < publisher.request_timeout_s
+    assert "vip" in await publisher.sockets.rooms(members[1].sid)
 
 
 async def test_unknown_socket_raises_no_such_socket_quickly(
