@@ -72,6 +72,9 @@ class Interest:
         self._timers.pop(key, None)
         if self._still_wanted(key):
             return
+        if key in self._pending:  # its SUB is still on the way: decide once it is in
+            self.unwant(key)
+            return
         sid = self._subs.pop(key, None)
         if sid is None:
             return
