@@ -120,6 +120,12 @@ NATS_OPTIONS: Final[tuple[Option, ...]] = (
     Option("nats_tls_key", str, "", "client key for NATS mutual TLS", secret=True),
 )
 
+# (setting, the setting without which it is ignored): see connect_kwargs.
+_NATS_NEEDS: Final[tuple[tuple[str, str], ...]] = (
+    ("nats_password", "nats_user"),
+    ("nats_tls_key", "nats_tls_cert"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class NatsSettings:
@@ -148,6 +154,29 @@ class NatsSettings:
             tls_cert=values["nats_tls_cert"],
             tls_key=values["nats_tls_key"],
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> NatsSettings:
+        """NATS settings from the gateway's SAILCAST_NATS_* variables (`NATS_OPTIONS`), for
+        processes without flags of their own, such as app workers deployed next to the
+        gateway chart: `Publisher.connect(nats_settings=NatsSettings.from_env(), ...)`.
+
+        Unset variables take the defaults. A bad value, or a credential that would be
+        silently unused, raises ConfigError naming the variable."""
+        values = resolve(NATS_OPTIONS, argparse.Namespace(), environ)
+        env = {o.name: o.env for o in NATS_OPTIONS}
+        for setting, needed in _NATS_NEEDS:
+            if values[setting] and not values[needed]:
+                raise ConfigError(
+                    f"{env[setting]} is set but {env[needed]} is not, so it would be ignored"
+                )
+        try:
+            return cls.from_values(values)
+        except ConfigError as exc:  # only the server list can be wrong here
+            if env["nats_url"] in str(exc):
+                raise
+            # not the raw value: it may carry a password (user:pass@host)
+            raise ConfigError(f"{env['nats_url']}: {exc}") from None
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Everything nats.connect needs but callbacks: servers, credentials, TLS, and the
@@ -191,7 +220,8 @@ def parse_servers(value: str | Sequence[str]) -> tuple[str, ...]:
         raise ConfigError("SAILCAST_NATS_URL names no server")
     for s in servers:
         if "://" not in s:
-            raise ConfigError(f"NATS server {s!r} must be a URL such as nats://host:4222")
+            shown = REDACTED + "@" + s.rsplit("@", 1)[1] if "@" in s else s
+            raise ConfigError(f"NATS server {shown!r} must be a URL such as nats://host:4222")
     return servers
 
 
