@@ -303,10 +303,11 @@ class Gateway:
         if not isinstance(src, str) or not src:
             raise MalformedEnvelope("src must be a non-empty string")
         members = list(self.rooms.members(src))
+        refused = 0
         if kind == "addm":
             dst = room_list(req.get("dst"), "dst")
             for m in members:
-                await self._join(m, dst)
+                refused += await self._join(m, dst)
         elif kind == "remm":
             dst = room_list(req.get("dst"), "dst")
             for m in members:
@@ -316,20 +317,29 @@ class Gateway:
                 self._leave(m, [r for r in self.rooms.rooms_of(m) if r != m])
         else:
             return {"ok": False, "error": "unknown_kind", "message": kind, **base}
-        return {"ok": True, "n": len(members), **base}
+        answer = {"ok": True, "n": len(members), **base}
+        if refused:
+            answer["refused"] = refused  # joins over --max-rooms-per-socket
+        return answer
 
-    async def _join(self, sid: str, rooms: list[str]) -> None:
+    async def _join(self, sid: str, rooms: list[str]) -> int:
+        """Join what the room limit allows; the number of joins it refused."""
         limit = self.settings.max_rooms_per_socket
+        refused = 0
         for room in rooms:
             if not self.rooms.has_socket(sid):  # disconnected while we awaited NATS
-                return
+                break
             current = self.rooms.rooms_of(sid)
             if room not in current and len(current) >= limit:
                 self.metrics.refusals.labels("max_rooms_per_socket").inc()
-                log.warning("socket %s is in %d rooms; not joining more", sid, limit)
+                log.warning(
+                    "socket %s is in %d rooms; not joining more", sid, limit, extra={"sid": sid}
+                )
+                refused += 1
                 continue
             if self.rooms.join(sid, room) or room not in self.room_interest:
                 await self.room_interest.want(room)
+        return refused
 
     def _leave(self, sid: str, rooms: list[str]) -> None:
         for room in rooms:

@@ -145,14 +145,10 @@ def after_update(
 def after_destroy(
     p: Planner, previous: Record, *, requester: str | None = None, mirror: bool = False
 ) -> list[Step]:
-    """`destroy`: `destroyed` with `previous`, retire the watchers, the reverse notices,
-    then the requester leaves the room too."""
-    sid, omit = _who(requester, mirror)
-    key = p.parse_id(previous)
-    steps = p.publish_destroy(key, previous=previous, omit=omit)
-    if sid:
-        steps += p.unsubscribe(sid, [key], if_connected=True)
-    return steps
+    """`destroy`: `destroyed` with `previous`, the record's room emptied (the requester,
+    the watchers and everyone else leave it), the reverse notices."""
+    _, omit = _who(requester, mirror)
+    return p.publish_destroy(p.parse_id(previous), previous=previous, omit=omit)
 
 
 def after_add(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from publisher import blueprints
 from publisher.sockets import OneOrMany, as_socket_ids
-from shared.errors import NoSuchSocket, UsageError
+from shared.errors import LimitExceeded, NoSuchSocket, UsageError
 from shared.subjects import check_socket_id
 
 if TYPE_CHECKING:
@@ -369,6 +369,11 @@ class Planner:
         rooms = self._rooms(self.ids(id), None, "all")
         return [RemoveMembers(self.class_room, rooms)] if rooms else []
 
+    def empty(self, id: IdOrRecord) -> list[Step]:
+        """Every member, watcher or not, leaves the record's room(s): what a destroy
+        leaves behind (Sails' retire keeps non-watchers in a dead record's room)."""
+        return [RemoveMembers(r, (r,)) for r in self._rooms(self.ids(id), None, "all")]
+
     # -- messages ----------------------------------------------------------------------------
     def _emit(self, rooms: Iterable[str], payload: Any, omit: tuple[str, ...]) -> Emit:
         return Emit(tuple(rooms), self.identity, payload, omit)
@@ -443,15 +448,16 @@ class Planner:
         omit: OneOrMany | None = None,
         reverse: bool = True,
     ) -> list[Step]:
-        """`_publishDestroy`: `{verb:'destroyed', id, previous}` to the record room, retire
-        the watchers, then (with `previous`) tell the associated records."""
+        """`_publishDestroy`: `{verb:'destroyed', id, previous}` to the record room, empty
+        that room (watchers and every other subscriber: docs/sails-compat.md), then (with
+        `previous`) tell the associated records."""
         key = self.parse_id(id)
         skip = _omit(omit)
         payload: dict[str, Any] = {"verb": "destroyed", "id": key}
         if previous is not None:
             payload["previous"] = previous
         steps: list[Step] = [self._emit([self.room(key, "destroy")], payload, skip)]
-        steps += self.retire(key)
+        steps += self.empty(key)
         if previous is not None and reverse:
             steps += self._reverse_of_destroy(key, previous, skip)
         return steps
@@ -690,25 +696,34 @@ class Model:
         return self.plan.contexts()
 
     async def run(self, steps: Iterable[Step]) -> None:
-        """Carry out planned steps in order (see `Planner`, `publisher.blueprints`)."""
+        """Carry out planned steps in order (see `Planner`, `publisher.blueprints`).
+
+        A join refused by a gateway's room limit does not stop the sequence (the other
+        sockets still get their messages): the first such refusal is raised at the end."""
         sockets = self._pub.sockets
+        refused: LimitExceeded | None = None
         for step in merge(steps):
-            if isinstance(step, Emit):
-                await sockets.broadcast(
-                    list(step.rooms), step.event, step.payload, omit=list(step.omit)
-                )
-            elif isinstance(step, Join | Leave):
-                verb = sockets.join if isinstance(step, Join) else sockets.leave
-                try:
-                    await verb(step.socket_id, list(step.rooms))
-                except NoSuchSocket:
-                    if not step.if_connected:
-                        raise
-                    log.debug("requester %s has gone; not (un)subscribed", step.socket_id)
-            elif isinstance(step, AddMembers):
-                await sockets.add_room_members_to_rooms(step.source, list(step.rooms))
-            else:
-                await sockets.remove_room_members_from_rooms(step.source, list(step.rooms))
+            try:
+                if isinstance(step, Emit):
+                    await sockets.broadcast(
+                        list(step.rooms), step.event, step.payload, omit=list(step.omit)
+                    )
+                elif isinstance(step, Join | Leave):
+                    verb = sockets.join if isinstance(step, Join) else sockets.leave
+                    try:
+                        await verb(step.socket_id, list(step.rooms))
+                    except NoSuchSocket:
+                        if not step.if_connected:
+                            raise
+                        log.debug("requester %s has gone; not (un)subscribed", step.socket_id)
+                elif isinstance(step, AddMembers):
+                    await sockets.add_room_members_to_rooms(step.source, list(step.rooms))
+                else:
+                    await sockets.remove_room_members_from_rooms(step.source, list(step.rooms))
+            except LimitExceeded as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
 
     # -- v1 public surface -------------------------------------------------------------------
     async def subscribe(

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.envelope import KIND_BLAST, KIND_BROADCAST, encode_args, encode_data
-from shared.errors import InvalidRoomName, UsageError
+from shared.errors import InvalidRoomName, LimitExceeded, UsageError
 from shared.subjects import check_socket_id, room_token
 
 if TYPE_CHECKING:
@@ -151,7 +151,14 @@ class Sockets:
     async def add_room_members_to_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
         """Every member of source_room (on any gateway) joins dest_rooms."""
         src = as_rooms(source_room, "source_room")[0]
-        await self._pub.ask_all_gateways("addm", src=src, dst=as_rooms(dest_rooms, "dest_rooms"))
+        dst = as_rooms(dest_rooms, "dest_rooms")
+        answers = await self._pub.ask_all_gateways("addm", src=src, dst=dst)
+        refused = sum(n for a in answers if isinstance(n := a.get("refused", 0), int))
+        if refused:
+            raise LimitExceeded(
+                f"{refused} join(s) of members of {src!r} refused: they would be in more "
+                "rooms than the gateway's --max-rooms-per-socket (the others were applied)"
+            )
 
     async def remove_room_members_from_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
         src = as_rooms(source_room, "source_room")[0]

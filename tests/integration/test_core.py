@@ -13,7 +13,7 @@ import pytest
 
 from publisher import NoSuchSocket, Publisher
 from shared.envelope import encode_request
-from shared.errors import GatewayTimeout
+from shared.errors import GatewayTimeout, LimitExceeded
 from tests.helpers import GatewayProcess, RecordingClient, quiet
 
 pytestmark = pytest.mark.integration
@@ -141,6 +141,12 @@ async def test_leave_and_room_member_operations_across_gateways(
     assert b.events[2:] == []
     assert c.events[3:] == [("chat", "after leaveAll")]
 
+    # a room as its own source empties it (what a destroyed record's room gets)
+    await sk.join([a.sid, b.sid], "vip")
+    await sk.remove_room_members_from_rooms("vip", "vip")
+    for s in (a, b, c):
+        assert "vip" not in await sk.rooms(s.sid)
+
 
 async def test_cluster_operations_return_at_once_without_gateways(publisher: Publisher) -> None:
     """No gateway runs: NATS answers "no responders", so nothing is waited for."""
@@ -177,6 +183,19 @@ async def test_cluster_operations_name_a_gateway_that_did_not_confirm(
     # found gone by a probe: not waited for until the timeout
     assert time.monotonic() - started < publisher.request_timeout_s
     assert "vip" in await publisher.sockets.rooms(members[1].sid)
+
+
+async def test_room_members_over_the_room_limit_are_reported_not_skipped_silently(
+    gateway_factory: Callable[..., GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    gws = [gateway_factory(g, max_rooms_per_socket=3) for g in ("la", "lb")]
+    full, roomy = await client_factory(gws[0]), await client_factory(gws[1])
+    await publisher.sockets.join([full.sid, roomy.sid], "lobby")  # own room + lobby: 2
+    await publisher.sockets.join(full.sid, "side")  # full: 3
+    with pytest.raises(LimitExceeded, match="1 join"):
+        await publisher.sockets.add_room_members_to_rooms("lobby", "vip")
+    assert await publisher.sockets.rooms(roomy.sid) == sorted([roomy.sid, "lobby", "vip"])
+    assert "vip" not in await publisher.sockets.rooms(full.sid)
 
 
 async def test_unknown_socket_raises_no_such_socket_quickly(

@@ -224,23 +224,27 @@ def test_update_of_a_to_one_and_pets_set_through_update(reg: ModelRegistry) -> N
 
 def test_destroy_order_and_room_retirement(reg: ModelRegistry) -> None:
     user, pet, tag = planners(reg)
-    net = Rooms("A", "B").apply(
+    net = Rooms("A", "B", "C").apply(
         user.watch("B")
         + user.subscribe("A", [4])
+        + user.subscribe("C", [4])  # neither watcher nor requester
         + pet.subscribe("B", [2])
         + tag.subscribe("B", [1])
     )
     net.apply(user.introduce(4))
     dave = {"pets": [row(2, "tom", owner=4)], "tags": [row(1, "red")], **row(4, "dave")}
     net.apply(bp.after_destroy(user, dave, requester="A"))  # rps.33
+    destroyed = 'user {"verb":"destroyed","id":4,"previous":' + orjson.dumps(dave).decode() + "}"
     assert net.take("B") == [
-        'user {"verb":"destroyed","id":4,"previous":' + orjson.dumps(dave).decode() + "}",
+        destroyed,
         'pet {"verb":"updated","data":{"owner":null},"id":2}',
         'tag {"id":1,"verb":"removedFrom","attribute":"users","removedId":4}',
     ]
-    assert "sails_model_user_4:user" not in net.rooms["A"] | net.rooms["B"]  # rps.34
+    assert net.take("C") == [destroyed]
+    # rps.34, and C too (Sails' retire would leave C in the dead record's room)
+    assert not [s for s, rooms in net.rooms.items() if "sails_model_user_4:user" in rooms]
     net.apply(user.publish([4], {"verb": "probe"}))
-    assert net.take("A") == net.take("B") == []
+    assert net.take("A") == net.take("B") == net.take("C") == []
 
 
 def test_replace_adds_steals_and_removes_in_order(reg: ModelRegistry) -> None:
