@@ -66,10 +66,23 @@ async def test_omit_accepts_one_or_many_and_blast_omits(
     await publisher.sockets.broadcast("room", "y", 2, omit=(s for s in [c.sid]))
     await publisher.sockets.blast("announce", {"n": 1}, omit=b.sid)
     await publisher.sockets.blast(data={"n": 2})
+    # the short forms whose omit Sails drops (sockets.07, sockets.18) omit here
+    await publisher.sockets.broadcast("room", data="short", omit=a.sid)
+    await publisher.sockets.blast(data="short blast", omit=[a.sid, c.sid])
     await quiet([a, b, c], publisher)
     assert a.events == [("y", 2), ("announce", {"n": 1}), ("message", {"n": 2})]
-    assert b.events == [("y", 2), ("message", {"n": 2})]
-    assert c.events == [("x", 1), ("announce", {"n": 1}), ("message", {"n": 2})]
+    assert b.events == [
+        ("y", 2),
+        ("message", {"n": 2}),
+        ("message", "short"),
+        ("message", "short blast"),
+    ]
+    assert c.events == [
+        ("x", 1),
+        ("announce", {"n": 1}),
+        ("message", {"n": 2}),
+        ("message", "short"),
+    ]
 
 
 async def test_socket_in_several_target_rooms_gets_one_copy(
