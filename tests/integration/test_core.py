@@ -46,6 +46,23 @@ async def test_join_then_broadcast_with_omit_reaches_every_gateway(
     assert c.events == b.events
 
 
+async def test_a_join_is_in_effect_when_it_returns_for_every_fresh_room(
+    two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
+) -> None:
+    """Each round joins a socket to a room no gateway has a subscription for yet and
+    broadcasts at once: had a join returned before the gateway's SUB reached NATS, the
+    broadcast would find no subscriber and be lost. Many rounds make the race show."""
+    clients = [await client_factory(gw) for gw in two_gateways]
+    rounds = 150
+    for i in range(rounds):
+        member = clients[i % 2]
+        await publisher.sockets.join(member.sid, f"fresh-{i}")
+        await publisher.sockets.broadcast(f"fresh-{i}", "n", i)
+    await quiet(clients, publisher)
+    for k, c in enumerate(clients):
+        assert [d for _, d in c.events] == list(range(k, rounds, 2))
+
+
 async def test_default_event_and_short_form(
     two_gateways: list[GatewayProcess], publisher: Publisher, client_factory: Connect
 ) -> None:
