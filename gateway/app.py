@@ -117,7 +117,7 @@ class GatewayApp:
             return False
         await self.gateway.socket_connected(sid, eio_socket)
         self.vrequests.track(sid, handshake)
-        log.debug("connected", extra={"sid": sid, "remote": environ.get("REMOTE_ADDR")})
+        log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
         return True
 

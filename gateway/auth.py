@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.broker import Broker
+from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.trust_proxy import NO_PROXY, ProxyTrust
 from shared.errors import ConfigError, GatewayTimeout, MalformedEnvelope, SailcastError
@@ -230,6 +231,7 @@ class ConnectHooks:
                 leeway_s=settings.jwt_leeway_s,
             )
         self._background: set[asyncio.Task[None]] = set()
+        self._warnings = Throttled(log)
 
     async def admit(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> Handshake:
         """The socket's handshake (with what the check granted), or ConnectRejected."""
@@ -249,7 +251,11 @@ class ConnectHooks:
                 return handshake
         except ConnectRejected as exc:
             self.metrics.connect_rejections.labels(exc.reason).inc()
-            log.info("refused socket %s from %s: %s", sid, handshake.address, exc)
+            log.info(
+                "refused socket: %s",
+                exc,
+                extra={"sid": sid, "remote": handshake.address, "reason": exc.reason},
+            )
             raise
         return dataclasses.replace(handshake, claims=claims)
 
@@ -279,7 +285,9 @@ class ConnectHooks:
                 "check_unavailable",
             ) from None
         except (SailcastError, MalformedEnvelope) as exc:
-            log.warning("before-connect check unavailable: %s", exc)
+            self._warnings.warning(
+                "unavailable", "before-connect check unavailable: %s", exc, extra={"sid": sid}
+            )
             raise ConnectRejected(
                 "Unauthorized: the authorization check is unavailable", "check_unavailable"
             ) from None
@@ -306,4 +314,9 @@ class ConnectHooks:
         try:
             await self.broker.publish(self.subjects.hook_disconnect, encode_disconnect(notice))
         except SailcastError as exc:
-            log.warning("after-disconnect notice for %s not sent: %s", notice.socket_id, exc)
+            self._warnings.warning(
+                "disconnect_notice",
+                "after-disconnect notice not sent: %s",
+                exc,
+                extra={"sid": notice.socket_id},
+            )

@@ -249,7 +249,8 @@ class _Eio3Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         server = self.server
         limit_s = server.ping_interval + server.ping_interval_grace_period + server.ping_timeout
         if time.monotonic() - self._eio3_last_seen > limit_s:
-            log.info("%s: EIO3 client sent no ping in %ss, closing", self.sid, limit_s)
+            # a v3 socket's id is its Engine.IO sid: the `sid` workers see
+            log.info("EIO3 client sent no ping in %ss, closing", limit_s, extra={"sid": self.sid})
             await self.close(wait=False, abort=False, reason=server.reason.PING_TIMEOUT)
             return False
         return True

@@ -154,13 +154,13 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         try:
             pkt = eio_packet.Packet(encoded_packet=await ws.wait(timeout_s))
             if pkt.packet_type != eio_packet.PING or pkt.data != _PROBE:
-                log.info("%s: failed websocket upgrade, no probe", self.sid)
+                log.info("failed websocket upgrade: no probe", extra={"eio_sid": self.sid})
                 return False
             await ws.send(eio_packet.Packet(eio_packet.PONG, data=_PROBE).encode())
             self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the poll
             pkt = eio_packet.Packet(encoded_packet=await ws.wait(timeout_s))
             if pkt.packet_type != eio_packet.UPGRADE:
-                log.info("%s: failed websocket upgrade, no UPGRADE packet", self.sid)
+                log.info("failed websocket upgrade: no UPGRADE", extra={"eio_sid": self.sid})
                 return False
         except (OSError, TimeoutError, ValueError, IndexError):
             return False
@@ -180,7 +180,7 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
             try:
                 pkt = eio_packet.Packet(encoded_packet=data)
             except (ValueError, IndexError):
-                log.info("%s: malformed Engine.IO packet, closing", self.sid)
+                log.info("malformed Engine.IO packet, closing", extra={"eio_sid": self.sid})
                 return
             try:
                 await self.receive(pkt)
@@ -189,7 +189,7 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
             except eio_exceptions.SocketIsClosedError:
                 return
             except Exception:
-                log.exception("%s: error handling a packet", self.sid)
+                log.exception("error handling a packet", extra={"eio_sid": self.sid})
 
 
 def install(eio_server: Any) -> None:

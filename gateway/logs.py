@@ -1,15 +1,31 @@
-"""Logging set-up: human text or one JSON object per line."""
+"""Logging set-up: human text or one JSON object per line.
+
+What a line is about travels as structured fields, passed with `extra=`: `sid` (the
+Socket.IO socket id, what workers see as `req.socket_id`), `request_id` (a virtual
+request's `x-request-id`), `eio_sid`, `remote`, `origin`, `reason`. The JSON format
+makes each one a key of the line's object; the text format appends them as
+`[sid=... request_id=...]`, so messages never repeat them.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import orjson
 
-_STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+_STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
+
+
+def context(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    """The fields a record got through `extra=`."""
+    return ((k, v) for k, v in record.__dict__.items() if k not in _STD_ATTRS and k[0] != "_")
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,20 +36,25 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        out.update(
-            (k, v) for k, v in record.__dict__.items() if k not in _STD_ATTRS and k[0] != "_"
-        )
+        out.update(context(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = " ".join(f"{k}={v}" for k, v in context(record))
+        return f"{line} [{fields}]" if fields else line
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -53,10 +74,12 @@ class Throttled:
         self._every_s = every_s
         self._last: dict[str, float] = {}
 
-    def warning(self, kind: str, msg: str, *args: Any) -> None:
+    def warning(
+        self, kind: str, msg: str, *args: Any, extra: Mapping[str, Any] | None = None
+    ) -> None:
         now = time.monotonic()
         if now - self._last.get(kind, -self._every_s) >= self._every_s:
             self._last[kind] = now
-            self._log.warning(msg, *args)
+            self._log.warning(msg, *args, extra=extra)
         else:
-            self._log.debug(msg, *args)
+            self._log.debug(msg, *args, extra=extra)

@@ -9,7 +9,9 @@ JWR `{body, headers, statusCode}`, with `set-cookie` removed.
 Every request with an ack gets exactly one answer, and never hangs: no worker
 subscribed → 503, no answer within `--virtual-request-timeout-s` → 504, an answer that
 does not parse → 502, more than `--virtual-request-max-inflight` requests of one
-socket in flight → 429, a request over `--max-payload-bytes` → 413.
+socket in flight → 429, a request over `--max-payload-bytes` → 413. Every log line
+about a request carries its `sid` and `request_id` (the client's `x-request-id`, or
+one made here, which the worker sees too).
 
 Parse errors follow sails-hook-sockets: no `url`, a `url` that is not a string, or an
 SDK version (`__sails_io_sdk_version` in the handshake query) that is missing (taken
@@ -225,30 +227,36 @@ class VirtualRequests:
         if state is None:  # connected a moment ago on another path; should not happen
             return status_jwr(503) if ack else None
         msg = args[0] if args else None
+        headers = request_headers(
+            msg.get("headers") if isinstance(msg, dict) else None, state.handshake
+        )
+        self._seq += 1
+        request_id = headers.setdefault("x-request-id", f"{self.settings.gateway_id}-{self._seq:x}")
+        ctx = {"sid": sid, "request_id": request_id}  # on every log line about it
         problem = self._parse_problem(msg, state)
         if problem is not None:
             error = parse_error(problem)
             self._counted["parse_error"].inc()
-            log.info("virtual request from %s refused: %s", sid, problem)
+            log.info("virtual request refused: %s", problem, extra=ctx)
             if ack:
                 return error
             await self._emit(sid, PARSE_ERROR_EVENT, error)
             return None
         assert isinstance(msg, dict)
+        url = msg["url"]
         if state.bucket is not None and not state.bucket.take(time.monotonic()):
-            self._counted["4xx"].inc()
-            self.metrics.refusals.labels("virtual_request_rate").inc()
-            self._warnings.warning(
-                "rate", "%s %s from %s: over the request rate", method, msg["url"], sid
-            )
+            self._refused("virtual_request_rate")
+            self._warnings.warning("rate", "%s %s: over the request rate", method, url, extra=ctx)
             return status_jwr(429) if ack else None
         if state.inflight >= self.settings.virtual_request_max_inflight:
-            self._counted["4xx"].inc()
-            self.metrics.refusals.labels("virtual_request_inflight").inc()
+            self._refused("virtual_request_inflight")
+            self._warnings.warning(
+                "inflight", "%s %s: too many requests in flight", method, url, extra=ctx
+            )
             return status_jwr(429) if ack else None
         state.inflight += 1
         try:
-            answer = await self._forward(sid, method, msg, state)
+            answer = await self._forward(method, msg, headers, state, ctx)
         finally:
             state.inflight -= 1
         return answer if ack else None
@@ -261,47 +269,60 @@ class VirtualRequests:
             return f"Invalid url provided: {_short(url)}"
         return state.sdk_problem
 
+    def _refused(self, reason: str) -> None:
+        """A limit refused the request before it reached a worker (answered 4xx)."""
+        self._counted["4xx"].inc()
+        self.metrics.refusals.labels(reason).inc()
+
     async def _forward(
-        self, sid: str, method: str, msg: dict[str, Any], state: _SocketState
+        self,
+        method: str,
+        msg: dict[str, Any],
+        headers: dict[str, str],
+        state: _SocketState,
+        ctx: dict[str, str],
     ) -> dict[str, Any]:
-        headers = request_headers(msg.get("headers"), state.handshake)
-        self._seq += 1
-        request_id = headers.setdefault("x-request-id", f"{self.settings.gateway_id}-{self._seq:x}")
-        log.debug("%s %s", method, msg["url"], extra={"sid": sid, "request_id": request_id})
+        url = msg["url"]
+        log.debug("%s %s", method, url, extra=ctx)
         request = VirtualRequest(
             method=method,
-            url=msg["url"],
+            url=url,
             headers=headers,
             body=request_body(msg),
-            socket_id=sid,
+            socket_id=ctx["sid"],
             gateway_id=self.settings.gateway_id,
             handshake=state.handshake,
         )
         started = time.perf_counter()
         payload = encode_vrequest(request)
+        if len(payload) > self.settings.max_payload_bytes:
+            self._warnings.warning(
+                "too_large",
+                "%s %s: request too large (%d bytes with the handshake)",
+                method,
+                url,
+                len(payload),
+                extra=ctx,
+            )
+            return self._answered(status_jwr(413), started)
         try:
-            if len(payload) > self.settings.max_payload_bytes:
-                self._warnings.warning(
-                    "too_large", "%s %s from %s: request too large", method, request.url, sid
-                )
-                return self._answered(status_jwr(413), started)
             reply = await self.broker.request(
                 self.subject, payload, timeout=self.settings.virtual_request_timeout_s
             )
             response = decode_vresponse(reply)
         except GatewayTimeout:
             self._warnings.warning(
-                "timeout", "%s %s from %s: no worker answered in time", method, request.url, sid
+                "timeout", "%s %s: no worker answered in time", method, url, extra=ctx
             )
             return self._answered(status_jwr(504), started)
         except TransportError as exc:
             self._warnings.warning(
-                "no_worker", "%s %s from %s: no worker (%s)", method, request.url, sid, exc
+                "no_worker", "%s %s: no worker (%s)", method, url, exc, extra=ctx
             )
             return self._answered(status_jwr(503), started)
         except MalformedEnvelope as exc:
             self._warnings.warning(
-                "bad_answer", "%s %s from %s: bad answer: %s", method, request.url, sid, exc
+                "bad_answer", "%s %s: bad answer: %s", method, url, exc, extra=ctx
             )
             return self._answered(status_jwr(502), started)
         else:

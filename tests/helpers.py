@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -73,7 +74,16 @@ class GatewayProcess:
                 self.proc.wait()
 
 
-def start_gateway(nats_url: str, prefix: str, gateway_id: str, **overrides: Any) -> GatewayProcess:
+def start_gateway(
+    nats_url: str,
+    prefix: str,
+    gateway_id: str,
+    *,
+    stderr_file: Path | None = None,
+    **overrides: Any,
+) -> GatewayProcess:
+    """`overrides` become SAILCAST_* variables; `stderr_file` receives the gateway's log
+    (by default it goes to the test run's stderr)."""
     env = dict(os.environ)
     env.update(
         SAILCAST_NATS_URL=nats_url,
@@ -91,7 +101,11 @@ def start_gateway(nats_url: str, prefix: str, gateway_id: str, **overrides: Any)
     )
     for key, value in overrides.items():
         env["SAILCAST_" + key.upper()] = str(value)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.PIPE)
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(stderr_file.open("ab")) if stderr_file else None
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway"], env=env, stdout=subprocess.PIPE, stderr=stderr
+        )
     assert proc.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
     line = b""
