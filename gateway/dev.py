@@ -73,7 +73,7 @@ def main(argv: Sequence[str]) -> None:
         default=int(os.environ.get("SAILCAST_DEV_NATS_PORT", "0")),
         help="port of the embedded nats-server (0 = a free one)",
     )
-    p.add_argument("--metrics-port", type=int, default=9464)
+    p.add_argument("--metrics-port", type=int, default=0, help="ops port (0 = a free one; printed)")
     p.add_argument("--no-demo", action="store_true", help="do not start the demo worker")
     args = p.parse_args(list(argv))
     logs.configure("INFO", "text")
@@ -86,7 +86,11 @@ def main(argv: Sequence[str]) -> None:
         SAILCAST_STATIC_DIR=str(Path(__file__).resolve().parent / "static"),
         SAILCAST_SAILS_IO_JS=bundle,
     )
+    # no load balancer to tell on a laptop: stop at once (a user's setting still wins)
+    env.setdefault("SAILCAST_DRAIN_DELAY_S", "0")
     worker: subprocess.Popen[bytes] | None = None
+    # Children get their own session: Ctrl-C reaches only this process, which then
+    # stops them in order (worker, gateway, NATS) instead of all at once.
     gw = subprocess.Popen(
         [
             sys.executable,
@@ -101,6 +105,7 @@ def main(argv: Sequence[str]) -> None:
         ],
         env=env,
         stdout=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         assert gw.stdout is not None
@@ -109,7 +114,15 @@ def main(argv: Sequence[str]) -> None:
             raise SystemExit("the gateway did not start (see its log above)")
         ready = orjson.loads(line)
         if not args.no_demo:
-            worker = subprocess.Popen([sys.executable, "-m", "publisher.demo"], env=env)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "publisher.demo"],
+                env=env,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
+            assert worker.stdout is not None
+            if not worker.stdout.readline():  # its ready line: the routes are answered
+                raise SystemExit("the demo worker did not start (see its log above)")
         print(
             HELP_TEXT.format(
                 nats=nats.url,

@@ -65,7 +65,10 @@ class EmbeddedNats:
             args += ["-js", "-sd", self._store.name]
         args += list(self.extra_args)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        # its own session: a Ctrl-C meant for the parent must not stop NATS under it
+        self._proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -158,8 +158,13 @@ async def run(nats: NatsSettings, prefix: str) -> None:
     async with await Publisher.connect(
         nats_settings=nats, prefix=prefix, name="sailcast-demo-worker"
     ) as pub:
-        log.info("demo worker answering /item on %s (prefix %s)", nats.describe(), prefix)
-        await app.router.serve(pub, handle_signals=True)
+
+        def started() -> None:
+            log.info("demo worker answering /item on %s (prefix %s)", nats.describe(), prefix)
+            # one line on stdout once the routes are subscribed (`sailcast dev` waits for it)
+            print('{"event":"ready","worker":"demo"}', flush=True)
+
+        await app.router.serve(pub, started=started, handle_signals=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
