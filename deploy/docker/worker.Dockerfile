@@ -8,6 +8,10 @@
 #   RUN pip install -r /app/requirements.txt
 #   COPY --chown=10001:10001 myapp/ /app/myapp/
 #   CMD ["python", "-m", "myapp.worker"]
+# and connects with the gateway's NATS variables (SAILCAST_NATS_URL, _USER, _PASSWORD,
+# _TOKEN, _CREDS, ...):
+#   pub = await Publisher.connect(nats_settings=NatsSettings.from_env(),
+#                                 prefix=os.environ["SAILCAST_PREFIX"])
 # See deploy/examples/worker.yaml for the Kubernetes side.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -40,5 +44,6 @@ ENV PATH=/opt/sailcast/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 USER 10001:10001
-# Replace in your app's image: proves the publisher imports without the gateway extra.
-CMD ["python", "-c", "import publisher, shared; print('sailcast publisher ready')"]
+# Replace in your app's image: proves the publisher imports without the gateway extra
+# and shows the NATS servers NatsSettings.from_env() would use.
+CMD ["python", "-c", "import publisher; from shared.config import NatsSettings; print('sailcast publisher ready', NatsSettings.from_env().describe())"]

@@ -178,8 +178,9 @@ def pod_env(
 ) -> dict[str, str]:
     """The environment Kubernetes would give the container (envFrom, then env).
 
-    ConfigMaps and Secrets must be rendered by the chart or given in `existing_secrets`;
-    the downward API's metadata.name resolves to `pod_name`.
+    ConfigMaps and Secrets must be rendered by the chart or given in `existing_secrets`
+    (a missing key is allowed only on an `optional` reference, whose variable then stays
+    unset); the downward API's metadata.name resolves to `pod_name`.
     """
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
     secrets = pod_secrets(docs, existing_secrets)
@@ -197,12 +198,13 @@ def pod_env(
         if "fieldRef" in ref:
             assert ref["fieldRef"]["fieldPath"] == "metadata.name", ref
             env[var["name"]] = pod_name
-        elif "secretKeyRef" in ref:
-            key = ref["secretKeyRef"]
-            env[var["name"]] = secrets[key["name"]][key["key"]]
-        elif "configMapKeyRef" in ref:
-            key = ref["configMapKeyRef"]
-            env[var["name"]] = configmaps[key["name"]][key["key"]]
+        elif "secretKeyRef" in ref or "configMapKeyRef" in ref:
+            key = ref.get("secretKeyRef") or ref["configMapKeyRef"]
+            source = (secrets if "secretKeyRef" in ref else configmaps).get(key["name"], {})
+            if key["key"] in source:
+                env[var["name"]] = source[key["key"]]
+            else:  # the kubelet refuses to start the container unless the ref is optional
+                assert key.get("optional") is True, f"{var['name']}: {key} does not resolve"
         else:
             raise AssertionError(f"unsupported env source {ref}")
     return env
@@ -252,6 +254,21 @@ def contract_env_names() -> frozenset[str]:
     text = CONTRACT_DOC.read_text(encoding="utf-8")
     flags = set(re.findall(r"`--([a-z][a-z0-9-]+)`", text))
     return frozenset("SAILCAST_" + f.upper().replace("-", "_") for f in flags)
+
+
+def worker_example_code() -> str:
+    """The Python in the header comment of deploy/examples/worker.yaml: its first run of
+    lines indented under `#`."""
+    block: list[str] = []
+    for line in (DEPLOY / "examples" / "worker.yaml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   "):
+            block.append(line[4:])
+        elif block:
+            break
+    assert block, "deploy/examples/worker.yaml shows no worker code"
+    return "\n".join(block) + "\n"
 
 
 # The gateway's metric families (issue 6; names `sailcast_gateway_*`).

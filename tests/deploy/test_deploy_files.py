@@ -35,6 +35,7 @@ from deploy_kit import (
     need,
     need_binary,
     render,
+    worker_example_code,
 )
 
 pytestmark = pytest.mark.deploy
@@ -220,14 +221,21 @@ def test_worker_example_is_valid_kubernetes(k8s_version: str) -> None:
     assert errors == []
 
 
-def test_worker_example_speaks_the_gateway_settings() -> None:
+def test_worker_example_sets_only_what_the_worker_reads() -> None:
+    """Every variable the example injects is read: the SAILCAST_NATS_* ones by
+    NatsSettings.from_env (as its code comment says), SAILCAST_PREFIX by that code."""
     yaml = need("yaml", "PyYAML")
     docs = [d for d in yaml.safe_load_all((DEPLOY / "examples" / "worker.yaml").read_text()) if d]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     names = {e["name"] for e in container["env"]}
-    assert {"SAILCAST_NATS_URL", "SAILCAST_PREFIX"} <= names
+    assert {"SAILCAST_NATS_URL", "SAILCAST_PREFIX", "SAILCAST_NATS_PASSWORD"} <= names
+    code = worker_example_code()
+    assert "NatsSettings.from_env()" in code
+    read_by_code = set(re.findall(r"os\.environ\[\"(\w+)\"\]", code))
+    assert names <= nats_env_read_by_from_env() | read_by_code
+    # the same names as the gateway's (the chart sets them for the gateway pods)
     assert names <= contract_env_names()
     assert pod["securityContext"]["runAsNonRoot"] is True
     for image in iter_images(deployment):
@@ -236,6 +244,29 @@ def test_worker_example_speaks_the_gateway_settings() -> None:
     defaults = chart_defaults()["gateway"]
     assert env["SAILCAST_NATS_URL"] == defaults["natsUrl"]
     assert env["SAILCAST_PREFIX"] == defaults["prefix"]
+
+
+def nats_env_read_by_from_env() -> set[str]:
+    """The variables NatsSettings.from_env looks up, observed rather than restated."""
+    from shared.config import NatsSettings
+
+    class Recording(dict[str, str]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.looked_up: set[str] = set()
+
+        def __contains__(self, key: object) -> bool:
+            self.looked_up.add(str(key))
+            return super().__contains__(key)
+
+    env = Recording()
+    NatsSettings.from_env(env)
+    assert env.looked_up, "from_env read nothing"
+    return env.looked_up
+
+
+def test_worker_example_code_compiles() -> None:
+    compile(worker_example_code(), "worker.yaml (header comment)", "exec")
 
 
 # --------------------------------------------------------------------- Grafana dashboard

@@ -48,6 +48,7 @@ from deploy_kit import (
     pod_env,
     relocate_paths,
     render,
+    worker_example_code,
 )
 
 pytestmark = pytest.mark.deploy
@@ -414,3 +415,79 @@ def _check_drain(
         pytest.fail(f"still running {grace - pre_stop:.0f}s after SIGTERM\n{gw.diagnostics()}")
     assert code == 0, gw.diagnostics()
     assert time.monotonic() - sent <= grace - pre_stop
+
+
+# ---------------------------------------------------------------------- worker example
+
+WORKER_SECRETS = {"sailcast-nats": {"user": "worker", "password": "w0rker-pw"}}
+SUBSCRIBER = """
+import asyncio, os, sys
+import nats
+
+async def main():
+    # guard the guard: the server refuses a client without the credentials
+    try:
+        await nats.connect(os.environ["URL"], allow_reconnect=False, connect_timeout=2)
+    except Exception as exc:
+        print("anonymous refused:", exc, flush=True)
+    else:
+        sys.exit("anonymous client accepted")
+    nc = await nats.connect(os.environ["URL"], user="worker", password="w0rker-pw")
+    sub = await nc.subscribe(os.environ["PREFIX"] + ".>")
+    await nc.flush()
+    print("subscribed", flush=True)
+    msg = await sub.next_msg(timeout=15)
+    print(msg.subject, flush=True)
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_worker_example_publishes_with_the_credentials_it_is_given(tmp_path: Path) -> None:
+    """The worker example's code, with the environment its Deployment gives it (the NATS
+    user and password from the Secret), reaches a NATS server that requires them."""
+    yaml = pytest.importorskip("yaml")
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "examples" / "worker.yaml").read_text()) if d]
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    worker_env = pod_env(
+        docs, container, pod_name="myapp-worker-0", existing_secrets=WORKER_SECRETS
+    )
+    assert worker_env["SAILCAST_NATS_USER"] == "worker"
+    assert "SAILCAST_NATS_TOKEN" not in worker_env  # optional key the Secret lacks
+    with nats_server(tmp_path, ["--user", "worker", "--pass", "w0rker-pw"]) as nats_url:
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "PYTHONPATH": str(ROOT),
+        }
+        env = {**base, **worker_env, "SAILCAST_NATS_URL": nats_url}
+        listener = subprocess.Popen(
+            [sys.executable, "-c", SUBSCRIBER],
+            env={**base, "URL": nats_url, "PREFIX": worker_env["SAILCAST_PREFIX"]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert listener.stdout is not None
+            refused = listener.stdout.readline()
+            assert "authorization" in refused.lower(), refused
+            subscribed = listener.stdout.readline()
+            assert subscribed.strip() == "subscribed", subscribed
+            done = subprocess.run(
+                [sys.executable, "-c", worker_example_code()],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            out, err = listener.communicate(timeout=20)
+            assert out.strip().startswith(worker_env["SAILCAST_PREFIX"] + "."), err[-2000:]
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait()
