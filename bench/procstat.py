@@ -6,6 +6,7 @@ can measure any process it knows the pid of: our gateway, Node, redis-server ali
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import socket
@@ -78,3 +79,30 @@ def machine_busy_seconds() -> tuple[float, float, float]:
         total / CLOCK_TICKS_PER_S,
         interrupt / CLOCK_TICKS_PER_S,
     )
+
+
+def event_loop_of(pid: int) -> str:
+    """The event loop a server process runs on, read from the process itself.
+
+    ``uvloop`` when uvloop's extension module is mapped into ``pid`` (the servers
+    here import uvloop only to run on it), ``node`` for Node (libuv), ``asyncio`` for
+    another Python process, ``unknown`` if ``pid`` is gone or is something else.
+    """
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            maps = f.read()
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return "unknown"
+    if b"/uvloop/loop." in maps:
+        return "uvloop"
+    if exe.startswith("node"):
+        return "node"
+    if exe.startswith("python") or b"libpython" in maps:
+        return "asyncio"
+    return "unknown"
+
+
+def running_loop_name() -> str:
+    """``uvloop`` or ``asyncio``: the loop running this coroutine (for ready lines)."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]

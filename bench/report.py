@@ -113,13 +113,39 @@ def _foreign_cell(result: dict[str, Any]) -> str:
     return " · ".join(parts) or "–"
 
 
+_LOOP_LABELS: dict[str, str] = {"node": "Node (libuv)"}
+
+
+def loop_notes(
+    results: dict[str, dict[str, Any]], labels: dict[str, str], requested: str | None
+) -> list[str]:
+    """Warnings when the Python servers did not all run on the same (requested) loop."""
+    python = {
+        n: r["server_loop"]
+        for n, r in results.items()
+        if r.get("server_loop") not in (None, "node")
+    }
+    off = {n: loop for n, loop in python.items() if requested and loop != requested}
+    if off:
+        return [f"! {labels.get(n, n)} ran on {loop}, not {requested}" for n, loop in off.items()]
+    if len(set(python.values())) > 1:
+        each = ", ".join(f"{labels.get(n, n)} {loop}" for n, loop in python.items())
+        return [f"! Python servers ran on different event loops ({each}): not like for like"]
+    return []
+
+
 def table(
     results: dict[str, dict[str, Any]],
     labels: dict[str, str],
     figs: list[Figure],
     reference: str,
+    server_loop: str | None = None,
 ) -> str:
-    """Rows are figures, columns systems; each cell ``value (ratio to reference)``."""
+    """Rows are figures, columns systems; each cell ``value (ratio to reference)``.
+
+    ``server_loop`` is the event loop the Python servers were asked to run on; the
+    footer shows what each ran on and warns where that differs.
+    """
     rat = ratios(results, figs, reference)
     names = list(results)
     header = [
@@ -131,6 +157,12 @@ def table(
         ["loadgen max core / CPU share (S1 · S2)", *(_loadgen_cell(results[n]) for n in names)]
     )
     rows.append(["foreign CPU max share (S1 · S2)", *(_foreign_cell(results[n]) for n in names)])
+    rows.append(
+        [
+            "server event loop (read from each process)",
+            *(_LOOP_LABELS.get(loop := results[n].get("server_loop", "–"), loop) for n in names),
+        ]
+    )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -149,6 +181,7 @@ def table(
             r = res.get(scen)
             if isinstance(r, dict) and not r.get("valid", True):
                 notes.append(f"{labels[n]} {scen}: ! {r['invalid_reason']}")
+    notes += loop_notes(results, labels, server_loop)
     if notes:
         out.append("")
         out += notes

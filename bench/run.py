@@ -45,6 +45,7 @@ from bench.scenarios import (
     publisher_throughput,
 )
 from bench.systems import REFERENCE, SYSTEMS, ServerProcessSystem
+from bench.systems.base import SERVER_LOOPS, Deployment
 
 SCENARIOS: tuple[str, ...] = ("S1", "S2", "S3", "S4")
 RESULTS_DIR: Path = REPO_ROOT / "bench" / "results"
@@ -72,7 +73,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=IMPLEMENTATIONS,
         help="client transport (default raw: cheapest per delivery)",
     )
-    p.add_argument("--server-uvloop", action="store_true", help="run reference servers on uvloop")
+    p.add_argument(
+        "--server-loop",
+        choices=SERVER_LOOPS,
+        default="uvloop" if uvloop_available() else "asyncio",
+        help="event loop of every Python server, Sailcast and references alike (default "
+        "uvloop when installed, as the gateway picks it; the loop each process really ran "
+        "on is read back and printed)",
+    )
+    p.add_argument(  # the old opt-in flag; uvloop is the default now
+        "--server-uvloop",
+        dest="server_loop",
+        action="store_const",
+        const="uvloop",
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--out", type=Path, help="results directory (default bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     p.add_argument("--strict", action="store_true", help="exit 1 if any system errored")
@@ -139,6 +154,20 @@ def environment() -> dict[str, Any]:
     }
 
 
+def record_loops(result: dict[str, Any], phase: str, deployment: Deployment) -> None:
+    """Note the event loop each server process of ``phase`` ran on, as read back from it.
+
+    ``server_loop`` is the one loop of every phase and process, or all of them joined
+    with "+" if they differ (which the table flags).
+    """
+    loops = result.setdefault("server_loops", {})
+    loops[phase] = list(deployment.loops)
+    sources = result.setdefault("server_loop_sources", {})
+    sources[phase] = list(deployment.loop_sources)
+    seen = sorted({loop for per_phase in loops.values() for loop in per_phase})
+    result["server_loop"] = "+".join(seen) if seen else "unknown"
+
+
 async def bench_system(
     system: ServerProcessSystem,
     *,
@@ -162,6 +191,7 @@ async def bench_system(
         progress(f"{system.name}: {title}")
         deployment = await system.start(brokers, processes=sizes.server_procs, log=log)
         result["info"] = deployment.info
+        record_loops(result, title.split()[0], deployment)
         own = deployment.publisher.worker
         pub = await Worker.spawn_argv(own, name="publisher", log=log) if own else publisher
         bench = Bench(
@@ -268,7 +298,7 @@ async def run_systems(
     publisher = await Worker.spawn("bench.pubworker", name="publisher", log=log)
     try:
         for name in names:
-            system = SYSTEMS[name](uvloop=args.server_uvloop)
+            system = SYSTEMS[name](server_loop=args.server_loop)
             labels[name] = system.label
             if reason := system.unavailable_reason():
                 progress(f"{name}: skipped ({reason})")
@@ -325,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figs = report.figures(sizes.s1_latency_rate, sizes.s2_latency_rate, sizes.p99_limit_ms)
     shown = {n: r for n, r in results.items() if "skipped" not in r or n == REFERENCE}
-    text = report.table(shown, labels, figs, REFERENCE)
+    text = report.table(shown, labels, figs, REFERENCE, args.server_loop)
     elapsed = time.perf_counter() - started
     record = {
         "timestamp": stamp,
@@ -333,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": elapsed,
         "sizes": dataclasses.asdict(sizes),
         "reference": REFERENCE,
+        "server_loop_requested": args.server_loop,
         "environment": environment(),
         "labels": labels,
         "ratios": report.ratios(shown, figs, REFERENCE),

@@ -19,10 +19,13 @@ from typing import Any, ClassVar, Protocol, TextIO
 import orjson
 
 from bench.brokers import Brokers
+from bench.procstat import event_loop_of
 from bench.rpc import REPO_ROOT
 
 READY_TIMEOUT_S: float = 30.0
+SERVER_LOOPS: tuple[str, ...] = ("uvloop", "asyncio")
 STOP_TIMEOUT_S: float = 10.0
+MAPS: str = "/proc/<pid>/maps"
 
 
 class BenchPublisher(Protocol):
@@ -80,7 +83,11 @@ class Deployment:
     """Processes whose CPU time and RSS are the system's cost."""
     publisher: PublisherSpec
     info: dict[str, str] = field(default_factory=dict)
-    """Free-form facts recorded in the JSON (versions, event loop, ...)."""
+    """Free-form facts recorded in the JSON (versions, ...)."""
+    loops: tuple[str, ...] = ()
+    """Event loop of each server process as read back from it (see ``loop_sources``)."""
+    loop_sources: tuple[str, ...] = ()
+    """Where each ``loops`` entry was read: "ready line" or "/proc/<pid>/maps"."""
 
 
 class System(ABC):
@@ -117,9 +124,13 @@ class ServerProcessSystem(System):
     ``{"event": "ready", ..., "port": N}`` on stdout; servers listen on port 0.
     """
 
-    def __init__(self, *, uvloop: bool = False) -> None:
-        self.uvloop = uvloop
-        """Run the server on uvloop (``--server-uvloop``); adapters may ignore it."""
+    def __init__(self, *, server_loop: str = "uvloop") -> None:
+        if server_loop not in SERVER_LOOPS:
+            raise ValueError(f"server_loop must be one of {SERVER_LOOPS}")
+        self.server_loop = server_loop
+        """Event loop a Python server should run on (``--server-loop``): every Python
+        system gets the same one, so figures compare like for like. What each process
+        really ran on is read back from it (:attr:`Deployment.loops`)."""
         self.prefix = f"bench{secrets.token_hex(3)}"
         self._procs: list[asyncio.subprocess.Process] = []
         self._drains: list[asyncio.Task[None]] = []
@@ -160,22 +171,29 @@ class ServerProcessSystem(System):
                 )
                 self._procs.append(proc)
             # Processes boot in parallel; wait for every ready line.
-            ports = await asyncio.gather(*(self._read_ready(p, log) for p in self._procs))
+            readies = await asyncio.gather(*(self._read_ready(p, log) for p in self._procs))
         except BaseException:
             await self.stop()
             raise
+        loops = [
+            (str(r["loop"]), "ready line") if r.get("loop") else (event_loop_of(p.pid), MAPS)
+            for r, p in zip(readies, self._procs, strict=True)
+        ]
         return Deployment(
-            urls=tuple(f"http://127.0.0.1:{port}" for port in ports),
+            urls=tuple(f"http://127.0.0.1:{int(r['port'])}" for r in readies),
             pids=tuple(p.pid for p in self._procs),
             publisher=self.publisher_spec(brokers),
             info=self.info(),
+            loops=tuple(loop for loop, _ in loops),
+            loop_sources=tuple(source for _, source in loops),
         )
 
-    async def _read_ready(self, proc: asyncio.subprocess.Process, log: TextIO) -> int:
+    async def _read_ready(self, proc: asyncio.subprocess.Process, log: TextIO) -> dict[str, Any]:
+        """The ready line (``port``, and ``loop`` where the server reports it)."""
         assert proc.stdout is not None
         stdout = proc.stdout
 
-        async def ready_port() -> int:
+        async def ready_line() -> dict[str, Any]:
             while True:
                 line = await stdout.readline()
                 if not line:
@@ -183,17 +201,17 @@ class ServerProcessSystem(System):
                 with contextlib.suppress(orjson.JSONDecodeError):
                     msg = orjson.loads(line)
                     if isinstance(msg, dict) and msg.get("event") == "ready":
-                        return int(msg["port"])
+                        return msg
                 log.write(line.decode(errors="replace"))
 
-        port = await asyncio.wait_for(ready_port(), READY_TIMEOUT_S)
+        ready = await asyncio.wait_for(ready_line(), READY_TIMEOUT_S)
 
         async def drain() -> None:  # a full stdout pipe would stall the server
             while line := await stdout.readline():
                 log.write(line.decode(errors="replace"))
 
         self._drains.append(asyncio.create_task(drain()))
-        return port
+        return ready
 
     async def stop(self) -> None:
         for proc in self._procs:

@@ -2,6 +2,7 @@
 
 Both sides are the npm packages themselves (bench/node/, installed by bench/setup.sh),
 so the figures are Node's own, not a Python re-implementation of its protocol.
+``--server-loop`` does not apply: Node runs on libuv.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class PlainAiohttp(ServerProcessSystem):
         assert brokers.nats_url is not None
         argv = [sys.executable, "-m", "bench.systems.plain_server"]
         argv += ["--nats-url", brokers.nats_url, "--prefix", self.prefix]
-        return [*argv, "--uvloop"] if self.uvloop else argv
+        return [*argv, "--loop", self.server_loop]
 
     def publisher_spec(self, brokers: Brokers) -> PublisherSpec:
         return PublisherSpec(
@@ -38,9 +38,6 @@ class PlainAiohttp(ServerProcessSystem):
             sync_factory="bench.systems.plain:open_sync_publisher",
             kwargs={"url": brokers.nats_url, "prefix": self.prefix},
         )
-
-    def info(self) -> dict[str, str]:
-        return {"server_loop": "uvloop" if self.uvloop else "asyncio"}
 
 
 class NatsPublisher:

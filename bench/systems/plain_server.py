@@ -6,7 +6,8 @@ member. It speaks just enough Engine.IO v4 / Socket.IO v5 for the load generator
 open packet, ``40`` connect reply, server pings. Joins arrive on ``<prefix>.ctl`` as a
 JSON list of ``[sid, room]`` pairs; every server process applies the ones it owns.
 
-Run as ``python -m bench.systems.plain_server --nats-url URL --prefix P``.
+Run as ``python -m bench.systems.plain_server --nats-url URL --prefix P [--loop asyncio]``
+(default uvloop); the ready line names the loop it runs on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from aiohttp import WSMsgType, web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from bench.procstat import running_loop_name
 
 PING_INTERVAL_S: float = 25.0
 PING_TIMEOUT_S: float = 20.0
@@ -136,8 +139,8 @@ async def serve(nats_url: str, prefix: str, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sys.stdout.write(orjson.dumps({"event": "ready", "host": host, "port": bound_port}).decode())
-    sys.stdout.write("\n")
+    ready = {"event": "ready", "host": host, "port": bound_port, "loop": running_loop_name()}
+    sys.stdout.write(orjson.dumps(ready).decode() + "\n")
     sys.stdout.flush()
     await stop.wait()
     pinger.cancel()
@@ -151,10 +154,10 @@ def main() -> None:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     coro = serve(args.nats_url, args.prefix, args.host, args.port)
-    if args.uvloop:
+    if args.loop == "uvloop":
         import uvloop
 
         uvloop.run(coro)

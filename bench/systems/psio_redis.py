@@ -28,7 +28,7 @@ class PythonSocketioRedis(ServerProcessSystem):
         assert brokers.redis_url is not None
         argv = [sys.executable, "-m", "bench.systems.psio_server"]
         argv += ["--redis-url", brokers.redis_url, "--channel", self.prefix]
-        return [*argv, "--uvloop"] if self.uvloop else argv
+        return [*argv, "--loop", self.server_loop]
 
     def publisher_spec(self, brokers: Brokers) -> PublisherSpec:
         return PublisherSpec(
@@ -38,10 +38,7 @@ class PythonSocketioRedis(ServerProcessSystem):
         )
 
     def info(self) -> dict[str, str]:
-        return {
-            "python-socketio": version("python-socketio"),
-            "server_loop": "uvloop" if self.uvloop else "asyncio",
-        }
+        return {"python-socketio": version("python-socketio")}
 
 
 class AsyncRedisEmitter:

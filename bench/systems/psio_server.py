@@ -3,7 +3,8 @@
 What a Python user picks today for multi-process Socket.IO: every process subscribes
 to one Redis channel and filters each message by room itself. Websocket transport
 only, default ping settings. Run as
-``python -m bench.systems.psio_server --redis-url URL --channel C``.
+``python -m bench.systems.psio_server --redis-url URL --channel C [--loop asyncio]``
+(default uvloop); the ready line names the loop it runs on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import orjson
 import socketio
 from aiohttp import web
+
+from bench.procstat import running_loop_name
 
 
 async def serve(redis_url: str, channel: str, host: str, port: int) -> None:
@@ -36,7 +39,12 @@ async def serve(redis_url: str, channel: str, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ready = {"event": "ready", "host": host, "port": runner.addresses[0][1]}
+    ready = {
+        "event": "ready",
+        "host": host,
+        "port": runner.addresses[0][1],
+        "loop": running_loop_name(),
+    }
     sys.stdout.write(orjson.dumps(ready).decode() + "\n")
     sys.stdout.flush()
     await stop.wait()
@@ -49,10 +57,10 @@ def main() -> None:
     parser.add_argument("--channel", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     coro = serve(args.redis_url, args.channel, args.host, args.port)
-    if args.uvloop:
+    if args.loop == "uvloop":
         import uvloop
 
         uvloop.run(coro)

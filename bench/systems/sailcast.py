@@ -27,9 +27,20 @@ class Sailcast(ServerProcessSystem):
         return None
 
     def server_command(self, brokers: Brokers, index: int) -> Sequence[str]:
+        """``python -m gateway ...``, exactly as deployed.
+
+        The gateway picks uvloop itself whenever it can import it (gateway/cli.py)
+        and has no flag for it: for ``--server-loop asyncio`` it is started through
+        :mod:`bench.systems.no_uvloop`. Its ready line does not name its loop, so the
+        harness reads it from ``/proc/<pid>/maps`` (uvloop's extension mapped or not).
+        """
         assert brokers.nats_url is not None
+        if self.server_loop == "uvloop":
+            python = [sys.executable, "-m", "gateway"]
+        else:
+            python = [sys.executable, "-m", "bench.systems.no_uvloop", "gateway"]
         return [
-            sys.executable, "-m", "gateway",
+            *python,
             "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
             "--nats-url", brokers.nats_url,
             "--prefix", self.prefix,
