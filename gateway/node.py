@@ -193,7 +193,8 @@ class Gateway:
         if len(msg.rooms) > 1:
             recipients = self._first_room_members(room, members, msg.rooms)
         self.fanout.deliver(event_packet(msg.args), recipients, msg.omit)
-        self._observe_lag(max(0.0, time.time() - msg.ts))
+        if msg.ts is not None:  # optional for foreign publishers: no lag to measure
+            self._observe_lag(max(0.0, time.time() - msg.ts))
 
     def _first_room_members(
         self, room: str, members: set[str] | frozenset[str], targets: tuple[str, ...]
@@ -216,7 +217,8 @@ class Gateway:
             log.warning("dropped a %r message sent to the blast subject", msg.kind)
             return
         self.fanout.deliver(event_packet(msg.args), list(self.rooms.sockets()), msg.omit)
-        self._observe_lag(max(0.0, time.time() - msg.ts))
+        if msg.ts is not None:  # optional for foreign publishers: no lag to measure
+            self._observe_lag(max(0.0, time.time() - msg.ts))
 
     # -- control path ----------------------------------------------------------------
     def _socket_handler(self, sid: str) -> Handler:

@@ -36,7 +36,7 @@ class DataMessage:
     kind: str
     rooms: tuple[str, ...]
     omit: frozenset[str]
-    ts: float
+    ts: float | None
     args: bytes
     seq: int | None = None
 
@@ -99,9 +99,9 @@ def decode_data(body: bytes) -> DataMessage:
         raise MalformedEnvelope(f"event name {args[0]!r} is reserved by Socket.IO clients")
     rooms = meta.get("r", [])
     omit = meta.get("o", [])
-    ts = meta.get("ts", 0.0)
+    ts = meta.get("ts")
     seq = meta.get("seq")
-    if not _str_list(rooms) or not _str_list(omit) or not isinstance(ts, int | float):
+    if not _str_list(rooms) or not _str_list(omit) or not isinstance(ts, int | float | None):
         raise MalformedEnvelope("rooms/omit must be lists of strings and ts a number")
     if kind == KIND_BROADCAST and not rooms:
         raise MalformedEnvelope("a broadcast names no room")
@@ -109,7 +109,7 @@ def decode_data(body: bytes) -> DataMessage:
         kind=kind,
         rooms=tuple(rooms),
         omit=frozenset(omit),
-        ts=float(ts),
+        ts=None if ts is None else float(ts),
         args=args_view,
         seq=seq if isinstance(seq, int) else None,
     )

@@ -52,6 +52,13 @@ def test_args_are_the_socketio_event_array_verbatim() -> None:
     assert body.split(b"\n", 1)[1] == b'["chat",{"b":1,"a":2}]'
 
 
+def test_ts_is_optional_for_hand_written_publishers() -> None:
+    msg = decode_data(b'{"v":1,"k":"bl"}\n["chat",1]')
+    assert msg.ts is None
+    with pytest.raises(MalformedEnvelope, match="ts a number"):
+        decode_data(b'{"v":1,"k":"bl","ts":"now"}\n["chat",1]')
+
+
 def test_non_serializable_data_names_the_event() -> None:
     with pytest.raises(NotSerializable, match="'chat'"):
         encode_args("chat", {"x": object()})
