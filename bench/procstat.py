@@ -7,17 +7,33 @@ can measure any process it knows the pid of: our gateway, Node, redis-server ali
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import socket
+import time
 from collections.abc import Iterable
 
 CLOCK_TICKS_PER_S: float = float(os.sysconf("SC_CLK_TCK"))
 PAGE_BYTES: int = os.sysconf("SC_PAGE_SIZE")
 
 
+def _process_cpu_clock(pid: int) -> int:
+    """Linux's clockid for the CPU-time clock of process ``pid`` (glibc's
+    ``clock_getcpuclockid``: ``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)``)."""
+    return ((~pid) << 3) | 2
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (all threads); 0.0 if it is gone."""
+    """User + system CPU seconds of ``pid`` (all threads, exited ones too); 0.0 if gone.
+
+    Read from the process's CPU-time clock, to the nanosecond: ``/proc/<pid>/stat``
+    counts 10 ms ticks, so two readings of two server processes could be 40 ms off,
+    over 10 % of the ~0.3 s of server CPU a fast system spends in S1's 5 s latency
+    step, whose efficiency is compared across systems. ``/proc`` is the fallback.
+    """
+    with contextlib.suppress(OSError):
+        return time.clock_gettime(_process_cpu_clock(pid))
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
