@@ -2,8 +2,9 @@
 
 Every measured step follows the same recipe: snapshot CPU of every process involved,
 publish at a paced rate, wait for the deliveries to drain, snapshot again, and merge
-the load generators' latency histograms. A step only counts when the load generator
-was not saturated, because a saturated generator measures itself.
+the load generators' latency histograms. A step only counts when the harness did not
+bound it: no load-generator process saturated, and not a saturated machine of which
+the load generators took a large share — either way it would measure the harness.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class Sizes:
     """A step whose publisher reached less than this share of its target rate fails."""
     lg_saturation: float = 0.90
     """Load-generator CPU (cores) per process above which a step is invalid."""
+    machine_saturation: float = 0.95
+    """Machine CPU use (1.0 = every core busy) above which the load generators' share
+    of it is checked: on a full machine what they use is CPU the servers lacked."""
+    lg_machine_share: float = 0.25
+    """Load generators' share of all CPU used at or above which a step on a saturated
+    machine is bounded by the harness, so invalid (a quarter: half a core on 2 cores,
+    about what one of the two server processes gets then)."""
     foreign_limit: float = 0.15
     """Foreign CPU share of the machine above which a step is re-run after a quiet spell."""
     foreign_retries: int = 1
@@ -162,8 +170,17 @@ class Step:
     """Times this step was re-run because foreign load disturbed it."""
     disconnected: int = 0
     loadgen_saturated: bool = False
+    """One load-generator process used more than ``lg_saturation`` of a core."""
+    machine_saturated: bool = False
+    """Disturbed: the machine was saturated with the load generators taking a large
+    share of it (``machine_saturation``, ``lg_machine_share``)."""
     passed: bool = False
     why: str = ""
+
+    @property
+    def harness_bound(self) -> bool:
+        """The harness, not the system, may have bounded this step: never a pass."""
+        return self.loadgen_saturated or self.machine_saturated
 
     @property
     def deliveries_per_s(self) -> float:
@@ -177,6 +194,7 @@ class Step:
         d = asdict(self)
         d["deliveries_per_s"] = self.deliveries_per_s
         d["deliveries_per_server_cpu_s"] = self.deliveries_per_server_cpu_s
+        d["harness_bound"] = self.harness_bound
         return d
 
 
@@ -414,6 +432,15 @@ class Bench:
         s.loadgen_saturated = s.loadgen_max_core > self.sizes.lg_saturation
         if s.loadgen_saturated:
             reasons.append(f"loadgen saturated ({s.loadgen_max_core:.0%} of a core)")
+        s.machine_saturated = (
+            s.machine_busy > self.sizes.machine_saturation
+            and s.loadgen_share >= self.sizes.lg_machine_share
+        )
+        if s.machine_saturated:
+            reasons.append(
+                f"disturbed: machine {s.machine_busy:.0%} busy, "
+                f"load generators {s.loadgen_share:.0%} of it"
+            )
         if s.disconnected:
             reasons.append(f"{s.disconnected} clients disconnected")
         if s.achieved_rate < self.sizes.min_achieved * s.rate:
@@ -436,6 +463,12 @@ async def fanout(
     would saturate, doubles the rate until a step fails (halves while none passed),
     then bisects (geometric mean) between the best pass and the lowest failure while
     the step and time budgets last.
+
+    A step the harness may have bounded (a load-generator process saturated, or the
+    machine saturated with the load generators taking a large share) counts as a
+    failure, so the best step is always one the system itself sustained; when the
+    lowest failure above it is such a step, the system's real maximum was not found
+    and the scenario is marked invalid with that step's reason.
     """
     sz = bench.sizes
     latency = await bench.step(rooms, room_size, latency_rate, sz.latency_s, retry_passed=True)
@@ -454,8 +487,6 @@ async def fanout(
     for _ in range(sz.max_steps):
         s = await bench.step(rooms, room_size, rate, sz.step_s)
         steps.append(s)
-        if s.loadgen_saturated:
-            break  # beyond here we would measure the load generator
         if s.passed:
             best = s
         else:
@@ -476,7 +507,13 @@ async def fanout(
     if best is None and latency.passed:
         best = latency
     top = best or (steps[0] if steps else latency)
-    invalid = [s.why for s in steps if s.loadgen_saturated]
+    above = [s for s in steps if not s.passed and (best is None or s.rate > best.rate)]
+    ceiling = min(above, key=lambda s: s.rate) if above else None
+    bound_by = ceiling if ceiling is not None and ceiling.harness_bound else None
+    if bound_by is not None:
+        invalid_reason = f"harness-bound at {bound_by.rate:g} msg/s: {bound_by.why}"
+    else:
+        invalid_reason = "" if best else "no step passed"
     return {
         "rooms": len(rooms),
         "room_size": room_size,
@@ -492,9 +529,11 @@ async def fanout(
         "loadgen_share_at_best": top.loadgen_share,
         "foreign_share_max": max((s.foreign_share for s in [latency, *steps]), default=0.0),
         "retried_steps": sum(s.retries for s in [latency, *steps]),
-        "search_bounded_by_loadgen": bool(invalid),
-        "valid": not invalid and best is not None,
-        "invalid_reason": invalid[0] if invalid else ("" if best else "no step passed"),
+        "search_bounded_by_loadgen": any(s.loadgen_saturated for s in steps),
+        "harness_bound_steps": sum(s.harness_bound for s in [latency, *steps]),
+        "max_bounded_by_harness": bound_by is not None,
+        "valid": bound_by is None and best is not None,
+        "invalid_reason": invalid_reason,
         "latency_step": latency.as_dict(),
         "steps": [s.as_dict() for s in steps],
     }
