@@ -15,7 +15,7 @@
    when configured) taken from the Socket.IO v4 auth payload `{token}`, the handshake
    query `?token=`, or an `Authorization: Bearer` header; `workers` asks the workers
    over NATS (`<p>.hook.connect`, publisher.router's `before_connect`) and refuses
-   when none answers in time (fail closed).
+   when none answers in time, or at once while NATS is disconnected (fail closed).
 
 A refused socket gets a Socket.IO connect error whose message says why
 (`Unauthorized: token expired`), not a bare transport failure. What the check granted
@@ -273,6 +273,15 @@ class ConnectHooks:
             raise ConnectRejected(f"Origin not allowed: {origin}", "origin")
 
     async def _ask_workers(self, sid: str, handshake: Handshake) -> Any:
+        if not self.broker.connected:  # nats-py would hold the question until the timeout
+            self._warnings.warning(
+                "no_nats",
+                "before-connect check unavailable: NATS is not connected",
+                extra={"sid": sid},
+            )
+            raise ConnectRejected(
+                "Unauthorized: the authorization check is unavailable", "check_unavailable"
+            )
         question = encode_connect_question(sid, self.settings.gateway_id, handshake)
         try:
             reply = await self.broker.request(

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from gateway.logs import Throttled
 from shared.config import NatsSettings
 from shared.errors import GatewayTimeout, TransportError
 
@@ -121,8 +122,12 @@ class NatsBroker:
         if on_handler_error is not None:
             nc.on_handler_error = on_handler_error
 
+        warnings = Throttled(log)
+
         async def error_cb(exc: Exception) -> None:
-            log.warning("nats: %s", exc)
+            # nats-py reports every failed reconnect attempt (each 0.5 s while a server
+            # is away): one line per kind of error every few seconds is enough.
+            warnings.warning(type(exc).__name__, "NATS client error: %s", exc)
 
         async def noop() -> None:
             return None
@@ -208,12 +213,23 @@ class NatsBroker:
             log.warning("forced NATS reconnect failed: %s", exc)
 
     async def drain(self) -> None:
-        if not self._nc.is_closed:
-            await self._nc.drain()
+        """Flush and unsubscribe, then close; while reconnecting there is nothing to
+        drain through (nats-py raises), so just close."""
+        if self._nc.is_closed:
+            return
+        if self._nc.is_reconnecting:
+            await self.close()
+            return
+        await self._nc.drain()
 
     async def close(self) -> None:
+        """Never raises: a client whose server went away can fail writing its goodbye
+        (nats-py then raises from a closed transport), which must not crash shutdown."""
         if not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                await self._nc.close()
+            except Exception:
+                log.debug("closing the NATS client failed", exc_info=True)
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -7,11 +7,13 @@ group (`<p>.vreq`, request/reply), and the answer goes back as the ack Sails sen
 JWR `{body, headers, statusCode}`, with `set-cookie` removed.
 
 Every request with an ack gets exactly one answer, and never hangs: no worker
-subscribed → 503, no answer within `--virtual-request-timeout-s` → 504, an answer that
-does not parse → 502, more than `--virtual-request-max-inflight` requests of one
-socket in flight → 429, a request over `--max-payload-bytes` → 413. Every log line
-about a request carries its `sid` and `request_id` (the client's `x-request-id`, or
-one made here, which the worker sees too).
+subscribed, or NATS not connected at that moment → 503 at once, no answer within
+`--virtual-request-timeout-s` → 504, an answer that does not parse → 502, over the
+per-socket rate or more than `--virtual-request-max-inflight` requests of one socket
+in flight → 429, a request over `--max-payload-bytes` once encoded for the workers
+(with the handshake) → 413. Every log line about a request carries its `sid` and
+`request_id` (the client's `x-request-id`, or one made here, which the worker sees
+too).
 
 Parse errors follow sails-hook-sockets: no `url`, a `url` that is not a string, or an
 SDK version (`__sails_io_sdk_version` in the handshake query) that is missing (taken
@@ -305,6 +307,11 @@ class VirtualRequests:
                 extra=ctx,
             )
             return self._answered(status_jwr(413), started)
+        if not self.broker.connected:  # nats-py would hold it until the timeout: 504
+            self._warnings.warning(
+                "no_nats", "%s %s: NATS is not connected", method, url, extra=ctx
+            )
+            return self._answered(status_jwr(503), started)
         try:
             reply = await self.broker.request(
                 self.subject, payload, timeout=self.settings.virtual_request_timeout_s
