@@ -96,6 +96,46 @@ def render_unchecked(values: dict[str, Any]) -> dict[str, str]:
     return dict(_chart_without_schema().render(values=values, name=RELEASE, namespace=NAMESPACE))
 
 
+# The PDB template fed values typed as `helm --set` types them. Values reach the chart
+# from Python as JSON, so every number arrives as float64; --set gives whole numbers as
+# int64, which a template must handle too. This copy of the chart renders pdb.yaml only
+# through the harness below, which first turns whole float64 numbers into int64.
+_AS_SET_TEMPLATE = "pdb-as-set.yaml"
+_AS_SET_HARNESS = """\
+{{- $values := deepCopy .Values }}
+{{- $pdb := $values.podDisruptionBudget }}
+{{- range $key := list "minAvailable" "maxUnavailable" }}
+{{- $v := index $pdb $key }}
+{{- if and (kindIs "float64" $v) (eq (float64 (int64 $v)) $v) }}
+{{- $_ := set $pdb $key (int64 $v) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $values "replicaCount" (int64 $values.replicaCount) }}
+{{- $_ := set $values.autoscaling "minReplicas" (int64 $values.autoscaling.minReplicas) }}
+# kinds: minAvailable={{ kindOf $pdb.minAvailable }} maxUnavailable={{ kindOf $pdb.maxUnavailable }}
+{{ include (print $.Template.BasePath "/_pdb-under-test.tpl") (merge (dict "Values" $values) .) }}
+"""
+
+
+@functools.cache
+def _chart_for_set_types() -> Any:
+    helm = need("helm_python", "helm-python-sdk")
+    with tempfile.TemporaryDirectory(prefix="sailcast-chart-") as tmp:
+        copy = Path(tmp) / CHART.name
+        shutil.copytree(CHART, copy)
+        (copy / "values.schema.json").unlink()
+        templates = copy / "templates"
+        (templates / "pdb.yaml").rename(templates / "_pdb-under-test.tpl")
+        (templates / _AS_SET_TEMPLATE).write_text(_AS_SET_HARNESS, encoding="utf-8")
+        return helm.Chart.load(str(copy))
+
+
+def render_pdb_as_set(values: dict[str, Any]) -> str:
+    """templates/pdb.yaml rendered with its numbers typed as by `helm --set` (int64)."""
+    rendered = _chart_for_set_types().render(values=values, name=RELEASE, namespace=NAMESPACE)
+    return str(rendered[f"{CHART.name}/templates/{_AS_SET_TEMPLATE}"])
+
+
 def validate_values(values: dict[str, Any]) -> None:
     _chart().validate_schema(values)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from deploy_kit import (
     of_kind,
     one,
     render,
+    render_pdb_as_set,
     render_unchecked,
     validate_values,
     values_id,
@@ -124,6 +126,10 @@ BAD_VALUES = [
     ({"probes": {"readiness": {"path": "/health"}}}, "path"),
     ({"extraEnv": [{"name": "SAILCAST_PORT", "value": "80"}]}, "/extraEnv/0/name"),
     ({"fullnameOverride": "realtime.gw"}, "/fullnameOverride"),
+    ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
+    ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "/podDisruptionBudget/maxUnavailable"),
+    ({"podDisruptionBudget": {"minAvailable": "150%"}}, "/podDisruptionBudget/minAvailable"),
+    ({"podDisruptionBudget": {"minAvailable": 1.5}}, "/podDisruptionBudget/minAvailable"),
     ({"gateway": {"extraConfig": {"SAILCAST_JWT_SECRET": "k"}}}, "SAILCAST_JWT_SECRET"),
     ({"connectionChecks": {"beforeConnect": {"mode": "oauth"}}}, "/beforeConnect/mode"),
     ({"connectionChecks": {"beforeConnect": {"mode": "jwt"}}}, "/jwt/secret"),
@@ -156,9 +162,37 @@ def test_values_schema_rejects(values: dict[str, Any], where: str) -> None:
         render(values)  # helm install/template enforce the schema too
 
 
+def _pdb(**budget: Any) -> dict[str, Any]:
+    return {"podDisruptionBudget": budget}
+
+
+# PodDisruptionBudgets that would block every node drain (2 replicas by default).
+PDB_GUARDS = [
+    (_pdb(minAvailable=2), r"minAvailable \(2\) must be below the replica count"),
+    (_pdb(minAvailable=3), r"minAvailable \(3\) must be below the replica count"),
+    (_pdb(minAvailable="60%"), r"60% of 2 pods, rounded up: 2\) must be below the replica"),
+    (_pdb(minAvailable="100%"), r"100% of 2 pods, rounded up: 2\) must be below the replica"),
+    (
+        {"autoscaling": {"enabled": True, "minReplicas": 2}, "replicaCount": 5}
+        | _pdb(minAvailable=2),
+        r"below the replica count \(autoscaling.minReplicas 2\)",
+    ),
+    (_pdb(maxUnavailable=None), "set maxUnavailable or minAvailable"),
+]
+# ... and values the schema refuses, caught by the template as well (--set-string,
+# --skip-schema-validation).
+PDB_UNCHECKED_GUARDS = [
+    (_pdb(minAvailable="2"), r"minAvailable \(2\) must be below the replica count"),
+    (_pdb(maxUnavailable=0), r"maxUnavailable \(0\) must allow at least one pod"),
+    (_pdb(maxUnavailable="0%"), r"maxUnavailable \(0% of 2 pods, rounded up: 0\) must allow"),
+    (_pdb(minAvailable="150%"), r"minAvailable \(150%\) must be at most 100%"),
+    (_pdb(minAvailable=1.5), r"minAvailable \(1.5\) must be a whole number or a percentage"),
+    (_pdb(maxUnavailable="one"), r"maxUnavailable \(one\) must be a whole number"),
+]
+
 TEMPLATE_GUARDS = [
     ({"drain": {"terminationGracePeriodSeconds": 20}}, "below preStopSleepSeconds"),
-    ({"podDisruptionBudget": {"minAvailable": 2}}, "must be below the replica count"),
+    *PDB_GUARDS,
     ({"ports": {"http": 9464}}, "must differ"),
     ({"nats": {"auth": {"mode": "token"}}}, "nats.auth.token is required"),
     ({"nats": {"auth": {"mode": "userPassword", "user": "u"}}}, "nats.auth.password"),
@@ -181,6 +215,7 @@ UNCHECKED_GUARDS = [
         {"connectionChecks": {"allowedOrigins": ["*"], "onlyAllowOrigins": ["https://b.example"]}},
         "not both",
     ),
+    *PDB_UNCHECKED_GUARDS,
 ]
 
 
@@ -200,6 +235,59 @@ def test_templates_refuse_without_the_schema(values: dict[str, Any], message: st
     helm = need("helm_python", "helm-python-sdk")
     with pytest.raises(helm.HelmRenderError, match=message):
         render_unchecked(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    PDB_GUARDS + PDB_UNCHECKED_GUARDS,
+    ids=[m for _, m in PDB_GUARDS + PDB_UNCHECKED_GUARDS],
+)
+def test_pdb_guards_hold_for_numbers_from_set(values: dict[str, Any], message: str) -> None:
+    """`helm --set podDisruptionBudget.minAvailable=2` gives the template an int64, not
+    the float64 of a values file: the guards must not depend on the type."""
+    helm = need("helm_python", "helm-python-sdk")
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render_pdb_as_set(values)
+
+
+ACCEPTED_PDBS = [
+    ({}, {"maxUnavailable": 1}),
+    (_pdb(minAvailable=1, maxUnavailable=None), {"minAvailable": 1}),
+    (_pdb(minAvailable=1), {"minAvailable": 1}),  # minAvailable wins over the default
+    (_pdb(minAvailable=0), {"minAvailable": 0}),
+    (_pdb(minAvailable="50%"), {"minAvailable": "50%"}),
+    (_pdb(maxUnavailable="1%"), {"maxUnavailable": "1%"}),  # rounded up: 1 pod
+    (_pdb(maxUnavailable=2), {"maxUnavailable": 2}),
+    ({"replicaCount": 3} | _pdb(minAvailable="60%"), {"minAvailable": "60%"}),
+    (
+        {"autoscaling": {"enabled": True, "minReplicas": 3}} | _pdb(minAvailable=2),
+        {"minAvailable": 2},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "budget"), ACCEPTED_PDBS, ids=[str(v) for v, _ in ACCEPTED_PDBS]
+)
+def test_pdb_renders_the_budget_given(values: dict[str, Any], budget: dict[str, Any]) -> None:
+    yaml = need("yaml", "PyYAML")
+    for rendered in (
+        render(values)["sailcast-gateway/templates/pdb.yaml"],
+        render_pdb_as_set(values),
+        # as --set-string gives them: the template turns "2" back into a number
+        render_pdb_as_set(
+            {
+                **values,
+                "podDisruptionBudget": {
+                    k: v if v is None else str(v)
+                    for k, v in values.get("podDisruptionBudget", {}).items()
+                },
+            }
+        ),
+    ):
+        spec = yaml.safe_load(rendered)["spec"]
+        assert {k: spec[k] for k in ("minAvailable", "maxUnavailable") if k in spec} == budget
+    assert "minAvailable=int64" in render_pdb_as_set(_pdb(minAvailable=1)), "harness: int64"
 
 
 def test_release_names_with_dots_are_refused() -> None:
@@ -556,7 +644,8 @@ def test_pdb_never_blocks_every_disruption(
             assert allowed not in (0, "0%")
         else:
             min_available = spec["minAvailable"]
-            assert isinstance(min_available, int), "percentages are not checked here"
+            if isinstance(min_available, str):  # Kubernetes rounds percentages up
+                min_available = math.ceil(int(min_available.rstrip("%")) * replicas / 100)
             assert replicas - min_available >= 1
 
 

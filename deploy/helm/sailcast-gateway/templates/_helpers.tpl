@@ -125,3 +125,49 @@ app.kubernetes.io/part-of: sailcast
 {{/* Mount point and file name of the RS256 public key (connectionChecks.jwt, RS256). */}}
 {{- define "sailcast-gateway.jwtDir" -}}/etc/sailcast/jwt{{- end }}
 {{- define "sailcast-gateway.jwtPublicKeyItem" -}}public-key.pem{{- end }}
+
+{{/*
+PodDisruptionBudget: the `minAvailable: ...` or `maxUnavailable: ...` line (minAvailable
+wins when both are set), refused when it would block every voluntary disruption, so no
+node drain could finish. The checks read the value's text, so a number from a values
+file (float64), from --set (int64) or from --set-string ("2") is treated alike.
+Percentages are scaled as the disruption controller does (rounded up) against the
+smallest replica count: replicaCount, or autoscaling.minReplicas with the HPA on.
+*/}}
+{{- define "sailcast-gateway.pdbBudget" -}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $replicas := .Values.replicaCount | int }}
+{{- $replicasFrom := "replicaCount" }}
+{{- if .Values.autoscaling.enabled }}
+{{- $replicas = .Values.autoscaling.minReplicas | int }}
+{{- $replicasFrom = "autoscaling.minReplicas" }}
+{{- end }}
+{{- $field := "maxUnavailable" }}
+{{- if not (kindIs "invalid" $pdb.minAvailable) }}{{ $field = "minAvailable" }}{{ end }}
+{{- $raw := index $pdb $field }}
+{{- if kindIs "invalid" $raw }}
+{{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, or enabled: false" }}
+{{- end }}
+{{- $text := toString $raw }}
+{{- $pods := 0 }}
+{{- $shown := $text }}
+{{- if regexMatch "^[0-9]{1,9}$" $text }}
+{{- $pods = atoi $text }}
+{{- else if regexMatch "^[0-9]{1,3}%$" $text }}
+{{- $percent := trimSuffix "%" $text | atoi }}
+{{- if gt $percent 100 }}
+{{- fail (printf "podDisruptionBudget.%s (%s) must be at most 100%%" $field $text) }}
+{{- end }}
+{{- $pods = div (add (mul $percent $replicas) 99) 100 }}
+{{- $shown = printf "%s of %d pods, rounded up: %d" $text $replicas $pods }}
+{{- else }}
+{{- fail (printf "podDisruptionBudget.%s (%s) must be a whole number or a percentage such as \"50%%\"" $field $text) }}
+{{- end }}
+{{- if and (eq $field "minAvailable") (ge $pods $replicas) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%s) must be below the replica count (%s %d), or no node could ever be drained" $shown $replicasFrom $replicas) }}
+{{- end }}
+{{- if and (eq $field "maxUnavailable") (lt $pods 1) }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%s) must allow at least one pod, or no node could ever be drained" $shown) }}
+{{- end }}
+{{- $field }}: {{ if hasSuffix "%" $text }}{{ $text | quote }}{{ else }}{{ $pods }}{{ end }}
+{{- end }}
