@@ -21,6 +21,11 @@ class Figure:
     get: Callable[[dict[str, Any]], float | None]
     fmt: str = "{:,.0f}"
     scenario: str = ""
+    valid_key: str | None = None
+    """Key of the scenario's result that is False when this figure is not trustworthy
+    (its cell gets a ``!``)."""
+    second_ratio: bool = False
+    """Also shown as a ratio to the second reference (python-socketio)."""
 
 
 def _path(scenario: str, *keys: str) -> Callable[[dict[str, Any]], float | None]:
@@ -43,9 +48,13 @@ def figures(s1_rate: float, s2_rate: float, p99_limit_ms: float) -> list[Figure]
         low = scen.lower()
         rows += [
             Figure(f"{low}_max", f"{scen} max deliveries/s ({lim}) ↑", True,
-                   _path(scen, "max_deliveries_per_s"), scenario=scen),
-            Figure(f"{low}_eff", f"{scen} deliveries per server CPU-s ↑", True,
-                   _path(scen, "deliveries_per_server_cpu_s"), scenario=scen),
+                   _path(scen, "max_deliveries_per_s"), scenario=scen, valid_key="valid"),
+            Figure(f"{low}_eff", f"{scen} deliveries per server CPU-s at own max ↑", True,
+                   _path(scen, "deliveries_per_server_cpu_s"), scenario=scen,
+                   valid_key="valid", second_ratio=True),
+            Figure(f"{low}_eff_same", f"{scen} deliveries per server CPU-s @{rate:g} msg/s ↑",
+                   True, _path(scen, "same_load_deliveries_per_server_cpu_s"), scenario=scen,
+                   valid_key="same_load_valid", second_ratio=True),
             Figure(f"{low}_p50", f"{scen} p50 ms @{rate:g} msg/s ↓", False,
                    _path(scen, "p50_ms"), "{:,.1f}", scen),
             Figure(f"{low}_p99", f"{scen} p99 ms @{rate:g} msg/s ↓", False,
@@ -80,17 +89,28 @@ def ratios(
     return out
 
 
-def _cell(fig: Figure, result: dict[str, Any], ratio: float | None) -> str:
+def _cell(
+    fig: Figure,
+    result: dict[str, Any],
+    ratio: float | None,
+    second: float | None = None,
+    *,
+    show_second: bool = False,
+) -> str:
+    """``value (ratio)``, or ``value (ratio · second ratio)`` with ``show_second``."""
     if "error" in result and fig.get(result) is None:
         return "error"
     value = fig.get(result)
     if value is None:
         return "–"
     text = fig.fmt.format(value) if math.isfinite(value) else str(value)
-    if ratio is not None:
+    if show_second:
+        parts = ("–" if r is None else f"{r:.2f}" for r in (ratio, second))
+        text += " (" + " · ".join(parts) + ")"
+    elif ratio is not None:
         text += f" ({ratio:.2f})"
     scen = result.get(fig.scenario)
-    if isinstance(scen, dict) and scen.get("valid") is False and fig.key.endswith(("max", "eff")):
+    if fig.valid_key and isinstance(scen, dict) and scen.get(fig.valid_key) is False:
         text += " !"
     return text
 
@@ -114,6 +134,11 @@ def _foreign_cell(result: dict[str, Any]) -> str:
 
 
 _LOOP_LABELS: dict[str, str] = {"node": "Node (libuv)"}
+
+
+def _short(label: str) -> str:
+    """ "python-socketio + Redis (ref)" -> "python-socketio" (for the header)."""
+    return label.split(" + ")[0].removesuffix(" (ref)")
 
 
 def loop_notes(
@@ -140,19 +165,39 @@ def table(
     figs: list[Figure],
     reference: str,
     server_loop: str | None = None,
+    second_reference: str | None = None,
 ) -> str:
     """Rows are figures, columns systems; each cell ``value (ratio to reference)``.
 
+    Figures marked ``second_ratio`` (the efficiency rows) show ``value (ratio to
+    reference · ratio to second_reference)`` when ``second_reference`` is in the run.
     ``server_loop`` is the event loop the Python servers were asked to run on; the
     footer shows what each ran on and warns where that differs.
     """
     rat = ratios(results, figs, reference)
+    second = second_reference if second_reference in results else None
+    rat2 = ratios(results, figs, second) if second else {}
     names = list(results)
-    header = [
-        "figure (ratio to " + labels.get(reference, reference) + ")",
-        *(labels[n] for n in names),
+    title = "figure (ratio to " + _short(labels.get(reference, reference))
+    if second:
+        title += "; efficiency: to it · to " + _short(labels.get(second, second))
+    header = [title + ")", *(labels[n] for n in names)]
+    rows = [
+        [
+            f.label,
+            *(
+                _cell(
+                    f,
+                    results[n],
+                    rat[n][f.key],
+                    rat2[n][f.key] if second else None,
+                    show_second=bool(second) and f.second_ratio,
+                )
+                for n in names
+            ),
+        ]
+        for f in figs
     ]
-    rows = [[f.label, *(_cell(f, results[n], rat[n][f.key]) for n in names)] for f in figs]
     rows.append(
         ["loadgen max core / CPU share (S1 · S2)", *(_loadgen_cell(results[n]) for n in names)]
     )
@@ -181,6 +226,9 @@ def table(
             r = res.get(scen)
             if isinstance(r, dict) and not r.get("valid", True):
                 notes.append(f"{labels[n]} {scen}: ! {r['invalid_reason']}")
+            if isinstance(r, dict) and r.get("same_load_valid") is False:
+                rate = r["same_load_rate_msgs_per_s"]
+                notes.append(f"{labels[n]} {scen} @{rate:g} msg/s: ! {r['same_load_reason']}")
     notes += loop_notes(results, labels, server_loop)
     if notes:
         out.append("")

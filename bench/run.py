@@ -44,7 +44,7 @@ from bench.scenarios import (
     idle_memory,
     publisher_throughput,
 )
-from bench.systems import REFERENCE, SYSTEMS, ServerProcessSystem
+from bench.systems import REFERENCE, SECOND_REFERENCE, SYSTEMS, ServerProcessSystem
 from bench.systems.base import SERVER_LOOPS, Deployment
 
 SCENARIOS: tuple[str, ...] = ("S1", "S2", "S3", "S4")
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figs = report.figures(sizes.s1_latency_rate, sizes.s2_latency_rate, sizes.p99_limit_ms)
     shown = {n: r for n, r in results.items() if "skipped" not in r or n == REFERENCE}
-    text = report.table(shown, labels, figs, REFERENCE, args.server_loop)
+    text = report.table(shown, labels, figs, REFERENCE, args.server_loop, SECOND_REFERENCE)
     elapsed = time.perf_counter() - started
     record = {
         "timestamp": stamp,
@@ -366,7 +366,21 @@ def main(argv: list[str] | None = None) -> int:
         "server_loop_requested": args.server_loop,
         "environment": environment(),
         "labels": labels,
+        "second_reference": SECOND_REFERENCE,
         "ratios": report.ratios(shown, figs, REFERENCE),
+        "ratios_to": {
+            ref: report.ratios(shown, figs, ref)
+            for ref in (REFERENCE, SECOND_REFERENCE)
+            if ref in shown
+        },
+        "figures": {
+            f.key: {
+                "label": f.label,
+                "higher_is_better": f.higher_is_better,
+                "values": {n: f.get(r) for n, r in shown.items()},
+            }
+            for f in figs
+        },
         "results": results,
         "table": text,
     }

@@ -459,6 +459,10 @@ async def fanout(
 ) -> dict[str, Any]:
     """S1/S2: latency at a fixed rate, then a short search for the highest passing rate.
 
+    The fixed-rate step also gives the same-load efficiency (deliveries per server
+    CPU-second at a rate every system is run at); the search gives the maximum and
+    the efficiency at each system's own best step, where batching helps the fast ones.
+
     The search starts where the latency step's cost per delivery says one core
     would saturate, doubles the rate until a step fails (halves while none passed),
     then bisects (geometric mean) between the best pass and the lowest failure while
@@ -521,6 +525,15 @@ async def fanout(
         "max_rate_msgs_per_s": best.rate if best else 0.0,
         "deliveries_per_server_cpu_s": top.deliveries_per_server_cpu_s,
         "efficiency_from": "best passing step" if best else "first step (none passed)",
+        "efficiency_rate_msgs_per_s": top.rate,
+        # Same load for every system: the fixed-rate latency step (its rate is a run
+        # parameter, not found by the search), so these compare like for like.
+        "same_load_rate_msgs_per_s": latency.rate,
+        "same_load_deliveries_per_s": latency.deliveries_per_s,
+        "same_load_deliveries_per_server_cpu_s": latency.deliveries_per_server_cpu_s,
+        "same_load_server_cpu_s": latency.server_cpu_s,
+        "same_load_valid": latency.passed,
+        "same_load_reason": latency.why,
         "latency_rate_msgs_per_s": latency_rate,
         "p50_ms": latency.p50_ms,
         "p99_ms": latency.p99_ms,
