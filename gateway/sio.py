@@ -51,8 +51,12 @@ class SocketServer:
             ping_timeout=settings.ping_timeout_s,
             max_http_buffer_size=settings.max_payload_bytes,
             transports=["polling", "websocket"],
-            logger=False,
-            engineio_logger=False,
+            # their loggers as objects: with False, python-engineio gives its logger a
+            # StreamHandler of its own, which bypassed --log-format json (and doubled
+            # each line); these propagate to the handler gateway/logs.py set up, at
+            # WARNING and above (logs.configure)
+            logger=logging.getLogger("socketio.server"),
+            engineio_logger=logging.getLogger("engineio.server"),
         )
         self._on_slow: Callable[[str, str], None] = lambda sid, reason: None
         self._refused: set[asyncio.Task[None]] = set()

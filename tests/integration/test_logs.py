@@ -24,18 +24,24 @@ SDK_QUERY = "?__sails_io_sdk_version=1.2.1"
 WAIT_S = 10.0
 
 
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of the gateway's log, each of which must be a JSON object."""
+    lines = [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
+    for line in lines:
+        assert isinstance(line, dict), line
+    return lines
+
+
 async def log_line(path: Path, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """The first line of the gateway's log that `match` accepts; every line before it
-    must be a JSON object (the gateway writes the line before it answers, but the
-    file is read from another process)."""
+    """The first line of the gateway's log that `match` accepts (the gateway writes it
+    before it answers, but the file is read from another process: poll it briefly)."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        for raw in path.read_bytes().splitlines():
-            line = orjson.loads(raw)
-            assert isinstance(line, dict), raw
-            if match(line):
-                return line
-        assert time.monotonic() < deadline, f"no such log line in:\n{path.read_text()}"
+        lines = read_lines(path)
+        found = [line for line in lines if match(line)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no such log line in {lines}"
         await asyncio.sleep(0.05)
 
 
@@ -71,7 +77,8 @@ async def test_refusals_and_failed_requests_are_json_lines_with_their_ids(
         await refused.connect(gw.url + SDK_QUERY, transports=["websocket"], wait_timeout=5)
     line = await log_line(log, lambda ln: ln["msg"].startswith("refused socket"))
     assert (line["level"], line["logger"], line["reason"]) == ("INFO", "gateway.auth", "origin")
-    assert isinstance(line["sid"], str) and line["sid"]
+    assert isinstance(line["sid"], str)
+    assert line["sid"]
     assert line["remote"] == "127.0.0.1"
 
     client = socketio.AsyncClient(reconnection=False)
