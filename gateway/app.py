@@ -61,6 +61,7 @@ class GatewayApp:
         self.server.on_lifecycle(self._on_connect, self._on_disconnect)
         self.server.on_slow_client(self.gateway.cut_off_slow)
         self.server.on_refusal(lambda reason: self.metrics.refusals.labels(reason).inc())
+        self.server.on_origin_refused(self.metrics.connect_rejections.labels("origin").inc)
         # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)
         self.hooks = ConnectHooks(s, self.broker, self.metrics)
         self.vrequests = VirtualRequests(s, self.broker, self.metrics, self.server.emit_to)

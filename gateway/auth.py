@@ -5,7 +5,8 @@
 
 1. **Origins** (`--only-allow-origins`): exact membership, as Sails does. A listed
    origin is also what python-engineio's CORS check accepts, so a browser on another
-   origin is refused at the HTTP handshake (400), like Sails. A socket that sends *no*
+   origin is refused at the HTTP handshake (400), like Sails, and counted there
+   (gateway/sio.py OriginCheck), as the refusals here are. A socket that sends *no*
    Origin (native apps, scripts) is refused too — Sails 1.x does the same in code,
    although its docs say otherwise — unless a before-connect check is configured, in
    which case that check decides (Sails drops the origin list altogether then; we

@@ -85,7 +85,8 @@ class GatewayMetrics:
         )
         self.connect_rejections = Counter(
             p + "connect_rejections_total",
-            "Sockets refused by the origin list or the before-connect check, by reason",
+            "Sockets refused by the Origin rules (at the HTTP handshake too) or the "
+            "before-connect check, by reason",
             ["reason"],
             registry=r,
         )

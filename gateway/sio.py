@@ -35,15 +35,64 @@ REFUSED_CLOSE_GRACE_S: Final = 1.0
 _ack_requested: ContextVar[bool] = ContextVar("sailcast_ack_requested", default=False)
 
 
+class OriginCheck:
+    """python-engineio's `cors_allowed_origins` as a callable, so that a refused Origin
+    is counted: engine.io answers it 400 ("... is not an accepted origin") before any
+    socket exists, where no hook of ours would see it.
+
+    `allowed` is an exact list (`--only-allow-origins`, as Sails, or
+    `--allowed-origins`), or None for python-engineio's default: the host the request
+    was sent to (`Host`, and `X-Forwarded-Proto`/`-Host` when a proxy sets them).
+    engine.io asks twice per request (to check, then for the CORS headers); a refusal
+    is counted once, on the first.
+    """
+
+    _REFUSED: Final = "sailcast.origin_refused"
+
+    def __init__(self, allowed: Iterable[str] | None, on_refused: Callable[[], None]) -> None:
+        self._allowed = frozenset(allowed) if allowed is not None else None
+        self._on_refused = on_refused
+
+    def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
+        if not origin:  # no Origin header: not a browser; engine.io lets it through
+            return False
+        allowed = self._allowed if self._allowed is not None else same_host(environ)
+        if origin in allowed:
+            return True
+        if not environ.get(self._REFUSED):
+            environ[self._REFUSED] = True
+            self._on_refused()
+            request = environ.get("aiohttp.request")
+            log.info(
+                "refused origin: not an accepted origin",
+                extra={"origin": origin[:200], "remote": getattr(request, "remote", "")},
+            )
+        return False
+
+
+def same_host(environ: dict[str, Any]) -> set[str]:
+    """The origins python-engineio accepts when none are configured."""
+    scheme, host = environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST")
+    if not host:
+        return set()
+    out = {f"{scheme}://{host}"}
+    if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+        forwarded = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
+        out.add(f"{proto}://{forwarded}")
+    return out
+
+
 class SocketServer:
     def __init__(self, settings: GatewaySettings) -> None:
-        origins: Any = None  # python-socketio: same host only
+        self._on_origin_refused: Callable[[], None] = lambda: None
+        origins: Any = OriginCheck(None, self._origin_refused)  # default: same host only
         if settings.only_allow_origins:  # Sails' exact list (gateway/auth.py)
-            origins = list(settings.only_allow_origins)
+            origins = OriginCheck(settings.only_allow_origins, self._origin_refused)
         elif "*" in settings.allowed_origins:
             origins = "*"
         elif settings.allowed_origins:
-            origins = list(settings.allowed_origins)
+            origins = OriginCheck(settings.allowed_origins, self._origin_refused)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             cors_allowed_origins=origins,
@@ -72,6 +121,13 @@ class SocketServer:
 
     def on_slow_client(self, handler: Callable[[str, str], None]) -> None:
         self._on_slow = handler
+
+    def on_origin_refused(self, handler: Callable[[], None]) -> None:
+        """Told whenever engine.io refuses a request for its Origin (see OriginCheck)."""
+        self._on_origin_refused = handler
+
+    def _origin_refused(self) -> None:
+        self._on_origin_refused()
 
     def on_refusal(self, handler: Callable[[str], None]) -> None:
         """Told the reason whenever the transport refuses an inbound packet."""

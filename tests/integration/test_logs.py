@@ -81,6 +81,20 @@ async def test_refusals_and_failed_requests_are_json_lines_with_their_ids(
     assert line["sid"]
     assert line["remote"] == "127.0.0.1"
 
+    # a foreign Origin, refused by python-engineio at the HTTP handshake (no socket yet)
+    foreign = socketio.AsyncClient(reconnection=False)
+    clients.append(foreign)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await foreign.connect(
+            gw.url + SDK_QUERY, headers={"Origin": "http://evil.example"}, transports=["websocket"]
+        )
+    line = await log_line(log, lambda ln: ln["msg"].startswith("refused origin"))
+    assert (line["logger"], line["origin"], line["remote"]) == (
+        "gateway.sio",
+        "http://evil.example",
+        "127.0.0.1",
+    )
+
     client = socketio.AsyncClient(reconnection=False)
     clients.append(client)
     await client.connect(

@@ -653,4 +653,30 @@ async def test_only_allow_origins_is_an_exact_list(
     # no Origin at all (a script, a native app) is refused, as Sails 1.x does
     error = await connect_error(sails_client(gw))
     assert "Origin not allowed" in error
-    assert gw.metric('sailcast_gateway_connect_rejections_total{reason="origin"}') == 1
+    # three refused by python-engineio at the handshake, one by the gateway's check
+    assert gw.metric('sailcast_gateway_connect_rejections_total{reason="origin"}') == 4
+
+
+async def test_a_refused_origin_is_counted_whatever_the_origin_setting(
+    gateway_factory: GatewayFactory, sails_client: Connect
+) -> None:
+    """python-engineio refuses a foreign Origin at the HTTP handshake (400), before any
+    socket exists; the refusal still shows in connect_rejections_total."""
+    same_host = gateway_factory()  # no origin setting: the host the client asked for
+    listed = gateway_factory(allowed_origins="http://good.example")
+    assert (await sails_client(same_host, headers={"Origin": same_host.url})).client.connected
+    assert (await sails_client(listed, headers={"Origin": "http://good.example"})).client.connected
+    async with aiohttp.ClientSession() as http:
+        for gw, good in ((same_host, same_host.url), (listed, "http://good.example")):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await sails_client(gw, headers={"Origin": "http://evil.example"})
+            handshake = f"{gw.url}/socket.io/?EIO=4&transport=polling&{SDK_QUERY}"
+            async with http.get(handshake, headers={"Origin": "http://evil.example"}) as resp:
+                assert resp.status == 400
+                assert "not an accepted origin" in await resp.text()
+                assert "Access-Control-Allow-Origin" not in resp.headers
+            async with http.get(handshake, headers={"Origin": good}) as resp:
+                assert resp.status == 200
+                assert resp.headers["Access-Control-Allow-Origin"] == good  # CORS still works
+            metric = 'sailcast_gateway_connect_rejections_total{reason="origin"}'
+            assert gw.metric(metric) == 2, gw.gateway_id
