@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import pages
 from gateway.auth import ConnectHooks
 from gateway.broker import NatsBroker
+from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
@@ -43,6 +44,7 @@ class GatewayApp:
         self._stopping = False
         self.hooks: ConnectHooks | None = None
         self.vrequests: VirtualRequests | None = None
+        self._warnings = Throttled(log)
 
     async def start(self) -> None:
         """Ops port first (so probes answer while NATS is away), then NATS — retried
@@ -106,21 +108,38 @@ class GatewayApp:
         assert self.gateway is not None
         assert self.hooks is not None
         assert self.vrequests is not None
-        if self.gateway.draining:
-            self.metrics.refusals.labels("draining").inc()
-            raise ConnectionRefusedError("gateway is shutting down; reconnect")
-        limit = self.settings.max_connections
-        if limit and self.gateway.rooms.socket_count >= limit:
-            self.metrics.refusals.labels("max_connections").inc()
-            raise ConnectionRefusedError("gateway is full; reconnect later")
+        self._check_room_for(sid)  # before asking anyone
         handshake = await self.hooks.admit(sid, environ, auth)  # origins, before-connect
         if eio_socket.closed:  # left while a worker was deciding
             return False
+        # Again: other sockets may have been admitted, or a drain begun, while this one
+        # waited for its before-connect check. From here to the registration in
+        # socket_connected nothing awaits, so the limit cannot be overshot.
+        self._check_room_for(sid)
         await self.gateway.socket_connected(sid, eio_socket)
         self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
         return True
+
+    def _check_room_for(self, sid: str) -> None:
+        """Refuse a new socket while draining or at --max-connections (its client gets
+        the message as its connect error)."""
+        assert self.gateway is not None
+        if self.gateway.draining:
+            self.metrics.refusals.labels("draining").inc()
+            log.debug("refused socket: draining", extra={"sid": sid})
+            raise ConnectionRefusedError("gateway is shutting down; reconnect")
+        limit = self.settings.max_connections
+        if limit and self.gateway.rooms.socket_count >= limit:
+            self.metrics.refusals.labels("max_connections").inc()
+            self._warnings.warning(
+                "max_connections",
+                "refused socket: %d connections, the --max-connections limit",
+                limit,
+                extra={"sid": sid},
+            )
+            raise ConnectionRefusedError("gateway is full; reconnect later")
 
     async def _on_disconnect(self, sid: str, reason: str) -> None:
         assert self.gateway is not None

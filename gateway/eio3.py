@@ -44,6 +44,8 @@ from engineio import async_socket as eio_async_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
+from gateway import refusals
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SocketIOServerLike", "enable_eio3", "is_eio3_socket"]
@@ -301,9 +303,9 @@ class _Eio3Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         return result
 
     async def handle_post_request(self, environ: dict[str, Any]) -> None:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > self.server.max_http_buffer_size:
+        if refusals.post_too_large(self.server, environ):
             raise eio_exceptions.ContentTooLongError()
+        length = int(environ.get("CONTENT_LENGTH") or 0)
         body = await _read_body(environ["wsgi.input"], length)
         binary = environ.get("CONTENT_TYPE", "") == "application/octet-stream"
         try:

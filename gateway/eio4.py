@@ -32,6 +32,7 @@ from engineio import async_socket as eio_async_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
+from gateway import refusals
 from gateway.outbound import OutboundQueue
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,10 @@ class Eio4Socket(eio_async_socket.AsyncSocket):  # type: ignore[misc]
         queue = self.queue
         if isinstance(queue, OutboundQueue) and queue.direct_only:
             queue.put_nowait(None)  # the session is over: close the websocket (after the goodbye)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        refusals.post_too_large(self.server, environ)  # counted; python-engineio refuses it
+        await super().handle_post_request(environ)
 
     # -- the websocket session ------------------------------------------------------
     async def _websocket_handler(self, ws: Any) -> Any:

@@ -37,6 +37,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
+from gateway import refusals
+
 SlowHandler = Callable[[Any, str], None]
 """Called with (engine.io socket or None, reason) when a socket exceeds a bound."""
 
@@ -383,11 +385,11 @@ class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         when nothing came within `timeout` seconds."""
         msg = await self._sock.receive(timeout)
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            if msg.type == WSMsgType.ERROR:
-                refused = getattr(self.server, "_sailcast_on_refusal", None)
-                too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
-                if refused is not None and too_big:
-                    refused("inbound_too_large")
+            if (
+                msg.type == WSMsgType.ERROR
+                and getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
+            ):
+                refusals.count(self.server, refusals.INBOUND_TOO_LARGE)
             raise OSError(f"websocket closed ({msg.type!r})")
         data: str | bytes = msg.data
         return data

@@ -16,7 +16,7 @@ from typing import Any, Final
 import socketio
 from aiohttp import web
 
-from gateway import eio4, outbound
+from gateway import eio4, outbound, refusals
 from gateway.eio3 import enable_eio3
 from gateway.settings import GatewaySettings
 from shared.envelope import RESERVED_EVENTS
@@ -131,12 +131,7 @@ class SocketServer:
 
     def on_refusal(self, handler: Callable[[str], None]) -> None:
         """Told the reason whenever the transport refuses an inbound packet."""
-        self.sio.eio._sailcast_on_refusal = handler
-
-    def _count_refusal(self, reason: str) -> None:
-        handler = getattr(self.sio.eio, "_sailcast_on_refusal", None)
-        if handler is not None:
-            handler(reason)
+        refusals.set_handler(self.sio.eio, handler)
 
     def _slow(self, eio_socket: Any, reason: str) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_socket.sid, "/") if eio_socket else None
@@ -154,7 +149,7 @@ class SocketServer:
 
         async def handle_event(eio_sid: str, namespace: str, id: Any, data: Any) -> None:
             if not data or not isinstance(data[0], str) or data[0] in RESERVED_EVENTS:
-                self._count_refusal("reserved_event")
+                refusals.count(self.sio.eio, "reserved_event")
                 return
             await original(eio_sid, namespace, id, data)
 

@@ -11,9 +11,9 @@ subscribed, or NATS not connected at that moment → 503 at once, no answer with
 `--virtual-request-timeout-s` → 504, an answer that does not parse → 502, over the
 per-socket rate or more than `--virtual-request-max-inflight` requests of one socket
 in flight → 429, a request over `--max-payload-bytes` once encoded for the workers
-(with the handshake) → 413. Every log line about a request carries its `sid` and
-`request_id` (the client's `x-request-id`, or one made here, which the worker sees
-too).
+(with the handshake) → 413. Each refusal by a limit (429, 413) is also counted in
+`refusals_total`; every log line about a request carries its `sid` and `request_id`
+(the client's `x-request-id`, or one made here, which the worker sees too).
 
 Parse errors follow sails-hook-sockets: no `url`, a `url` that is not a string, or an
 SDK version (`__sails_io_sdk_version` in the handshake query) that is missing (taken
@@ -298,6 +298,7 @@ class VirtualRequests:
         started = time.perf_counter()
         payload = encode_vrequest(request)
         if len(payload) > self.settings.max_payload_bytes:
+            self._refused("virtual_request_too_large")
             self._warnings.warning(
                 "too_large",
                 "%s %s: request too large (%d bytes with the handshake)",
@@ -306,7 +307,7 @@ class VirtualRequests:
                 len(payload),
                 extra=ctx,
             )
-            return self._answered(status_jwr(413), started)
+            return status_jwr(413)
         if not self.broker.connected:  # nats-py would hold it until the timeout: 504
             self._warnings.warning(
                 "no_nats", "%s %s: NATS is not connected", method, url, extra=ctx

@@ -74,3 +74,27 @@ async def test_shutdown_is_not_held_up_by_long_polls(
     assert code == 0
     assert took < 5, f"shutdown took {took:.1f}s"
     await stays.disconnect()
+
+
+async def test_a_socket_connecting_while_draining_is_refused_with_a_reason(
+    gateway_factory: Callable[..., GatewayProcess], client_factory: Any
+) -> None:
+    """Between SIGTERM and the disconnects (--drain-delay-s) the gateway still listens,
+    so a balancer that has not caught up may send it a client: refused, with a connect
+    error that says to reconnect, and counted; connected clients stay until the drain."""
+    gw = gateway_factory("draining", drain_delay_s=3, drain_timeout_s=2)
+    stays = await client_factory(gw)
+    gw.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while gw.http_status("/readyz") != 503:
+        assert time.monotonic() < deadline, "readyz did not turn 503"
+        await asyncio.sleep(0.02)
+    late = socketio.AsyncClient(reconnection=False)
+    errors: list[Any] = []
+    late.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await late.connect(gw.url, transports=["websocket"], wait_timeout=5)
+    assert errors == [{"message": "gateway is shutting down; reconnect"}]
+    assert gw.metric('sailcast_gateway_refusals_total{reason="draining"}') == 1
+    assert stays.client.connected
+    assert await asyncio.to_thread(gw.proc.wait, 15) == 0
