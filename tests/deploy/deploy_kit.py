@@ -296,6 +296,39 @@ def contract_env_names() -> frozenset[str]:
     return frozenset("SAILCAST_" + f.upper().replace("-", "_") for f in flags)
 
 
+NATS_CHART_KEYS = Path(__file__).parent / "data" / "nats-chart-2.14.2-values-keys.txt"
+
+
+def nats_chart_keys() -> tuple[str, set[str], list[str]]:
+    """(chart version, key paths, free-form map prefixes) of the official NATS chart."""
+    text = NATS_CHART_KEYS.read_text(encoding="utf-8")
+    version = re.search(r'chart "nats" version (\S+)', text)
+    assert version, f"{NATS_CHART_KEYS.name}: no chart version in the header"
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    keys = {line for line in lines if not line.endswith(".*")}
+    free_form = [line.removesuffix(".*") for line in lines if line.endswith(".*")]
+    return version.group(1), keys, free_form
+
+
+def key_paths(node: Any, prefix: str = "") -> list[str]:
+    """Dotted path of every key of nested mappings (lists are values, not descended)."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out += [path, *key_paths(value, path)]
+    return out
+
+
+def unknown_nats_chart_keys(values: dict[str, Any]) -> list[str]:
+    _, keys, free_form = nats_chart_keys()
+    return [
+        path
+        for path in key_paths(values)
+        if path not in keys and not any(path.startswith(f + ".") for f in free_form)
+    ]
+
+
 def worker_example_code() -> str:
     """The Python in the header comment of deploy/examples/worker.yaml: its first run of
     lines indented under `#`."""
