@@ -112,8 +112,11 @@ _AS_SET_HARNESS = """\
 {{- end }}
 {{- $_ := set $values "replicaCount" (int64 $values.replicaCount) }}
 {{- $_ := set $values.autoscaling "minReplicas" (int64 $values.autoscaling.minReplicas) }}
-# kinds: minAvailable={{ kindOf $pdb.minAvailable }} maxUnavailable={{ kindOf $pdb.maxUnavailable }}
-{{ include (print $.Template.BasePath "/_pdb-under-test.tpl") (merge (dict "Values" $values) .) }}
+{{- $ctx := merge (dict "Values" $values) . }}
+{{- $seen := $ctx.Values.podDisruptionBudget }}
+# kinds: minAvailable={{ kindOf $seen.minAvailable }}
+# kinds: maxUnavailable={{ kindOf $seen.maxUnavailable }}
+{{ include (print $.Template.BasePath "/_pdb-under-test.tpl") $ctx }}
 """
 
 
