@@ -4,10 +4,20 @@ worker that does not want prometheus_client never imports it)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+PREFIX: Final = "sailcast_publisher_"
 
 
 class PublisherStats:
+    """`reconnects` and `messages` are plain counts anyone may read (publisher/client.py
+    increments `reconnects` in its reconnect callback); with a registry, the rest are
+    prometheus_client counters, and `reconnects` is read from here at scrape time."""
+
     def __init__(self, registry: Any = None) -> None:
         self.reconnects = 0
         self.messages = 0
@@ -18,7 +28,7 @@ class PublisherStats:
         if registry is not None:
             from prometheus_client import Counter, Histogram
 
-            p = "sailcast_publisher_"
+            p = PREFIX
             self._messages = Counter(
                 p + "messages_total", "Messages published, by kind", ["kind"], registry=registry
             )
@@ -34,6 +44,7 @@ class PublisherStats:
             self._latency = Histogram(
                 p + "request_duration_seconds", "Request round trips", ["kind"], registry=registry
             )
+            registry.register(_Reconnects(self))
 
     def published(self, kind: str) -> None:
         self.messages += 1
@@ -48,3 +59,25 @@ class PublisherStats:
         if self._requests is not None:
             self._requests.labels(kind, outcome).inc()
             self._latency.labels(kind).observe(time.perf_counter() - started)
+
+
+class _Reconnects:
+    """`sailcast_publisher_reconnects_total` as a collector reading `stats.reconnects`:
+    the count has one home, so the metric cannot drift from it."""
+
+    def __init__(self, stats: PublisherStats) -> None:
+        self._stats = stats
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family(None)
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family(self._stats.reconnects)
+
+    @staticmethod
+    def _family(value: int | None) -> Metric:
+        from prometheus_client.core import CounterMetricFamily
+
+        return CounterMetricFamily(
+            PREFIX + "reconnects", "Reconnections to NATS after a lost connection", value=value
+        )
