@@ -4,7 +4,7 @@ gateway processes and clients (tests/helpers.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -76,3 +76,34 @@ async def client_factory() -> AsyncIterator[Callable[..., Any]]:
     yield connect
     for c in clients:
         await c.disconnect()
+
+
+# -- measured figures ---------------------------------------------------------------
+FIGURE_TESTS: Final = (
+    "tests/faults/",
+    "tests/integration/test_outage_and_sync.py::test_nats_restart_clients_stay_and_delivery_resumes",
+    "tests/integration/test_drain.py::test_rolling_restart_clients_come_back_by_themselves",
+    "tests/integration/test_slow_clients.py::",
+)
+"""Tests that print what they measured (docs/operations.md quotes them)."""
+_figures: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep what a passed figure test printed: pytest captures it and would show it
+    only for a failure, so a plain CI run would measure and never tell."""
+    if report.when == "call" and report.passed and report.nodeid.startswith(FIGURE_TESTS):
+        out = report.capstdout.strip()
+        if out:
+            _figures.append((report.nodeid, out))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A "measured figures" section after the run (with `-s` they were printed live)."""
+    if not _figures:
+        return
+    terminalreporter.section("measured figures")
+    for nodeid, out in _figures:
+        terminalreporter.write_line(nodeid)
+        for line in out.splitlines():
+            terminalreporter.write_line(f"    {line}")
