@@ -60,7 +60,7 @@ def run_gateway(argv: Sequence[str]) -> None:
 def _run(coro: object) -> None:
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:
+    except ImportError:  # only the import: an ImportError from the gateway must surface
         asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@
 from publisher.client import Publisher
 from publisher.sockets import Sockets
 from publisher.sync import SyncPublisher
+from shared.config import NatsSettings
 from shared.errors import (
     GatewayTimeout,
     InvalidRoomName,
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidRoomName",
     "InvalidSocketId",
     "LimitExceeded",
+    "NatsSettings",
     "NoSuchSocket",
     "NotSerializable",
     "PayloadTooLarge",

@@ -84,7 +84,10 @@ class Publisher:
         stats = PublisherStats(registry)
         Subjects(prefix)  # validate before connecting
 
+        last_error: list[Exception] = []
+
         async def on_error(exc: Exception) -> None:
+            last_error[:] = [exc]
             log.warning("nats: %s", exc)
 
         async def on_reconnect() -> None:
@@ -104,7 +107,12 @@ class Publisher:
             )
         except Exception as exc:
             await _close_quietly(nc)
-            raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+            # a refusal (say, "Authorization Violation") reaches only the error callback;
+            # the timeout that follows says nothing
+            cause = last_error[0] if last_error else exc
+            raise TransportError(
+                f"cannot connect to NATS at {settings.describe()}: {cause or type(cause).__name__}"
+            ) from exc
         return cls(
             nc,
             prefix=prefix,

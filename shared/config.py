@@ -143,6 +143,14 @@ class NatsSettings:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NatsSettings:
+        """From resolved NATS_OPTIONS values; a credential that would be silently unused
+        (a password without a user, a TLS key without a certificate) is an error."""
+        env = {o.name: o.env for o in NATS_OPTIONS}
+        for setting, needed in _NATS_NEEDS:
+            if values[setting] and not values[needed]:
+                raise ConfigError(
+                    f"{env[setting]} is set but {env[needed]} is not, so it would be ignored"
+                )
         return cls(
             servers=parse_servers(values["nats_url"]),
             user=values["nats_user"],
@@ -165,15 +173,10 @@ class NatsSettings:
         silently unused, raises ConfigError naming the variable."""
         values = resolve(NATS_OPTIONS, argparse.Namespace(), environ)
         env = {o.name: o.env for o in NATS_OPTIONS}
-        for setting, needed in _NATS_NEEDS:
-            if values[setting] and not values[needed]:
-                raise ConfigError(
-                    f"{env[setting]} is set but {env[needed]} is not, so it would be ignored"
-                )
         try:
             return cls.from_values(values)
-        except ConfigError as exc:  # only the server list can be wrong here
-            if env["nats_url"] in str(exc):
+        except ConfigError as exc:
+            if "SAILCAST_NATS_" in str(exc):  # names its variable already
                 raise
             # not the raw value: it may carry a password (user:pass@host)
             raise ConfigError(f"{env['nats_url']}: {exc}") from None
