@@ -16,8 +16,19 @@ each socket gets an `OutboundQueue` instead:
 * otherwise (polling, during an upgrade, a v3 socket while its writer is busy) it goes
   through the queue as before, which keeps order; control packets of a v3 socket
   always take the queue, which keeps its writer task ticking;
-* both paths are bounded: the queue by packets and bytes, the transport by its write
-  buffer; a socket over either bound has stopped reading and is cut off.
+* both paths are bounded; a socket over either bound has stopped reading and is cut
+  off. The queue holds packet objects and counts only MESSAGE payloads as bytes
+  (control packets count none, and an object costs more than a small payload), so
+  `--max-queued-messages` is what bounds it for many small or control packets. The
+  direct path is bounded by bytes alone (the transport's write buffer plus this
+  tick's frames, against `--max-buffered-bytes`), and that is also a message bound:
+  it holds frame bytes, counted with their headers, handed to the transport once per
+  tick as one buffer (or one frame shared by every recipient and counted for each),
+  so no per-message object outlives the tick and memory follows the bytes counted.
+  Counting messages there would need per-recipient bookkeeping of what the kernel
+  has taken, which the transport does not report. Pinned by
+  tests/integration/test_slow_clients.py (a stalled client flooded with ~100-byte
+  messages is cut off by the byte bound).
 
 Installed per server instance (`install`), so the Engine.IO v3 support can still
 adapt the server's class. This module and fanout.py are the only ones that touch

@@ -115,3 +115,56 @@ async def test_stalled_client_is_cut_off_and_memory_stays_bounded(
         f"gateway RSS growth {rss_growth / 1e6:.1f} MB"
     )
     stalled.close()
+
+
+async def test_stalled_client_flooded_with_small_messages_is_cut_off(
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher: Publisher,
+    client_factory: Any,
+    tmp_path: Path,
+) -> None:
+    """Many small messages (about 100 bytes each) to a client that stops reading: on the
+    websocket path every frame's bytes count against --max-buffered-bytes, so the
+    byte bound is also the message bound there; the client is cut off and the gateway
+    holds no more than the bound for it."""
+    log = tmp_path / "gateway.log"
+    bound = 256 * 1024
+    gw = gateway_factory("flood", max_buffered_bytes=bound, stderr_file=log)
+    healthy = await client_factory(gw)
+    stalled = await StalledClient.connect(gw.port)
+    await publisher.sockets.join(stalled.sid, "ticks")
+    stalled.stop_reading()
+    rss_before = rss_bytes(gw.proc.pid)
+
+    n = 150_000
+    pad = "p" * 60
+    started = time.monotonic()
+    for i in range(n):
+        await publisher.sockets.broadcast("ticks", "tick", {"i": i, "pad": pad})
+        if i % 2000 == 1999:
+            await publisher.flush()
+            if gw.metric("sailcast_gateway_slow_client_disconnects_total"):
+                break
+    await publisher.flush()
+    deadline = time.monotonic() + 30
+    while not gw.metric("sailcast_gateway_slow_client_disconnects_total"):
+        assert time.monotonic() < deadline, "the stalled client was not cut off"
+        await asyncio.sleep(0.05)
+    sent = i + 1
+    elapsed = time.monotonic() - started
+    rss_growth = rss_bytes(gw.proc.pid) - rss_before
+
+    frame = len(f'42["tick",{{"i":{n},"pad":"{pad}"}}]') + 2
+    assert sent * frame > bound  # thousands of messages, each far below the bound
+    assert gw.metric("sailcast_gateway_slow_client_disconnects_total") == 1
+    assert "stopped reading (write_buffer)" in log.read_text()  # the websocket path's bound
+    assert gw.metric("sailcast_gateway_connections") == 1
+    await publisher.sockets.broadcast(healthy.sid, "still", "here")
+    await healthy.wait_for(lambda ev: ("still", "here") in ev)
+    assert rss_growth < 8 * 1024 * 1024, f"gateway grew {rss_growth / 1e6:.1f} MB"
+    print(
+        f"\nslow client, small messages: cut off after {sent} x {frame} B "
+        f"({sent * frame / 1e6:.1f} MB, bound {bound // 1024} KiB) in {elapsed:.1f}s; "
+        f"gateway RSS growth {rss_growth / 1e6:.1f} MB"
+    )
+    stalled.close()
