@@ -136,7 +136,7 @@ class Gateway:
             try:
                 await self.broker.flush()
             except SailcastError:
-                log.warning("NATS flush failed while registering %s", sid)
+                log.warning("NATS flush failed while registering a socket", extra={"sid": sid})
 
     async def socket_disconnected(self, sid: str) -> None:
         eio_socket = self.fanout.detach(sid)
@@ -163,7 +163,7 @@ class Gateway:
         self._slow.add(sid)
         self.metrics.slow_disconnects.inc()
         self.metrics.drops.labels("slow_client").inc()
-        log.warning("socket %s stopped reading (%s); disconnecting it", sid, reason)
+        log.warning("socket stopped reading (%s); disconnecting it", reason, extra={"sid": sid})
         self._spawn(self._disconnect(sid))
 
     # -- data path -------------------------------------------------------------------
@@ -334,8 +334,11 @@ class Gateway:
             current = self.rooms.rooms_of(sid)
             if room not in current and len(current) >= limit:
                 self.metrics.refusals.labels("max_rooms_per_socket").inc()
-                log.warning(
-                    "socket %s is in %d rooms; not joining more", sid, limit, extra={"sid": sid}
+                self._warnings.warning(
+                    "max_rooms",
+                    "socket is in %d rooms; not joining more",
+                    limit,
+                    extra={"sid": sid},
                 )
                 refused += 1
                 continue
