@@ -241,10 +241,18 @@ async def serve(settings: GatewaySettings) -> None:
         "host": settings.host,
         "port": app.port,
         "metrics_port": app.metrics_port,
+        # uvloop or asyncio: the bench reads it back, operators see it in the log
+        "loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }
     sys.stdout.write(orjson.dumps(ready).decode() + "\n")
     sys.stdout.flush()
-    log.info("gateway %s listening on %s:%d", settings.gateway_id, settings.host, app.port)
+    log.info(
+        "gateway %s listening on %s:%d (%s loop)",
+        settings.gateway_id,
+        settings.host,
+        app.port,
+        ready["loop"],
+    )
     await stopping
     try:
         await asyncio.wait_for(
