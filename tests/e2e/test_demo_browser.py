@@ -11,73 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
 
-from gateway.embedded_nats import EmbeddedNats
+from tests.e2e.demo_kit import (
+    JS_DIR,
+    ROOT,
+    RUN_TIMEOUT_S,
+    SAILS_IO_JS,
+    require_tools,
+    wait_for_worker,
+)
 from tests.helpers import GatewayProcess
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-JS_DIR = Path(__file__).parent / "js"
-CHROMIUM = Path("/usr/bin/chromium")
-SAILS_IO_JS = JS_DIR / "node_modules" / "sails.io.js" / "dist" / "sails.io.js"
-RUN_TIMEOUT_S = 60.0
-READY_TIMEOUT_S = 15.0
-
-
-@pytest.fixture
-def demo_worker(nats_server: EmbeddedNats, prefix: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "SAILCAST_NATS_URL": nats_server.url,
-        "SAILCAST_PREFIX": prefix,
-        "SAILCAST_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "publisher.demo"], env=env, cwd=ROOT)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def require_tools() -> str:
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("the npm packages are missing: run `bash tests/e2e/setup.sh`")
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: run `bash tests/e2e/setup.sh` (apt)")
-    return node
-
-
-async def wait_for_worker(gw: GatewayProcess) -> None:
-    """Until the worker answers (503 means it has not joined the queue group yet)."""
-    client = socketio.AsyncClient(reconnection=False)
-    await client.connect(f"{gw.url}?__sails_io_sdk_version=1.2.1", transports=["websocket"])
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            jwr = await client.call("get", {"method": "get", "url": "/item"}, timeout=5)
-            if jwr["statusCode"] == 200:
-                return
-            assert time.monotonic() < deadline, f"the demo worker never answered: {jwr}"
-            await asyncio.sleep(0.1)
-    finally:
-        await client.disconnect()
 
 
 async def test_two_browser_pages_edit_one_list(

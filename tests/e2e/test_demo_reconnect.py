@@ -19,14 +19,7 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.e2e.test_demo_browser import (  # the demo's worker and tools
-    JS_DIR,
-    ROOT,
-    SAILS_IO_JS,
-    demo_worker,  # noqa: F401 - a fixture, used by name
-    require_tools,
-    wait_for_worker,
-)
+from tests.e2e.demo_kit import JS_DIR, ROOT, SAILS_IO_JS, require_tools, wait_for_worker
 from tests.helpers import GatewayProcess
 
 pytestmark = pytest.mark.e2e
