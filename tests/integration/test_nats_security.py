@@ -62,7 +62,7 @@ async def test_nkey_authentication(
         # without the key the server refuses, and says so
         from publisher import TransportError
 
-        with pytest.raises(TransportError, match="cannot connect.*[Aa]uthoriz"):
+        with pytest.raises(TransportError, match=r"cannot connect.*[Aa]uthoriz"):
             await Publisher.connect(nats.url, prefix=prefix, connect_timeout_s=2)
 
 
