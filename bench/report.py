@@ -112,6 +112,12 @@ def _cell(
     scen = result.get(fig.scenario)
     if fig.valid_key and isinstance(scen, dict) and scen.get(fig.valid_key) is False:
         text += " !"
+    elif (
+        fig.valid_key == "valid"
+        and isinstance(scen, dict)
+        and scen.get("machine_saturated_at_best")
+    ):
+        text += " *"
     return text
 
 
@@ -226,6 +232,11 @@ def table(
             r = res.get(scen)
             if isinstance(r, dict) and not r.get("valid", True):
                 notes.append(f"{labels[n]} {scen}: ! {r['invalid_reason']}")
+            elif isinstance(r, dict) and r.get("machine_saturated_at_best"):
+                notes.append(
+                    f"{labels[n]} {scen}: * best step on a saturated machine "
+                    f"({r['machine_at_best']}): its maximum is a lower bound"
+                )
             if isinstance(r, dict) and r.get("same_load_valid") is False:
                 rate = r["same_load_rate_msgs_per_s"]
                 notes.append(f"{labels[n]} {scen} @{rate:g} msg/s: ! {r['same_load_reason']}")

@@ -29,9 +29,12 @@ KIND_BROADCAST: Final = "bc"
 KIND_BLAST: Final = "bl"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DataMessage:
-    """A decoded room or blast message; `args` is the raw `["event", data]` JSON."""
+    """A decoded room or blast message; `args` is the raw `["event", data]` JSON.
+
+    Not frozen, on purpose: one is built per NATS message on the fanout path, and a
+    frozen dataclass costs four times as much to build. Treat it as read-only."""
 
     kind: str
     rooms: tuple[str, ...]
@@ -78,45 +81,53 @@ def encode_data(
 
 
 def decode_data(body: bytes) -> DataMessage:
-    """Parse a room/blast message, checking everything a gateway will rely on."""
+    """Parse a room/blast message, checking everything a gateway will rely on: the args
+    are parsed too, so nothing that is not JSON reaches a client."""
     nl = body.find(b"\n")
     if nl < 0:
         raise MalformedEnvelope("no meta/args separator")
+    args_view = body[nl + 1 :]
     try:
         meta = orjson.loads(body[:nl])
-        args_view = body[nl + 1 :]
         args = orjson.loads(args_view)
     except orjson.JSONDecodeError as exc:
         raise MalformedEnvelope(f"invalid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("v") != WIRE_VERSION:
+    if type(meta) is not dict or meta.get("v") != WIRE_VERSION:
         raise MalformedEnvelope(f"unsupported envelope meta {str(meta)[:80]!r}")
     kind = meta.get("k")
-    if kind not in (KIND_BROADCAST, KIND_BLAST):
+    if kind != KIND_BROADCAST and kind != KIND_BLAST:
         raise MalformedEnvelope(f"unknown message kind {kind!r}")
-    if not isinstance(args, list) or not args or not isinstance(args[0], str):
+    if type(args) is not list or not args or type(args[0]) is not str:
         raise MalformedEnvelope("args must be a JSON array starting with the event name")
-    if args[0] in RESERVED_EVENTS or not args[0]:
+    if not args[0] or args[0] in RESERVED_EVENTS:
         raise MalformedEnvelope(f"event name {args[0]!r} is reserved by Socket.IO clients")
-    rooms = meta.get("r", [])
-    omit = meta.get("o", [])
+    rooms = meta.get("r")
+    omit = meta.get("o")
     ts = meta.get("ts")
-    seq = meta.get("seq")
-    if not _str_list(rooms) or not _str_list(omit) or not isinstance(ts, int | float | None):
+    if (
+        (rooms is not None and not _str_list(rooms))
+        or (omit is not None and not _str_list(omit))
+        or not (ts is None or isinstance(ts, int | float))
+    ):
         raise MalformedEnvelope("rooms/omit must be lists of strings and ts a number")
     if kind == KIND_BROADCAST and not rooms:
         raise MalformedEnvelope("a broadcast names no room")
+    seq = meta.get("seq")
     return DataMessage(
-        kind=kind,
-        rooms=tuple(rooms),
-        omit=frozenset(omit),
-        ts=None if ts is None else float(ts),
-        args=args_view,
-        seq=seq if isinstance(seq, int) else None,
+        kind,
+        tuple(rooms) if rooms else (),
+        frozenset(omit) if omit else _NO_ONE,
+        None if ts is None else float(ts),
+        args_view,
+        seq if type(seq) is int else None,
     )
 
 
+_NO_ONE: Final[frozenset[str]] = frozenset()
+
+
 def _str_list(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    return type(value) is list and all(type(x) is str for x in value)
 
 
 def encode_request(kind: str, **fields: Any) -> bytes:

@@ -8,11 +8,18 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from gateway.app import _reason_label
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import (
+    LAG_BUCKETS_S,
+    GatewayMetrics,
+    LoopCounter,
+    LoopCounterFamily,
+    LoopHistogram,
+)
 from publisher.stats import PublisherStats
 
 ALLOWED_LABELS = frozenset({"reason", "kind", "outcome", "status", "version"})
@@ -28,6 +35,9 @@ def label_names(owner: Any, registry: CollectorRegistry) -> dict[str, set[str]]:
         for v in vars(owner).values()
         if isinstance(v, MetricWrapperBase)
     }
+    for v in vars(owner).values():
+        if isinstance(v, LoopCounterFamily):
+            names[v.name.removesuffix("_total")] = {v.label}
     for family in registry.collect():
         seen = names.setdefault(family.name, set())
         for sample in family.samples:
@@ -71,3 +81,41 @@ def test_disconnect_reasons_map_to_a_fixed_set(reason: str) -> None:
         "transport_error",
         "other",
     }
+
+
+class _One(Collector):
+    def __init__(self, metric: LoopCounter | LoopCounterFamily | LoopHistogram) -> None:
+        self.m = metric
+
+    def collect(self) -> Any:
+        yield self.m.metric()
+
+
+def exposition(registry: CollectorRegistry) -> list[str]:
+    """The samples as /metrics shows them, without the `_created` ones (time of day)."""
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+@given(st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), max_size=40))
+def test_loop_metrics_expose_what_prometheus_client_would(values: list[float]) -> None:
+    """The fanout path's lock-free counters and histogram read the same on /metrics as
+    the prometheus_client objects they replace."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    hist = LoopHistogram("lag_seconds", "doc", LAG_BUCKETS_S)
+    count = LoopCounter("n_total", "doc")
+    family = LoopCounterFamily("m_total", "doc", "kind")
+    for m in (hist, count, family):
+        ours.register(_One(m))
+    ref_hist = Histogram("lag_seconds", "doc", buckets=LAG_BUCKETS_S, registry=theirs)
+    ref_count = Counter("n_total", "doc", registry=theirs)
+    ref_family = Counter("m_total", "doc", ["kind"], registry=theirs)
+    for i, v in enumerate(values):
+        hist.observe(v)
+        ref_hist.observe(v)
+        count.inc(v)
+        ref_count.inc(v)
+        kind = "room" if i % 3 else "blast"
+        family.labels(kind).inc()
+        ref_family.labels(kind).inc()
+    assert exposition(ours) == exposition(theirs)
