@@ -17,6 +17,9 @@ from shared.envelope import KIND_BLAST, KIND_BROADCAST, encode_args, encode_data
 from shared.errors import InvalidRoomName, LimitExceeded, UsageError
 from shared.subjects import check_socket_id, room_token
 
+ROOM_SUBJECT_CACHE: Final = 65536
+"""Room subjects a publisher keeps ready (each at most a few hundred bytes)."""
+
 if TYPE_CHECKING:
     from publisher.client import Publisher
 
@@ -28,12 +31,17 @@ OneOrMany = str | Iterable[str]
 
 def as_rooms(rooms: OneOrMany, what: str = "rooms") -> list[str]:
     """One name or many → a de-duplicated list in caller order, each name checked."""
-    items = [rooms] if isinstance(rooms, str) else list(rooms)
-    out = list(dict.fromkeys(items))
-    if not out:
-        raise InvalidRoomName(f"no room given in {what}")
+    out = [rooms] if isinstance(rooms, str) else _unique(rooms, what)
     for name in out:
         room_token(name)
+    return out
+
+
+def _unique(rooms: Iterable[str], what: str) -> list[str]:
+    """Many names → de-duplicated in caller order (not checked: the caller encodes)."""
+    out = list(dict.fromkeys(list(rooms)))
+    if not out:
+        raise InvalidRoomName(f"no room given in {what}")
     return out
 
 
@@ -56,6 +64,18 @@ def event_and_data(event: Any, data: Any) -> tuple[str, Any]:
 class Sockets:
     def __init__(self, pub: Publisher) -> None:
         self._pub = pub
+        self._room_subjects: dict[str, str] = {}
+
+    def _room_subject(self, name: str) -> str:
+        """The room's subject (checking the name), kept for the rooms a worker uses
+        again and again: encoding it was a tenth of a publish."""
+        subject = self._room_subjects.get(name) if type(name) is str else None
+        if subject is None:
+            subject = self._pub.subjects.room(name)
+            if len(self._room_subjects) >= ROOM_SUBJECT_CACHE:
+                self._room_subjects.clear()  # bounded: a worker may address millions
+            self._room_subjects[name] = subject
+        return subject
 
     # -- per-socket ------------------------------------------------------------------
     async def join(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
@@ -102,17 +122,20 @@ class Sockets:
         """Validate and encode a broadcast: the (subject, body) pairs to publish. Pure,
         so every caller mistake raises here, before anything is sent."""
         event, data = event_and_data(event, data)
-        targets = as_rooms(rooms)
+        # one room name is the common case: no list to de-duplicate; the subject
+        # encoding checks every name (room_token) exactly once
+        targets = [rooms] if isinstance(rooms, str) else _unique(rooms, "rooms")
+        room_subject = self._room_subject
+        subjects = [room_subject(room) for room in targets]
         body = encode_data(
             KIND_BROADCAST,
             encode_args(event, data),
             ts=time.time(),
             rooms=targets,
-            omit=as_socket_ids(omit),
+            omit=as_socket_ids(omit) if omit is not None else (),
             max_bytes=self._pub.max_payload_bytes,
         )
-        subject = self._pub.subjects.room
-        return [(subject(room), body) for room in targets]
+        return [(subject, body) for subject in subjects]
 
     def prepare_blast(
         self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None

@@ -66,12 +66,10 @@ def encode_data(
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> bytes:
     meta: dict[str, Any] = {"v": WIRE_VERSION, "k": kind, "ts": ts}
-    room_list = list(rooms)
-    if room_list:
-        meta["r"] = room_list
-    omit_list = list(omit)
-    if omit_list:
-        meta["o"] = omit_list
+    if rooms:  # lists go in as they are (the publisher's hot path passes lists)
+        meta["r"] = rooms if type(rooms) is list else list(rooms)
+    if omit:
+        meta["o"] = omit if type(omit) is list else list(omit)
     body = orjson.dumps(meta) + b"\n" + args
     if len(body) > max_bytes:
         raise PayloadTooLarge(
