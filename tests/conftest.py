@@ -3,13 +3,14 @@ gateway processes and clients (tests/helpers.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Final
 
 import pytest
 
 from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher
+from publisher.router import Router, RouterService
 from tests.helpers import (
     GatewayProcess,
     RecordingClient,
@@ -62,6 +63,26 @@ async def publisher(nats_server: EmbeddedNats, prefix: str) -> AsyncIterator[Pub
     pub = await Publisher.connect(nats_server.url, prefix=prefix)
     yield pub
     await pub.close()
+
+
+@pytest.fixture
+async def serve(
+    nats_server: EmbeddedNats, prefix: str
+) -> AsyncIterator[Callable[[Router], Awaitable[RouterService]]]:
+    """Start a router on a publisher of its own, as a worker process would (in this
+    one); every service is stopped (drained) and its publisher closed at the end."""
+    running: list[tuple[RouterService, Publisher]] = []
+
+    async def start(router: Router) -> RouterService:
+        pub = await Publisher.connect(nats_server.url, prefix=prefix)
+        service = await router.start(pub)
+        running.append((service, pub))
+        return service
+
+    yield start
+    for service, pub in running:
+        await service.stop()
+        await pub.close()
 
 
 @pytest.fixture

@@ -79,9 +79,16 @@ class Dev:
 def dev(tmp_path: Path) -> Iterator[Dev]:
     d = Dev(tmp_path)
     yield d
-    if d.proc.poll() is None:
-        os.killpg(d.proc.pid, signal.SIGKILL)
-        d.proc.wait()
+    if d.proc.poll() is None:  # the test failed early: stop it, children included
+        children = children_of(d.proc.pid)
+        os.killpg(d.proc.pid, signal.SIGINT)
+        try:
+            d.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(d.proc.pid, signal.SIGKILL)
+            d.proc.wait()
+        for pid in still_running(children, timeout=2):  # their own sessions
+            os.kill(pid, signal.SIGKILL)
 
 
 def children_of(pid: int) -> list[int]:

@@ -13,30 +13,13 @@ import pytest
 import socketio
 
 from publisher import LimitExceeded, Publisher
-from publisher.router import ConnectCheck, Request, Router, RouterService
+from publisher.router import ConnectCheck, Request, Router
 from tests.helpers import GatewayProcess, quiet
 
 pytestmark = pytest.mark.integration
 
 SDK_QUERY = "?__sails_io_sdk_version=1.2.1"
 WAIT_S = 10.0
-
-
-@pytest.fixture
-async def worker(nats_server: Any, prefix: str) -> AsyncIterator[Callable[..., Any]]:
-    """Start a router on a publisher of its own (a worker process, in this one)."""
-    running: list[tuple[RouterService, Publisher]] = []
-
-    async def start(router: Router) -> RouterService:
-        pub = await Publisher.connect(nats_server.url, prefix=prefix)
-        service = await router.start(pub)
-        running.append((service, pub))
-        return service
-
-    yield start
-    for service, pub in running:
-        await service.stop()
-        await pub.close()
 
 
 @pytest.fixture
@@ -136,7 +119,7 @@ async def test_virtual_request_rate_per_socket(
 
 
 async def test_connection_limit_holds_while_a_before_connect_check_decides(
-    gateway_factory: Callable[..., GatewayProcess], worker: Callable[..., Any]
+    gateway_factory: Callable[..., GatewayProcess], serve: Callable[..., Any]
 ) -> None:
     """Five sockets connect at once and the workers' check admits them all together:
     the limit is checked again after the check, so only two get in."""
@@ -152,7 +135,7 @@ async def test_connection_limit_holds_while_a_before_connect_check_decides(
         await asyncio.wait_for(everyone_asked.wait(), WAIT_S)
         return True
 
-    await worker(router)
+    await serve(router)
     gw = gateway_factory(
         "checked", max_connections=2, before_connect="workers", before_connect_timeout_s=WAIT_S
     )
@@ -178,7 +161,7 @@ async def test_connection_limit_holds_while_a_before_connect_check_decides(
 
 async def test_virtual_requests_in_flight_per_socket(
     gateway_factory: Callable[..., GatewayProcess],
-    worker: Callable[..., Any],
+    serve: Callable[..., Any],
     sails_socket: Callable[..., Awaitable[socketio.AsyncClient]],
 ) -> None:
     """Over --virtual-request-max-inflight, a request is answered 429 at once; the
@@ -200,7 +183,7 @@ async def test_virtual_requests_in_flight_per_socket(
     async def quick(req: Request) -> str:
         return "quick"
 
-    await worker(router)
+    await serve(router)
     gw = gateway_factory("inflight", virtual_request_max_inflight=2)
     client = await sails_socket(gw)
     other = await sails_socket(gw)

@@ -105,23 +105,6 @@ async def sails_client() -> AsyncIterator[Connect]:
         await session.close()
 
 
-@pytest.fixture
-async def serve(nats_server: Any, prefix: str) -> AsyncIterator[Serve]:
-    """Start a router on its own publisher (a worker); stopped (drained) at the end."""
-    running: list[tuple[RouterService, Publisher]] = []
-
-    async def start(router: Router) -> RouterService:
-        pub = await Publisher.connect(nats_server.url, prefix=prefix)
-        service = await router.start(pub)
-        running.append((service, pub))
-        return service
-
-    yield start
-    for service, pub in running:
-        await service.stop()
-        await pub.close()
-
-
 async def request(
     client: RecordingClient, method: str, url: Any, data: Any = None, **extra: Any
 ) -> Any:

@@ -8,19 +8,10 @@
 // it, B sees it go; B closes, A's viewer count drops. Prints one JSON line per step
 // and exits 0, or prints {"step":"error"} and exits 1.
 
-const { chromium } = require('playwright-core');
+const { out, run } = require('./browser');
 
 const [url, userDataDir] = process.argv.slice(2);
 const STEP_MS = 10000;
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-function out(step, fields) {
-  process.stdout.write(JSON.stringify(Object.assign({ step: step }, fields || {})) + '\n');
-}
-
 async function openPage(context, name, problems) {
   const page = await context.newPage();
   page.on('pageerror', function (err) { problems.push(name + ': ' + err.message); });
@@ -43,49 +34,34 @@ function items(page) {
   });
 }
 
-async function main() {
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: FLAGS,
-    timeout: 30000,
-  });
+run(userDataDir, async function (context) {
   const problems = [];
-  try {
-    const a = await openPage(context, 'A', problems);
-    const b = await openPage(context, 'B', problems);
-    await a.waitForFunction(function () {
-      return document.getElementById('viewers').textContent === '2';
-    }, null, { timeout: STEP_MS });
-    out('viewers', { page: 'A', viewers: 2 });
+  const a = await openPage(context, 'A', problems);
+  const b = await openPage(context, 'B', problems);
+  await a.waitForFunction(function () {
+    return document.getElementById('viewers').textContent === '2';
+  }, null, { timeout: STEP_MS });
+  out('viewers', { page: 'A', viewers: 2 });
 
-    await a.fill('#text', 'buy milk');
-    await a.click('#add button');
-    await b.waitForSelector('#items li >> text=buy milk', { timeout: STEP_MS });
-    out('created', { a: await items(a), b: await items(b) });
+  await a.fill('#text', 'buy milk');
+  await a.click('#add button');
+  await b.waitForSelector('#items li >> text=buy milk', { timeout: STEP_MS });
+  out('created', { a: await items(a), b: await items(b) });
 
-    await b.check('#items li:has-text("buy milk") input[type=checkbox]');
-    await a.waitForSelector('#items li.done >> text=buy milk', { timeout: STEP_MS });
-    out('updated', { a: await items(a), b: await items(b) });
+  await b.check('#items li:has-text("buy milk") input[type=checkbox]');
+  await a.waitForSelector('#items li.done >> text=buy milk', { timeout: STEP_MS });
+  out('updated', { a: await items(a), b: await items(b) });
 
-    await a.click('#items li:has-text("buy milk") button');
-    await b.waitForFunction(function () {
-      return document.querySelectorAll('#items li').length === 0;
-    }, null, { timeout: STEP_MS });
-    out('destroyed', { a: await items(a), b: await items(b) });
+  await a.click('#items li:has-text("buy milk") button');
+  await b.waitForFunction(function () {
+    return document.querySelectorAll('#items li').length === 0;
+  }, null, { timeout: STEP_MS });
+  out('destroyed', { a: await items(a), b: await items(b) });
 
-    await b.close();
-    await a.waitForFunction(function () {
-      return document.getElementById('viewers').textContent === '1';
-    }, null, { timeout: STEP_MS });
-    out('viewers', { page: 'A', viewers: 1 });
-    out('done', { problems: problems });
-  } finally {
-    await context.close();
-  }
-}
-
-main().then(function () { process.exit(0); }, function (err) {
-  out('error', { message: String(err && err.stack || err) });
-  process.exit(1);
+  await b.close();
+  await a.waitForFunction(function () {
+    return document.getElementById('viewers').textContent === '1';
+  }, null, { timeout: STEP_MS });
+  out('viewers', { page: 'A', viewers: 1 });
+  out('done', { problems: problems });
 });

@@ -10,18 +10,10 @@
 // to false) and fetch its list again (data-ready="1": "back"). Exits 0, or prints
 // {"step":"error"} and exits 1.
 
-const { chromium } = require('playwright-core');
+const { out, run } = require('./browser');
 
 const [url, userDataDir] = process.argv.slice(2);
 const STEP_MS = 30000;
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-function out(step, fields) {
-  process.stdout.write(JSON.stringify(Object.assign({ step: step }, fields || {})) + '\n');
-}
 
 function state(page) {
   return page.evaluate(function () {
@@ -34,31 +26,16 @@ function state(page) {
   });
 }
 
-async function main() {
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: FLAGS,
-    timeout: 30000,
-  });
+run(userDataDir, async function (context) {
   const problems = [];
-  try {
-    const page = await context.newPage();
-    page.on('pageerror', function (err) { problems.push(err.message); });
-    await page.goto(url, { waitUntil: 'load', timeout: STEP_MS });
-    await page.waitForSelector('body[data-ready="1"]', { timeout: STEP_MS });
-    out('ready', await state(page));
-    await page.waitForSelector('body[data-ready="0"]', { timeout: STEP_MS, state: 'attached' });
-    out('disconnected', await state(page));
-    await page.waitForSelector('body[data-ready="1"]', { timeout: STEP_MS, state: 'attached' });
-    out('back', await state(page));
-    out('done', { problems: problems });
-  } finally {
-    await context.close();
-  }
-}
-
-main().then(function () { process.exit(0); }, function (err) {
-  out('error', { message: String(err && err.stack || err) });
-  process.exit(1);
+  const page = await context.newPage();
+  page.on('pageerror', function (err) { problems.push(err.message); });
+  await page.goto(url, { waitUntil: 'load', timeout: STEP_MS });
+  await page.waitForSelector('body[data-ready="1"]', { timeout: STEP_MS });
+  out('ready', await state(page));
+  await page.waitForSelector('body[data-ready="0"]', { timeout: STEP_MS, state: 'attached' });
+  out('disconnected', await state(page));
+  await page.waitForSelector('body[data-ready="1"]', { timeout: STEP_MS, state: 'attached' });
+  out('back', await state(page));
+  out('done', { problems: problems });
 });
