@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from gateway import logs
+from gateway.children import spawn
 from gateway.embedded_nats import EmbeddedNats
 
 log = logging.getLogger("sailcast.dev")
@@ -89,9 +90,9 @@ def main(argv: Sequence[str]) -> None:
     # no load balancer to tell on a laptop: stop at once (a user's setting still wins)
     env.setdefault("SAILCAST_DRAIN_DELAY_S", "0")
     worker: subprocess.Popen[bytes] | None = None
-    # Children get their own session: Ctrl-C reaches only this process, which then
-    # stops them in order (worker, gateway, NATS) instead of all at once.
-    gw = subprocess.Popen(
+    # Children get their own session (gateway/children.py): Ctrl-C reaches only this
+    # process, which then stops them in order (worker, gateway, NATS).
+    gw = spawn(
         [
             sys.executable,
             "-m",
@@ -105,7 +106,6 @@ def main(argv: Sequence[str]) -> None:
         ],
         env=env,
         stdout=subprocess.PIPE,
-        start_new_session=True,
     )
     try:
         assert gw.stdout is not None
@@ -114,11 +114,8 @@ def main(argv: Sequence[str]) -> None:
             raise SystemExit("the gateway did not start (see its log above)")
         ready = orjson.loads(line)
         if not args.no_demo:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "publisher.demo"],
-                env=env,
-                stdout=subprocess.PIPE,
-                start_new_session=True,
+            worker = spawn(
+                [sys.executable, "-m", "publisher.demo"], env=env, stdout=subprocess.PIPE
             )
             assert worker.stdout is not None
             if not worker.stdout.readline():  # its ready line: the routes are answered
@@ -133,7 +130,7 @@ def main(argv: Sequence[str]) -> None:
             ),
             flush=True,
         )
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # HUP: terminal closed
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # children are started
         signal.sigwait(stop_signals)
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import IO, Final
 
+from gateway.children import spawn
 from shared.errors import ConfigError, TransportError
 
 _LISTEN_RE: Final = re.compile(rb"Listening for client connections on [^\s]+:(\d+)")
@@ -65,10 +66,8 @@ class EmbeddedNats:
             args += ["-js", "-sd", self._store.name]
         args += list(self.extra_args)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-        # its own session: a Ctrl-C meant for the parent must not stop NATS under it
-        self._proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        # a Ctrl-C meant for the parent must not stop NATS under it (gateway/children.py)
+        self._proc = spawn(args, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
