@@ -15,7 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +81,23 @@ def render(values: dict[str, Any] | None = None, *, release: str = RELEASE) -> d
     return dict(_chart().render(values=values or {}, name=release, namespace=NAMESPACE))
 
 
-@functools.cache
-def _chart_without_schema() -> Any:
+def _load_schemaless_copy(edit: Callable[[Path], None] | None = None) -> Any:
+    """The chart copied without values.schema.json (only the templates' own guards
+    run), after `edit` changed the copy's templates directory; loaded into memory, so
+    the copy can go."""
     helm = need("helm_python", "helm-python-sdk")
     with tempfile.TemporaryDirectory(prefix="sailcast-chart-") as tmp:
         copy = Path(tmp) / CHART.name
         shutil.copytree(CHART, copy)
         (copy / "values.schema.json").unlink()
-        return helm.Chart.load(str(copy))  # read into memory: the copy can go
+        if edit is not None:
+            edit(copy / "templates")
+        return helm.Chart.load(str(copy))
+
+
+@functools.cache
+def _chart_without_schema() -> Any:
+    return _load_schemaless_copy()
 
 
 def render_unchecked(values: dict[str, Any]) -> dict[str, str]:
@@ -122,15 +131,11 @@ _AS_SET_HARNESS = """\
 
 @functools.cache
 def _chart_for_set_types() -> Any:
-    helm = need("helm_python", "helm-python-sdk")
-    with tempfile.TemporaryDirectory(prefix="sailcast-chart-") as tmp:
-        copy = Path(tmp) / CHART.name
-        shutil.copytree(CHART, copy)
-        (copy / "values.schema.json").unlink()
-        templates = copy / "templates"
+    def harness(templates: Path) -> None:
         (templates / "pdb.yaml").rename(templates / "_pdb-under-test.tpl")
         (templates / _AS_SET_TEMPLATE).write_text(_AS_SET_HARNESS, encoding="utf-8")
-        return helm.Chart.load(str(copy))
+
+    return _load_schemaless_copy(harness)
 
 
 def render_pdb_as_set(values: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,35 +220,31 @@ UNCHECKED_GUARDS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("values", "message"), TEMPLATE_GUARDS, ids=[m for _, m in TEMPLATE_GUARDS]
-)
-def test_render_refuses_unsafe_combinations(values: dict[str, Any], message: str) -> None:
-    helm = need("helm_python", "helm-python-sdk")
-    with pytest.raises(helm.HelmRenderError, match=message):
-        render(values)
+# (how the chart is rendered, values, message): `helm template` with the schema;
+# without it (--skip-schema-validation); and pdb.yaml with its numbers typed as
+# `helm --set podDisruptionBudget.minAvailable=2` types them (int64, not the float64
+# of a values file): no guard may depend on the schema or on the type.
+GUARD_CASES = [
+    *(("helm", v, m) for v, m in TEMPLATE_GUARDS),
+    *(("no-schema", v, m) for v, m in UNCHECKED_GUARDS),
+    *(("pdb-as-set", v, m) for v, m in PDB_GUARDS + PDB_UNCHECKED_GUARDS),
+]
+RENDERERS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "helm": render,
+    "no-schema": render_unchecked,
+    "pdb-as-set": render_pdb_as_set,
+}
 
 
 @pytest.mark.parametrize(
-    ("values", "message"), UNCHECKED_GUARDS, ids=[m for _, m in UNCHECKED_GUARDS]
+    ("renderer", "values", "message"), GUARD_CASES, ids=[f"{r}: {m}" for r, _, m in GUARD_CASES]
 )
-def test_templates_refuse_without_the_schema(values: dict[str, Any], message: str) -> None:
+def test_templates_refuse_unsafe_values(
+    renderer: str, values: dict[str, Any], message: str
+) -> None:
     helm = need("helm_python", "helm-python-sdk")
     with pytest.raises(helm.HelmRenderError, match=message):
-        render_unchecked(values)
-
-
-@pytest.mark.parametrize(
-    ("values", "message"),
-    PDB_GUARDS + PDB_UNCHECKED_GUARDS,
-    ids=[m for _, m in PDB_GUARDS + PDB_UNCHECKED_GUARDS],
-)
-def test_pdb_guards_hold_for_numbers_from_set(values: dict[str, Any], message: str) -> None:
-    """`helm --set podDisruptionBudget.minAvailable=2` gives the template an int64, not
-    the float64 of a values file: the guards must not depend on the type."""
-    helm = need("helm_python", "helm-python-sdk")
-    with pytest.raises(helm.HelmRenderError, match=message):
-        render_pdb_as_set(values)
+        RENDERERS[renderer](values)
 
 
 ACCEPTED_PDBS = [
