@@ -23,3 +23,15 @@ def spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     if sys.platform.startswith("linux"):
         kwargs.setdefault("preexec_fn", _die_with_parent)
     return subprocess.Popen(args, start_new_session=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

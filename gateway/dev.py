@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from gateway import logs
-from gateway.children import spawn
+from gateway.children import spawn, stop
 from gateway.embedded_nats import EmbeddedNats
 
 log = logging.getLogger("sailcast.dev")
@@ -137,11 +137,6 @@ def main(argv: Sequence[str]) -> None:
         pass
     finally:
         for proc in (worker, gw):
-            if proc is None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            if proc is not None:
+                stop(proc, timeout_s=10)
         nats.close()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO, Final
 
-from gateway.children import spawn
+from gateway.children import spawn, stop
 from shared.errors import ConfigError, TransportError
 
 _LISTEN_RE: Final = re.compile(rb"Listening for client connections on [^\s]+:(\d+)")
@@ -88,13 +88,8 @@ class EmbeddedNats:
         return self._log.read()
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc is not None:
+            stop(self._proc, timeout_s=5)
         self._proc = None
         if self._log is not None:
             self._log.close()

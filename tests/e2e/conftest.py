@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
+from gateway.children import stop
 from gateway.embedded_nats import EmbeddedNats
 from tests.e2e.demo_kit import ROOT
 
@@ -28,9 +28,4 @@ def demo_worker(nats_server: EmbeddedNats, prefix: str) -> Iterator[subprocess.P
     assert proc.stdout is not None
     assert proc.stdout.readline(), "the demo worker exited before it was ready"
     yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc, timeout_s=10)
