@@ -1,0 +1,130 @@
+"""The engine seam: all the rest of the gateway knows of a client connection.
+
+The engine package (`gateway.engine`) speaks Engine.IO v3/v4 and Socket.IO v2/v4 to
+clients. Everything outside it sees a connection only through `Connection` and learns
+what clients do only through `EngineEvents`; nothing outside the package imports
+aiohttp's websocket types, engineio or socketio for that purpose.
+
+Why this shape: the fanout path hands one prebuilt `OutboundPacket` to many
+connections (built and framed once per message, never per recipient); membership and
+NATS interest live in the core (`gateway.node`), which must be unit-testable with
+recording connections and no sockets at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Transport(StrEnum):
+    POLLING = "polling"
+    WEBSOCKET = "websocket"
+
+
+class CloseReason(StrEnum):
+    """Why a connection ended; also the `reason` label of the disconnect metric."""
+
+    CLIENT = "client"
+    """The client said goodbye (Socket.IO DISCONNECT or Engine.IO CLOSE)."""
+    SERVER = "server"
+    """We disconnected it on purpose (a worker's `sockets.disconnect`)."""
+    PING = "ping"
+    """It stopped answering heartbeats."""
+    TRANSPORT_CLOSE = "transport_close"
+    """Its transport went away without a goodbye."""
+    TRANSPORT_ERROR = "transport_error"
+    """It sent something the protocol does not allow (malformed, too large)."""
+    SLOW_CLIENT = "slow_client"
+    """It stopped reading and went over its outbound bound."""
+    GOING_AWAY = "going_away"
+    """This gateway is draining: the transport was dropped so the client reconnects."""
+
+
+class OutboundPacket(Protocol):
+    """A Socket.IO packet encoded once, shareable by every recipient (the engine
+    builds it, and frames it per protocol at most once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    """What the opening HTTP request said: all the core and the hooks may read of it.
+
+    `headers` have lower-case names; `query` is the raw query string; `remote` is the
+    TCP peer address (proxies are resolved later, by the --trust-proxy rules)."""
+
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    remote: str
+    scheme: str = "http"
+    protocol: int = 4
+    """Engine.IO protocol version the client speaks (3: socket.io-client 2 / sails.io.js)."""
+
+
+class Connection(Protocol):
+    """One connected Socket.IO client, as the core sees it."""
+
+    @property
+    def sid(self) -> str:
+        """The Socket.IO socket id (what clients see as `socket.id`)."""
+
+    @property
+    def protocol(self) -> int:
+        """Engine.IO protocol version: 3 or 4."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def closed(self) -> bool:
+        """True once closing began: sends are dropped from then on."""
+
+    def send(self, packet: OutboundPacket) -> None:
+        """Queue or write a prebuilt packet; never blocks, never raises. Over the
+        socket's bound the connection is cut (CloseReason.SLOW_CLIENT)."""
+
+    def emit(self, event: str, data: Any) -> None:
+        """One event to this connection alone (not the fanout path)."""
+
+    async def disconnect(self) -> None:
+        """Socket.IO disconnect: the client is told and does not reconnect."""
+
+    async def going_away(self) -> None:
+        """Drop the transport as a restarting server would: the client reconnects."""
+
+
+class ConnectRefused(Exception):
+    """Raised by `EngineEvents.connected` to refuse a socket; the client sees
+    `message` as its connect error."""
+
+    def __init__(self, message: str, reason: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEvent:
+    """A client's `emit(event, *args)`; `wants_ack` when it passed a callback."""
+
+    sid: str
+    event: str
+    args: tuple[Any, ...]
+    wants_ack: bool
+
+
+class EngineEvents(Protocol):
+    """What the engine tells the gateway. Implemented by gateway.app."""
+
+    async def connected(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
+        """A Socket.IO CONNECT; raise ConnectRefused to refuse it. The socket is
+        routable (reachable by the fanout) once this returns."""
+
+    async def disconnected(self, sid: str, reason: CloseReason) -> None:
+        """The connection ended, for whatever reason; called once per connected sid."""
+
+    async def event(self, event: ClientEvent) -> Any:
+        """A client event; the return value is the ack's payload when one was asked."""
