@@ -20,7 +20,9 @@ from shared.errors import UsageError
 from shared.subjects import check_socket_id
 
 if TYPE_CHECKING:
-    from publisher.models import Id, IdOrRecord, Planner, Record, Step
+    from publisher.models.ids import Id, IdOrRecord, Record
+    from publisher.models.planner import Planner
+    from publisher.models.steps import Step
 
 
 def _who(requester: str | None, mirror: bool) -> tuple[str | None, str | None]:
@@ -112,7 +114,7 @@ def after_create(
     key = p.parse_id(record)
     steps = p.subscribe(sid, [key], if_connected=True) if sid else []
     steps += p.introduce(key)
-    steps += p.publish_create(record, omit, introduce=False)
+    steps += p.publish_create(record, omit=omit, introduce=False)
     for attribute in _declared_order(p, former_parents or {}):
         pairs = (former_parents or {})[attribute].items()
         steps += _stolen(p, attribute, pairs, key, omit)

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from publisher.models.model import Model
 from publisher.stats import PublisherStats
 from shared.config import NatsSettings, parse_servers
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode_reply, encode_request
@@ -137,10 +138,8 @@ class Publisher:
     def closed(self) -> bool:
         return self._closed
 
-    def model(self, identity: str) -> Any:
+    def model(self, identity: str) -> Model:
         """The resourceful pub/sub API of one Sails model (see publisher.models)."""
-        from publisher.models import Model
-
         return Model(self, identity)
 
     async def close(self) -> None:

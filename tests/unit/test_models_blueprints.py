@@ -74,7 +74,7 @@ def reg() -> ModelRegistry:
 
 
 def planners(reg: ModelRegistry) -> tuple[Planner, Planner, Planner]:
-    return reg.planner("user"), reg.planner("pet"), reg.planner("tag")
+    return Planner(reg, "user"), Planner(reg, "pet"), Planner(reg, "tag")
 
 
 def row(id: int, name: str, **more: object) -> dict[str, object]:
@@ -297,9 +297,9 @@ def test_one_to_one_and_one_way_collections() -> None:
     r = ModelRegistry()
     r.define("person", {"passport": to_one("passport", via="holder"), "hats": to_many("hat")})
     r.define("passport", {"holder": to_one("person", via="passport")})
-    person = r.planner("person")
+    person = Planner(r, "person")
     net = Rooms("B").apply(
-        r.planner("passport").subscribe("B", [7, 8]) + r.planner("hat").subscribe("B", [1])
+        Planner(r, "passport").subscribe("B", [7, 8]) + Planner(r, "hat").subscribe("B", [1])
     )
     net.apply(bp.after_update(person, 1, {"passport": 8}, previous={"id": 1, "passport": 7}))
     assert net.take("B") == [

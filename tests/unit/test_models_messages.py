@@ -4,16 +4,20 @@ bytes with the recording), 0.12 contexts, and the model registry."""
 
 from __future__ import annotations
 
+import inspect
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
+from publisher import blueprints as bp
 from publisher.models import (
     AddMembers,
     Emit,
     Join,
     Leave,
+    Model,
     ModelRegistry,
     Planner,
     RemoveMembers,
@@ -49,7 +53,7 @@ def rooms(steps: list[Step]) -> list[tuple[str, ...]]:
 
 # -- names and ids ---------------------------------------------------------------------------
 def test_room_names_and_identity_are_sails_ones(reg: ModelRegistry) -> None:
-    p = reg.planner("User")
+    p = Planner(reg, "User")
     assert p.identity == "user"
     assert p.get_room_name(7) == "sails_model_user_7:user"
     assert p.get_room_name("7") == "sails_model_user_7:user"
@@ -62,13 +66,13 @@ def test_room_names_and_identity_are_sails_ones(reg: ModelRegistry) -> None:
 @pytest.mark.parametrize("bad", [None, "", True, 1.5, [], {"name": "no id"}])
 def test_bad_ids_raise_at_once(reg: ModelRegistry, bad: Any) -> None:
     with pytest.raises(UsageError):
-        reg.planner("user").get_room_name(bad)
+        Planner(reg, "user").get_room_name(bad)
 
 
 @pytest.mark.parametrize("bad", ["", "user.x", "a b", 3])
 def test_bad_identity_raises(bad: Any) -> None:
     with pytest.raises(UsageError):
-        ModelRegistry().planner(bad)
+        Planner(ModelRegistry(), bad)
 
 
 def test_ids_are_coerced_to_the_primary_key_type() -> None:
@@ -87,7 +91,7 @@ def test_payload_ids_follow_the_primary_key_type_of_each_model() -> None:
     r = ModelRegistry()
     r.define("doc", {"tags": to_many("label")}, pk_type="string")
     r.define("label", pk_type="number")
-    doc = r.planner("doc")
+    doc = Planner(r, "doc")
     assert wire(doc.publish_update(12, {"a": 1})) == [
         'doc {"verb":"updated","data":{"a":1},"id":"12"}'
     ]
@@ -99,7 +103,7 @@ def test_payload_ids_follow_the_primary_key_type_of_each_model() -> None:
 # -- payloads, byte for byte ----------------------------------------------------------------
 def test_updated_with_previous_is_the_recorded_rps17(reg: ModelRegistry) -> None:
     previous = {"pets": [], "tags": [], "createdAt": TS, "updatedAt": TS, "id": 3, "name": "carol"}
-    steps = reg.planner("user").publish_update(
+    steps = Planner(reg, "user").publish_update(
         "3", {"name": "caroline", "id": 3, "updatedAt": TS}, previous=previous, omit="A"
     )
     assert wire(steps) == list(FULL["17"]["B"])
@@ -108,7 +112,7 @@ def test_updated_with_previous_is_the_recorded_rps17(reg: ModelRegistry) -> None
 
 
 def test_reverse_updated_has_no_previous_key(reg: ModelRegistry) -> None:
-    assert wire(reg.planner("pet").publish_update(2, {"owner": None})) == [
+    assert wire(Planner(reg, "pet").publish_update(2, {"owner": None})) == [
         'pet {"verb":"updated","data":{"owner":null},"id":2}'
     ]
 
@@ -121,17 +125,17 @@ def test_destroyed_created_added_removed_shapes(reg: ModelRegistry) -> None:
         "name": "kitty",
         "owner": {"createdAt": TS, "updatedAt": TS, "id": 1, "name": "alice"},
     }
-    pet = reg.planner("pet")
+    pet = Planner(reg, "pet")
     assert wire(pet.publish_create(kitty, reverse=False)) == list(FULL["30"]["B"][1:])
     assert wire(pet.publish_destroy(4, previous=kitty, reverse=False)) == list(FULL["31"]["B"][:1])
     assert wire(pet.publish_destroy(4)) == ['pet {"verb":"destroyed","id":4}']
-    user = reg.planner("user")
+    user = Planner(reg, "user")
     assert wire(user.publish_add("3", "pets", "2", reverse=False)) == list(FULL["18"]["B"][:1])
     assert wire(user.publish_remove(2, "pets", 2, reverse=False)) == list(FULL["21"]["B"][:1])
 
 
 def test_added_record_is_appended_when_a_record_is_given(reg: ModelRegistry) -> None:
-    steps = reg.planner("user").publish_add(3, "pets", {"id": 2, "name": "tom"}, reverse=False)
+    steps = Planner(reg, "user").publish_add(3, "pets", {"id": 2, "name": "tom"}, reverse=False)
     assert wire(steps) == [
         'user {"id":3,"verb":"addedTo","attribute":"pets","addedId":2,'
         '"added":{"id":2,"name":"tom"}}'
@@ -141,7 +145,7 @@ def test_added_record_is_appended_when_a_record_is_given(reg: ModelRegistry) -> 
 def test_created_id_is_sent_as_stored_and_several_records_give_several_messages(
     reg: ModelRegistry,
 ) -> None:
-    steps = reg.planner("tag").publish_create([{"id": 1, "name": "red"}, {"id": "2", "name": "b"}])
+    steps = Planner(reg, "tag").publish_create([{"id": 1, "name": "red"}, {"id": "2", "name": "b"}])
     assert wire(steps) == [
         'tag {"verb":"created","data":{"id":1,"name":"red"},"id":1}',
         'tag {"verb":"created","data":{"id":"2","name":"b"},"id":"2"}',
@@ -151,11 +155,11 @@ def test_created_id_is_sent_as_stored_and_several_records_give_several_messages(
         AddMembers("sails_model_create_tag", ("sails_model_tag_2:tag",)),
     ]
     with pytest.raises(UsageError, match="'id'"):
-        reg.planner("tag").publish_create({"name": "no id"})
+        Planner(reg, "tag").publish_create({"name": "no id"})
 
 
 def test_publish_sends_data_as_is_and_message_wraps_it(reg: ModelRegistry) -> None:
-    user = reg.planner("user")
+    user = Planner(reg, "user")
     steps = user.publish([1, "2", {"id": 3}], {"verb": "custom", "hello": 1}, omit=["A", "B"])
     assert steps == [
         Emit(
@@ -172,7 +176,7 @@ def test_publish_sends_data_as_is_and_message_wraps_it(reg: ModelRegistry) -> No
 
 
 def test_subscribe_watch_introduce_retire_steps(reg: ModelRegistry) -> None:
-    user = reg.planner("user")
+    user = Planner(reg, "user")
     assert user.subscribe("S", [1, {"id": 2}, 1]) == [
         Join("S", ("sails_model_user_1:user", "sails_model_user_2:user"))
     ]
@@ -196,7 +200,7 @@ def test_legacy_context_rooms() -> None:
     r = ModelRegistry()
     r.define("post", {"comments": to_many("comment", via="post")}, contexts=True)
     r.define("comment", {"post": to_one("post")}, contexts=True, autosubscribe=["update"])
-    post = r.planner("post")
+    post = Planner(r, "post")
     assert post.contexts() == (
         "update",
         "destroy",
@@ -224,7 +228,7 @@ def test_legacy_context_rooms() -> None:
     assert rooms(post.publish_remove(1, "comments", 9, reverse=False)) == [
         ("sails_model_post_1:remove:comments",)
     ]
-    comment = r.planner("comment")
+    comment = Planner(r, "comment")
     assert comment.introduce(9) == [
         AddMembers("sails_model_create_comment", ("sails_model_comment_9:update",))
     ]
@@ -234,7 +238,7 @@ def test_legacy_context_rooms() -> None:
     with pytest.raises(UsageError, match="contexts"):
         comment.room(9)
     r.define("quiet", contexts=True, autosubscribe=[])  # 0.12 autosubscribe: false
-    assert r.planner("quiet").subscribe("S", [1]) == r.planner("quiet").introduce(1) == []
+    assert Planner(r, "quiet").subscribe("S", [1]) == Planner(r, "quiet").introduce(1) == []
 
 
 # -- merge ----------------------------------------------------------------------------------
@@ -284,15 +288,26 @@ def test_define_is_idempotent_but_refuses_a_different_declaration() -> None:
 
 def test_declared_models_check_attributes_undeclared_ones_do_not(reg: ModelRegistry) -> None:
     with pytest.raises(UsageError, match="no association 'toys'"):
-        reg.planner("user").publish_add(1, "toys", 2)
+        Planner(reg, "user").publish_add(1, "toys", 2)
     with pytest.raises(UsageError, match="to-one"):
-        reg.planner("pet").publish_add(1, "owner", 2)
-    loose = reg.planner("cat")  # never declared: no associations, taken as given
+        Planner(reg, "pet").publish_add(1, "owner", 2)
+    loose = Planner(reg, "cat")  # never declared: no associations, taken as given
     assert wire(loose.publish_add(1, "toys", "ball-7")) == [
         'cat {"id":1,"verb":"addedTo","attribute":"toys","addedId":"ball-7"}'
     ]
 
 
 def test_planner_is_what_a_model_uses(reg: ModelRegistry) -> None:
-    assert isinstance(reg.planner("user"), Planner)
-    assert reg.planner("user").spec == reg.spec("USER")
+    user = Model(SimpleNamespace(), "USER", registry=reg)  # type: ignore[arg-type]
+    assert isinstance(user.plan, Planner)
+    assert user.plan.spec == Planner(reg, "user").spec == reg.spec("user")
+    # every verb of the facade is generated from its planner method or blueprint action:
+    # the same parameters (after the planner) and the same documentation
+    for name, source in [("publish_update", Planner.publish_update), ("watch", Planner.watch)]:
+        method = getattr(Model, name)
+        assert inspect.iscoroutinefunction(method)
+        assert method.__doc__ == source.__doc__
+        planned = list(inspect.signature(source).parameters.values())[1:]
+        assert list(inspect.signature(method).parameters.values())[1:] == planned
+    assert Model.after_update.__doc__ == bp.after_update.__doc__
+    assert Model.after_populate is Model.after_find_one
