@@ -4,14 +4,29 @@
         await pub.sockets.join(socket_id, "lobby")
         await pub.sockets.broadcast("lobby", "chat", {"text": "hi"}, omit=socket_id)
 
-`SyncPublisher` offers the same methods for threads, Django views and Celery tasks.
+`SyncPublisher` offers the same methods for threads, Django views and Celery tasks
+(`SyncSockets`, `SyncModel`); it connects on first use. `pub.model("user")` is Sails'
+resourceful pub/sub (`define`, `to_one`, `to_many` declare the models); `Router`
+answers sails.io.js virtual requests. `__all__` is the public API, pinned by
+tests/unit/test_public_api.py.
 """
 
 from publisher.client import Publisher
+from publisher.models import Model, ModelRegistry, define, to_many, to_one
+from publisher.router import (
+    ConnectCheck,
+    Disconnected,
+    HttpError,
+    Reject,
+    Request,
+    Response,
+    Router,
+)
 from publisher.sockets import Sockets
-from publisher.sync import SyncPublisher
+from publisher.sync import SyncModel, SyncPublisher, SyncSockets
 from shared.config import NatsSettings
 from shared.errors import (
+    ConfigError,
     GatewayTimeout,
     InvalidRoomName,
     InvalidSocketId,
@@ -26,19 +41,34 @@ from shared.errors import (
 )
 
 __all__ = [
+    "ConfigError",
+    "ConnectCheck",
+    "Disconnected",
     "GatewayTimeout",
+    "HttpError",
     "InvalidRoomName",
     "InvalidSocketId",
     "LimitExceeded",
+    "Model",
+    "ModelRegistry",
     "NatsSettings",
     "NoSuchSocket",
     "NotSerializable",
     "PayloadTooLarge",
     "Publisher",
     "PublisherClosed",
+    "Reject",
+    "Request",
+    "Response",
+    "Router",
     "SailcastError",
     "Sockets",
+    "SyncModel",
     "SyncPublisher",
+    "SyncSockets",
     "TransportError",
     "UsageError",
+    "define",
+    "to_many",
+    "to_one",
 ]

@@ -1,9 +1,17 @@
 """SyncPublisher: the async publisher driven from a private event-loop thread.
 
 For code that has no event loop (threads, Django views, Celery tasks). Every method of
-the async API is available with the same arguments and blocks until done. After
-`fork()` (Celery prefork, gunicorn) the child has no loop thread and must not share
-the parent's NATS socket, so a child reconnects by itself on first use.
+the async API has a blocking twin with the same parameters, generated from the async
+definition (`blocking`), so mypy checks the real signature. After `fork()` (Celery
+prefork, gunicorn) the child has no loop thread and must not share the parent's NATS
+socket, so a child reconnects by itself on first use.
+
+Constructing one does not connect: a module that builds its publisher at import time
+(a Django settings or views module) still imports while NATS is down. The first call
+connects; if NATS cannot be reached it raises TransportError naming the server and the
+cause, and the next call tries again. `SyncPublisher.connect(...)` (or `connect=True`)
+connects at once instead. Configuration mistakes (prefix, server URL, options) raise
+at construction either way.
 
 `broadcast` and `blast` need no answer, so they do not wait for the loop thread:
 they are validated and encoded in the caller's thread (caller mistakes raise there,
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import os
@@ -24,14 +33,40 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
 from publisher.client import Publisher
+from publisher.models.model import Model, ModelRooms
+from publisher.models.planner import Planner
+from publisher.models.registry import ModelRegistry, default_registry
+from publisher.sockets import Sockets
+from shared.config import NatsSettings, parse_servers
 from shared.errors import PublisherClosed, TransportError
+from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+T = TypeVar("T")
+A = TypeVar("A")
+
+DEFAULT_CALL_TIMEOUT_S: Final = 30.0
+"""How long a blocking call waits for the loop thread (connecting included)."""
+
 _instances: weakref.WeakSet[SyncPublisher] = weakref.WeakSet()
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The keyword arguments of `Publisher.connect` (defaults there); a test keeps the
+    two in step."""
+
+    prefix: str
+    nats_settings: NatsSettings | None
+    max_payload_bytes: int
+    request_timeout_s: float
+    registry: object
+    name: str
+    connect_timeout_s: float
 
 
 class _LoopThread:
@@ -47,7 +82,7 @@ class _LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
@@ -58,17 +93,25 @@ class _LoopThread:
 
 class SyncPublisher:
     """`SyncPublisher("nats://…", prefix=…)` takes the keyword arguments of
-    `Publisher.connect`; `sync_pub.sockets.join(sid, "lobby")` blocks until applied."""
+    `Publisher.connect`; `sync_pub.sockets.join(sid, "lobby")` blocks until applied.
+    It connects on first use (`connect=True`, or `SyncPublisher.connect(...)`: now)."""
 
     def __init__(
         self,
         servers: str | Sequence[str] = "nats://127.0.0.1:4222",
         *,
-        call_timeout_s: float | None = 30.0,
-        **connect_kwargs: Any,
+        call_timeout_s: float | None = DEFAULT_CALL_TIMEOUT_S,
+        connect: bool = False,
+        **options: Unpack[ConnectOptions],
     ) -> None:
+        # validate everything Publisher.connect would, without connecting
+        bound = inspect.signature(Publisher.connect).bind(servers, **options)
+        bound.apply_defaults()
+        settings = bound.arguments["nats_settings"] or NatsSettings(servers=parse_servers(servers))
+        self.subjects = Subjects(bound.arguments["prefix"])
+        self._where = ", ".join(settings.describe()["servers"])
         self._servers = servers
-        self._kwargs = connect_kwargs
+        self._options = options
         self._timeout = call_timeout_s
         self._lock = threading.Lock()
         self._thread: _LoopThread | None = None
@@ -80,16 +123,29 @@ class SyncPublisher:
         self._drain_lock: asyncio.Lock | None = None
         self._async_error: BaseException | None = None
         self._drain_tasks: set[asyncio.Future[None]] = set()
-        self.sockets: Any = _SyncSockets(self, lambda p: p.sockets)
+        self.sockets = SyncSockets(self)
+        """`pub.sockets`, blocking; `broadcast`/`blast` only queue."""
         _instances.add(self)
-        self._ensure()  # connect now: configuration errors surface at construction
+        if connect:
+            self._ensure()
 
     @classmethod
     def connect(
-        cls, servers: str | Sequence[str] = "nats://127.0.0.1:4222", **kw: Any
+        cls,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        call_timeout_s: float | None = DEFAULT_CALL_TIMEOUT_S,
+        **options: Unpack[ConnectOptions],
     ) -> SyncPublisher:
-        """Same as the constructor; mirrors `Publisher.connect`."""
-        return cls(servers, **kw)
+        """Construct and connect now (TransportError here if NATS cannot be reached);
+        mirrors `Publisher.connect`."""
+        return cls(servers, call_timeout_s=call_timeout_s, connect=True, **options)
+
+    @property
+    def connected(self) -> bool:
+        """Connected to NATS now (False before the first use)."""
+        pub = self._pub
+        return pub is not None and pub.connected
 
     def _ensure(self) -> tuple[_LoopThread, Publisher]:
         if self._closed:
@@ -99,17 +155,28 @@ class SyncPublisher:
                 self._thread = _LoopThread()
                 self._pub = None
             if self._pub is None:
-                self._pub = self._thread.run(
-                    Publisher.connect(self._servers, **self._kwargs), self._timeout
-                )
+                try:
+                    self._pub = self._thread.run(
+                        Publisher.connect(self._servers, **self._options), self._timeout
+                    )
+                except TransportError as exc:
+                    raise TransportError(
+                        f"{exc} (SyncPublisher connects on first use; it tries again on the "
+                        "next call)"
+                    ) from exc
+                except TimeoutError as exc:
+                    raise TransportError(
+                        f"SyncPublisher could not connect to NATS at {self._where} within "
+                        f"{self._timeout}s (it tries again on the next call)"
+                    ) from exc
             return self._thread, self._pub
 
-    def call(self, fn: Callable[[Publisher], Coroutine[Any, Any, Any]]) -> Any:
+    def call(self, fn: Callable[[Publisher], Coroutine[Any, Any, T]]) -> T:
         """Run `fn(async_publisher)` on the loop thread, after everything in the outbox,
         and return its result."""
         thread, pub = self._ensure()
 
-        async def in_order() -> Any:
+        async def in_order() -> T:
             await self._drain(pub)
             return await fn(pub)
 
@@ -157,15 +224,13 @@ class SyncPublisher:
         if exc is not None:
             raise TransportError(f"an earlier queued publish failed: {exc}") from exc
 
-    def model(self, identity: str) -> Any:
-        return _SyncProxy(self, lambda p: p.model(identity))
+    def model(self, identity: str, *, registry: ModelRegistry | None = None) -> SyncModel:
+        """`pub.model(identity)`, blocking (see publisher.models)."""
+        return SyncModel(self, identity, registry=registry)
 
     def flush(self, timeout: float = 5.0) -> None:
+        """Wait until NATS has received everything published so far (queued too)."""
         self.call(lambda p: p.flush(timeout))
-
-    @property
-    def subjects(self) -> Any:
-        return self._ensure()[1].subjects
 
     def close(self) -> None:
         if self._closed:
@@ -206,38 +271,109 @@ class SyncPublisher:
         self.close()
 
 
-class _SyncProxy:
-    """Blocking view of an async API object, resolved afresh for each call (a forked
-    child gets a new async publisher behind the same proxy)."""
+# -- the blocking twins -------------------------------------------------------------------
+class SyncView(Generic[A]):
+    """A blocking view of one async API object (`A`), resolved afresh from the owner's
+    publisher for each call: a forked child gets a new publisher behind the same view."""
 
-    def __init__(self, owner: SyncPublisher, resolve: Callable[[Publisher], Any]) -> None:
+    def __init__(self, owner: SyncPublisher) -> None:
         self._owner = owner
-        self._resolve = resolve
 
-    def __getattr__(self, name: str) -> Any:
+    def _target(self, pub: Publisher) -> A:
+        raise NotImplementedError
+
+    def _call(self, fn: Callable[[A], Coroutine[Any, Any, T]]) -> T:
+        return self._owner.call(lambda pub: fn(self._target(pub)))
+
+
+def blocking(
+    method: Callable[Concatenate[A, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncView[A], P], T]:
+    """The blocking twin of an async method: same parameters (mypy sees them), runs on
+    the loop thread after the outbox, returns its result."""
+
+    def call(self: SyncView[A], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(lambda target: method(target, *args, **kwargs))
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+def queued(
+    prepare: Callable[Concatenate[Sockets, P], list[tuple[str, bytes]]], kind: str
+) -> Callable[Concatenate[SyncSockets, P], None]:
+    """A fire-and-forget verb: `prepare` validates and encodes in the caller's thread,
+    the result joins the outbox; nothing waits for the loop thread."""
+
+    def send(self: SyncSockets, /, *args: P.args, **kwargs: P.kwargs) -> None:
         _, pub = self._owner._ensure()
-        attr = getattr(self._resolve(pub), name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
+        self._owner.send(prepare(pub.sockets, *args, **kwargs), kind)
 
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            return self._owner.call(lambda p: getattr(self._resolve(p), name)(*args, **kwargs))
+    functools.update_wrapper(send, prepare)  # its signature, for help() and inspect
+    send.__name__ = send.__qualname__ = kind
+    send.__doc__ = (
+        f"Queue a {kind} (arguments of `Sockets.{kind}`): validated and encoded here, so "
+        "a mistake raises at once; published by the loop thread in call order."
+    )
+    return send
 
-        blocking.__name__ = name
-        blocking.__doc__ = attr.__doc__
-        return blocking
+
+class SyncSockets(SyncView[Sockets]):
+    """`sync_pub.sockets`: the verbs of `publisher.sockets.Sockets`, blocking, except
+    `broadcast` and `blast`, which only queue."""
+
+    def _target(self, pub: Publisher) -> Sockets:
+        return pub.sockets
+
+    join = blocking(Sockets.join)
+    leave = blocking(Sockets.leave)
+    rooms = blocking(Sockets.rooms)
+    disconnect = blocking(Sockets.disconnect)
+    add_room_members_to_rooms = blocking(Sockets.add_room_members_to_rooms)
+    remove_room_members_from_rooms = blocking(Sockets.remove_room_members_from_rooms)
+    leave_all = blocking(Sockets.leave_all)
+    broadcast = queued(Sockets.prepare_broadcast, "broadcast")
+    blast = queued(Sockets.prepare_blast, "blast")
 
 
-class _SyncSockets(_SyncProxy):
-    """`sync_pub.sockets`: blocking verbs, plus broadcast/blast that only queue."""
+class SyncModel(ModelRooms, SyncView[Model]):
+    """`sync_pub.model("user")`: every verb of `publisher.models.Model`, blocking. Room
+    names need no connection."""
 
-    def broadcast(self, *args: Any, **kwargs: Any) -> None:
-        _, pub = self._owner._ensure()
-        self._owner.send(pub.sockets.prepare_broadcast(*args, **kwargs), "broadcast")
+    def __init__(
+        self, owner: SyncPublisher, identity: str, *, registry: ModelRegistry | None = None
+    ) -> None:
+        super().__init__(owner)
+        self._registry = registry or default_registry
+        self.plan = Planner(self._registry, identity)
+        self.identity = self.plan.identity
 
-    def blast(self, *args: Any, **kwargs: Any) -> None:
-        _, pub = self._owner._ensure()
-        self._owner.send(pub.sockets.prepare_blast(*args, **kwargs), "blast")
+    def _target(self, pub: Publisher) -> Model:
+        return Model(pub, self.identity, registry=self._registry)
+
+    run = blocking(Model.run)
+    subscribe = blocking(Model.subscribe)
+    unsubscribe = blocking(Model.unsubscribe)
+    publish = blocking(Model.publish)
+    watch = blocking(Model.watch)
+    unwatch = blocking(Model.unwatch)
+    introduce = blocking(Model.introduce)
+    retire = blocking(Model.retire)
+    publish_create = blocking(Model.publish_create)
+    publish_update = blocking(Model.publish_update)
+    publish_destroy = blocking(Model.publish_destroy)
+    publish_add = blocking(Model.publish_add)
+    publish_remove = blocking(Model.publish_remove)
+    message = blocking(Model.message)
+    after_find = blocking(Model.after_find)
+    after_find_one = blocking(Model.after_find_one)
+    after_populate = after_find_one
+    after_create = blocking(Model.after_create)
+    after_update = blocking(Model.after_update)
+    after_destroy = blocking(Model.after_destroy)
+    after_add = blocking(Model.after_add)
+    after_remove = blocking(Model.after_remove)
+    after_replace = blocking(Model.after_replace)
 
 
 def _after_fork_in_child() -> None:

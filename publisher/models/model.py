@@ -46,20 +46,15 @@ def runs(
     return method
 
 
-class Model:
-    """`pub.model("user")`. Every coroutine method returns once its broadcasts are
-    published and its membership changes are in effect on every gateway; from a
-    `SyncPublisher` (`sync_pub.model("user")`, a `SyncModel`) each one is a blocking call."""
+class ModelRooms:
+    """The room names of one model, computed from its planner (no I/O): shared by
+    `Model` and its blocking twin `publisher.sync.SyncModel`."""
 
-    def __init__(
-        self, pub: HasSockets, identity: str, *, registry: ModelRegistry | None = None
-    ) -> None:
-        self._pub = pub
-        self.plan = Planner(registry or default_registry, identity)
-        self.identity = self.plan.identity
+    plan: Planner
+    identity: str
 
     def __repr__(self) -> str:
-        return f"<Model {self.identity}>"
+        return f"<{type(self).__name__} {self.identity}>"
 
     @property
     def class_room(self) -> str:
@@ -77,6 +72,19 @@ class Model:
     def contexts(self) -> tuple[str, ...]:
         """Sails 0.12 `getAllContexts()`."""
         return self.plan.contexts()
+
+
+class Model(ModelRooms):
+    """`pub.model("user")`. Every coroutine method returns once its broadcasts are
+    published and its membership changes are in effect on every gateway; from a
+    `SyncPublisher` (`sync_pub.model("user")`, a `SyncModel`) each one is a blocking call."""
+
+    def __init__(
+        self, pub: HasSockets, identity: str, *, registry: ModelRegistry | None = None
+    ) -> None:
+        self._pub = pub
+        self.plan = Planner(registry or default_registry, identity)
+        self.identity = self.plan.identity
 
     async def run(self, steps: Iterable[Step]) -> None:
         """Carry out planned steps in order (see `Planner`, `publisher.blueprints`).

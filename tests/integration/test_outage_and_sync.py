@@ -157,3 +157,49 @@ async def test_sync_publisher_survives_fork(
         await a.wait_for(lambda ev: ("from-parent", 1) in ev, timeout=10)
     finally:
         sync.close()
+
+
+async def test_sync_publisher_starts_while_nats_is_down_and_connects_once_it_is_up(
+    prefix: str,
+) -> None:
+    """A Django project builds its publisher at import time: that must work with NATS
+    down; the first use says clearly what is wrong, a later call just works."""
+    import nats
+
+    probe = EmbeddedNats().start()  # find a free port, then leave it unused
+    port = probe.port
+    probe.close()
+    url = f"nats://sail:s3cret@127.0.0.1:{port}"
+
+    sync = SyncPublisher(url, prefix=prefix, connect_timeout_s=1.0)  # does not connect
+    server: EmbeddedNats | None = None
+    try:
+        assert not sync.connected
+        with pytest.raises(TransportError) as failed:
+            await asyncio.to_thread(sync.sockets.broadcast, "lobby", "n", 1)
+        message = str(failed.value)
+        assert f"127.0.0.1:{port}" in message
+        assert "s3cret" not in message
+        assert "tries again on the next call" in message
+        assert failed.value.__cause__ is not None  # the cause is chained
+
+        server = EmbeddedNats(port, extra_args=("--user", "sail", "--pass", "s3cret")).start()
+        nc = await nats.connect(url)
+        try:
+            sub = await nc.subscribe(sync.subjects.room("lobby"))
+            await nc.flush()
+
+            def use() -> None:
+                sync.sockets.broadcast("lobby", "n", 2)
+                sync.flush()
+
+            await asyncio.to_thread(use)  # the next call connects and publishes
+            msg = await sub.next_msg(timeout=5)
+            assert msg.data.endswith(b'["n",2]')
+            assert sync.connected
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(sync.close)
+        if server is not None:
+            server.close()
