@@ -68,8 +68,9 @@ def after_find(
     watch: bool = True,
     associations: Iterable[str] | None = None,
 ) -> list[Step]:
-    """`find`: subscribe to every record, watch the model, subscribeDeep each record (so
-    the associated models are watched only when something was found, as in Sails)."""
+    """`GET /model` (`find`): subscribe the requester to every record, watch the model,
+    subscribeDeep each record (so the associated models are watched only when something
+    was found, as in Sails)."""
     sid = check_socket_id(requester)
     found = list(records)
     steps = p.subscribe(sid, [p.pk_of(r) for r in found], if_connected=True) if found else []
@@ -90,8 +91,9 @@ def after_find_one(
     watch: bool = True,
     associations: Iterable[str] | None = None,
 ) -> list[Step]:
-    """`findOne` and `populate`: subscribe to the record and subscribeDeep; the model
-    itself is not watched."""
+    """`GET /model/:id` (`findOne`, and `populate`): subscribe to the record and
+    subscribeDeep (its children, the associated models watched); the model itself is not
+    watched."""
     sid = check_socket_id(requester)
     steps = p.subscribe(sid, [p.pk_of(record)], if_connected=True)
     return steps + subscribe_deep(p, sid, record, watch=watch, associations=associations)
@@ -105,9 +107,11 @@ def after_create(
     mirror: bool = False,
     former_parents: Mapping[str, Mapping[Any, Any]] | None = None,
 ) -> list[Step]:
-    """`create`: subscribe the requester to the new record, introduce the watchers, then
-    the reverse notices, `created` (populated record) and `removedFrom` to the former
-    parents of the children it took over."""
+    """`POST /model` (`create`): subscribe the requester to the new record, introduce the
+    watchers, then the reverse notices, `created` (populated record) and `removedFrom`
+    to the former parents of the children it took over. `record`: the new record with
+    its associations populated; `former_parents`: `{attribute: {child id: the parent it
+    had before}}`."""
     sid, omit = _who(requester, mirror)
     if not isinstance(record, Mapping):
         raise UsageError(f"{p.identity}: after_create needs the new record, got {record!r}")
@@ -131,9 +135,10 @@ def after_update(
     mirror: bool = False,
     former_parents: Mapping[str, Mapping[Any, Any]] | None = None,
 ) -> list[Step]:
-    """`update`: subscribe the requester, then the reverse notices and `updated` with
-    `previous` — including for a collection set through the update, which Sails'
-    Waterline drops silently (rps.27; docs/sails-compat.md)."""
+    """`PATCH /model/:id` (`update`): subscribe the requester, then the reverse notices
+    and `updated` with `previous` — including for a collection set through the update,
+    which Sails' Waterline drops silently (rps.27; docs/sails-compat.md). `values`: what
+    was set (sent as `data`); `previous`: the populated record before the update."""
     sid, omit = _who(requester, mirror)
     key = p.parse_id(id)
     steps = p.subscribe(sid, [key], if_connected=True) if sid else []
@@ -147,8 +152,9 @@ def after_update(
 def after_destroy(
     p: Planner, previous: Record, *, requester: str | None = None, mirror: bool = False
 ) -> list[Step]:
-    """`destroy`: `destroyed` with `previous`, the record's room emptied (the requester,
-    the watchers and everyone else leave it), the reverse notices."""
+    """`DELETE /model/:id` (`destroy`): `destroyed` with `previous` (the populated record
+    that was destroyed), the record's room emptied (the requester, the watchers and
+    everyone else leave it), the reverse notices."""
     _, omit = _who(requester, mirror)
     return p.publish_destroy(p.parse_id(previous), previous=previous, omit=omit)
 
@@ -163,9 +169,11 @@ def after_add(
     mirror: bool = False,
     former_parent: IdOrRecord | None = None,
 ) -> list[Step]:
-    """`add`: subscribe the requester to parent and child, `addedTo` plus its reverse,
-    then `removedFrom` to the child's former parent — unless that is this very parent
-    (Sails sends it anyway, rps.20; docs/sails-compat.md)."""
+    """`PUT /model/:id/:attribute/:child` (`add`): subscribe the requester to parent and
+    child, `addedTo` plus its reverse, then `removedFrom` to the child's former parent
+    (`former_parent`: for a one-to-many, the parent the child had before, None if none)
+    — unless that is this very parent (Sails sends it anyway, rps.20;
+    docs/sails-compat.md)."""
     sid, omit = _who(requester, mirror)
     key = p.parse_id(id)
     child_id = p.child_id(attribute, child)
@@ -188,7 +196,8 @@ def after_remove(
     requester: str | None = None,
     mirror: bool = False,
 ) -> list[Step]:
-    """`remove`: `removedFrom` plus its reverse; no subscription."""
+    """`DELETE /model/:id/:attribute/:child` (`remove`): `removedFrom` plus its reverse;
+    no subscription."""
     _, omit = _who(requester, mirror)
     child_id = p.child_id(attribute, child)
     return p.publish_remove(id, attribute, child_id, omit=omit)
@@ -205,9 +214,10 @@ def after_replace(
     mirror: bool = False,
     former_parents: Mapping[Any, Any] | None = None,
 ) -> list[Step]:
-    """`replace`: one `addedTo` (+ reverse) per new child, `removedFrom` to the former
-    parents of the children taken over, then one `removedFrom` (+ reverse) per child
-    that is no longer in the collection."""
+    """`PUT /model/:id/:attribute` (`replace`) with the new children: one `addedTo`
+    (+ reverse) per new child, `removedFrom` to the former parents of the children taken
+    over (`former_parents`: `{child id: the parent it had before}`, one-to-many), then
+    one `removedFrom` (+ reverse) per child of `previous` no longer in the collection."""
     sid, omit = _who(requester, mirror)
     key = p.parse_id(id)
     _, other = p.collection(attribute)

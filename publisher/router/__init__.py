@@ -4,8 +4,7 @@ A browser's `io.socket.get('/todo/7', cb)` reaches a gateway, which forwards it 
 NATS to the workers' queue group; one worker runs the matching handler and its answer
 becomes the client's JWR `{body, headers, statusCode}` (gateway/vrequests.py).
 
-    from publisher import Publisher
-    from publisher.router import Router
+    from publisher import Publisher, Router
 
     router = Router()
 
