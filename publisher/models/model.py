@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Concatenate, ParamSpec, Protocol
 
-from publisher import blueprints
+import publisher.blueprints as blueprints
 from publisher.models.ids import IdOrRecord
 from publisher.models.planner import Planner
 from publisher.models.registry import ModelRegistry, default_registry
