@@ -82,10 +82,30 @@ class _LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+    def run(
+        self, coro: Coroutine[Any, Any, T], timeout: float | None, *, cancel_late: bool = False
+    ) -> T:
+        """Run `coro` on the loop and wait; with `cancel_late`, one that outlives
+        `timeout` is cancelled (a connect must not finish unseen and leak)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if cancel_late:
+                future.cancel()
+            raise
 
     def stop(self) -> None:
+        async def cancel_the_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:  # a connect given up on may still be unwinding: let it finish first
+            self.run(cancel_the_rest(), 5)
+        except Exception:
+            log.debug("tasks left on the publisher's loop did not finish", exc_info=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self.loop.close()
@@ -157,7 +177,9 @@ class SyncPublisher:
             if self._pub is None:
                 try:
                     self._pub = self._thread.run(
-                        Publisher.connect(self._servers, **self._options), self._timeout
+                        Publisher.connect(self._servers, **self._options),
+                        self._timeout,
+                        cancel_late=True,
                     )
                 except TransportError as exc:
                     raise TransportError(

@@ -334,7 +334,7 @@ async def test_a_vanished_requester_does_not_stop_the_notices(reg: ModelRegistry
     failure = NoSuchSocket("X")
     sockets = FakeSockets({"X": failure})
     pub = SimpleNamespace(sockets=sockets)
-    user = Model(pub, "user", registry=reg)  # type: ignore[arg-type]
+    user = Model(pub, "user", registry=reg)
     await user.after_create({"id": 9, "name": "x"}, requester="X")
     assert sockets.sent == [
         (
@@ -352,6 +352,6 @@ async def test_a_gateway_that_does_not_answer_is_an_error(reg: ModelRegistry) ->
     """Only a gone requester is skipped (the gateway answers "no such socket" even while
     it disconnects); silence from a gateway is a real failure and is raised."""
     sockets = FakeSockets({"X": GatewayTimeout("no answer")})
-    user = Model(SimpleNamespace(sockets=sockets), "user", registry=reg)  # type: ignore[arg-type]
+    user = Model(SimpleNamespace(sockets=sockets), "user", registry=reg)
     with pytest.raises(GatewayTimeout):
         await user.after_create({"id": 9, "name": "x"}, requester="X")

@@ -5,6 +5,7 @@ bytes with the recording), 0.12 contexts, and the model registry."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,7 +59,7 @@ def test_room_names_and_identity_are_sails_ones(reg: ModelRegistry) -> None:
     assert p.get_room_name(7) == "sails_model_user_7:user"
     assert p.get_room_name("7") == "sails_model_user_7:user"
     assert p.get_room_name({"id": 7, "name": "x"}) == "sails_model_user_7:user"
-    assert p.get_room_name(7.0) == "sails_model_user_7:user"
+    assert p.get_room_name(7.0) == "sails_model_user_7:user"  # type: ignore[arg-type]  # integral floats are accepted
     assert p.class_room == "sails_model_create_user"
     assert p.room(7, "update") == "sails_model_user_7:user"  # v1: one room per record
 
@@ -210,7 +211,7 @@ def test_legacy_context_rooms() -> None:
     )
     assert post.get_room_name(1) == "sails_model_post_1:post"
     assert post.subscribe("S", [1], ["message"]) == [Join("S", ("sails_model_post_1:message",))]
-    assert post.subscribe("S", [1])[0].rooms == tuple(  # type: ignore[union-attr]
+    assert post.subscribe("S", [1])[0].rooms == tuple(
         f"sails_model_post_1:{c}" for c in post.contexts()
     )
     assert rooms(post.publish_update(1, {"t": 1}, reverse=False)) == [
@@ -232,7 +233,7 @@ def test_legacy_context_rooms() -> None:
     assert comment.introduce(9) == [
         AddMembers("sails_model_create_comment", ("sails_model_comment_9:update",))
     ]
-    assert comment.retire(9)[0].rooms == tuple(  # type: ignore[union-attr]
+    assert comment.retire(9)[0].rooms == tuple(
         f"sails_model_comment_9:{c}" for c in ("update", "destroy", "message")
     )
     with pytest.raises(UsageError, match="contexts"):
@@ -298,12 +299,16 @@ def test_declared_models_check_attributes_undeclared_ones_do_not(reg: ModelRegis
 
 
 def test_planner_is_what_a_model_uses(reg: ModelRegistry) -> None:
-    user = Model(SimpleNamespace(), "USER", registry=reg)  # type: ignore[arg-type]
+    user = Model(SimpleNamespace(), "USER", registry=reg)
     assert isinstance(user.plan, Planner)
     assert user.plan.spec == Planner(reg, "user").spec == reg.spec("user")
     # every verb of the facade is generated from its planner method or blueprint action:
     # the same parameters (after the planner) and the same documentation
-    for name, source in [("publish_update", Planner.publish_update), ("watch", Planner.watch)]:
+    sources: list[tuple[str, Callable[..., object]]] = [
+        ("publish_update", Planner.publish_update),
+        ("watch", Planner.watch),
+    ]
+    for name, source in sources:
         method = getattr(Model, name)
         assert inspect.iscoroutinefunction(method)
         assert method.__doc__ == source.__doc__
