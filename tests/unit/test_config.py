@@ -14,9 +14,9 @@ from shared.errors import ConfigError
 
 def test_precedence_flag_env_default() -> None:
     s, _ = from_argv(["--port", "2000"], {"SAILCAST_PORT": "3000", "SAILCAST_PREFIX": "app"})
-    assert s.port == 2000
+    assert s.listen.port == 2000
     assert s.prefix == "app"
-    assert s.metrics_port == 9464
+    assert s.listen.metrics_port == 9464
 
 
 def test_nats_urls_are_comma_separated() -> None:
