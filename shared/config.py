@@ -272,8 +272,9 @@ class NatsSettings:
     def connect_kwargs(self) -> dict[str, Any]:
         """Everything nats.connect needs but callbacks: servers, credentials, TLS, and the
         reconnect policy every Sailcast process shares: reconnect forever, every half
-        second; a server that stops answering pings (2 s, 2 outstanding) is left within
-        ~6 s, so a frozen node is not held on to for half a minute."""
+        second; a ping every 2 s and the connection declared stale when one is due with
+        2 unanswered, so a server that stops answering is left 4–6 s after it froze (not
+        after half a minute; docs/deploy.md says what else leaves it in a gateway)."""
         kw: dict[str, Any] = {
             "servers": list(self.servers),
             "allow_reconnect": True,
