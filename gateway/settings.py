@@ -309,7 +309,12 @@ def parser(prog: str = "sailcast gateway") -> argparse.ArgumentParser:
         prog=prog,
         description="Sailcast gateway: a stateless Socket.IO server fanning rooms out over NATS.",
     )
-    add_options(p, OPTIONS)
+    # one group per slice, in declaration order; prefix and gateway id first
+    groups: dict[str, list[Option]] = {}
+    for opt in OPTIONS:
+        groups.setdefault(opt.path[0] if len(opt.path) > 1 else "identity", []).append(opt)
+    for title, options in groups.items():
+        add_options(p.add_argument_group(title), options)
     p.add_argument(
         "--print-config", action="store_true", help="print the effective config and exit"
     )

@@ -13,7 +13,7 @@ import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields, is_dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from shared.errors import ConfigError
 
@@ -136,7 +136,13 @@ def value_at(settings: Any, opt: Option) -> Any:
 
 
 # -- flags, environment, printing -------------------------------------------------------------
-def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+class ArgumentAdder(Protocol):
+    """An argparse parser or argument group."""
+
+    def add_argument(self, *name_or_flags: str, **kwargs: Any) -> argparse.Action: ...
+
+
+def add_options(parser: ArgumentAdder, options: Sequence[Option]) -> None:
     for opt in options:
         unit = f" {opt.unit}" if opt.unit else ""
         choices = f"; one of {', '.join(opt.choices)}, any case" if opt.choices else ""
