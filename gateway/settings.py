@@ -280,8 +280,7 @@ class GatewaySettings:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> GatewaySettings:
         """From resolved option values keyed by option name (`resolve(OPTIONS, ...)`)."""
-        settings: GatewaySettings = build(cls, values)
-        return settings
+        return build(cls, values)
 
     def describe(self) -> dict[str, Any]:
         """Effective settings with secrets redacted (for --print-config and the start log):

@@ -1,9 +1,11 @@
 """Configuration: declared options resolved from flags, then SAILCAST_* env, then defaults.
 
-Each process declares its options once (`Option`); this module turns them into an
-argparse parser, resolves values with errors that name the variable, and prints the
-effective config with secrets redacted. NATS connection settings are shared by the
-publisher and the gateway, so they live here too.
+Each option is declared once, as a field of a frozen settings dataclass (`setting`:
+default, help, unit, secret, choices); `options_of` reads the declarations back as
+`Option`s, from which this module makes the argparse flags, resolves values with
+errors that name the variable, builds the settings (`build`) and prints them with
+secrets redacted. NATS connection settings are shared by the publisher and the
+gateway, so they live here too (`NatsSettings`, whose fields are `NATS_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields, is_dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from shared.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 ENV_PREFIX: Final = "SAILCAST_"
 REDACTED: Final = "***"
 _OPTION: Final = "sailcast.option"
@@ -115,7 +121,7 @@ def options_of(cls: type[Any], path: tuple[str, ...] = ()) -> tuple[Option, ...]
     return tuple(out)
 
 
-def build(cls: type[Any], values: Mapping[str, Any]) -> Any:
+def build(cls: type[T], values: Mapping[str, Any]) -> T:
     """Settings dataclass `cls` (slices included) from resolved option values keyed by
     option name; each slice validates itself as it is constructed."""
     kwargs: dict[str, Any] = {}
@@ -129,6 +135,7 @@ def build(cls: type[Any], values: Mapping[str, Any]) -> Any:
 
 
 def value_at(settings: Any, opt: Option) -> Any:
+    """The value of `opt` in a settings tree built from its declarations."""
     value = settings
     for name in opt.path:
         value = getattr(value, name)
@@ -255,8 +262,7 @@ class NatsSettings:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NatsSettings:
         """From resolved NATS_OPTIONS values (keyed by option name)."""
-        settings: NatsSettings = build(cls, values)
-        return settings
+        return build(cls, values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> NatsSettings:
