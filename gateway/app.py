@@ -54,7 +54,10 @@ class GatewayApp:
         ops.router.add_get("/metrics", self._metrics)
         ops.router.add_get("/healthz", self._healthz)
         ops.router.add_get("/readyz", self._readyz)
-        self.metrics_port = await self._listen(ops, s.metrics_host or s.host, s.metrics_port)
+        listen = s.listen
+        self.metrics_port = await self._listen(
+            ops, listen.metrics_host or listen.host, listen.metrics_port
+        )
 
         self.broker = await self._connect_nats()
         self.gateway = Gateway(s, self.broker, self.metrics, self.server.disconnect)
@@ -65,14 +68,28 @@ class GatewayApp:
         self.server.on_refusal(lambda reason: self.metrics.refusals.labels(reason).inc())
         self.server.on_origin_refused(self.metrics.connect_rejections.labels("origin").inc)
         # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)
-        self.hooks = ConnectHooks(s, self.broker, self.metrics)
-        self.vrequests = VirtualRequests(s, self.broker, self.metrics, self.server.emit_to)
+        self.hooks = ConnectHooks(
+            s.connect,
+            gateway_id=s.gateway_id,
+            subjects=s.subjects,
+            broker=self.broker,
+            metrics=self.metrics,
+        )
+        self.vrequests = VirtualRequests(
+            s.vrequests,
+            gateway_id=s.gateway_id,
+            subjects=s.subjects,
+            max_payload_bytes=s.engine.max_payload_bytes,
+            broker=self.broker,
+            metrics=self.metrics,
+            emit=self.server.emit_to,
+        )
         self.server.on_acked_events(self.vrequests.events, self.vrequests.handle)
 
         app = web.Application()
         self.server.attach(app)
-        pages.add_routes(app, s)  # the live demo page, when configured
-        self.port = await self._listen(app, s.host, s.port)
+        pages.add_routes(app, s.pages)  # the live demo page, when configured
+        self.port = await self._listen(app, listen.host, listen.port)
         self.metrics.ready.set(1 if self.gateway.ready else 0)
 
     async def _connect_nats(self) -> NatsBroker:
@@ -130,7 +147,7 @@ class GatewayApp:
             self.metrics.refusals.labels("draining").inc()
             log.debug("refused socket: draining", extra={"sid": sid})
             raise ConnectionRefusedError("gateway is shutting down; reconnect")
-        limit = self.settings.max_connections
+        limit = self.settings.listen.max_connections
         if limit and self.gateway.rooms.socket_count >= limit:
             self.metrics.refusals.labels("max_connections").inc()
             self._warnings.warning(
@@ -188,10 +205,10 @@ class GatewayApp:
         s = self.settings
         g.draining = True
         self.metrics.ready.set(0)
-        log.info("draining: not ready; disconnecting clients in %.1fs", s.drain_delay_s)
-        await asyncio.sleep(s.drain_delay_s)
+        log.info("draining: not ready; disconnecting clients in %.1fs", s.drain.drain_delay_s)
+        await asyncio.sleep(s.drain.drain_delay_s)
         sids = list(g.rooms.sockets())
-        ticks = max(1, int(s.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
+        ticks = max(1, int(s.drain.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
         batch = max(1, -(-len(sids) // ticks))
         for i in range(0, len(sids), batch):
             await asyncio.gather(*(self.server.close_transport(s) for s in sids[i : i + batch]))
@@ -238,7 +255,7 @@ async def serve(settings: GatewaySettings) -> None:
     ready = {
         "event": "ready",
         "gateway_id": settings.gateway_id,
-        "host": settings.host,
+        "host": settings.listen.host,
         "port": app.port,
         "metrics_port": app.metrics_port,
         # uvloop or asyncio: the bench reads it back, operators see it in the log
@@ -249,14 +266,14 @@ async def serve(settings: GatewaySettings) -> None:
     log.info(
         "gateway %s listening on %s:%d (%s loop)",
         settings.gateway_id,
-        settings.host,
+        settings.listen.host,
         app.port,
         ready["loop"],
     )
     await stopping
     try:
         await asyncio.wait_for(
-            app.drain(), timeout=settings.drain_delay_s + settings.drain_timeout_s
+            app.drain(), timeout=settings.drain.drain_delay_s + settings.drain.drain_timeout_s
         )
     except TimeoutError:
         log.warning("drain deadline passed; closing the remaining connections")

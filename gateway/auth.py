@@ -32,17 +32,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from gateway.broker import Broker
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
+from gateway.settings import ConnectSettings
 from gateway.trust_proxy import NO_PROXY, ProxyTrust
 from shared.errors import ConfigError, GatewayTimeout, MalformedEnvelope, SailcastError
+from shared.subjects import Subjects
 from shared.vrequest import (
     DisconnectNotice,
     Handshake,
@@ -51,15 +52,9 @@ from shared.vrequest import (
     encode_disconnect,
 )
 
-if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
-
 log = logging.getLogger(__name__)
 
-BEFORE_CONNECT_MODES: Final = ("none", "jwt", "workers")
 TOKEN_QUERY_PARAM: Final = "token"
-_ORIGIN: Final = re.compile(r"(https?://[^/\s?#]+|file://)")
-_DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
 
 
 class ConnectRejected(SailcastError, ConnectionRefusedError):
@@ -70,38 +65,6 @@ class ConnectRejected(SailcastError, ConnectionRefusedError):
     def __init__(self, message: str, reason: str = "unauthorized") -> None:
         super().__init__(message)
         self.reason = reason
-
-
-# -- configuration checks (called by GatewaySettings) -------------------------------------
-def check_origins(origins: Iterable[str]) -> tuple[str, ...]:
-    """Sails' rules for `onlyAllowOrigins`: `http(s)://host[:port]` or `file://`, with no
-    path, no trailing slash and no explicit default port."""
-    out = []
-    for origin in origins:
-        problem = ""
-        if not _ORIGIN.fullmatch(origin):
-            problem = "must be http(s)://host[:port] or file://, with no path or trailing slash"
-        else:
-            scheme, _, rest = origin.partition("://")
-            if rest.endswith(_DEFAULT_PORTS.get(scheme, "\0")):
-                problem = f"must not name the default port of {scheme}"
-        if problem:
-            raise ConfigError(f"SAILCAST_ONLY_ALLOW_ORIGINS: {origin!r} {problem}")
-        out.append(origin)
-    return tuple(out)
-
-
-def check_before_connect(settings: GatewaySettings) -> None:
-    mode = settings.before_connect
-    if mode == "jwt" and not (settings.jwt_secret or settings.jwt_public_key_file):
-        raise ConfigError(
-            "SAILCAST_BEFORE_CONNECT=jwt needs SAILCAST_JWT_SECRET (HS256) "
-            "or SAILCAST_JWT_PUBLIC_KEY_FILE (RS256)"
-        )
-    if settings.jwt_public_key_file and not Path(settings.jwt_public_key_file).is_file():
-        raise ConfigError(
-            f"SAILCAST_JWT_PUBLIC_KEY_FILE={settings.jwt_public_key_file!r} is not a readable file"
-        )
 
 
 # -- the handshake --------------------------------------------------------------------------
@@ -212,9 +175,21 @@ class JwtVerifier:
 
 
 class ConnectHooks:
-    def __init__(self, settings: GatewaySettings, broker: Broker, metrics: GatewayMetrics) -> None:
+    """The connect checks of one gateway (its `connect` settings slice) and its
+    after-disconnect notices."""
+
+    def __init__(
+        self,
+        settings: ConnectSettings,
+        *,
+        gateway_id: str,
+        subjects: Subjects,
+        broker: Broker,
+        metrics: GatewayMetrics,
+    ) -> None:
         self.settings = settings
-        self.subjects = settings.subjects
+        self.gateway_id = gateway_id
+        self.subjects = subjects
         self.broker = broker
         self.metrics = metrics
         self._origins = frozenset(settings.only_allow_origins)
@@ -283,7 +258,7 @@ class ConnectHooks:
             raise ConnectRejected(
                 "Unauthorized: the authorization check is unavailable", "check_unavailable"
             )
-        question = encode_connect_question(sid, self.settings.gateway_id, handshake)
+        question = encode_connect_question(sid, self.gateway_id, handshake)
         try:
             reply = await self.broker.request(
                 self.subjects.hook_connect, question, timeout=self.settings.before_connect_timeout_s
@@ -311,7 +286,7 @@ class ConnectHooks:
         """Tell one worker (queue group) that the socket has gone; never blocks."""
         notice = DisconnectNotice(
             socket_id=sid,
-            gateway_id=self.settings.gateway_id,
+            gateway_id=self.gateway_id,
             reason=reason,
             rooms=tuple(sorted(r for r in rooms if r != sid)),
             handshake=handshake,

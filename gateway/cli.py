@@ -50,7 +50,7 @@ def run_gateway(argv: Sequence[str]) -> None:
     if args.print_config:
         print(orjson.dumps(settings.describe(), option=orjson.OPT_INDENT_2).decode())
         return
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.logs)
     from gateway.app import serve
 
     with contextlib.suppress(KeyboardInterrupt):

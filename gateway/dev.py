@@ -18,6 +18,7 @@ import orjson
 from gateway import logs
 from gateway.children import spawn, stop
 from gateway.embedded_nats import EmbeddedNats
+from gateway.settings import LogSettings, option
 
 log = logging.getLogger("sailcast.dev")
 
@@ -54,8 +55,9 @@ SAILS_IO_JS_CANDIDATES = (
 
 def find_sails_io_js() -> str:
     """The stock sails.io.js browser bundle, from npm; never shipped in this repo."""
-    if os.environ.get("SAILCAST_SAILS_IO_JS"):
-        return os.environ["SAILCAST_SAILS_IO_JS"]
+    configured = os.environ.get(option("sails_io_js").env)
+    if configured:
+        return configured
     roots = (Path.cwd(), Path(__file__).resolve().parent.parent)
     for root in roots:
         for candidate in SAILS_IO_JS_CANDIDATES:
@@ -66,8 +68,14 @@ def find_sails_io_js() -> str:
 
 def main(argv: Sequence[str]) -> None:
     p = argparse.ArgumentParser(prog="sailcast dev", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("SAILCAST_PORT", "1337")))
+    host, port = option("host"), option("port")
+    p.add_argument("--host", default=host.default, help=f"listen address ({host.help})")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get(port.env, port.default)),
+        help=f"Socket.IO port [env {port.env}]",
+    )
     p.add_argument(
         "--nats-port",
         type=int,
@@ -77,18 +85,16 @@ def main(argv: Sequence[str]) -> None:
     p.add_argument("--metrics-port", type=int, default=0, help="ops port (0 = a free one; printed)")
     p.add_argument("--no-demo", action="store_true", help="do not start the demo worker")
     args = p.parse_args(list(argv))
-    logs.configure("INFO", "text")
+    logs.configure(LogSettings())
 
     nats = EmbeddedNats(args.nats_port).start()
     bundle = find_sails_io_js()
-    env = dict(
-        os.environ,
-        SAILCAST_NATS_URL=nats.url,
-        SAILCAST_STATIC_DIR=str(Path(__file__).resolve().parent / "static"),
-        SAILCAST_SAILS_IO_JS=bundle,
-    )
+    env = dict(os.environ)
+    env[option("nats_url").env] = nats.url
+    env[option("static_dir").env] = str(Path(__file__).resolve().parent / "static")
+    env[option("sails_io_js").env] = bundle
     # no load balancer to tell on a laptop: stop at once (a user's setting still wins)
-    env.setdefault("SAILCAST_DRAIN_DELAY_S", "0")
+    env.setdefault(option("drain_delay_s").env, "0")
     worker: subprocess.Popen[bytes] | None = None
     # Children get their own session (gateway/children.py): Ctrl-C reaches only this
     # process, which then stops them in order (worker, gateway, NATS).

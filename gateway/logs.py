@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.settings import LogSettings
+
 _STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
@@ -52,12 +54,13 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{fields}]" if fields else line
 
 
-def configure(level: str, fmt: str) -> None:
+def configure(settings: LogSettings) -> None:
+    """The process's logging, from its `logs` settings slice."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(settings.log_level)
     for noisy in ("aiohttp.access", "engineio", "socketio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 

@@ -60,7 +60,7 @@ class Gateway:
         self.broker = broker
         self.metrics = metrics
         self.rooms = LocalRooms()
-        self.peers = Peers(settings.gateway_id, settings.heartbeat_interval_s)
+        self.peers = Peers(settings.gateway_id, settings.core.heartbeat_interval_s)
         self._disconnect = disconnect
         self.fanout = Fanout(metrics)
         self.room_interest = Interest(
@@ -68,7 +68,7 @@ class Gateway:
             self.subjects.room,
             self._room_handler,
             lambda room: bool(self.rooms.members(room)),
-            settings.unsubscribe_linger_s,
+            settings.core.unsubscribe_linger_s,
         )
         self._socket_subs: dict[str, int] = {}
         self._control: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue(CONTROL_QUEUE_MAX)
@@ -276,7 +276,7 @@ class Gateway:
             return {"ok": False, "error": "no_such_socket"}
         if kind == "join":
             rooms = room_list(req.get("rooms"), "rooms")
-            limit = self.settings.max_rooms_per_socket
+            limit = self.settings.core.max_rooms_per_socket
             current = self.rooms.rooms_of(sid)
             if len(current | set(rooms)) > limit:
                 self.metrics.refusals.labels("max_rooms_per_socket").inc()
@@ -326,7 +326,7 @@ class Gateway:
 
     async def _join(self, sid: str, rooms: list[str]) -> int:
         """Join what the room limit allows; the number of joins it refused."""
-        limit = self.settings.max_rooms_per_socket
+        limit = self.settings.core.max_rooms_per_socket
         refused = 0
         for room in rooms:
             if not self.rooms.has_socket(sid):  # disconnected while we awaited NATS
@@ -369,7 +369,7 @@ class Gateway:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            await asyncio.sleep(self.settings.core.heartbeat_interval_s)
             if self.broker.connected:
                 try:
                     await self.broker.publish(self.subjects.heartbeat, self.peers.beat())
@@ -382,7 +382,7 @@ class Gateway:
             await self.broker.request(
                 self.subjects.gateway(self.settings.gateway_id),
                 encode_request("ping"),
-                timeout=max(1.0, self.settings.ready_check_interval_s),
+                timeout=max(1.0, self.settings.core.ready_check_interval_s),
             )
         except SailcastError as exc:
             log.warning("NATS round trip failed: %s", exc)
@@ -393,7 +393,7 @@ class Gateway:
     async def _ready_loop(self) -> None:
         failures = 0
         while True:
-            await asyncio.sleep(self.settings.ready_check_interval_s)
+            await asyncio.sleep(self.settings.core.ready_check_interval_s)
             if self.broker.connected:
                 failures = 0 if await self._check_round_trip() else failures + 1
                 if failures >= HUNG_SERVER_ROUND_TRIPS:
@@ -408,7 +408,8 @@ class Gateway:
     @property
     def ready(self) -> bool:
         fresh = (
-            time.monotonic() - self.last_round_trip < 3 * self.settings.ready_check_interval_s + 1
+            time.monotonic() - self.last_round_trip
+            < 3 * self.settings.core.ready_check_interval_s + 1
         )
         loops_alive = all(not t.done() for t in self._tasks)
         return self.broker.connected and fresh and not self.draining and loops_alive

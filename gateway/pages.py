@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiohttp import web
 
+from gateway.settings import PagesSettings
 from shared.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
 
 SAILS_IO_JS_PATH: Final = "/js/dependencies/sails.io.js"
 GET_COOKIE_PATH: Final = "/__getcookie"
@@ -39,7 +37,7 @@ _TYPES: Final = {
 }
 
 
-def add_routes(app: web.Application, settings: GatewaySettings) -> None:
+def add_routes(app: web.Application, settings: PagesSettings) -> None:
     """The Sails cookie route; the page and the client bundle when configured."""
     app.router.add_get(GET_COOKIE_PATH, _get_cookie)
     if settings.sails_io_js:

@@ -1,203 +1,306 @@
-"""The gateway's settings: one frozen dataclass built from flags, SAILCAST_* env, defaults."""
+"""The gateway's settings: every option declared once, as a field of the slice that uses it.
+
+Each field below is also its option (`shared.config.setting`): the field's name is the
+flag (`--ping-interval-s`) and the variable (`SAILCAST_PING_INTERVAL_S`), the field's
+default is the option's default, and its help and unit are what `--help` prints. The
+slices are frozen dataclasses, one per consumer, each validating itself where it is
+declared; `GatewaySettings` composes them (and NATS, `shared.config.NatsSettings`) into
+the one settings object per process, built from flags, then `SAILCAST_*` env, then
+defaults (`from_argv`).
+
+    listen    ports and admission                gateway/app.py
+    engine    Engine.IO / Socket.IO and buffers  the engine layer
+    core      rooms, interest, peers, readiness  gateway/node.py
+    drain     SIGTERM                            gateway/app.py
+    vrequests sails.io.js virtual requests       gateway/vrequests.py
+    connect   origins, before-connect, JWT       gateway/auth.py
+    pages     the demo page                      gateway/pages.py
+    logs      level and format                   gateway/logs.py
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
-from gateway.auth import BEFORE_CONNECT_MODES, check_before_connect, check_origins
 from gateway.trust_proxy import ProxyTrust
-from shared.config import NATS_OPTIONS, NatsSettings, Option, add_options, redacted, resolve
+from shared.config import (
+    NatsSettings,
+    Option,
+    add_options,
+    build,
+    options_of,
+    redact,
+    redacted,
+    resolve,
+    setting,
+    value_at,
+)
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.errors import ConfigError
 from shared.subjects import Subjects, check_gateway_id
 
-OPTIONS: Final[tuple[Option, ...]] = (
-    Option("host", str, "127.0.0.1", "Socket.IO listen address (containers: 0.0.0.0)"),
-    Option("port", int, 1337, "Socket.IO listen port (0 = any free port)"),
-    Option("metrics_host", str, "", "ops listener address (default: --host)"),
-    Option("metrics_port", int, 9464, "ops port for /metrics, /healthz, /readyz (0 = any)"),
-    *NATS_OPTIONS,
-    Option("prefix", str, "sailcast", "NATS subject prefix"),
-    Option("gateway_id", str, "", "unique id of this gateway (default gw-<random>)"),
-    Option("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Option("log_format", str, "text", "log format", choices=("text", "json")),
-    Option("max_payload_bytes", int, DEFAULT_MAX_PAYLOAD_BYTES, "largest message in or out"),
-    Option(
-        "allowed_origins", str, "", "comma-separated allowed Origins; * = any; empty = same host"
-    ),
-    Option("ping_interval_s", float, 25.0, "Engine.IO ping interval"),
-    Option("ping_timeout_s", float, 20.0, "Engine.IO ping timeout"),
-    Option(
-        "unsubscribe_linger_s",
-        float,
-        1.0,
-        "keep a room's NATS interest this long after its last member",
-    ),
-    Option("max_connections", int, 0, "sockets this gateway accepts at once (0 = no limit)"),
-    Option(
-        "max_rooms_per_socket", int, 1000, "rooms one socket may be in, its own-id room included"
-    ),
-    Option(
-        "max_buffered_bytes",
-        int,
-        4 * 1024 * 1024,
-        "outbound bytes buffered per socket before it is cut off",
-    ),
-    Option(
-        "max_queued_messages",
-        int,
-        1000,
-        "outbound packets buffered per socket before it is cut off",
-    ),
-    Option("heartbeat_interval_s", float, 2.0, "gateway heartbeat period (peer discovery)"),
-    Option("ready_check_interval_s", float, 2.0, "period of the NATS round trip behind /readyz"),
-    Option(
-        "drain_delay_s", float, 5.0, "on SIGTERM, seconds not-ready before disconnecting clients"
-    ),
-    Option("drain_timeout_s", float, 25.0, "on SIGTERM, deadline for disconnecting every client"),
-    # sails.io.js clients: virtual requests and connection hooks (gateway/vrequests.py, auth.py)
-    Option(
-        "virtual_request_timeout_s",
-        float,
-        10.0,
-        "answer a virtual request 504 when no worker answered it within this time",
-    ),
-    Option(
-        "virtual_request_rate_per_s",
-        float,
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    """Where the gateway listens, and how many sockets it admits."""
+
+    host: str = setting("127.0.0.1", "Socket.IO listen address (containers: 0.0.0.0)")
+    port: int = setting(1337, "Socket.IO listen port (0 = any free port)")
+    metrics_host: str = setting("", "ops listener address (default: --host)")
+    metrics_port: int = setting(9464, "ops port for /metrics, /healthz, /readyz (0 = any)")
+    max_connections: int = setting(
+        0, "sockets this gateway accepts at once (0 = no limit)", unit="sockets"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(
+                "ports must be between 0 and 65535 (SAILCAST_PORT, SAILCAST_METRICS_PORT)"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Engine.IO / Socket.IO: heartbeat, message size, CORS, per-socket outbound bounds."""
+
+    max_payload_bytes: int = setting(
+        DEFAULT_MAX_PAYLOAD_BYTES, "largest message in or out", unit="bytes"
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), "comma-separated allowed Origins; * = any; empty = same host"
+    )
+    ping_interval_s: float = setting(25.0, "Engine.IO ping interval", unit="s")
+    ping_timeout_s: float = setting(20.0, "Engine.IO ping timeout", unit="s")
+    max_queued_messages: int = setting(
+        1000, "outbound packets buffered per socket before it is cut off", unit="packets"
+    )
+    max_buffered_bytes: int = setting(
+        4 * 1024 * 1024, "outbound bytes buffered per socket before it is cut off", unit="bytes"
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_payload_bytes < 1024:
+            raise ConfigError("SAILCAST_MAX_PAYLOAD_BYTES must be at least 1024")
+        if self.max_queued_messages < 1:
+            raise ConfigError("SAILCAST_MAX_QUEUED_MESSAGES must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """The gateway core: room interest, room limits, peer heartbeats, readiness."""
+
+    unsubscribe_linger_s: float = setting(
+        1.0, "keep a room's NATS interest this long after its last member", unit="s"
+    )
+    max_rooms_per_socket: int = setting(
+        1000, "rooms one socket may be in, its own-id room included", unit="rooms"
+    )
+    heartbeat_interval_s: float = setting(
+        2.0, "gateway heartbeat period (peer discovery)", unit="s"
+    )
+    ready_check_interval_s: float = setting(
+        2.0, "period of the NATS round trip behind /readyz", unit="s"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DrainSettings:
+    """SIGTERM: how long to stay up not-ready, then how long to disconnect everyone."""
+
+    drain_delay_s: float = setting(
+        5.0, "on SIGTERM, seconds not-ready before disconnecting clients", unit="s"
+    )
+    drain_timeout_s: float = setting(
+        25.0, "on SIGTERM, deadline for disconnecting every client", unit="s"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualRequestSettings:
+    """sails.io.js virtual requests (`io.socket.get`): deadline and per-socket limits."""
+
+    virtual_request_timeout_s: float = setting(
+        10.0, "answer a virtual request 504 when no worker answered it within this time", unit="s"
+    )
+    virtual_request_rate_per_s: float = setting(
         100.0,
         "virtual requests one socket may send per second, sustained (0 = no limit); more → 429",
-    ),
-    Option("virtual_request_burst", int, 200, "virtual requests one socket may send in a burst"),
-    Option(
-        "virtual_request_max_inflight",
-        int,
+        unit="requests/s",
+    )
+    virtual_request_burst: int = setting(
+        200, "virtual requests one socket may send in a burst", unit="requests"
+    )
+    virtual_request_max_inflight: int = setting(
         100,
         "virtual requests of one socket in flight at once; more are answered 429",
-    ),
-    Option(
-        "only_allow_origins",
-        str,
-        "",
-        "comma-separated exact Origins allowed to connect, as Sails' onlyAllowOrigins",
-    ),
-    Option(
-        "trust_proxy",
-        str,
+        unit="requests",
+    )
+
+    def __post_init__(self) -> None:
+        if self.virtual_request_max_inflight < 1:
+            raise ConfigError("SAILCAST_VIRTUAL_REQUEST_MAX_INFLIGHT must be at least 1")
+
+
+BEFORE_CONNECT_MODES: Final = ("none", "jwt", "workers")
+_ORIGIN: Final = re.compile(r"(https?://[^/\s?#]+|file://)")
+_DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSettings:
+    """Who may connect (gateway/auth.py): Sails' onlyAllowOrigins, beforeConnect, JWT."""
+
+    only_allow_origins: tuple[str, ...] = setting(
+        (), "comma-separated exact Origins allowed to connect, as Sails' onlyAllowOrigins"
+    )
+    trust_proxy: str = setting(
         "",
         "as Express' `trust proxy`: true, a hop count, or addresses/CIDRs/loopback/"
         "linklocal/uniquelocal; req.ip and req.ips then come from X-Forwarded-For",
-    ),
-    Option(
-        "before_connect",
-        str,
+    )
+    before_connect: str = setting(
         "none",
         "check every socket before accepting it: a JWT, or ask the workers over NATS",
         choices=BEFORE_CONNECT_MODES,
-    ),
-    Option("before_connect_timeout_s", float, 5.0, "how long the workers may take to decide"),
-    Option("jwt_secret", str, "", "HS256 key for --before-connect jwt", secret=True),
-    Option("jwt_public_key_file", str, "", "PEM file of the RS256 key for --before-connect jwt"),
-    Option("jwt_audience", str, "", "required JWT `aud` (empty: not checked)"),
-    Option("jwt_issuer", str, "", "required JWT `iss` (empty: not checked)"),
-    Option("jwt_leeway_s", float, 5.0, "clock skew tolerated on JWT exp/nbf"),
-    Option("static_dir", str, "", "serve this directory's index.html at / (the live demo)"),
-    Option("sails_io_js", str, "", "serve this sails.io.js bundle at /js/dependencies/sails.io.js"),
-)
+    )
+    before_connect_timeout_s: float = setting(
+        5.0, "how long the workers may take to decide", unit="s"
+    )
+    jwt_secret: str = setting("", "HS256 key for --before-connect jwt", secret=True)
+    jwt_public_key_file: str = setting("", "PEM file of the RS256 key for --before-connect jwt")
+    jwt_audience: str = setting("", "required JWT `aud` (empty: not checked)")
+    jwt_issuer: str = setting("", "required JWT `iss` (empty: not checked)")
+    jwt_leeway_s: float = setting(5.0, "clock skew tolerated on JWT exp/nbf", unit="s")
+
+    def __post_init__(self) -> None:
+        check_origins(self.only_allow_origins)
+        if self.before_connect not in BEFORE_CONNECT_MODES:
+            raise ConfigError(
+                f"SAILCAST_BEFORE_CONNECT={self.before_connect!r} must be one of "
+                + ", ".join(BEFORE_CONNECT_MODES)
+            )
+        if self.before_connect == "jwt" and not (self.jwt_secret or self.jwt_public_key_file):
+            raise ConfigError(
+                "SAILCAST_BEFORE_CONNECT=jwt needs SAILCAST_JWT_SECRET (HS256) "
+                "or SAILCAST_JWT_PUBLIC_KEY_FILE (RS256)"
+            )
+        if self.jwt_public_key_file and not Path(self.jwt_public_key_file).is_file():
+            raise ConfigError(
+                f"SAILCAST_JWT_PUBLIC_KEY_FILE={self.jwt_public_key_file!r} is not a readable file"
+            )
+        ProxyTrust.parse(self.trust_proxy)  # validates
+
+
+def check_origins(origins: Iterable[str]) -> tuple[str, ...]:
+    """Sails' rules for `onlyAllowOrigins`: `http(s)://host[:port]` or `file://`, with no
+    path, no trailing slash and no explicit default port."""
+    out = []
+    for origin in origins:
+        problem = ""
+        if not _ORIGIN.fullmatch(origin):
+            problem = "must be http(s)://host[:port] or file://, with no path or trailing slash"
+        else:
+            scheme, _, rest = origin.partition("://")
+            if rest.endswith(_DEFAULT_PORTS.get(scheme, "\0")):
+                problem = f"must not name the default port of {scheme}"
+        if problem:
+            raise ConfigError(f"SAILCAST_ONLY_ALLOW_ORIGINS: {origin!r} {problem}")
+        out.append(origin)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class PagesSettings:
+    """What the Socket.IO port serves beside /socket.io/ (gateway/pages.py)."""
+
+    static_dir: str = setting("", "serve this directory's index.html at / (the live demo)")
+    sails_io_js: str = setting("", "serve this sails.io.js bundle at /js/dependencies/sails.io.js")
+
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: Final = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """How the process logs (gateway/logs.py)."""
+
+    log_level: str = setting("INFO", "log level", choices=LOG_LEVELS)
+    log_format: str = setting("text", "log format", choices=LOG_FORMATS)
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"SAILCAST_LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"SAILCAST_LOG_FORMAT={self.log_format!r} must be one of {', '.join(LOG_FORMATS)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    host: str = "127.0.0.1"
-    port: int = 1337
-    metrics_host: str = ""
-    metrics_port: int = 9464
+    """The one frozen settings object of a gateway process: its identity, NATS, and the
+    slice each consumer takes."""
+
+    prefix: str = setting("sailcast", "NATS subject prefix")
+    gateway_id: str = setting("", "unique id of this gateway (default gw-<random>)")
     nats: NatsSettings = field(default_factory=NatsSettings)
-    prefix: str = "sailcast"
-    gateway_id: str = ""
-    log_level: str = "INFO"
-    log_format: str = "text"
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    allowed_origins: tuple[str, ...] = ()
-    ping_interval_s: float = 25.0
-    ping_timeout_s: float = 20.0
-    unsubscribe_linger_s: float = 1.0
-    max_connections: int = 0
-    max_rooms_per_socket: int = 1000
-    max_queued_messages: int = 1000
-    max_buffered_bytes: int = 4 * 1024 * 1024
-    heartbeat_interval_s: float = 2.0
-    ready_check_interval_s: float = 2.0
-    drain_delay_s: float = 5.0
-    drain_timeout_s: float = 25.0
-    virtual_request_timeout_s: float = 10.0
-    virtual_request_rate_per_s: float = 100.0
-    virtual_request_burst: int = 200
-    virtual_request_max_inflight: int = 100
-    only_allow_origins: tuple[str, ...] = ()
-    trust_proxy: str = ""
-    before_connect: str = "none"
-    before_connect_timeout_s: float = 5.0
-    jwt_secret: str = ""
-    jwt_public_key_file: str = ""
-    jwt_audience: str = ""
-    jwt_issuer: str = ""
-    jwt_leeway_s: float = 5.0
-    static_dir: str = ""
-    sails_io_js: str = ""
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    core: CoreSettings = field(default_factory=CoreSettings)
+    drain: DrainSettings = field(default_factory=DrainSettings)
+    vrequests: VirtualRequestSettings = field(default_factory=VirtualRequestSettings)
+    connect: ConnectSettings = field(default_factory=ConnectSettings)
+    pages: PagesSettings = field(default_factory=PagesSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
         if not self.gateway_id:
             object.__setattr__(self, "gateway_id", "gw-" + secrets.token_hex(4))
         check_gateway_id(self.gateway_id)
         Subjects(self.prefix)  # validates
-        if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(
-                "ports must be between 0 and 65535 (SAILCAST_PORT, SAILCAST_METRICS_PORT)"
-            )
-        if self.max_payload_bytes < 1024:
-            raise ConfigError("SAILCAST_MAX_PAYLOAD_BYTES must be at least 1024")
-        if self.max_queued_messages < 1:
-            raise ConfigError("SAILCAST_MAX_QUEUED_MESSAGES must be at least 1")
-        check_origins(self.only_allow_origins)
-        if self.only_allow_origins and self.allowed_origins:
+        # the one check that spans two slices: which origin list the engine enforces
+        if self.connect.only_allow_origins and self.engine.allowed_origins:
             raise ConfigError(
                 "set SAILCAST_ONLY_ALLOW_ORIGINS or SAILCAST_ALLOWED_ORIGINS, not both"
             )
-        check_before_connect(self)
-        ProxyTrust.parse(self.trust_proxy)  # validates
-        if self.virtual_request_max_inflight < 1:
-            raise ConfigError("SAILCAST_VIRTUAL_REQUEST_MAX_INFLIGHT must be at least 1")
 
     @property
     def subjects(self) -> Subjects:
         return Subjects(self.prefix)
 
     @classmethod
-    def from_values(cls, v: Mapping[str, Any]) -> GatewaySettings:
-        nats_names = {o.name for o in NATS_OPTIONS}
-        plain = {k: val for k, val in v.items() if k not in nats_names}
-        origins = tuple(o.strip() for o in plain.pop("allowed_origins").split(",") if o.strip())
-        only = tuple(o.strip() for o in plain.pop("only_allow_origins", "").split(",") if o.strip())
-        return cls(
-            nats=NatsSettings.from_values(v),
-            allowed_origins=origins,
-            only_allow_origins=only,
-            **plain,
-        )
+    def from_values(cls, values: Mapping[str, Any]) -> GatewaySettings:
+        """From resolved option values keyed by option name (`resolve(OPTIONS, ...)`)."""
+        return build(cls, values)
 
     def describe(self) -> dict[str, Any]:
-        """Effective settings with secrets redacted (for --print-config and the start log)."""
-        out = redacted(self, OPTIONS)
-        out["nats"] = redacted(self.nats, ())
-        for secret_field in ("password", "token", "tls_key"):
-            if out["nats"][secret_field]:
-                out["nats"][secret_field] = "***"
+        """Effective settings with secrets redacted (for --print-config and the start log):
+        one key per option, NATS as its own object keyed by NatsSettings field."""
+        out = redacted(self, [o for o in OPTIONS if o.path[0] != "nats"])
+        out["nats"] = {o.path[-1]: redact(o, value_at(self, o)) for o in _NATS}
         return out
+
+
+OPTIONS: Final[tuple[Option, ...]] = options_of(GatewaySettings)
+_NATS: Final = tuple(o for o in OPTIONS if o.path[0] == "nats")
+
+
+def option(name: str) -> Option:
+    """The declared option `name` (its flag, variable, default), for code that launches
+    or configures a gateway without building its settings (gateway/dev.py)."""
+    for opt in OPTIONS:
+        if opt.name == name:
+            return opt
+    raise KeyError(name)
 
 
 def parser(prog: str = "sailcast gateway") -> argparse.ArgumentParser:
@@ -205,7 +308,12 @@ def parser(prog: str = "sailcast gateway") -> argparse.ArgumentParser:
         prog=prog,
         description="Sailcast gateway: a stateless Socket.IO server fanning rooms out over NATS.",
     )
-    add_options(p, OPTIONS)
+    # one group per slice, in declaration order; prefix and gateway id first
+    groups: dict[str, list[Option]] = {}
+    for opt in OPTIONS:
+        groups.setdefault(opt.path[0] if len(opt.path) > 1 else "identity", []).append(opt)
+    for title, options in groups.items():
+        add_options(p.add_argument_group(title), options)
     p.add_argument(
         "--print-config", action="store_true", help="print the effective config and exit"
     )

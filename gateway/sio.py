@@ -87,18 +87,18 @@ class SocketServer:
     def __init__(self, settings: GatewaySettings) -> None:
         self._on_origin_refused: Callable[[], None] = lambda: None
         origins: Any = OriginCheck(None, self._origin_refused)  # default: same host only
-        if settings.only_allow_origins:  # Sails' exact list (gateway/auth.py)
-            origins = OriginCheck(settings.only_allow_origins, self._origin_refused)
-        elif "*" in settings.allowed_origins:
+        if settings.connect.only_allow_origins:  # Sails' exact list (gateway/auth.py)
+            origins = OriginCheck(settings.connect.only_allow_origins, self._origin_refused)
+        elif "*" in settings.engine.allowed_origins:
             origins = "*"
-        elif settings.allowed_origins:
-            origins = OriginCheck(settings.allowed_origins, self._origin_refused)
+        elif settings.engine.allowed_origins:
+            origins = OriginCheck(settings.engine.allowed_origins, self._origin_refused)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             cors_allowed_origins=origins,
-            ping_interval=settings.ping_interval_s,
-            ping_timeout=settings.ping_timeout_s,
-            max_http_buffer_size=settings.max_payload_bytes,
+            ping_interval=settings.engine.ping_interval_s,
+            ping_timeout=settings.engine.ping_timeout_s,
+            max_http_buffer_size=settings.engine.max_payload_bytes,
             transports=["polling", "websocket"],
             # their loggers as objects: with False, python-engineio gives its logger a
             # StreamHandler of its own, which bypassed --log-format json (and doubled
@@ -111,8 +111,8 @@ class SocketServer:
         self._refused: set[asyncio.Task[None]] = set()
         outbound.install(
             self.sio.eio,
-            max_messages=settings.max_queued_messages,
-            max_bytes=settings.max_buffered_bytes,
+            max_messages=settings.engine.max_queued_messages,
+            max_bytes=settings.engine.max_buffered_bytes,
             on_slow=self._slow,
         )
         enable_eio3(self.sio)  # sails.io.js 1.x bundles socket.io-client 2 (Engine.IO v3)

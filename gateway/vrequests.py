@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 
@@ -45,7 +45,9 @@ from gateway.broker import Broker
 from gateway.limits import TokenBucket
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
+from gateway.settings import VirtualRequestSettings
 from shared.errors import GatewayTimeout, MalformedEnvelope, TransportError
+from shared.subjects import Subjects
 from shared.vrequest import (
     METHODS,
     Handshake,
@@ -53,9 +55,6 @@ from shared.vrequest import (
     decode_vresponse,
     encode_vrequest,
 )
-
-if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +186,20 @@ class VirtualRequests:
     """Forward one gateway's virtual requests; `track`/`forget` follow its sockets."""
 
     def __init__(
-        self, settings: GatewaySettings, broker: Broker, metrics: GatewayMetrics, emit: Emit
+        self,
+        settings: VirtualRequestSettings,
+        *,
+        gateway_id: str,
+        subjects: Subjects,
+        max_payload_bytes: int,
+        broker: Broker,
+        metrics: GatewayMetrics,
+        emit: Emit,
     ) -> None:
         self.settings = settings
-        self.subject = settings.subjects.virtual_requests
+        self.gateway_id = gateway_id
+        self.max_payload_bytes = max_payload_bytes
+        self.subject = subjects.virtual_requests
         self.broker = broker
         self.metrics = metrics
         self._emit = emit
@@ -233,7 +242,7 @@ class VirtualRequests:
             msg.get("headers") if isinstance(msg, dict) else None, state.handshake
         )
         self._seq += 1
-        request_id = headers.setdefault("x-request-id", f"{self.settings.gateway_id}-{self._seq:x}")
+        request_id = headers.setdefault("x-request-id", f"{self.gateway_id}-{self._seq:x}")
         ctx = {"sid": sid, "request_id": request_id}  # on every log line about it
         problem = self._parse_problem(msg, state)
         if problem is not None:
@@ -292,12 +301,12 @@ class VirtualRequests:
             headers=headers,
             body=request_body(msg),
             socket_id=ctx["sid"],
-            gateway_id=self.settings.gateway_id,
+            gateway_id=self.gateway_id,
             handshake=state.handshake,
         )
         started = time.perf_counter()
         payload = encode_vrequest(request)
-        if len(payload) > self.settings.max_payload_bytes:
+        if len(payload) > self.max_payload_bytes:
             self._refused("virtual_request_too_large")
             self._warnings.warning(
                 "too_large",

@@ -11,6 +11,7 @@ import pytest
 from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher
 from publisher.router import Router, RouterService
+from tests import skip_policy
 from tests.helpers import (
     GatewayProcess,
     RecordingClient,
@@ -128,3 +129,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(nodeid)
         for line in out.splitlines():
             terminalreporter.write_line(f"    {line}")
+
+
+# -- skips ----------------------------------------------------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    """A skip not listed in tests/skip_policy.py fails the session."""
+    if not config.pluginmanager.has_plugin(skip_policy.__name__):
+        config.pluginmanager.register(skip_policy, skip_policy.__name__)

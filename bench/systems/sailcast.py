@@ -31,8 +31,9 @@ class Sailcast(ServerProcessSystem):
 
         The gateway picks uvloop itself whenever it can import it (gateway/cli.py)
         and has no flag for it: for ``--server-loop asyncio`` it is started through
-        :mod:`bench.systems.no_uvloop`. Its ready line does not name its loop, so the
-        harness reads it from ``/proc/<pid>/maps`` (uvloop's extension mapped or not).
+        :mod:`bench.systems.no_uvloop`. Its ready line names the loop it really runs
+        on (``"loop"``, gateway/app.py), which the harness records as the server's loop
+        (:meth:`ServerProcessSystem.start`).
         """
         assert brokers.nats_url is not None
         if self.server_loop == "uvloop":

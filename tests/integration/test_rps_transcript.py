@@ -1,4 +1,4 @@
-"""Replay the recorded Sails scenario `rps` (tests/integration/rps_steps.py, from
+"""Replay the recorded Sails scenario `rps` (tests/support/rps_steps.py, from
 ../shared/reference/sails-transcripts.md) through the publisher, against three real
 gateways with one real client each, and compare what every socket received with what
 the clients of the real Sails 1.5.18 app received: event names, payloads, key order,
@@ -26,7 +26,7 @@ from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher, SyncPublisher
 from publisher.models import define, to_many, to_one
 from tests.helpers import GatewayProcess, RecordingClient, quiet
-from tests.integration.rps_steps import FULL, STEPS
+from tests.support.rps_steps import FULL, STEPS
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from publisher.models import (
     to_one,
 )
 from shared.errors import UsageError
-from tests.integration.rps_steps import FULL
+from tests.support.rps_steps import FULL
 
 TS = "<ts>"
 

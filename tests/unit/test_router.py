@@ -12,11 +12,10 @@ import pytest
 from gateway.auth import (
     ConnectRejected,
     JwtVerifier,
-    check_origins,
     handshake_from_environ,
     token_from,
 )
-from gateway.settings import from_argv
+from gateway.settings import check_origins, from_argv
 from gateway.vrequests import (
     request_body,
     request_headers,
@@ -308,8 +307,8 @@ def test_settings_name_the_variable() -> None:
         ["--only-allow-origins", "http://a.example, file://", "--jwt-secret", "s3cret"],
         {"SAILCAST_VIRTUAL_REQUEST_TIMEOUT_S": "2.5"},
     )
-    assert settings.only_allow_origins == ("http://a.example", "file://")
-    assert settings.virtual_request_timeout_s == 2.5
+    assert settings.connect.only_allow_origins == ("http://a.example", "file://")
+    assert settings.vrequests.virtual_request_timeout_s == 2.5
     assert settings.describe()["jwt_secret"] == "***"
 
 
