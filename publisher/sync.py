@@ -411,7 +411,13 @@ class SyncPublisher:
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        try:
+            self.close()
+        except PublishFailed as failed:
+            if e is None:
+                raise
+            # the exception leaving the block is the one to see; this one is logged
+            log.error("%s (not raised: %s is propagating)", failed, type(e).__name__)
 
 
 def _event_of(body: bytes) -> str:

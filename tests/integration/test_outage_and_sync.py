@@ -323,3 +323,27 @@ async def test_an_on_error_callback_that_misbehaves_does_not_stop_the_publisher(
     finally:
         await asyncio.to_thread(sync.close)
         nats.close()
+
+
+async def test_leaving_a_with_block_reports_unflushed_failures(
+    prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`with SyncPublisher(...)` raises them on a normal exit; when the block is already
+    leaving by an exception, that one propagates and the failures are logged."""
+    nats = small_payload_nats(tmp_path)
+    try:
+
+        def block(fail: bool) -> None:
+            with SyncPublisher(nats.url, prefix=prefix) as sync:
+                sync.sockets.blast("huge", BIG)
+                if fail:
+                    raise KeyError("the task's own error")
+
+        with pytest.raises(PublishFailed, match="blast 'huge' to everyone"):
+            await asyncio.to_thread(block, False)
+        with pytest.raises(KeyError, match="the task's own error"):
+            await asyncio.to_thread(block, True)
+        assert "blast 'huge' to everyone" in caplog.text
+        assert "not raised: KeyError is propagating" in caplog.text
+    finally:
+        nats.close()
