@@ -27,6 +27,7 @@ from publisher.sync import SyncModel, SyncPublisher, SyncSockets
 from shared.config import NatsSettings
 from shared.errors import (
     ConfigError,
+    FailedPublish,
     GatewayTimeout,
     InvalidRoomName,
     InvalidSocketId,
@@ -35,6 +36,7 @@ from shared.errors import (
     NotSerializable,
     PayloadTooLarge,
     PublisherClosed,
+    PublishFailed,
     SailcastError,
     TransportError,
     UsageError,
@@ -44,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ConnectCheck",
     "Disconnected",
+    "FailedPublish",
     "GatewayTimeout",
     "HttpError",
     "InvalidRoomName",
@@ -55,6 +58,7 @@ __all__ = [
     "NoSuchSocket",
     "NotSerializable",
     "PayloadTooLarge",
+    "PublishFailed",
     "Publisher",
     "PublisherClosed",
     "Reject",

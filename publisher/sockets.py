@@ -19,6 +19,8 @@ from shared.subjects import check_socket_id, room_token
 
 ROOM_SUBJECT_CACHE: Final = 65536
 """Room subjects a publisher keeps ready (each at most a few hundred bytes)."""
+SHOWN_CHARS: Final = 80
+"""How much of a bad room argument an error message quotes."""
 
 if TYPE_CHECKING:
     from publisher.client import Publisher
@@ -38,11 +40,29 @@ def as_rooms(rooms: OneOrMany, what: str = "rooms") -> list[str]:
 
 
 def _unique(rooms: Iterable[str], what: str) -> list[str]:
-    """Many names → de-duplicated in caller order (not checked: the caller encodes)."""
-    out = list(dict.fromkeys(list(rooms)))
+    """Many names → de-duplicated in caller order. Anything that is not an iterable of
+    strings raises InvalidRoomName naming the value (bytes would iterate as ints); the
+    names themselves are checked where they are encoded (`room_token`)."""
+    if isinstance(rooms, bytes | bytearray | memoryview) or not isinstance(rooms, Iterable):
+        raise InvalidRoomName(
+            f"{what} must be a room name or a list of room names, got {_shown(rooms)}"
+        )
+    out = list(rooms)
+    for name in out:
+        if not isinstance(name, str):
+            raise InvalidRoomName(f"room names must be strings, got {_shown(name)} in {what}")
+    out = list(dict.fromkeys(out))
     if not out:
         raise InvalidRoomName(f"no room given in {what}")
     return out
+
+
+def _shown(value: object) -> str:
+    """A bad argument as an error message shows it: its repr, cut short, and its type."""
+    text = repr(value)
+    if len(text) > SHOWN_CHARS:
+        text = text[: SHOWN_CHARS - 1] + "…"
+    return f"{text} ({type(value).__name__})"
 
 
 def as_socket_ids(ids: OneOrMany | None) -> list[str]:

@@ -17,8 +17,22 @@ at construction either way.
 they are validated and encoded in the caller's thread (caller mistakes raise there,
 before anything is sent) and handed over through a FIFO outbox that the loop thread
 drains in batches. Every blocking call drains the outbox first, so a broadcast
-followed by a leave keeps its order. A transport failure while draining is logged,
-counted, and raised by the next blocking call (`flush()` is one).
+followed by a leave keeps its order.
+
+Failures are never silent and never misattributed. Every message is reported once:
+- While NATS is unreachable, `broadcast`/`blast` wait for their own message (nats-py
+  buffers it, up to its 2 MiB reconnect buffer, or refuses it at once), so a refused
+  message raises TransportError from the call that made it, as the async API does.
+- A queued message that fails later (the connection dropped between the call and the
+  publish, or nats-py refused it) is a `FailedPublish` naming its kind, event, room and
+  cause. It is passed to `on_error` (if given; it runs on the publisher's thread: keep it
+  short, and do not call this publisher's blocking methods from it), counted in
+  `failed_total` (and `sailcast_publisher_errors_total` with a registry), logged (at most
+  every FAILURE_LOG_INTERVAL_S), and raised by the next `flush()` (or `close()`) as one
+  `PublishFailed` carrying the count since the last flush and the failed messages (the
+  first MAX_KEPT_FAILURES of them).
+- No other call raises it: a broadcast, join or leave raises only for itself, and its own
+  message is sent whatever failed before it.
 """
 
 from __future__ import annotations
@@ -30,10 +44,13 @@ import inspect
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack
+
+import orjson
 
 from publisher.client import Publisher
 from publisher.models.model import Model, ModelRooms
@@ -41,8 +58,16 @@ from publisher.models.planner import Planner
 from publisher.models.registry import ModelRegistry, default_registry
 from publisher.sockets import Sockets
 from shared.config import NatsSettings, parse_servers
-from shared.errors import PublisherClosed, TransportError
-from shared.subjects import Subjects
+from shared.envelope import decode_data
+from shared.errors import (
+    FailedPublish,
+    PublisherClosed,
+    PublishFailed,
+    SailcastError,
+    TransportError,
+    UsageError,
+)
+from shared.subjects import Subjects, room_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +77,12 @@ A = TypeVar("A")
 
 DEFAULT_CALL_TIMEOUT_S: Final = 30.0
 """How long a blocking call waits for the loop thread (connecting included)."""
+MAX_KEPT_FAILURES: Final = 1000
+"""Failed queued messages kept for the next flush() (all are counted)."""
+FAILURE_LOG_INTERVAL_S: Final = 5.0
+"""A burst of failed queued messages (an outage) logs one line per interval, not one each."""
+
+OnError = Callable[[FailedPublish], None]
 
 _instances: weakref.WeakSet[SyncPublisher] = weakref.WeakSet()
 
@@ -87,6 +118,12 @@ class _LoopThread:
     ) -> T:
         """Run `coro` on the loop and wait; with `cancel_late`, one that outlives
         `timeout` is cancelled (a connect must not finish unseen and leak)."""
+        if threading.get_ident() == self._thread.ident:
+            coro.close()
+            raise UsageError(
+                "a SyncPublisher's blocking method was called on its own thread (from an "
+                "on_error callback?): it would wait for itself"
+            )
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
@@ -114,7 +151,8 @@ class _LoopThread:
 class SyncPublisher:
     """`SyncPublisher("nats://…", prefix=…)` takes the keyword arguments of
     `Publisher.connect`; `sync_pub.sockets.join(sid, "lobby")` blocks until applied.
-    It connects on first use (`connect=True`, or `SyncPublisher.connect(...)`: now)."""
+    It connects on first use (`connect=True`, or `SyncPublisher.connect(...)`: now).
+    `on_error(failure)` hears of every queued message that failed (module docstring)."""
 
     def __init__(
         self,
@@ -122,6 +160,7 @@ class SyncPublisher:
         *,
         call_timeout_s: float | None = DEFAULT_CALL_TIMEOUT_S,
         connect: bool = False,
+        on_error: OnError | None = None,
         **options: Unpack[ConnectOptions],
     ) -> None:
         # validate everything Publisher.connect would, without connecting
@@ -141,8 +180,13 @@ class SyncPublisher:
         self._outbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._drain_lock: asyncio.Lock | None = None
-        self._async_error: BaseException | None = None
         self._drain_tasks: set[asyncio.Future[None]] = set()
+        self._on_error = on_error
+        self._failures_lock = threading.Lock()
+        self._failures: list[FailedPublish] = []  # since the last flush, the first ones
+        self._unflushed = 0  # failed since the last flush (all of them)
+        self._failed_total = 0
+        self._log_after = 0.0
         self.sockets = SyncSockets(self)
         """`pub.sockets`, blocking; `broadcast`/`blast` only queue."""
         _instances.add(self)
@@ -155,17 +199,26 @@ class SyncPublisher:
         servers: str | Sequence[str] = "nats://127.0.0.1:4222",
         *,
         call_timeout_s: float | None = DEFAULT_CALL_TIMEOUT_S,
+        on_error: OnError | None = None,
         **options: Unpack[ConnectOptions],
     ) -> SyncPublisher:
         """Construct and connect now (TransportError here if NATS cannot be reached);
         mirrors `Publisher.connect`."""
-        return cls(servers, call_timeout_s=call_timeout_s, connect=True, **options)
+        return cls(
+            servers, call_timeout_s=call_timeout_s, connect=True, on_error=on_error, **options
+        )
 
     @property
     def connected(self) -> bool:
         """Connected to NATS now (False before the first use)."""
         pub = self._pub
         return pub is not None and pub.connected
+
+    @property
+    def failed_total(self) -> int:
+        """Queued messages that failed after their call returned, since construction
+        (each one also went to `on_error` and to the next flush()'s PublishFailed)."""
+        return self._failed_total
 
     def _ensure(self) -> tuple[_LoopThread, Publisher]:
         if self._closed:
@@ -195,28 +248,48 @@ class SyncPublisher:
 
     def call(self, fn: Callable[[Publisher], Coroutine[Any, Any, T]]) -> T:
         """Run `fn(async_publisher)` on the loop thread, after everything in the outbox,
-        and return its result."""
+        and return its result (or raise its error: only its own)."""
         thread, pub = self._ensure()
 
         async def in_order() -> T:
             await self._drain(pub)
             return await fn(pub)
 
-        result = thread.run(in_order(), self._timeout)
-        self._raise_async_error()
-        return result
+        return thread.run(in_order(), self._timeout)
 
     # -- fire-and-forget publishing ---------------------------------------------------
     def send(self, items: list[tuple[str, bytes]], kind: str) -> None:
-        """Queue encoded messages for the loop thread without waiting for it."""
+        """Queue encoded messages for the loop thread without waiting for it; while NATS
+        is unreachable, publish them now instead, so that a refusal raises here."""
         thread, pub = self._ensure()
-        self._raise_async_error()
+        if not pub.connected:
+            self._publish_now(thread, pub, items, kind)
+            return
         with self._outbox_lock:
             self._outbox.extend((subject, body, kind) for subject, body in items)
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
         thread.loop.call_soon_threadsafe(self._schedule_drain, pub)
+
+    def _publish_now(
+        self, thread: _LoopThread, pub: Publisher, items: list[tuple[str, bytes]], kind: str
+    ) -> None:
+        """After the outbox (order kept), hand `items` to nats-py and wait: it buffers or
+        refuses at once when disconnected, so this costs one trip to the loop thread."""
+
+        async def in_order() -> None:
+            await self._drain(pub)
+            for subject, body in items:
+                await pub.publish_raw(subject, body, kind)
+
+        try:
+            thread.run(in_order(), self._timeout)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{kind} was not handed to NATS within {self._timeout}s while disconnected "
+                "(it may still be sent)"
+            ) from exc
 
     def _schedule_drain(self, pub: Publisher) -> None:
         task = asyncio.ensure_future(self._drain(pub))
@@ -238,23 +311,65 @@ class SyncPublisher:
                     try:
                         await pub.publish_raw(subject, body, kind)
                     except Exception as exc:
-                        log.error("queued %s could not be published: %s", kind, exc)
-                        self._async_error = exc
+                        self._failed(subject, body, kind, exc)
 
-    def _raise_async_error(self) -> None:
-        exc, self._async_error = self._async_error, None
-        if exc is not None:
-            raise TransportError(f"an earlier queued publish failed: {exc}") from exc
+    def _failed(self, subject: str, body: bytes, kind: str, exc: Exception) -> None:
+        """Report one queued message that did not reach NATS (see the module docstring)."""
+        failure = FailedPublish(
+            kind, _event_of(body), _room_of(subject, kind), exc, failed_at=time.time()
+        )
+        with self._failures_lock:
+            self._failed_total += 1
+            self._unflushed += 1
+            if len(self._failures) < MAX_KEPT_FAILURES:
+                self._failures.append(failure)
+            unflushed = self._unflushed
+        now = time.monotonic()
+        if now >= self._log_after:
+            self._log_after = now + FAILURE_LOG_INTERVAL_S
+            log.error(
+                "queued %s (%d failed since the last flush; logged at most every %ss): %s",
+                kind,
+                unflushed,
+                FAILURE_LOG_INTERVAL_S,
+                failure,
+            )
+        if self._on_error is not None:
+            try:
+                self._on_error(failure)
+            except Exception:
+                log.exception("the SyncPublisher's on_error callback raised")
+
+    def _take_failures(self) -> PublishFailed | None:
+        """The failures since the last flush, as one error; starts a new count."""
+        with self._failures_lock:
+            count, failures = self._unflushed, self._failures
+            self._unflushed, self._failures = 0, []
+        return PublishFailed(count, failures) if count else None
 
     def model(self, identity: str, *, registry: ModelRegistry | None = None) -> SyncModel:
         """`pub.model(identity)`, blocking (see publisher.models)."""
         return SyncModel(self, identity, registry=registry)
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until NATS has received everything published so far (queued too)."""
-        self.call(lambda p: p.flush(timeout))
+        """Wait until NATS has received everything published so far (queued too).
+
+        Raises PublishFailed if queued messages failed since the last flush (with the
+        NATS flush's own failure as its cause, if it failed too)."""
+        flush_error: SailcastError | None = None
+        try:
+            self.call(lambda p: p.flush(timeout))
+        except TransportError as exc:
+            flush_error = exc
+        failed = self._take_failures()
+        if failed is not None:
+            raise failed from flush_error
+        if flush_error is not None:
+            raise flush_error
 
     def close(self) -> None:
+        """Publish what is queued, then disconnect; raises PublishFailed (once closed) if
+        queued messages failed since the last flush."""
         if self._closed:
             return
         with self._lock:
@@ -274,6 +389,9 @@ class SyncPublisher:
                     thread.stop()
             else:
                 thread.stop()
+        failed = self._take_failures()
+        if failed is not None:
+            raise failed
 
     def _forget_after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -283,6 +401,9 @@ class SyncPublisher:
         self._drain_lock = None
         self._thread = None
         self._pub = None
+        self._failures_lock = threading.Lock()  # the parent reports its own failures
+        self._failures = []
+        self._unflushed = self._failed_total = 0
 
     def __enter__(self) -> SyncPublisher:
         return self
@@ -290,7 +411,30 @@ class SyncPublisher:
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        try:
+            self.close()
+        except PublishFailed as failed:
+            if e is None:
+                raise
+            # the exception leaving the block is the one to see; this one is logged
+            log.error("%s (not raised: %s is propagating)", failed, type(e).__name__)
+
+
+def _event_of(body: bytes) -> str:
+    try:
+        return str(orjson.loads(decode_data(body).args)[0])
+    except Exception:  # we encoded it: cannot happen, but a report must not fail
+        return "?"
+
+
+def _room_of(subject: str, kind: str) -> str | None:
+    """The room of a broadcast's subject (`<prefix>.r.<token>`, see shared.subjects)."""
+    if kind != "broadcast":
+        return None
+    try:
+        return room_name(subject.rsplit(".", 1)[-1])
+    except Exception:  # as above
+        return subject
 
 
 # -- the blocking twins -------------------------------------------------------------------

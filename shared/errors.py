@@ -12,10 +12,18 @@ SailcastError
 ├── LimitExceeded          a gateway limit refused the operation (rooms per socket…)
 ├── MalformedEnvelope      a message on the wire that does not parse
 └── TransportError         NATS failed (cause chained)
-    └── GatewayTimeout     a gateway did not answer in time
+    ├── GatewayTimeout     a gateway did not answer in time
+    └── PublishFailed      queued messages never reached NATS (count, which, why)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+FAILURES_IN_MESSAGE: Final = 3
+"""How many failed messages a PublishFailed's message names (all are in `failures`)."""
 
 
 class SailcastError(Exception):
@@ -72,3 +80,42 @@ class TransportError(SailcastError, ConnectionError):
 
 class GatewayTimeout(TransportError, TimeoutError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class FailedPublish:
+    """One queued message that never reached NATS: what it was and why it failed."""
+
+    kind: str
+    """Either "broadcast" or "blast"."""
+    event: str
+    room: str | None
+    """The room this publish was for (a broadcast to n rooms is n publishes); None for a
+    blast."""
+    error: Exception
+    """The cause (a TransportError, nats-py's exception chained)."""
+    failed_at: float
+    """time.time() when it failed."""
+
+    def __str__(self) -> str:
+        target = f"to {self.room!r}" if self.room is not None else "to everyone"
+        return f"{self.kind} {self.event!r} {target}: {self.error}"
+
+
+class PublishFailed(TransportError):
+    """Queued messages failed: `count` of them (exact), `failures` the first of them
+    (at most a bounded number, in order)."""
+
+    def __init__(self, count: int, failures: Sequence[FailedPublish]) -> None:
+        self.count = count
+        self.failures = tuple(failures)
+        shown = "; ".join(str(f) for f in self.failures[:FAILURES_IN_MESSAGE])
+        more = count - min(count, FAILURES_IN_MESSAGE)
+        super().__init__(
+            f"{count} queued publish(es) never reached NATS: {shown}"
+            + (f" (and {more} more)" if more else "")
+        )
+
+    def __reduce__(self) -> tuple[type[PublishFailed], tuple[int, tuple[FailedPublish, ...]]]:
+        # picklable (Celery sends a task's exception to its result backend)
+        return type(self), (self.count, self.failures)

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from publisher.models.ids import Id, IdOrRecord, IdsLike, Record, coerce_id, scalar_id
-from publisher.models.registry import Association, ModelRegistry
+from publisher.models.registry import Association, ModelRegistry, as_contexts
 from publisher.models.steps import AddMembers, Emit, Join, Leave, RemoveMembers, Step
 from publisher.sockets import OneOrMany, as_socket_ids
-from shared.errors import UsageError
+from shared.errors import InvalidRoomName, UsageError
 from shared.subjects import check_socket_id
 
 
@@ -67,6 +67,8 @@ class Planner:
             return self.get_room_name(id)
         if not context:
             raise UsageError(f"{self.identity} uses 0.12 contexts: name one ({self.contexts()})")
+        if not isinstance(context, str):
+            raise InvalidRoomName(f"context must be a string, got {context!r}")
         return self._room_name(id, context)
 
     def _room_name(self, id: IdOrRecord, suffix: str) -> str:
@@ -76,7 +78,7 @@ class Planner:
         return self.spec.all_contexts()
 
     def _rooms(
-        self, ids: Iterable[Id], contexts: Iterable[str] | None, default: str
+        self, ids: Iterable[Id], contexts: str | Iterable[str] | None, default: str
     ) -> tuple[str, ...]:
         if not self.spec.contexts:
             if contexts is not None:
@@ -85,7 +87,7 @@ class Planner:
                 )
             return tuple(self.get_room_name(i) for i in ids)
         ctx = {"default": self.spec.default_contexts(), "all": self.spec.all_contexts()}[default]
-        chosen = tuple(contexts) if contexts is not None else ctx
+        chosen = as_contexts(contexts) if contexts is not None else ctx
         return tuple(self._room_name(i, c) for i in ids for c in chosen)
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -93,7 +95,7 @@ class Planner:
         self,
         socket_id: str,
         ids: IdsLike,
-        contexts: Iterable[str] | None = None,
+        contexts: str | Iterable[str] | None = None,
         *,
         if_connected: bool = False,
     ) -> list[Step]:
@@ -105,7 +107,7 @@ class Planner:
         self,
         socket_id: str,
         ids: IdsLike,
-        contexts: Iterable[str] | None = None,
+        contexts: str | Iterable[str] | None = None,
         *,
         if_connected: bool = False,
     ) -> list[Step]:

@@ -10,12 +10,28 @@ from types import MappingProxyType
 from typing import Final
 
 from publisher.models.ids import PkType
-from shared.errors import UsageError
+from shared.errors import InvalidRoomName, UsageError
 
 V1_CONTEXTS: Final = ("update", "destroy", "message")
 """Sails 0.12 contexts every model has; each collection adds `add:<a>` and `remove:<a>`."""
 
 _IDENTITY: Final = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def as_contexts(contexts: str | Iterable[str], what: str = "contexts") -> tuple[str, ...]:
+    """Sails 0.12 contexts (the suffix of a record's room names): one, or several, as in
+    Sails (a string is one context, not its characters); each a non-empty string, or
+    InvalidRoomName naming the value. Empty is allowed (autosubscribe: false)."""
+    if isinstance(contexts, str):
+        items: list[object] = [contexts]
+    elif isinstance(contexts, bytes | bytearray | memoryview) or not isinstance(contexts, Iterable):
+        raise InvalidRoomName(f"{what} must be a context name or a list of them, got {contexts!r}")
+    else:
+        items = list(contexts)
+    for c in items:
+        if not isinstance(c, str) or not c:
+            raise InvalidRoomName(f"{what} must be non-empty strings, got {c!r} in {contexts!r}")
+    return tuple(dict.fromkeys(c for c in items if isinstance(c, str)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +99,7 @@ class ModelRegistry:
         primary_key: str = "id",
         pk_type: PkType = "number",
         contexts: bool = False,
-        autosubscribe: Iterable[str] | None = None,
+        autosubscribe: str | Iterable[str] | None = None,
     ) -> ModelSpec:
         ident = identity_of(identity)
         assocs = dict(associations or {})
@@ -97,7 +113,7 @@ class ModelRegistry:
             raise UsageError(f"{ident}: pk_type must be 'number' or 'string', got {pk_type!r}")
         if not primary_key or primary_key in assocs:
             raise UsageError(f"{ident}: invalid primary key attribute {primary_key!r}")
-        auto = None if autosubscribe is None else tuple(autosubscribe)
+        auto = None if autosubscribe is None else as_contexts(autosubscribe, "autosubscribe")
         if auto is not None and not contexts:
             raise UsageError(f"{ident}: autosubscribe only applies with contexts=True")
         spec = ModelSpec(ident, MappingProxyType(assocs), primary_key, pk_type, contexts, auto)

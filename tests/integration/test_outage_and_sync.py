@@ -7,12 +7,21 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from nats import connect as nats_connect
 
 from gateway.embedded_nats import EmbeddedNats
-from publisher import Publisher, SyncPublisher, TransportError
+from publisher import (
+    FailedPublish,
+    Publisher,
+    PublisherClosed,
+    PublishFailed,
+    SyncPublisher,
+    TransportError,
+)
 from tests.helpers import GatewayProcess, quiet
 
 pytestmark = pytest.mark.integration
@@ -203,3 +212,138 @@ async def test_sync_publisher_starts_while_nats_is_down_and_connects_once_it_is_
         await asyncio.to_thread(sync.close)
         if server is not None:
             server.close()
+
+
+# -- queued publishes that fail after their call returned (issue 16 #2) --------------------
+SERVER_MAX_PAYLOAD_BYTES = 8192
+BIG = "x" * 16_000
+"""Within the publisher's own limit (1 MiB), over the server's: nats-py refuses it when
+the loop thread publishes it, after the call has returned."""
+
+
+def small_payload_nats(tmp_path: Path) -> EmbeddedNats:
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f"max_payload: {SERVER_MAX_PAYLOAD_BYTES}\n")
+    return EmbeddedNats(jetstream=False, extra_args=("-c", str(conf))).start()
+
+
+async def test_sync_queued_failures_are_reported_and_never_cost_a_later_call_its_message(
+    gateway_factory: Callable[..., GatewayProcess],
+    prefix: str,
+    client_factory: Any,
+    tmp_path: Path,
+) -> None:
+    nats = small_payload_nats(tmp_path)
+    heard: list[FailedPublish] = []
+    sync = SyncPublisher(nats.url, prefix=prefix, on_error=heard.append)
+    try:
+        a = await client_factory(gateway_factory("gw", nats_url=nats.url))
+
+        def work() -> PublishFailed:
+            sync.sockets.join(a.sid, "room")
+            sync.sockets.broadcast("room", "m", 0)
+            sync.sockets.broadcast("room", "big", BIG)
+            sync.sockets.broadcast("room", "m", 1)  # returns, and its message is sent
+            sync.sockets.broadcast(["room", "other"], "bigger", BIG)  # two publishes
+            sync.sockets.join(a.sid, "second")  # raises nothing about the failures before
+            sync.sockets.broadcast("second", "m", 2)
+            with pytest.raises(PublishFailed) as failed:
+                sync.flush()
+            sync.flush()  # nothing failed since the last flush
+            return failed.value
+
+        failed = await asyncio.to_thread(work)
+        await a.wait_for(lambda ev: bool(ev) and ev[-1] == ("m", 2))
+        assert a.events == [("m", 0), ("m", 1), ("m", 2)]
+
+        assert failed.count == 3
+        assert [(f.kind, f.event, f.room) for f in failed.failures] == [
+            ("broadcast", "big", "room"),
+            ("broadcast", "bigger", "room"),
+            ("broadcast", "bigger", "other"),
+        ]
+        for f in failed.failures:
+            assert isinstance(f.error, TransportError)
+            assert "maximum payload exceeded" in str(f.error)
+        assert str(failed).startswith("3 queued publish(es) never reached NATS: broadcast 'big'")
+        assert heard == list(failed.failures)  # on_error heard each one, in order
+        assert sync.failed_total == 3
+
+        # a failure nobody flushed is raised by close(), after closing
+        def unflushed() -> PublishFailed:
+            sync.sockets.blast("huge", BIG)
+            sync.sockets.rooms(a.sid)  # waits for the outbox: the blast has failed
+            with pytest.raises(PublishFailed) as at_close:
+                sync.close()
+            with pytest.raises(PublisherClosed):  # closed all the same
+                sync.sockets.broadcast("room", "m", 3)
+            return at_close.value
+
+        at_close = await asyncio.to_thread(unflushed)
+        assert [(f.kind, f.event, f.room) for f in at_close.failures] == [("blast", "huge", None)]
+        assert sync.failed_total == 4
+        assert len(heard) == 4
+    finally:
+        await asyncio.to_thread(sync.close)
+        nats.close()
+
+
+async def test_an_on_error_callback_that_misbehaves_does_not_stop_the_publisher(
+    prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It runs on the publisher's thread: a blocking call from there would wait for
+    itself, so it raises UsageError; whatever the callback raises is logged."""
+    nats = small_payload_nats(tmp_path)
+    seen: list[str] = []
+
+    def on_error(failure: FailedPublish) -> None:
+        seen.append(failure.event)
+        sync.flush()  # not allowed here
+
+    sync = SyncPublisher(nats.url, prefix=prefix, on_error=on_error)
+    try:
+        nc = await nats_connect(nats.url)
+        sub = await nc.subscribe(sync.subjects.room("room"))
+        await nc.flush()
+
+        def work() -> int:
+            sync.sockets.broadcast("room", "big", BIG)
+            sync.sockets.broadcast("room", "small", 1)
+            with pytest.raises(PublishFailed) as failed:
+                sync.flush()
+            return failed.value.count
+
+        assert await asyncio.to_thread(work) == 1
+        msg = await sub.next_msg(timeout=5)
+        assert msg.data.endswith(b'["small",1]')
+        assert seen == ["big"]
+        assert "on_error callback raised" in caplog.text
+        assert "called on its own thread" in caplog.text
+        await nc.close()
+    finally:
+        await asyncio.to_thread(sync.close)
+        nats.close()
+
+
+async def test_leaving_a_with_block_reports_unflushed_failures(
+    prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`with SyncPublisher(...)` raises them on a normal exit; when the block is already
+    leaving by an exception, that one propagates and the failures are logged."""
+    nats = small_payload_nats(tmp_path)
+    try:
+
+        def block(fail: bool) -> None:
+            with SyncPublisher(nats.url, prefix=prefix) as sync:
+                sync.sockets.blast("huge", BIG)
+                if fail:
+                    raise KeyError("the task's own error")
+
+        with pytest.raises(PublishFailed, match="blast 'huge' to everyone"):
+            await asyncio.to_thread(block, False)
+        with pytest.raises(KeyError, match="the task's own error"):
+            await asyncio.to_thread(block, True)
+        assert "blast 'huge' to everyone" in caplog.text
+        assert "not raised: KeyError is propagating" in caplog.text
+    finally:
+        nats.close()
