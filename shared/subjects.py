@@ -11,8 +11,9 @@ reversible, and no token can contain a wildcard or a separator. Common names
 from __future__ import annotations
 
 import re
+from enum import Enum
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
 
 from shared.errors import ConfigError, InvalidRoomName, InvalidSocketId
 
@@ -56,6 +57,8 @@ def room_token(name: str) -> str:
 
 def room_name(token: str) -> str:
     """Invert `room_token`; raises InvalidRoomName for anything it cannot have made."""
+    if _SAFE.fullmatch(token) and len(token) <= MAX_ROOM_NAME_BYTES:
+        return token  # the common case (`lobby`, socket ids) stands for itself
     if not _TOKEN.fullmatch(token):
         raise InvalidRoomName(f"{token!r} is not an encoded room token")
     out = bytearray()
@@ -89,6 +92,34 @@ def check_gateway_id(gateway_id: str) -> str:
             f"gateway id {gateway_id!r} must match [A-Za-z0-9_-]{{1,64}} (SAILCAST_GATEWAY_ID)"
         )
     return gateway_id
+
+
+class SubjectKind(Enum):
+    """What a subject carries; the gateway's one message handler dispatches on it."""
+
+    ROOM = "r"
+    SOCKET = "s"
+    BLAST = "blast"
+    GATEWAYS = "gw.all"
+    HEARTBEAT = "gw.hb"
+    GATEWAY = "gw.id"
+    VIRTUAL_REQUESTS = "vreq"
+    HOOK_CONNECT = "hook.connect"
+    HOOK_DISCONNECT = "hook.disconnect"
+
+
+class Parsed(NamedTuple):
+    """A subject read back: its kind and its decoded token (room name, socket id or
+    gateway id; empty for the subjects that have none)."""
+
+    kind: SubjectKind
+    name: str = ""
+
+
+_FIXED_KINDS: Final = {
+    k.value: k for k in SubjectKind if k not in (SubjectKind.ROOM, SubjectKind.SOCKET)
+}
+_NAMED_KINDS: Final = {"r": SubjectKind.ROOM, "s": SubjectKind.SOCKET, "gw.id": SubjectKind.GATEWAY}
 
 
 class Subjects:
@@ -137,3 +168,33 @@ class Subjects:
 
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}.gw.id.{check_gateway_id(gateway_id)}"
+
+    def parse(self, subject: bytes | str) -> Parsed | None:
+        """Invert the builders above: the kind of a subject under this prefix and its
+        decoded name; None for anything they cannot have made. Cached: the gateway
+        parses the subject of every message it receives."""
+        return _parse(self.prefix, subject)
+
+
+@lru_cache(maxsize=65536)
+def _parse(prefix: str, subject: bytes | str) -> Parsed | None:
+    try:
+        text = subject.decode("ascii") if isinstance(subject, bytes) else subject
+    except UnicodeDecodeError:
+        return None
+    if not text.startswith(prefix) or text[len(prefix) : len(prefix) + 1] != ".":
+        return None
+    rest = text[len(prefix) + 1 :]
+    fixed = _FIXED_KINDS.get(rest)
+    if fixed is not None:
+        return Parsed(fixed)
+    head, _, token = rest.rpartition(".")
+    kind = _NAMED_KINDS.get(head)
+    if kind is None or not token:
+        return None
+    try:
+        if kind is SubjectKind.GATEWAY:
+            return Parsed(kind, check_gateway_id(token))
+        return Parsed(kind, room_name(token))
+    except (InvalidRoomName, ConfigError):
+        return None
