@@ -338,17 +338,6 @@ def decode_reply(body: bytes, expected: type[R]) -> R | Refused:
     return expected.from_json(obj)
 
 
-def reply_type(req: Request, *, cluster: bool = False) -> type[Done | RoomsOf | Applied | Pong]:
-    """What a successful answer to `req` is: on `gw.all` (`cluster`) always `Applied`."""
-    if cluster:
-        return Applied
-    if isinstance(req, Rooms):
-        return RoomsOf
-    if isinstance(req, Ping):
-        return Pong
-    return Done
-
-
 # -- heartbeats --------------------------------------------------------------------------
 
 
