@@ -18,8 +18,9 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from gateway.broker import BrokerEvent, EventListener, Handler
+from gateway.broker import Broker, BrokerEvent, EventListener, Handler
 from shared.errors import GatewayTimeout, TransportError
 
 log = logging.getLogger(__name__)
@@ -190,3 +191,9 @@ class MemoryBroker:
             self._handler(subject, reply, data)
         except Exception:  # as NatsBroker: one bad message never stops delivery
             log.exception("message handler failed on %s", subject[:200])
+
+
+if TYPE_CHECKING:
+
+    def _conforms(broker: MemoryBroker) -> Broker:  # mypy proves MemoryBroker is a Broker
+        return broker
