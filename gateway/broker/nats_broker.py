@@ -40,26 +40,25 @@ class _LiteSub:
     reconnect, drain it and close: a nats-py Subscription costs ~4 KB (its own queue
     and iterator), and a gateway holds one per room and one per connected socket."""
 
-    __slots__ = ("_conn", "_id", "_max_msgs", "_queue", "_received", "_subject")
+    __slots__ = ("_conn", "_id", "_subject")
 
     _wait_for_msgs_task = None
     _message_iterator = None
     _pending_next_msgs_calls: dict[str, Any] = {}  # noqa: RUF012 - read-only, always empty
+    _queue = ""  # not a queue-group subscription
+    _max_msgs = 0  # no auto-unsubscribe
+    _received = 0  # read on reconnect only when _max_msgs is set
 
     def __init__(self, conn: _DirectClient, sid: int, subject: str) -> None:
         self._conn = conn
         self._id = sid
         self._subject = subject
-        self._queue = ""
-        self._max_msgs = 0
-        self._received = 0
 
     async def _drain(self) -> None:
         try:
             await self._conn._send_unsubscribe(self._id)
             await self._conn.flush()
         finally:
-            self._conn.direct.pop(self._id, None)
             self._conn._remove_sub(self._id)
 
 
@@ -70,15 +69,13 @@ def _no_handler(subject: bytes, reply: bytes, data: bytes) -> None:
 class _DirectClient(NatsClient):
     def __init__(self) -> None:
         super().__init__()
-        self.direct: dict[int, str] = {}
-        """Our subscriptions' NATS ids → their subjects (the others are nats-py's own:
-        request inboxes, JetStream consumers)."""
         self.handler: Handler = _no_handler
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        if sid not in self.direct:
+        sub: object = self._subs.get(sid)
+        if sub.__class__ is not _LiteSub:  # nats-py's own: request inboxes, JetStream
             await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             return
         self.stats["in_msgs"] += 1
@@ -174,7 +171,6 @@ class NatsBroker:
         sid: int = nc._sid
         sub = _LiteSub(nc, sid, subject)
         self._sids[subject] = sid
-        nc.direct[sid] = subject
         nc._subs[sid] = sub  # type: ignore[assignment]  # duck-typed on purpose
         try:
             await nc._send_subscribe(sub)  # type: ignore[arg-type]
@@ -194,7 +190,6 @@ class NatsBroker:
     def _forget(self, subject: str) -> int | None:
         sid = self._sids.pop(subject, None)
         if sid is not None:
-            self._nc.direct.pop(sid, None)
             self._nc._subs.pop(sid, None)
         return sid
 
