@@ -140,6 +140,11 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def memory(gw: Gateway) -> MemoryBroker:
+    assert isinstance(gw.broker, MemoryBroker)
+    return gw.broker
+
+
 def metric(gw: Gateway, name: str, **labels: str) -> float:
     return gw.metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -360,7 +365,7 @@ async def test_a_stopped_peer_leaves_the_peer_list_and_a_silent_one_expires(
     assert gwa.peers.alive() == ["gwa", "gwb", "gwc"]
     await gwb.stop()
     assert gwa.peers.alive() == ["gwa", "gwc"]
-    await gwc.broker.disconnect()  # no more heartbeats from it
+    await memory(gwc).disconnect()  # no more heartbeats from it
     cluster.clock.advance(6.1)
     assert gwa.peers.alive() == ["gwa"]
 
@@ -377,7 +382,7 @@ async def test_the_direct_ping_answers_with_the_gateway_id(cluster: Cluster) -> 
 async def test_a_join_whose_subscribe_fails_is_rolled_back(cluster: Cluster) -> None:
     gw = await cluster.gateway("gwa")
     a, b = await cluster.connect(gw, "a"), await cluster.connect(gw, "b")
-    gw.broker.fail_subscribe = lambda subject: subject == S.room("bad")  # type: ignore[attr-defined]
+    memory(gw).fail_subscribe = lambda subject: subject == S.room("bad")
     refused = await cluster.ask("a", Join(("good", "bad")))
     assert isinstance(refused, Refused)
     assert refused.error is ErrorCode.INTERNAL
@@ -390,7 +395,7 @@ async def test_a_join_whose_subscribe_fails_is_rolled_back(cluster: Cluster) -> 
     assert not cluster.subscribed(S.room("bad"))
     assert gw.rooms.room_count == 2  # the own-id rooms only
     # the failure is not sticky, and another socket was never affected
-    gw.broker.fail_subscribe = lambda subject: False  # type: ignore[attr-defined]
+    memory(gw).fail_subscribe = lambda subject: False
     assert await cluster.ask("b", Join(("bad",))) == Done()
     await cluster.broadcast(["bad"], "m", 3)
     assert received(b) == [["m", 3]]
@@ -400,7 +405,7 @@ async def test_addm_whose_subscribe_fails_is_rolled_back_and_refused(cluster: Cl
     gw = await cluster.gateway("gwa")
     await cluster.connect(gw, "a")
     await cluster.ask("a", Join(("src",)))
-    gw.broker.fail_subscribe = lambda subject: subject == S.room("dst")  # type: ignore[attr-defined]
+    memory(gw).fail_subscribe = lambda subject: subject == S.room("dst")
     [answer] = await cluster.ask_all(AddMembers("src", ("dst",)), answers=1)
     assert isinstance(answer, Refused)
     assert (answer.error, answer.gw, answer.peers) == (ErrorCode.INTERNAL, "gwa", ("gwa",))
@@ -411,7 +416,7 @@ async def test_a_socket_whose_subject_cannot_be_subscribed_is_not_registered(
     cluster: Cluster,
 ) -> None:
     gw = await cluster.gateway("gwa")
-    gw.broker.fail_subscribe = lambda subject: subject == S.room("a")  # type: ignore[attr-defined]
+    memory(gw).fail_subscribe = lambda subject: subject == S.room("a")
     with pytest.raises(TransportError):
         await cluster.connect(gw, "a")
     assert gw.rooms.socket_count == 0
@@ -440,7 +445,9 @@ async def test_malformed_messages_are_counted_and_never_fatal(cluster: Cluster) 
         (encode_request(LeaveAll("x")), ErrorCode.UNKNOWN_KIND),  # not for one socket
     ):
         reply = await cluster.worker.request(S.socket("a"), body, timeout=1.0)
-        assert decode_reply(reply, Done).error is code  # type: ignore[union-attr]
+        refusal = decode_reply(reply, Done)
+        assert isinstance(refusal, Refused)
+        assert refusal.error is code
     [refused] = await cluster.ask_all(Join(("x",)), answers=1)  # not for every gateway
     assert refused == Refused(ErrorCode.UNKNOWN_KIND, "join", "gwa", ("gwa",))
     await cluster.worker.publish(S.gateways, b'{"v":1,"k":"addm","src":5,"dst":"x"}')
@@ -458,7 +465,7 @@ async def test_malformed_messages_are_counted_and_never_fatal(cluster: Cluster) 
 async def test_broker_events_drive_the_connected_gauge_and_readiness(cluster: Cluster) -> None:
     gw = await cluster.gateway("gwa", ready_check_interval_s=2.0)
     assert gw.ready
-    broker: MemoryBroker = gw.broker  # type: ignore[assignment]
+    broker = memory(gw)
     await broker.disconnect()
     assert metric(gw, "sailcast_gateway_nats_connected") == 0
     assert not gw.ready
