@@ -160,4 +160,3 @@ def decode_reply(body: bytes) -> Mapping[str, Any]:
     if not isinstance(rep, dict) or not isinstance(rep.get("ok"), bool):
         raise MalformedEnvelope(f"not a reply: {str(rep)[:80]!r}")
     return rep
-

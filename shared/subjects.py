@@ -137,6 +137,7 @@ class Subjects:
     """
 
     __slots__ = (
+        "_parsed",
         "blast",
         "gateways",
         "heartbeat",
@@ -159,6 +160,7 @@ class Subjects:
         self.virtual_requests = f"{prefix}.vreq"
         self.hook_connect = f"{prefix}.hook.connect"
         self.hook_disconnect = f"{prefix}.hook.disconnect"
+        self._parsed: dict[bytes | str, Parsed] = {}
 
     def room(self, name: str) -> str:
         return f"{self.prefix}.r.{room_token(name)}"
@@ -171,12 +173,21 @@ class Subjects:
 
     def parse(self, subject: bytes | str) -> Parsed | None:
         """Invert the builders above: the kind of a subject under this prefix and its
-        decoded name; None for anything they cannot have made. Cached: the gateway
-        parses the subject of every message it receives."""
-        return _parse(self.prefix, subject)
+        decoded name; None for anything they cannot have made. Cached (one dict lookup
+        when seen before): the gateway parses the subject of every message it gets."""
+        parsed = self._parsed.get(subject)
+        if parsed is None:
+            parsed = _parse(self.prefix, subject)
+            if parsed is not None:
+                if len(self._parsed) >= PARSED_CACHE_MAX:
+                    self._parsed.clear()  # bounded: a gateway may see millions of rooms
+                self._parsed[subject] = parsed
+        return parsed
 
 
-@lru_cache(maxsize=65536)
+PARSED_CACHE_MAX: Final = 65536
+
+
 def _parse(prefix: str, subject: bytes | str) -> Parsed | None:
     try:
         text = subject.decode("ascii") if isinstance(subject, bytes) else subject
