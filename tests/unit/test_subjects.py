@@ -152,3 +152,13 @@ def test_parse_never_raises(junk: bytes) -> None:
 )
 def test_what_no_builder_makes_does_not_parse(subject: str) -> None:
     assert Subjects("app").parse(subject) is None
+
+
+def test_the_parse_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.subjects
+
+    monkeypatch.setattr(shared.subjects, "PARSED_CACHE_MAX", 8)
+    s = Subjects("app")
+    for i in range(50):
+        assert s.parse(s.room(f"r{i}")) == Parsed(SubjectKind.ROOM, f"r{i}")
+        assert len(s._parsed) <= 8
