@@ -156,6 +156,7 @@ class SocketServer:
         )
         self._on_slow: Callable[[str, str], None] = lambda sid, reason: None
         self._refused: set[asyncio.Task[None]] = set()
+        self._emits: set[asyncio.Task[None]] = set()
         outbound.install(
             self.sio.eio,
             max_messages=settings.max_queued_messages,
@@ -262,9 +263,10 @@ class SocketServer:
             self.sio.on(event, on_event)
 
     def emit_soon(self, sid: str, event: str, data: Any) -> None:
+        """`emit_to` without waiting (Connection.emit never blocks)."""
         task = asyncio.ensure_future(self.emit_to(sid, event, data))
-        self._refused.add(task)
-        task.add_done_callback(self._refused.discard)
+        self._emits.add(task)
+        task.add_done_callback(self._emits.discard)
 
     async def emit_to(self, sid: str, event: str, data: Any) -> None:
         """One event to one local socket (not the fan-out path: see fanout.py)."""
