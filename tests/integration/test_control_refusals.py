@@ -33,7 +33,7 @@ StartFake = Callable[[list[str], Answer], Awaitable[None]]
 
 
 @pytest.fixture
-async def fake_gateway(nats_server: EmbeddedNats, publisher: Publisher) -> AsyncIterator[StartFake]:
+async def fake_gateway(nats_server: EmbeddedNats) -> AsyncIterator[StartFake]:
     brokers: list[NatsBroker] = []
     tasks: set[asyncio.Future[None]] = set()
 
