@@ -14,12 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import pages
 from gateway.auth import ConnectHooks
-from gateway.broker import NatsBroker
+from gateway.broker.nats_broker import NatsBroker
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
-from gateway.sio import SocketServer
+from gateway.sio import EioConnection, SocketServer
 from gateway.vrequests import VirtualRequests
 from shared.errors import TransportError
 
@@ -60,7 +60,7 @@ class GatewayApp:
         )
 
         self.broker = await self._connect_nats()
-        self.gateway = Gateway(s, self.broker, self.metrics, self.server.disconnect)
+        self.gateway = Gateway(s, self.broker, self.metrics)
         await self.gateway.start()
         self.metrics.nats_connected.set(1)
         self.server.on_lifecycle(self._on_connect, self._on_disconnect)
@@ -97,13 +97,7 @@ class GatewayApp:
         delay = 0.5
         while True:
             try:
-                return await NatsBroker.connect(
-                    s.nats,
-                    name=f"sailcast-gateway-{s.gateway_id}",
-                    on_disconnected=self._nats_down,
-                    on_reconnected=self._nats_up,
-                    on_handler_error=lambda exc: self.metrics.drops.labels("handler_error").inc(),
-                )
+                return await NatsBroker.connect(s.nats, name=f"sailcast-gateway-{s.gateway_id}")
             except TransportError as exc:
                 log.error("NATS unreachable, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
@@ -120,20 +114,25 @@ class GatewayApp:
         return bound
 
     async def _on_connect(
-        self, sid: str, eio_socket: Any, environ: dict[str, Any], auth: Any = None
+        self, conn: EioConnection, environ: dict[str, Any], auth: Any = None
     ) -> bool:
+        sid = conn.sid
         assert self.gateway is not None
         assert self.hooks is not None
         assert self.vrequests is not None
         self._check_room_for(sid)  # before asking anyone
         handshake = await self.hooks.admit(sid, environ, auth)  # origins, before-connect
-        if eio_socket.closed:  # left while a worker was deciding
+        if conn.closed:  # left while a worker was deciding
             return False
         # Again: other sockets may have been admitted, or a drain begun, while this one
         # waited for its before-connect check. From here to the registration in
         # socket_connected nothing awaits, so the limit cannot be overshot.
         self._check_room_for(sid)
-        await self.gateway.socket_connected(sid, eio_socket)
+        try:
+            await self.gateway.socket_connected(conn)
+        except TransportError as exc:
+            log.warning("refused socket: %s", exc, extra={"sid": sid})
+            raise ConnectionRefusedError("gateway cannot reach NATS; reconnect") from exc
         self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
@@ -164,19 +163,11 @@ class GatewayApp:
         log.debug("disconnected", extra={"sid": sid, "reason": reason})
         rooms = list(self.gateway.rooms.rooms_of(sid))
         handshake = self.vrequests.forget(sid) if self.vrequests is not None else None
-        await self.gateway.socket_disconnected(sid)
+        conn = await self.gateway.socket_disconnected(sid)
+        if isinstance(conn, EioConnection):
+            conn.release()
         if handshake is not None and self.hooks is not None:
             self.hooks.disconnected(sid, handshake, reason, rooms)  # after_disconnect
-
-    async def _nats_down(self) -> None:
-        self.metrics.nats_connected.set(0)
-        if not self._stopping:
-            log.warning("NATS connection lost; clients stay connected, reconnecting")
-
-    async def _nats_up(self) -> None:
-        log.info("NATS reconnected; subscriptions restored")
-        if self.gateway is not None:
-            await self.gateway.on_nats_reconnected()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -207,13 +198,13 @@ class GatewayApp:
         self.metrics.ready.set(0)
         log.info("draining: not ready; disconnecting clients in %.1fs", s.drain.drain_delay_s)
         await asyncio.sleep(s.drain.drain_delay_s)
-        sids = list(g.rooms.sockets())
+        conns = g.connections()
         ticks = max(1, int(s.drain.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
-        batch = max(1, -(-len(sids) // ticks))
-        for i in range(0, len(sids), batch):
-            await asyncio.gather(*(self.server.close_transport(s) for s in sids[i : i + batch]))
+        batch = max(1, -(-len(conns) // ticks))
+        for i in range(0, len(conns), batch):
+            await asyncio.gather(*(c.going_away() for c in conns[i : i + batch]))
             await asyncio.sleep(1 / DRAIN_BATCHES_PER_S)
-        log.info("drained %d clients", len(sids))
+        log.info("drained %d clients", len(conns))
 
     async def stop(self) -> None:
         self._stopping = True

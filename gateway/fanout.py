@@ -1,8 +1,8 @@
-"""Hand one pre-encoded packet to many local sockets.
+"""Hand one pre-encoded packet to many local connections.
 
-The packet is built and encoded once per message; each recipient costs one call on its
-socket's OutboundQueue (outbound.py), which writes the shared frame to the wire or
-queues it, within the socket's bounds. No task and no JSON work per recipient.
+The packet is built and encoded once per message; each recipient costs one
+`Connection.send` (gateway.engine.api), which writes the shared frame to the wire or
+queues it, within the connection's bounds. No task and no JSON work per recipient.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from engineio import packet as eio_packet
 
+from gateway.engine.api import Connection, OutboundPacket
 from gateway.metrics import GatewayMetrics
 
 SIO_EVENT_PREFIX: Final = "2"
@@ -26,29 +27,39 @@ def event_packet(args_json: bytes) -> Any:
 
 
 class Fanout:
+    """The local connections by socket id, and delivery of one packet to many."""
+
     def __init__(self, metrics: GatewayMetrics) -> None:
-        self._eio: dict[str, Any] = {}
+        self._conns: dict[str, Connection] = {}
         self._count = metrics.deliveries.inc
 
-    def attach(self, sid: str, eio_socket: Any) -> None:
-        self._eio[sid] = eio_socket
+    def attach(self, conn: Connection) -> None:
+        self._conns[conn.sid] = conn
 
-    def detach(self, sid: str) -> Any:
-        """Forget the socket; returns its Engine.IO socket if it was attached."""
-        return self._eio.pop(sid, None)
+    def detach(self, sid: str) -> Connection | None:
+        """Forget the connection; returns it if it was attached."""
+        return self._conns.pop(sid, None)
 
-    def deliver(self, pkt: Any, sids: Iterable[str], omit: frozenset[str] = frozenset()) -> int:
-        """Queue (or write, see outbound.py) one shared packet for each recipient; the
-        socket's own queue enforces its bounds."""
-        sockets = self._eio
+    def get(self, sid: str) -> Connection | None:
+        return self._conns.get(sid)
+
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
+
+    def deliver(
+        self, packet: OutboundPacket, sids: Iterable[str], omit: frozenset[str] = frozenset()
+    ) -> int:
+        """Send one shared packet to each recipient; each connection enforces its own
+        bounds."""
+        conns = self._conns
         sent = 0
         for sid in sids:
             if sid in omit:
                 continue
-            sock = sockets.get(sid)
-            if sock is None or sock.closing or sock.closed:
+            conn = conns.get(sid)
+            if conn is None or conn.closed:
                 continue
-            sock.queue.put_nowait(pkt)
+            conn.send(packet)
             sent += 1
         self._count(sent)
         return sent

@@ -1,10 +1,16 @@
-"""One gateway: local sockets, their rooms, and the NATS traffic that feeds them.
+"""One gateway: local connections, their rooms, and the NATS traffic that feeds them.
 
-Data path: a room message arrives from NATS (inline in the NATS reader, see
-broker.py), is decoded once, becomes one Engine.IO packet, and is queued on every
-local member's socket. Control path: membership requests are applied one at a time
-by a single task, in arrival order, and answered only once any NATS subscription they
-needed has been sent ahead of the reply.
+Every message from the broker reaches ONE handler (`_on_message`), which dispatches by
+the subject's kind (shared.subjects): a room message or a blast is decoded once,
+becomes one packet, and is sent to every local member (data path, inline in the
+broker's reader); a request for one socket or for every gateway is queued for the
+control loop, which applies requests one at a time, in arrival order, and answers
+each only once any NATS subscription it needed has been sent ahead of the reply
+(control path, shared.control); heartbeats update the peers; a ping on this gateway's
+own subject is answered at once.
+
+The core knows connections only as `gateway.engine.api.Connection`, and the bus only as
+`gateway.broker.Broker`: unit-tested on MemoryBroker with recording connections.
 """
 
 from __future__ import annotations
@@ -15,36 +21,56 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
-from gateway.broker import Broker, Handler
+from gateway.broker import Broker, BrokerEvent
+from gateway.engine.api import Connection
 from gateway.fanout import Fanout, event_packet
-from gateway.interest import Interest
+from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.peers import Peers
 from gateway.rooms import LocalRooms
 from gateway.settings import GatewaySettings
-from shared.envelope import (
-    KIND_BLAST,
-    DataMessage,
-    decode_data,
+from shared.control import (
+    SOCKET_KINDS,
+    AddMembers,
+    Applied,
+    ClusterRequest,
+    Disconnect,
+    Done,
+    ErrorCode,
+    Join,
+    Leave,
+    LeaveAll,
+    Ping,
+    Pong,
+    Refused,
+    RemoveMembers,
+    Reply,
+    Rooms,
+    RoomsOf,
+    SocketRequest,
+    UnknownKind,
     decode_request,
     encode_reply,
     encode_request,
-    str_list,
 )
-from shared.errors import MalformedEnvelope, SailcastError, UsageError
-from shared.subjects import room_token
+from shared.envelope import KIND_BLAST, DataMessage, decode_data
+from shared.errors import MalformedEnvelope, SailcastError, TransportError
+from shared.subjects import SubjectKind
 
 log = logging.getLogger(__name__)
 
 CONTROL_QUEUE_MAX: Final = 10_000
 SOCKET_SUBJECT_LINGER_S: Final = 1.0
+"""A gone socket's subject stays subscribed this long, so a request already on its way
+gets "no_such_socket" at once instead of timing out."""
 HUNG_SERVER_ROUND_TRIPS: Final = 3
 """Failed readiness round trips in a row, while connected, before leaving the server."""
 FIXED_SUBSCRIPTIONS: Final = 4
 """blast, all-gateways requests, heartbeats, and this gateway's own subject."""
 
-Disconnect = Callable[[str], Awaitable[None]]
+_CLUSTER: Final = ""
+"""The control queue's target for a request on `gw.all` (a socket request names its sid)."""
 
 
 class Gateway:
@@ -53,24 +79,29 @@ class Gateway:
         settings: GatewaySettings,
         broker: Broker,
         metrics: GatewayMetrics,
-        disconnect: Disconnect,
+        *,
+        scheduler: Scheduler | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.subjects = settings.subjects
         self.broker = broker
         self.metrics = metrics
         self.rooms = LocalRooms()
-        self.peers = Peers(settings.gateway_id, settings.core.heartbeat_interval_s)
-        self._disconnect = disconnect
+        self.peers = Peers(settings.gateway_id, settings.core.heartbeat_interval_s, clock)
         self.fanout = Fanout(metrics)
+        self._clock = clock
         self.room_interest = Interest(
             broker,
             self.subjects.room,
-            self._room_handler,
             lambda room: bool(self.rooms.members(room)),
             settings.core.unsubscribe_linger_s,
+            scheduler,
         )
-        self._socket_subs: dict[str, int] = {}
+        self.socket_interest = Interest(
+            broker, self.subjects.socket, self.rooms.has_socket, SOCKET_SUBJECT_LINGER_S, scheduler
+        )
+        self._own_subject = self.subjects.gateway(settings.gateway_id)
         self._control: asyncio.Queue[tuple[str, bytes, bytes]] = asyncio.Queue(CONTROL_QUEUE_MAX)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -79,22 +110,24 @@ class Gateway:
         self.last_round_trip: float = 0.0
         # labelled children looked up once: these are hit for every message
         self._received = {k: metrics.broker_messages.labels(k) for k in ("room", "blast")}
+        self._handler_errors = metrics.drops.labels("handler_error")
         self._warnings = Throttled(log)
         self._observe_lag = metrics.lag.observe
+        self._parse = self.subjects.parse
+        broker.set_handler(self._on_message)
+        broker.set_listener(self._on_broker_event)
         # gauges read live state at scrape time: nothing to keep in step
         metrics.connections.set_function(lambda: self.rooms.socket_count)
         metrics.rooms.set_function(lambda: self.rooms.room_count)
         metrics.broker_subscriptions.set_function(
-            lambda: self.room_interest.count + len(self._socket_subs) + FIXED_SUBSCRIPTIONS
+            lambda: self.room_interest.count + self.socket_interest.count + FIXED_SUBSCRIPTIONS
         )
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self.subjects
-        await self.broker.subscribe(s.blast, self._on_blast)
-        await self.broker.subscribe(s.gateways, self._enqueue_cluster)
-        await self.broker.subscribe(s.heartbeat, self._on_heartbeat)
-        await self.broker.subscribe(s.gateway(self.settings.gateway_id), self._on_direct)
+        for subject in (s.blast, s.gateways, s.heartbeat, self._own_subject):
+            await self.broker.subscribe(subject)
         await self.broker.publish(s.heartbeat, self.peers.beat(hello=True))
         await self.broker.flush()
         self._tasks = [
@@ -109,6 +142,7 @@ class Gateway:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.room_interest.close()
+        self.socket_interest.close()
         if self.broker.connected:
             try:
                 await self.broker.publish(self.subjects.heartbeat, self.peers.beat(down=True))
@@ -121,16 +155,20 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # -- sockets ---------------------------------------------------------------------
-    async def socket_connected(self, sid: str, eio_socket: Any) -> None:
-        """Register a socket and its own-id room; return once both are routable."""
+    # -- connections -----------------------------------------------------------------
+    async def socket_connected(self, conn: Connection) -> None:
+        """Register a connection and its own-id room; return once both are routable.
+        Raises TransportError, with nothing left registered, if NATS refuses them."""
+        sid = conn.sid
         self.rooms.add_socket(sid)
-        self.fanout.attach(sid, eio_socket)
+        self.fanout.attach(conn)
         self.rooms.join(sid, sid)
-        self._socket_subs[sid] = await self.broker.subscribe(
-            self.subjects.socket(sid), self._socket_handler(sid)
-        )
-        await self.room_interest.want(sid)
+        try:
+            await self.socket_interest.want(sid)
+            await self.room_interest.want(sid)
+        except TransportError:
+            await self.socket_disconnected(sid)
+            raise
         if self.broker.connected:
             # The client learns its id right after this; a worker may address it at once.
             try:
@@ -138,41 +176,62 @@ class Gateway:
             except SailcastError:
                 log.warning("NATS flush failed while registering a socket", extra={"sid": sid})
 
-    async def socket_disconnected(self, sid: str) -> None:
-        eio_socket = self.fanout.detach(sid)
-        if eio_socket is not None:
-            eio_socket.queue.put_nowait(None)  # wake a pending long-poll: nothing more comes
+    async def socket_disconnected(self, sid: str) -> Connection | None:
+        """Forget a connection and its rooms; returns it if it was registered."""
+        conn = self.fanout.detach(sid)
         self._slow.discard(sid)
         for room in self.rooms.remove_socket(sid):
             self.room_interest.unwant(room, now=room == sid)
-        sub = self._socket_subs.pop(sid, None)
-        if sub is not None:
-            # Keep answering "no such socket" for a moment: a request already on its way
-            # then fails fast instead of timing out.
-            self._spawn(self._unsubscribe_later(sub))
+        self.socket_interest.unwant(sid)
+        return conn
 
-    async def _unsubscribe_later(self, sub: int) -> None:
-        await asyncio.sleep(SOCKET_SUBJECT_LINGER_S)
-        await self.broker.unsubscribe(sub)
+    def connection(self, sid: str) -> Connection | None:
+        return self.fanout.get(sid)
+
+    def connections(self) -> list[Connection]:
+        return self.fanout.connections()
 
     def cut_off_slow(self, sid: str, reason: str) -> None:
-        """A socket over its outbound bound: its transport is already aborted (see
-        outbound.py); take it out of its rooms and the namespace."""
+        """A socket over its outbound bound: its transport is already aborted;
+        take it out of its rooms and the namespace."""
         if sid in self._slow:
             return
         self._slow.add(sid)
         self.metrics.slow_disconnects.inc()
         self.metrics.drops.labels("slow_client").inc()
         log.warning("socket stopped reading (%s); disconnecting it", reason, extra={"sid": sid})
-        self._spawn(self._disconnect(sid))
+        self._disconnect(sid)
+
+    def _disconnect(self, sid: str) -> None:
+        conn = self.fanout.get(sid)
+        if conn is not None:
+            self._spawn(conn.disconnect())
+
+    # -- the one message handler -----------------------------------------------------
+    def _on_message(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        try:
+            parsed = self._parse(subject)
+            if parsed is None:
+                self._warnings.warning("subject", "message on a foreign subject %s", subject[:200])
+                return
+            kind = parsed.kind
+            if kind is SubjectKind.ROOM:
+                self._on_room_message(parsed.name, data)
+            elif kind is SubjectKind.BLAST:
+                self._on_blast(data)
+            elif kind is SubjectKind.SOCKET:
+                self._enqueue(parsed.name, reply, data)
+            elif kind is SubjectKind.GATEWAYS:
+                self._enqueue(_CLUSTER, reply, data)
+            elif kind is SubjectKind.HEARTBEAT:
+                self._on_heartbeat(data)
+            elif kind is SubjectKind.GATEWAY:
+                self._on_direct(reply)
+        except Exception:  # one bad message never stops the reader
+            self._handler_errors.inc()
+            log.exception("message handler failed on %s", subject[:200])
 
     # -- data path -------------------------------------------------------------------
-    def _room_handler(self, room: str) -> Handler:
-        def on_room_message(subject: bytes, reply: bytes, data: bytes) -> None:
-            self._on_room_message(room, data)
-
-        return on_room_message
-
     def _decode(self, data: bytes, kind: str) -> DataMessage | None:
         self._received[kind].inc()
         try:
@@ -208,7 +267,7 @@ class Gateway:
         earlier = [self.rooms.members(r) for r in before]
         return [m for m in members if not any(m in e for e in earlier)]
 
-    def _on_blast(self, subject: bytes, reply: bytes, data: bytes) -> None:
+    def _on_blast(self, data: bytes) -> None:
         msg = self._decode(data, "blast")
         if msg is None:
             return
@@ -221,15 +280,6 @@ class Gateway:
             self._observe_lag(max(0.0, time.time() - msg.ts))
 
     # -- control path ----------------------------------------------------------------
-    def _socket_handler(self, sid: str) -> Handler:
-        def on_socket_request(subject: bytes, reply: bytes, data: bytes) -> None:
-            self._enqueue(sid, reply, data)
-
-        return on_socket_request
-
-    def _enqueue_cluster(self, subject: bytes, reply: bytes, data: bytes) -> None:
-        self._enqueue("", reply, data)
-
     def _enqueue(self, sid: str, reply: bytes, data: bytes) -> None:
         self.metrics.broker_messages.labels("control").inc()
         try:
@@ -241,97 +291,120 @@ class Gateway:
     async def _control_loop(self) -> None:
         while True:
             sid, reply, data = await self._control.get()
-            kind = "?"
-            try:
-                req = decode_request(data)
-                kind = req["k"]
-                if sid:
-                    answer = await self._apply_socket_request(sid, kind, req)
-                else:
-                    answer = await self._apply_cluster_request(kind, req)
-                outcome = "ok" if answer.get("ok") else "refused"
-            except (MalformedEnvelope, UsageError, KeyError) as exc:
-                answer = {"ok": False, "error": "bad_request", "message": str(exc)}
-                outcome = "malformed"
-                log.warning("bad control request: %s", exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                answer = {"ok": False, "error": "internal", "message": str(exc)}
-                outcome = "error"
-                log.exception("control request %s failed", kind)
-            self.metrics.control_requests.labels(
-                kind if kind in _KNOWN_KINDS else "other", outcome
-            ).inc()
+            answer, label, outcome = await self._answer(sid, data)
+            self.metrics.control_requests.labels(label, outcome).inc()
             if reply:
                 try:
-                    await self.broker.publish(reply.decode(), encode_reply(**answer))
+                    await self.broker.publish(reply.decode(), encode_reply(answer))
                 except (SailcastError, UnicodeDecodeError) as exc:  # never stop the loop
-                    log.warning("could not answer a %s request: %s", kind, exc)
+                    log.warning("could not answer a %s request: %s", label, exc)
 
-    async def _apply_socket_request(
-        self, sid: str, kind: str, req: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _answer(self, sid: str, data: bytes) -> tuple[Reply, str, str]:
+        """Apply one request: (the reply, its kind's metric label, the outcome label)."""
+        label = "other"
+        try:
+            req = decode_request(data)
+            label = req.kind.value
+            if sid == _CLUSTER:
+                answer = await self._apply_cluster_request(req)
+            else:
+                answer = await self._apply_socket_request(sid, req)
+            return answer, label, "refused" if isinstance(answer, Refused) else "ok"
+        except UnknownKind as exc:
+            code, message = ErrorCode.UNKNOWN_KIND, exc.kind
+            outcome = "refused"
+        except MalformedEnvelope as exc:
+            code, message, outcome = ErrorCode.BAD_REQUEST, str(exc), "malformed"
+            log.warning("bad control request: %s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            code, message, outcome = ErrorCode.INTERNAL, str(exc), "error"
+            log.exception("control request %s failed", label)
+        if sid == _CLUSTER and code is ErrorCode.UNKNOWN_KIND:
+            return self._refused(code, message), label, outcome
+        return Refused(code, message), label, outcome
+
+    def _refused(self, code: ErrorCode, message: str) -> Refused:
+        """A refusal on `gw.all`: it names us and our peers, as an answer there must."""
+        return Refused(code, message, self.settings.gateway_id, tuple(self.peers.alive()))
+
+    async def _apply_socket_request(self, sid: str, req: SocketRequest | ClusterRequest) -> Reply:
         if not self.rooms.has_socket(sid):
-            return {"ok": False, "error": "no_such_socket"}
-        if kind == "join":
-            rooms = room_list(req.get("rooms"), "rooms")
+            return Refused(ErrorCode.NO_SUCH_SOCKET)
+        if isinstance(req, Join):
             limit = self.settings.core.max_rooms_per_socket
-            current = self.rooms.rooms_of(sid)
-            if len(current | set(rooms)) > limit:
+            if len(self.rooms.rooms_of(sid) | set(req.rooms)) > limit:
                 self.metrics.refusals.labels("max_rooms_per_socket").inc()
-                return {
-                    "ok": False,
-                    "error": "limit",
-                    "message": f"socket {sid} would be in more than {limit} rooms",
-                }
-            await self._join(sid, rooms)
-            return {"ok": True}
-        if kind == "leave":
-            self._leave(sid, room_list(req.get("rooms"), "rooms"))
-            return {"ok": True}
-        if kind == "rooms":
-            return {"ok": True, "rooms": sorted(self.rooms.rooms_of(sid))}
-        if kind == "disconnect":
-            self._spawn(self._disconnect(sid))
-            return {"ok": True}
-        return {"ok": False, "error": "unknown_kind", "message": kind}
+                return Refused(ErrorCode.LIMIT, f"socket {sid} would be in more than {limit} rooms")
+            try:
+                await self._join_all(sid, req.rooms)
+            except TransportError as exc:
+                return Refused(ErrorCode.INTERNAL, f"join not applied: {exc}")
+            return Done()
+        if isinstance(req, Leave):
+            self._leave(sid, req.rooms)
+            return Done()
+        if isinstance(req, Rooms):
+            return RoomsOf(tuple(sorted(self.rooms.rooms_of(sid))))
+        if isinstance(req, Disconnect):
+            self._disconnect(sid)
+            return Done()
+        return Refused(ErrorCode.UNKNOWN_KIND, req.kind.value)  # a cluster kind
 
-    async def _apply_cluster_request(self, kind: str, req: dict[str, Any]) -> dict[str, Any]:
-        base = {"gw": self.settings.gateway_id, "peers": self.peers.alive()}
-        if kind == "ping":
-            return {"ok": True, **base}
-        src = req.get("src")
-        if not isinstance(src, str) or not src:
-            raise MalformedEnvelope("src must be a non-empty string")
-        members = list(self.rooms.members(src))
+    async def _join_all(self, sid: str, rooms: Iterable[str]) -> None:
+        """Join every room, or none: when NATS refuses a room's subscription, the rooms
+        this call added are left again and TransportError is raised (rollback)."""
+        added: list[str] = []
+        try:
+            for room in rooms:
+                if not self.rooms.has_socket(sid):  # disconnected while we awaited NATS
+                    break
+                if room not in self.rooms.rooms_of(sid):
+                    added.append(room)
+                if self.rooms.join(sid, room) or room not in self.room_interest:
+                    await self.room_interest.want(room)
+        except TransportError:
+            self._leave(sid, added)
+            raise
+
+    async def _apply_cluster_request(self, req: SocketRequest | ClusterRequest) -> Reply:
+        gw, peers = self.settings.gateway_id, tuple(self.peers.alive())
+        if isinstance(req, Ping):
+            return Applied(gw, peers)
+        if req.kind in SOCKET_KINDS:
+            return self._refused(ErrorCode.UNKNOWN_KIND, req.kind.value)
+        assert isinstance(req, AddMembers | RemoveMembers | LeaveAll)
+        members = list(self.rooms.members(req.src))
         refused = 0
-        if kind == "addm":
-            dst = room_list(req.get("dst"), "dst")
+        failed: list[str] = []
+        if isinstance(req, AddMembers):
             for m in members:
-                refused += await self._join(m, dst)
-        elif kind == "remm":
-            dst = room_list(req.get("dst"), "dst")
+                try:
+                    refused += await self._join_within_limit(m, req.dst)
+                except TransportError as exc:
+                    failed.append(str(exc))
+        elif isinstance(req, RemoveMembers):
             for m in members:
-                self._leave(m, dst)
-        elif kind == "leaveall":
+                self._leave(m, req.dst)
+        else:
             for m in members:
                 self._leave(m, [r for r in self.rooms.rooms_of(m) if r != m])
-        else:
-            return {"ok": False, "error": "unknown_kind", "message": kind, **base}
-        answer = {"ok": True, "n": len(members), **base}
-        if refused:
-            answer["refused"] = refused  # joins over --max-rooms-per-socket
-        return answer
+        if failed:
+            return self._refused(
+                ErrorCode.INTERNAL,
+                f"{len(failed)} member(s) of {req.src!r} not joined: {failed[0]}",
+            )
+        return Applied(gw, peers, len(members), refused)
 
-    async def _join(self, sid: str, rooms: list[str]) -> int:
-        """Join what the room limit allows; the number of joins it refused."""
+    async def _join_within_limit(self, sid: str, rooms: Iterable[str]) -> int:
+        """Join what the room limit allows (all or nothing, see _join_all); the number
+        of joins it refused."""
         limit = self.settings.core.max_rooms_per_socket
+        allowed: list[str] = []
         refused = 0
+        current = set(self.rooms.rooms_of(sid))
         for room in rooms:
-            if not self.rooms.has_socket(sid):  # disconnected while we awaited NATS
-                break
-            current = self.rooms.rooms_of(sid)
             if room not in current and len(current) >= limit:
                 self.metrics.refusals.labels("max_rooms_per_socket").inc()
                 self._warnings.warning(
@@ -342,17 +415,18 @@ class Gateway:
                 )
                 refused += 1
                 continue
-            if self.rooms.join(sid, room) or room not in self.room_interest:
-                await self.room_interest.want(room)
+            current.add(room)
+            allowed.append(room)
+        await self._join_all(sid, allowed)
         return refused
 
-    def _leave(self, sid: str, rooms: list[str]) -> None:
+    def _leave(self, sid: str, rooms: Iterable[str]) -> None:
         for room in rooms:
             if self.rooms.leave(sid, room):
                 self.room_interest.unwant(room)
 
     # -- peers and readiness ---------------------------------------------------------
-    def _on_heartbeat(self, subject: bytes, reply: bytes, data: bytes) -> None:
+    def _on_heartbeat(self, data: bytes) -> None:
         try:
             answer_now = self.peers.observe(data)
         except ValueError:
@@ -361,11 +435,10 @@ class Gateway:
         if answer_now:
             self._spawn(self.broker.publish(self.subjects.heartbeat, self.peers.beat()))
 
-    def _on_direct(self, subject: bytes, reply: bytes, data: bytes) -> None:
+    def _on_direct(self, reply: bytes) -> None:
         if reply:
-            self._spawn(
-                self.broker.publish(reply.decode(), encode_reply(gw=self.settings.gateway_id))
-            )
+            answer = encode_reply(Pong(self.settings.gateway_id))
+            self._spawn(self.broker.publish(reply.decode(), answer))
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -380,14 +453,14 @@ class Gateway:
         """A request to ourselves through NATS: proves publish, subscribe and delivery work."""
         try:
             await self.broker.request(
-                self.subjects.gateway(self.settings.gateway_id),
-                encode_request("ping"),
+                self._own_subject,
+                encode_request(Ping()),
                 timeout=max(1.0, self.settings.core.ready_check_interval_s),
             )
         except SailcastError as exc:
             log.warning("NATS round trip failed: %s", exc)
             return False
-        self.last_round_trip = time.monotonic()
+        self.last_round_trip = self._clock()
         return True
 
     async def _ready_loop(self) -> None:
@@ -408,28 +481,19 @@ class Gateway:
     @property
     def ready(self) -> bool:
         fresh = (
-            time.monotonic() - self.last_round_trip
-            < 3 * self.settings.core.ready_check_interval_s + 1
+            self._clock() - self.last_round_trip < 3 * self.settings.core.ready_check_interval_s + 1
         )
         loops_alive = all(not t.done() for t in self._tasks)
         return self.broker.connected and fresh and not self.draining and loops_alive
 
-    async def on_nats_reconnected(self) -> None:
-        """nats-py re-sent every SUB; check the path at once so readiness recovers fast."""
+    async def _on_broker_event(self, event: BrokerEvent) -> None:
+        if event is BrokerEvent.DISCONNECTED:
+            self.metrics.nats_connected.set(0)
+            if not self.draining:
+                log.warning("NATS connection lost; clients stay connected, reconnecting")
+            return
+        # nats-py re-sent every SUB; check the path at once so readiness recovers fast.
+        log.info("NATS reconnected; subscriptions restored")
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
         await self._check_round_trip()
-
-
-def room_list(value: object, what: str) -> list[str]:
-    """A request's room names, every one checked before anything changes (a name that
-    cannot become a subject would otherwise be half-joined)."""
-    rooms = str_list(value, what)
-    for room in rooms:
-        room_token(room)
-    return rooms
-
-
-_KNOWN_KINDS: Final = frozenset(
-    {"join", "leave", "rooms", "disconnect", "addm", "remm", "leaveall", "ping"}
-)

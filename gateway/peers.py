@@ -3,45 +3,44 @@
 Cluster-wide membership operations must return only when every gateway has applied
 them; a gateway answers such a request with the peers it knows, so a publisher knows
 whose answers to wait for without keeping any state of its own (the same scheme as
-socket.io's ClusterAdapterWithHeartbeat).
+socket.io's ClusterAdapterWithHeartbeat). The heartbeat itself is
+`shared.control.Heartbeat`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
 
-import orjson
+from shared.control import Heartbeat, decode_heartbeat, encode_heartbeat
 
 
 class Peers:
-    def __init__(self, self_id: str, interval_s: float) -> None:
+    def __init__(
+        self, self_id: str, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.self_id = self_id
         self._ttl_s = interval_s * 3
+        self._clock = clock
         self._seen: dict[str, float] = {}
 
     def beat(self, hello: bool = False, down: bool = False) -> bytes:
-        msg: dict[str, Any] = {"id": self.self_id}
-        if hello:
-            msg["hello"] = True
-        if down:
-            msg["down"] = True
-        return orjson.dumps(msg)
+        return encode_heartbeat(Heartbeat(self.self_id, hello=hello, down=down))
 
     def observe(self, data: bytes) -> bool:
-        """Record a heartbeat; True when the sender asks everyone to answer at once."""
-        msg = orjson.loads(data)
-        peer = msg.get("id") if isinstance(msg, dict) else None
-        if not isinstance(peer, str) or peer == self.self_id:
+        """Record a heartbeat; True when the sender asks everyone to answer at once.
+        Raises MalformedEnvelope (a ValueError) for a body that is not JSON."""
+        beat = decode_heartbeat(data)
+        if beat is None or beat.id == self.self_id:
             return False
-        if msg.get("down"):
-            self._seen.pop(peer, None)
+        if beat.down:
+            self._seen.pop(beat.id, None)
             return False
-        self._seen[peer] = time.monotonic()
-        return bool(msg.get("hello"))
+        self._seen[beat.id] = self._clock()
+        return beat.hello
 
     def alive(self) -> list[str]:
-        now = time.monotonic()
+        now = self._clock()
         dead = [p for p, t in self._seen.items() if now - t > self._ttl_s]
         for p in dead:
             del self._seen[p]

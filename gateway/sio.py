@@ -17,14 +17,15 @@ import socketio
 from aiohttp import web
 
 from gateway import eio4, outbound, refusals
-from gateway.eio3 import enable_eio3
+from gateway.eio3 import enable_eio3, is_eio3_socket
+from gateway.engine.api import Transport
 from gateway.settings import GatewaySettings
 from shared.envelope import RESERVED_EVENTS
 
 log = logging.getLogger(__name__)
 
-OnConnect = Callable[[str, Any, dict[str, Any], Any], Awaitable[bool]]
-"""(sid, Engine.IO socket, WSGI environ, Socket.IO v4 auth payload or None)"""
+OnConnect = Callable[["EioConnection", dict[str, Any], Any], Awaitable[bool]]
+"""(connection, WSGI environ, Socket.IO v4 auth payload or None)"""
 OnDisconnect = Callable[[str, str], Awaitable[None]]
 OnAckedEvent = Callable[[str, str, tuple[Any, ...], bool], Awaitable[Any]]
 """(sid, event, arguments, whether the client asked for an ack) → the ack's payload"""
@@ -83,6 +84,52 @@ def same_host(environ: dict[str, Any]) -> set[str]:
     return out
 
 
+class EioConnection:
+    """`gateway.engine.api.Connection` over a python-engineio socket: the thinnest
+    adapter, so the gateway core holds no engineio object. Replaced by the engine
+    package's own connection."""
+
+    __slots__ = ("_server", "_sid", "_sock", "send")
+
+    def __init__(self, server: SocketServer, sid: str, eio_socket: Any) -> None:
+        self._server = server
+        self._sid = sid
+        self._sock = eio_socket
+        self.send: Callable[[Any], None] = eio_socket.queue.put_nowait
+        """Queue or write a prebuilt packet (outbound.OutboundQueue, created once per
+        Engine.IO socket): the queue's own method, so the fanout pays no extra call."""
+
+    @property
+    def sid(self) -> str:
+        return self._sid
+
+    @property
+    def protocol(self) -> int:
+        return 3 if is_eio3_socket(self._sock) else 4
+
+    @property
+    def transport(self) -> Transport:
+        return Transport.WEBSOCKET if self._sock.upgraded else Transport.POLLING
+
+    @property
+    def closed(self) -> bool:
+        sock = self._sock
+        return bool(sock.closing or sock.closed)
+
+    def emit(self, event: str, data: Any) -> None:
+        self._server.emit_soon(self._sid, event, data)
+
+    async def disconnect(self) -> None:
+        await self._server.disconnect(self._sid)
+
+    async def going_away(self) -> None:
+        await self._server.close_transport(self._sid)
+
+    def release(self) -> None:
+        """Wake a pending long-poll: nothing more comes."""
+        self._sock.queue.put_nowait(None)
+
+
 class SocketServer:
     def __init__(self, settings: GatewaySettings) -> None:
         self._on_origin_refused: Callable[[], None] = lambda: None
@@ -109,6 +156,7 @@ class SocketServer:
         )
         self._on_slow: Callable[[str, str], None] = lambda sid, reason: None
         self._refused: set[asyncio.Task[None]] = set()
+        self._emits: set[asyncio.Task[None]] = set()
         outbound.install(
             self.sio.eio,
             max_messages=settings.engine.max_queued_messages,
@@ -162,7 +210,7 @@ class SocketServer:
             if eio_socket is None:
                 return False
             try:
-                return await on_connect(sid, eio_socket, environ, auth)
+                return await on_connect(EioConnection(self, sid, eio_socket), environ, auth)
             except ConnectionRefusedError as exc:  # the client sees this message
                 self._close_refused(eio_sid)
                 raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
@@ -213,6 +261,12 @@ class SocketServer:
                 return await handler(sid, _event, args, _ack_requested.get())
 
             self.sio.on(event, on_event)
+
+    def emit_soon(self, sid: str, event: str, data: Any) -> None:
+        """`emit_to` without waiting (Connection.emit never blocks)."""
+        task = asyncio.ensure_future(self.emit_to(sid, event, data))
+        self._emits.add(task)
+        task.add_done_callback(self._emits.discard)
 
     async def emit_to(self, sid: str, event: str, data: Any) -> None:
         """One event to one local socket (not the fan-out path: see fanout.py)."""

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -19,7 +19,20 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from publisher.models.model import Model
 from publisher.stats import PublisherStats
 from shared.config import NatsSettings, parse_servers
-from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES, decode_reply, encode_request
+from shared.control import (
+    Applied,
+    ClusterRequest,
+    Done,
+    ErrorCode,
+    Ping,
+    Refused,
+    Rooms,
+    RoomsOf,
+    SocketRequest,
+    decode_reply,
+    encode_request,
+)
+from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.errors import (
     GatewayTimeout,
     LimitExceeded,
@@ -183,14 +196,15 @@ class Publisher:
             raise TransportError(f"publish failed ({kind}): {exc}") from exc
         self.stats.published(kind)
 
-    async def ask_socket(self, socket_id: str, kind: str, **fields: Any) -> Mapping[str, Any]:
+    async def ask_socket(self, socket_id: str, req: SocketRequest) -> Done | RoomsOf:
         """Ask the gateway holding socket_id; NoSuchSocket at once if none does."""
         self._check_open()
+        kind = req.kind.value
         subject = self.subjects.socket(socket_id)
         started = time.perf_counter()
         try:
             msg = await self._nc.request(
-                subject, encode_request(kind, **fields), timeout=self.request_timeout_s
+                subject, encode_request(req), timeout=self.request_timeout_s
             )
         except NoRespondersError:
             self.stats.request(kind, "no_such_socket", started)
@@ -204,18 +218,22 @@ class Publisher:
         except Exception as exc:
             self.stats.request(kind, "error", started)
             raise TransportError(f"{kind} request for {socket_id!r} failed: {exc}") from exc
-        reply = decode_reply(msg.data)
-        if not reply["ok"]:
-            self.stats.request(kind, str(reply.get("error", "refused")), started)
-            if reply.get("error") == "no_such_socket":
+        reply: Done | RoomsOf | Refused = (
+            decode_reply(msg.data, RoomsOf)
+            if isinstance(req, Rooms)
+            else decode_reply(msg.data, Done)
+        )
+        if isinstance(reply, Refused):
+            self.stats.request(kind, reply.error.value, started)
+            if reply.error is ErrorCode.NO_SUCH_SOCKET:
                 raise NoSuchSocket(socket_id)
-            if reply.get("error") == "limit":
-                raise LimitExceeded(str(reply.get("message", "limit exceeded")))
-            raise TransportError(f"gateway refused {kind!r}: {reply.get('message', reply)}")
+            if reply.error is ErrorCode.LIMIT:
+                raise LimitExceeded(reply.message or "limit exceeded")
+            raise TransportError(f"gateway refused {kind!r}: {reply.message or reply.error}")
         self.stats.request(kind, "ok", started)
         return reply
 
-    async def ask_all_gateways(self, kind: str, **fields: Any) -> list[Mapping[str, Any]]:
+    async def ask_all_gateways(self, req: ClusterRequest) -> list[Applied]:
         """Send to every gateway; return when every gateway any of them knows has answered.
 
         Each answer lists the gateways its sender has heard from (heartbeats), so the
@@ -226,21 +244,21 @@ class Publisher:
         known to be in effect on it.
         """
         self._check_open()
+        kind = req.kind.value
         started = time.perf_counter()
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
-        replies: dict[str, Mapping[str, Any]] = {}
+        replies: dict[str, Applied] = {}
+        refusals: dict[str, Refused] = {}
         expected: set[str] = set()
         try:
             # The inbox SUB precedes this PUB on our connection, so no flush is needed.
-            await self._nc.publish(
-                self.subjects.gateways, encode_request(kind, **fields), reply=inbox
-            )
+            await self._nc.publish(self.subjects.gateways, encode_request(req), reply=inbox)
             deadline = time.monotonic() + self.request_timeout_s
             gone: set[str] = set()  # listed as peers, but their process has ended
             probed = False
             while True:
-                waiting = expected - replies.keys() - gone
+                waiting = expected - replies.keys() - refusals.keys() - gone
                 if expected and not waiting:
                     break
                 remaining = deadline - time.monotonic()
@@ -270,18 +288,32 @@ class Publisher:
                 if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
                     break  # no gateway is running: nothing holds members
                 try:
-                    reply = decode_reply(msg.data)
+                    reply = decode_reply(msg.data, Applied)
                 except MalformedEnvelope:
                     log.warning("ignored a malformed answer to %s", kind)
                     continue
-                gw = str(reply.get("gw", ""))
-                replies[gw] = reply
-                peers = reply.get("peers")
-                if isinstance(peers, list):
-                    expected.update(str(p) for p in peers)
-                expected.add(gw)
+                if isinstance(reply, Refused):
+                    if reply.gw is None:  # it cannot say who it is: nothing to wait on
+                        log.warning("a gateway refused %s: %s", kind, reply.message)
+                        continue
+                    refusals[reply.gw] = reply
+                    expected.update(reply.peers or ())
+                    expected.add(reply.gw)
+                    continue
+                replies[reply.gw] = reply
+                expected.update(reply.peers)
+                expected.add(reply.gw)
+            if refusals:
+                refusal = refusals[min(refusals)]
+                self.stats.request(kind, refusal.error.value, started)
+                raise TransportError(
+                    f"{kind!r}: gateway(s) {', '.join(sorted(refusals))} refused it "
+                    f"({refusal.error.value}: {refusal.message}); the others applied it"
+                )
             self.stats.request(kind, "ok", started)
         except (asyncio.CancelledError, GatewayTimeout):
+            raise
+        except TransportError:
             raise
         except Exception as exc:
             self.stats.request(kind, "error", started)
@@ -301,7 +333,7 @@ class Publisher:
         async def running(gw: str) -> bool:
             try:
                 await self._nc.request(
-                    self.subjects.gateway(gw), encode_request("ping"), timeout=PROBE_TIMEOUT_S
+                    self.subjects.gateway(gw), encode_request(Ping()), timeout=PROBE_TIMEOUT_S
                 )
             except NoRespondersError:
                 return False

@@ -11,19 +11,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
+from shared.control import (
+    AddMembers,
+    Applied,
+    ClusterRequest,
+    Disconnect,
+    Done,
+    Join,
+    Leave,
+    LeaveAll,
+    RemoveMembers,
+    Rooms,
+    RoomsOf,
+    SocketRequest,
+)
 from shared.envelope import KIND_BLAST, KIND_BROADCAST, encode_args, encode_data
 from shared.errors import InvalidRoomName, LimitExceeded, UsageError
-from shared.subjects import check_socket_id, room_token
+from shared.subjects import Subjects, check_socket_id, room_token
 
 ROOM_SUBJECT_CACHE: Final = 65536
 """Room subjects a publisher keeps ready (each at most a few hundred bytes)."""
 SHOWN_CHARS: Final = 80
 """How much of a bad room argument an error message quotes."""
 
-if TYPE_CHECKING:
-    from publisher.client import Publisher
 
 DEFAULT_EVENT: Final = "message"
 """Sails' `sails.sockets.DEFAULT_EVENT_NAME`."""
@@ -81,8 +93,23 @@ def event_and_data(event: Any, data: Any) -> tuple[str, Any]:
     return event or DEFAULT_EVENT, data
 
 
+class Wire(Protocol):
+    """What the verbs need of their publisher (`publisher.client.Publisher` is one): the
+    subjects, the size limit and the three ways of sending. Named here so this module
+    does not import the client that builds it."""
+
+    subjects: Subjects
+    max_payload_bytes: int
+
+    async def publish_raw(self, subject: str, body: bytes, kind: str) -> None: ...
+
+    async def ask_socket(self, socket_id: str, req: SocketRequest) -> Done | RoomsOf: ...
+
+    async def ask_all_gateways(self, req: ClusterRequest) -> list[Applied]: ...
+
+
 class Sockets:
-    def __init__(self, pub: Publisher) -> None:
+    def __init__(self, pub: Wire) -> None:
         self._pub = pub
         self._room_subjects: dict[str, str] = {}
 
@@ -100,31 +127,30 @@ class Sockets:
     # -- per-socket ------------------------------------------------------------------
     async def join(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
         """Add the socket(s) to the room(s); in effect on their gateway when this returns."""
-        await self._each_socket("join", socket_ids, rooms=as_rooms(rooms))
+        await self._each_socket(Join(tuple(as_rooms(rooms))), socket_ids)
 
     async def leave(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
-        await self._each_socket("leave", socket_ids, rooms=as_rooms(rooms))
+        await self._each_socket(Leave(tuple(as_rooms(rooms))), socket_ids)
 
     async def rooms(self, socket_id: str) -> list[str]:
         """The rooms a socket is in, its own-id room included (Sails 0.12 socketRooms,
         but cluster-wide)."""
-        reply = await self._pub.ask_socket(check_socket_id(socket_id), "rooms")
-        rooms = reply.get("rooms", [])
-        return [str(r) for r in rooms]
+        reply = await self._pub.ask_socket(check_socket_id(socket_id), Rooms())
+        return list(reply.rooms) if isinstance(reply, RoomsOf) else []
 
     async def disconnect(self, socket_id: str) -> None:
         """Disconnect one socket, wherever it is connected."""
-        await self._pub.ask_socket(check_socket_id(socket_id), "disconnect")
+        await self._pub.ask_socket(check_socket_id(socket_id), Disconnect())
 
-    async def _each_socket(self, kind: str, socket_ids: OneOrMany, **fields: Any) -> None:
+    async def _each_socket(self, req: SocketRequest, socket_ids: OneOrMany) -> None:
         ids = as_socket_ids(socket_ids)
         if not ids:
-            raise UsageError(f"{kind}: no socket id given")
+            raise UsageError(f"{req.kind.value}: no socket id given")
         if len(ids) == 1:
-            await self._pub.ask_socket(ids[0], kind, **fields)
+            await self._pub.ask_socket(ids[0], req)
             return
         results = await asyncio.gather(
-            *(self._pub.ask_socket(i, kind, **fields) for i in ids), return_exceptions=True
+            *(self._pub.ask_socket(i, req) for i in ids), return_exceptions=True
         )
         for r in results:
             if isinstance(r, BaseException):
@@ -195,8 +221,8 @@ class Sockets:
         """Every member of source_room (on any gateway) joins dest_rooms."""
         src = as_rooms(source_room, "source_room")[0]
         dst = as_rooms(dest_rooms, "dest_rooms")
-        answers = await self._pub.ask_all_gateways("addm", src=src, dst=dst)
-        refused = sum(n for a in answers if isinstance(n := a.get("refused", 0), int))
+        answers = await self._pub.ask_all_gateways(AddMembers(src, tuple(dst)))
+        refused = sum(a.refused for a in answers)
         if refused:
             raise LimitExceeded(
                 f"{refused} join(s) of members of {src!r} refused: they would be in more "
@@ -205,8 +231,9 @@ class Sockets:
 
     async def remove_room_members_from_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
         src = as_rooms(source_room, "source_room")[0]
-        await self._pub.ask_all_gateways("remm", src=src, dst=as_rooms(dest_rooms, "dest_rooms"))
+        dst = as_rooms(dest_rooms, "dest_rooms")
+        await self._pub.ask_all_gateways(RemoveMembers(src, tuple(dst)))
 
     async def leave_all(self, room: str) -> None:
         """Every member of room leaves all its rooms, except its own-id room."""
-        await self._pub.ask_all_gateways("leaveall", src=as_rooms(room, "room")[0])
+        await self._pub.ask_all_gateways(LeaveAll(as_rooms(room, "room")[0]))

@@ -5,7 +5,9 @@ Socket.IO event arguments `["event", data]`, serialized once by the publisher, s
 gateway builds the packet `42<args>` by concatenation instead of re-encoding the data.
 orjson never emits a raw newline, so the first `\\n` always ends the meta part.
 
-Requests (join, leave, …) and their replies are single JSON objects.
+Requests and their replies are single JSON objects: `encode_request` / `decode_reply`
+here are the generic layer under the worker protocol (shared.vrequest); the control
+requests between publishers and gateways are typed in shared.control.
 """
 
 from __future__ import annotations
@@ -158,10 +160,3 @@ def decode_reply(body: bytes) -> Mapping[str, Any]:
     if not isinstance(rep, dict) or not isinstance(rep.get("ok"), bool):
         raise MalformedEnvelope(f"not a reply: {str(rep)[:80]!r}")
     return rep
-
-
-def str_list(value: object, what: str) -> list[str]:
-    """Validate a list of non-empty strings inside a request (names the field on error)."""
-    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
-        raise MalformedEnvelope(f"{what} must be a list of non-empty strings")
-    return value

@@ -11,8 +11,9 @@ reversible, and no token can contain a wildcard or a separator. Common names
 from __future__ import annotations
 
 import re
+from enum import Enum
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
 
 from shared.errors import ConfigError, InvalidRoomName, InvalidSocketId
 
@@ -56,6 +57,8 @@ def room_token(name: str) -> str:
 
 def room_name(token: str) -> str:
     """Invert `room_token`; raises InvalidRoomName for anything it cannot have made."""
+    if _SAFE.fullmatch(token) and len(token) <= MAX_ROOM_NAME_BYTES:
+        return token  # the common case (`lobby`, socket ids) stands for itself
     if not _TOKEN.fullmatch(token):
         raise InvalidRoomName(f"{token!r} is not an encoded room token")
     out = bytearray()
@@ -91,6 +94,34 @@ def check_gateway_id(gateway_id: str) -> str:
     return gateway_id
 
 
+class SubjectKind(Enum):
+    """What a subject carries; the gateway's one message handler dispatches on it."""
+
+    ROOM = "r"
+    SOCKET = "s"
+    BLAST = "blast"
+    GATEWAYS = "gw.all"
+    HEARTBEAT = "gw.hb"
+    GATEWAY = "gw.id"
+    VIRTUAL_REQUESTS = "vreq"
+    HOOK_CONNECT = "hook.connect"
+    HOOK_DISCONNECT = "hook.disconnect"
+
+
+class Parsed(NamedTuple):
+    """A subject read back: its kind and its decoded token (room name, socket id or
+    gateway id; empty for the subjects that have none)."""
+
+    kind: SubjectKind
+    name: str = ""
+
+
+_FIXED_KINDS: Final = {
+    k.value: k for k in SubjectKind if k not in (SubjectKind.ROOM, SubjectKind.SOCKET)
+}
+_NAMED_KINDS: Final = {"r": SubjectKind.ROOM, "s": SubjectKind.SOCKET, "gw.id": SubjectKind.GATEWAY}
+
+
 class Subjects:
     """Every subject Sailcast uses, under one prefix (default `sailcast`).
 
@@ -106,6 +137,7 @@ class Subjects:
     """
 
     __slots__ = (
+        "_parsed",
         "blast",
         "gateways",
         "heartbeat",
@@ -128,6 +160,7 @@ class Subjects:
         self.virtual_requests = f"{prefix}.vreq"
         self.hook_connect = f"{prefix}.hook.connect"
         self.hook_disconnect = f"{prefix}.hook.disconnect"
+        self._parsed: dict[bytes | str, Parsed] = {}
 
     def room(self, name: str) -> str:
         return f"{self.prefix}.r.{room_token(name)}"
@@ -137,3 +170,42 @@ class Subjects:
 
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}.gw.id.{check_gateway_id(gateway_id)}"
+
+    def parse(self, subject: bytes | str) -> Parsed | None:
+        """Invert the builders above: the kind of a subject under this prefix and its
+        decoded name; None for anything they cannot have made. Cached (one dict lookup
+        when seen before): the gateway parses the subject of every message it gets."""
+        parsed = self._parsed.get(subject)
+        if parsed is None:
+            parsed = _parse(self.prefix, subject)
+            if parsed is not None:
+                if len(self._parsed) >= PARSED_CACHE_MAX:
+                    self._parsed.clear()  # bounded: a gateway may see millions of rooms
+                self._parsed[subject] = parsed
+        return parsed
+
+
+PARSED_CACHE_MAX: Final = 65536
+
+
+def _parse(prefix: str, subject: bytes | str) -> Parsed | None:
+    try:
+        text = subject.decode("ascii") if isinstance(subject, bytes) else subject
+    except UnicodeDecodeError:
+        return None
+    if not text.startswith(prefix) or text[len(prefix) : len(prefix) + 1] != ".":
+        return None
+    rest = text[len(prefix) + 1 :]
+    fixed = _FIXED_KINDS.get(rest)
+    if fixed is not None:
+        return Parsed(fixed)
+    head, _, token = rest.rpartition(".")
+    kind = _NAMED_KINDS.get(head)
+    if kind is None or not token:
+        return None
+    try:
+        if kind is SubjectKind.GATEWAY:
+            return Parsed(kind, check_gateway_id(token))
+        return Parsed(kind, room_name(token))
+    except (InvalidRoomName, ConfigError):
+        return None

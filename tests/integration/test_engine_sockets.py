@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.eio4 import Eio4Socket
 from gateway.settings import from_argv
-from gateway.sio import SocketServer
+from gateway.sio import EioConnection, SocketServer
 from tests.helpers import serve_app
 
 pytestmark = pytest.mark.integration
@@ -59,8 +59,8 @@ async def start_server() -> AsyncIterator[StartServer]:
         runners.append(runner)
         srv = Server(server, base)
 
-        async def on_connect(sid: str, eio_socket: Any, environ: Any, auth: Any) -> bool:
-            srv.sids.append(sid)
+        async def on_connect(conn: EioConnection, environ: Any, auth: Any) -> bool:
+            srv.sids.append(conn.sid)
             return True
 
         async def on_disconnect(sid: str, reason: str) -> None:

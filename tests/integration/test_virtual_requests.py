@@ -406,7 +406,7 @@ async def test_nats_down_answers_at_once_and_logs_its_errors_sparingly(
 
         def nats_errors() -> list[dict[str, Any]]:
             lines = [json.loads(raw) for raw in log.read_bytes().splitlines()]
-            return [ln for ln in lines if ln["logger"] == "gateway.broker"]
+            return [ln for ln in lines if ln["logger"] == "gateway.broker.nats_broker"]
 
         while len(nats_errors()) < 6:  # the connection lost, then failed reconnects
             assert time.monotonic() < deadline + 10, nats_errors()

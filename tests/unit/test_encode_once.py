@@ -12,6 +12,7 @@ from gateway.outbound import frame_of
 from publisher.sockets import Sockets
 from shared.envelope import decode_data
 from shared.subjects import Subjects
+from tests.unit.fakes import RecordingConnection
 
 
 def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
@@ -32,19 +33,15 @@ def test_one_packet_and_one_frame_for_every_recipient() -> None:
         return encode(*args, **kwargs)
 
     pkt.encode = counting_encode
-    queues: dict[str, list[Any]] = {f"s{i}": [] for i in range(50)}
+    conns = {f"s{i}": RecordingConnection(f"s{i}") for i in range(50)}
     fanout = Fanout(SimpleNamespace(deliveries=SimpleNamespace(inc=lambda n: None)))  # type: ignore[arg-type]
-    for sid, q in queues.items():
-        fanout.attach(
-            sid,
-            SimpleNamespace(
-                closing=False, closed=False, queue=SimpleNamespace(put_nowait=q.append)
-            ),
-        )
-    assert fanout.deliver(pkt, list(queues), omit=frozenset({"s0"})) == 49
-    got = [q[0] for sid, q in queues.items() if sid != "s0"]
+    for conn in conns.values():
+        fanout.attach(conn)
+    assert fanout.deliver(pkt, list(conns), omit=frozenset({"s0"})) == 49
+    got = [c.sent[0] for sid, c in conns.items() if sid != "s0"]
+    assert all(len(c.sent) == 1 for sid, c in conns.items() if sid != "s0")
     assert all(p is pkt for p in got)
-    assert queues["s0"] == []
+    assert conns["s0"].sent == []
     frames = {id(frame_of(p)) for p in got}  # what each socket's writer sends
     assert len(frames) == 1
     assert len(encodes) == 1

@@ -17,22 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gateway", "publisher")
 
-# Cycles that exist and are being removed elsewhere, each with the change that removes
-# it. The list is exact: a new cycle, a cycle that grows, and a listed cycle that is
-# gone (delete its entry then) all fail the test.
-KNOWN_CYCLES: dict[str, dict[frozenset[str], str]] = {
-    "gateway": {},
-    "publisher": {
-        frozenset(
-            {"publisher.blueprints", "publisher.client", "publisher.models", "publisher.sockets"}
-        ): (
-            "Publisher <-> Sockets/Model (TYPE_CHECKING and lazy imports) and models <-> "
-            "blueprints (TYPE_CHECKING): removed by the typed publisher split of issue 10 "
-            "(must-have 4), which owns publisher/"
-        ),
-    },
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -118,15 +102,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles(package: str) -> None:
     graph = import_graph(package)
     assert len(graph) > 5, f"found too few modules in {package}/"
-    found = {frozenset(c): c for c in cycles(graph)}
-    known = KNOWN_CYCLES[package]
-    new = [c for key, c in found.items() if key not in known]
-    assert not new, "import cycles: " + "; ".join(
+    found = cycles(graph)
+    assert not found, "import cycles: " + "; ".join(
         " <-> ".join(c) + " (" + ", ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c) + ")"
-        for c in new
+        for c in found
     )
-    gone = [sorted(key) for key in known if key not in found]
-    assert not gone, f"listed cycles are gone, delete them from KNOWN_CYCLES: {gone}"
 
 
 def test_the_detector_sees_type_checking_lazy_and_relative_imports(tmp_path: Path) -> None:

@@ -1,74 +1,108 @@
 """Room interest: subscribe on the first member, unsubscribe after the linger, never
-leave a subscription behind that nobody wants (a fake broker: no I/O here)."""
+leave a subscription behind that nobody wants, and keep nothing of a subscribe that
+failed (a MemoryBroker and a manual clock: no I/O, no wall time)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.broker import Handler
+import pytest
+
+from gateway.broker.memory import MemoryBroker
 from gateway.interest import Interest
+from shared.errors import TransportError
+from tests.unit.fakes import ManualClock
 
-LINGER_S = 0.01
+LINGER_S = 1.0
 
 
-class SlowBroker:
-    """Subscriptions take until `release` is set; counts what is subscribed."""
+class SlowBroker(MemoryBroker):
+    """Subscriptions take until `release` is set."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.release = asyncio.Event()
-        self.active: dict[int, str] = {}
-        self._next = 0
 
-    async def subscribe(self, subject: str, handler: Handler) -> int:
+    async def subscribe(self, subject: str) -> None:
         await self.release.wait()
-        self._next += 1
-        self.active[self._next] = subject
-        return self._next
-
-    async def unsubscribe(self, sid: int) -> None:
-        del self.active[sid]
+        await super().subscribe(subject)
 
 
-def interest(broker: SlowBroker, members: set[str]) -> Interest:
-    return Interest(
-        broker,  # type: ignore[arg-type]
-        lambda key: f"room.{key}",
-        lambda key: lambda subject, reply, data: None,
-        lambda key: key in members,
-        LINGER_S,
-    )
+def interest(broker: MemoryBroker, members: set[str], clock: ManualClock) -> Interest:
+    return Interest(broker, lambda key: f"room.{key}", lambda key: key in members, LINGER_S, clock)
 
 
-async def settle() -> None:
+async def run_pending() -> None:
+    """Let the unsubscribe tasks the timers started run (no wall time passes)."""
     for _ in range(5):
-        await asyncio.sleep(LINGER_S * 2)
+        await asyncio.sleep(0)
 
 
 async def test_a_leave_while_the_subscribe_is_in_flight_unsubscribes_once_it_lands() -> None:
-    broker, members = SlowBroker(), {"lobby"}
-    rooms = interest(broker, members)
+    broker, members, clock = SlowBroker(), {"lobby"}, ManualClock()
+    rooms = interest(broker, members, clock)
     joining = asyncio.create_task(rooms.want("lobby"))
     await asyncio.sleep(0)
     members.discard("lobby")  # the only member left before NATS took the SUB
     rooms.unwant("lobby")
-    await asyncio.sleep(LINGER_S * 3)  # the linger ends while the SUB is pending
+    clock.advance(LINGER_S * 3)  # the linger ends while the SUB is pending
     broker.release.set()
     await joining
-    await settle()
-    assert broker.active == {}
+    assert broker.subscriptions == {"room.lobby"}
+    clock.advance(LINGER_S)  # the re-armed linger
+    await run_pending()
+    assert broker.subscriptions == frozenset()
     assert "lobby" not in rooms
 
 
 async def test_a_quick_leave_and_join_keeps_one_subscription() -> None:
-    broker, members = SlowBroker(), {"lobby"}
-    broker.release.set()
-    rooms = interest(broker, members)
+    broker, members, clock = MemoryBroker(), {"lobby"}, ManualClock()
+    rooms = interest(broker, members, clock)
     await rooms.want("lobby")
     rooms.unwant("lobby")
+    clock.advance(LINGER_S / 2)
     await rooms.want("lobby")  # back before the linger ended
-    await settle()
-    assert list(broker.active.values()) == ["room.lobby"]
+    clock.advance(LINGER_S * 2)
+    await run_pending()
+    assert broker.subscriptions == {"room.lobby"}
     members.discard("lobby")
     rooms.unwant("lobby")
-    await settle()
-    assert broker.active == {}
+    clock.advance(LINGER_S - 0.01)
+    await run_pending()
+    assert broker.subscriptions == {"room.lobby"}  # still lingering
+    clock.advance(0.01)
+    await run_pending()
+    assert broker.subscriptions == frozenset()
+    assert rooms.count == 0
+
+
+async def test_a_join_right_after_the_linger_ended_is_not_undone_by_its_unsubscribe() -> None:
+    broker, members, clock = MemoryBroker(), {"lobby"}, ManualClock()
+    rooms = interest(broker, members, clock)
+    await rooms.want("lobby")
+    members.discard("lobby")
+    rooms.unwant("lobby")
+    clock.advance(LINGER_S)  # the UNSUB task is started, not yet run
+    members.add("lobby")
+    await rooms.want("lobby")
+    await run_pending()
+    assert broker.subscriptions == {"room.lobby"}
+    assert "lobby" in rooms
+
+
+async def test_a_failed_subscribe_leaves_nothing_and_every_waiter_hears_it() -> None:
+    broker, members, clock = SlowBroker(), {"lobby"}, ManualClock()
+    broker.fail_subscribe = lambda subject: subject == "room.lobby"
+    rooms = interest(broker, members, clock)
+    first = asyncio.create_task(rooms.want("lobby"))
+    second = asyncio.create_task(rooms.want("lobby"))
+    await asyncio.sleep(0)
+    broker.release.set()
+    for waiter in (first, second):
+        with pytest.raises(TransportError):
+            await waiter
+    assert "lobby" not in rooms
+    assert broker.subscriptions == frozenset()
+    broker.fail_subscribe = lambda subject: False
+    await rooms.want("lobby")  # a later join subscribes afresh
+    assert broker.subscriptions == {"room.lobby"}

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import ConfigError, InvalidRoomName, InvalidSocketId
-from shared.subjects import MAX_ROOM_NAME_BYTES, Subjects, room_name, room_token
+from shared.subjects import (
+    MAX_ROOM_NAME_BYTES,
+    Parsed,
+    SubjectKind,
+    Subjects,
+    room_name,
+    room_token,
+)
 
 room_names = st.text(min_size=1, max_size=200).filter(
     lambda s: (
@@ -83,3 +90,75 @@ def test_prefix_and_ids_are_validated() -> None:
         Subjects().socket("")
     with pytest.raises(ConfigError, match="SAILCAST_GATEWAY_ID"):
         Subjects().gateway("no.dots")
+
+
+# -- parsing: subject → kind + decoded name (the gateway's one handler dispatches on it)
+
+prefixes = st.lists(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=8),
+    min_size=1,
+    max_size=3,
+).map(".".join)
+gateway_ids = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
+    min_size=1,
+    max_size=64,
+)
+
+
+@given(prefixes, room_names)
+def test_room_and_socket_subjects_parse_back(prefix: str, name: str) -> None:
+    s = Subjects(prefix)
+    assert s.parse(s.room(name)) == Parsed(SubjectKind.ROOM, name)
+    assert s.parse(s.room(name).encode()) == Parsed(SubjectKind.ROOM, name)
+    assert s.parse(s.socket(name)) == Parsed(SubjectKind.SOCKET, name)
+
+
+@given(prefixes, gateway_ids)
+def test_fixed_and_gateway_subjects_parse_back(prefix: str, gw: str) -> None:
+    s = Subjects(prefix)
+    assert s.parse(s.gateway(gw)) == Parsed(SubjectKind.GATEWAY, gw)
+    assert s.parse(s.blast) == Parsed(SubjectKind.BLAST)
+    assert s.parse(s.gateways) == Parsed(SubjectKind.GATEWAYS)
+    assert s.parse(s.heartbeat) == Parsed(SubjectKind.HEARTBEAT)
+    assert s.parse(s.virtual_requests) == Parsed(SubjectKind.VIRTUAL_REQUESTS)
+    assert s.parse(s.hook_connect) == Parsed(SubjectKind.HOOK_CONNECT)
+    assert s.parse(s.hook_disconnect) == Parsed(SubjectKind.HOOK_DISCONNECT)
+
+
+@given(st.binary(max_size=40) | st.text(max_size=40).map(str.encode))
+def test_parse_never_raises(junk: bytes) -> None:
+    s = Subjects("app")
+    parsed = s.parse(b"app." + junk)
+    if parsed is not None and parsed.kind in (SubjectKind.ROOM, SubjectKind.SOCKET):
+        assert s.parse(s.room(parsed.name)) is not None  # only what a builder could make
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "other.r.lobby",  # another prefix
+        "app",
+        "app.",
+        "app.r",
+        "app.r.",
+        "app.r.a.b",  # two tokens: no room makes that
+        "app.r.=41",  # not canonical
+        "app.r.=4",
+        "app.gw.id.a*b",
+        "app.blasted",
+        "apps.blast",
+    ],
+)
+def test_what_no_builder_makes_does_not_parse(subject: str) -> None:
+    assert Subjects("app").parse(subject) is None
+
+
+def test_the_parse_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.subjects
+
+    monkeypatch.setattr(shared.subjects, "PARSED_CACHE_MAX", 8)
+    s = Subjects("app")
+    for i in range(50):
+        assert s.parse(s.room(f"r{i}")) == Parsed(SubjectKind.ROOM, f"r{i}")
+        assert len(s._parsed) <= 8

@@ -1,10 +1,15 @@
-"""The broker seam: what the gateway needs from NATS, and the NATS implementation.
+"""The production broker (gateway.broker.Broker) on nats-py.
 
 nats-py normally gives every subscription its own queue and task. A gateway holds one
 subscription per room and per socket, so that would cost a task per room and a queue
-hop per message. `_DirectClient` instead hands each message for our subscriptions to
-a plain callback, inline in the client's reader: no task, no queue, no `Msg` object,
+hop per message. `_DirectClient` instead hands each message on our subscriptions to the
+broker's one handler, inline in the client's reader: no task, no queue, no `Msg` object,
 and messages are handled in the order NATS delivered them, across subjects too.
+Subscriptions are keyed by subject; the NATS subscription id stays in here.
+
+Everything else nats-py offers still works on the same connection (`client`): request
+inboxes, and JetStream (`broker.client.jetstream()`), whose subscriptions are ordinary
+nats-py ones that `_process_msg` passes through untouched.
 This is the only module that touches nats-py internals (pinned to 2.16.x).
 """
 
@@ -13,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from gateway.broker import BrokerEvent, EventListener, Handler
 from gateway.logs import Throttled
 from shared.config import NatsSettings
 from shared.errors import GatewayTimeout, TransportError
@@ -29,77 +34,60 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 """At start-up only; after that the client reconnects forever."""
 
-Handler = Callable[[bytes, bytes, bytes], None]
-"""Called with (subject, reply, data) for every message on a subscription."""
-
-
-class Broker(Protocol):
-    @property
-    def connected(self) -> bool: ...
-
-    async def subscribe(self, subject: str, handler: Handler) -> int: ...
-
-    async def unsubscribe(self, sid: int) -> None: ...
-
-    async def publish(self, subject: str, data: bytes) -> None: ...
-
-    async def request(self, subject: str, data: bytes, timeout: float) -> bytes: ...
-
-    async def flush(self, timeout: float = 2.0) -> None: ...
-
-    async def force_reconnect(self) -> None: ...
-
-    async def close(self) -> None: ...
-
 
 class _LiteSub:
     """What nats-py's client needs of a subscription to resubscribe it after a
     reconnect, drain it and close: a nats-py Subscription costs ~4 KB (its own queue
-    and iterator), and a gateway holds two per connected socket."""
+    and iterator), and a gateway holds one per room and one per connected socket."""
 
-    __slots__ = ("_conn", "_id", "_max_msgs", "_queue", "_received", "_subject")
+    __slots__ = ("_conn", "_id", "_subject")
 
     _wait_for_msgs_task = None
     _message_iterator = None
     _pending_next_msgs_calls: dict[str, Any] = {}  # noqa: RUF012 - read-only, always empty
+    _queue = ""  # not a queue-group subscription
+    _max_msgs = 0  # no auto-unsubscribe
+    _received = 0  # read on reconnect only when _max_msgs is set
 
     def __init__(self, conn: _DirectClient, sid: int, subject: str) -> None:
         self._conn = conn
         self._id = sid
         self._subject = subject
-        self._queue = ""
-        self._max_msgs = 0
-        self._received = 0
 
     async def _drain(self) -> None:
         try:
             await self._conn._send_unsubscribe(self._id)
             await self._conn.flush()
         finally:
-            self._conn.direct.pop(self._id, None)
             self._conn._remove_sub(self._id)
+
+
+def _no_handler(subject: bytes, reply: bytes, data: bytes) -> None:
+    log.debug("message on %s before a handler was set", subject[:200])
 
 
 class _DirectClient(NatsClient):
     def __init__(self) -> None:
         super().__init__()
-        self.direct: dict[int, Handler] = {}
-        self.on_handler_error: Callable[[BaseException], None] = lambda exc: None
+        self.handler: Handler = _no_handler
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        handler = self.direct.get(sid)
-        if handler is None:
+        sub: object = self._subs.get(sid)
+        if sub.__class__ is not _LiteSub:  # nats-py's own: request inboxes, JetStream
             await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         try:
-            handler(subject, reply, data)
-        except Exception as exc:  # a bad message must never stop the reader
+            self.handler(subject, reply, data)
+        except Exception:  # a bad message must never stop the reader
             log.exception("message handler failed on %s", subject[:200])
-            self.on_handler_error(exc)
+
+
+async def _ignore(event: BrokerEvent) -> None:
+    return None
 
 
 class NatsBroker:
@@ -107,20 +95,22 @@ class NatsBroker:
 
     def __init__(self, nc: _DirectClient) -> None:
         self._nc = nc
+        self._sids: dict[str, int] = {}
+        """Subject → NATS subscription id, for what we subscribed."""
+        self._listener: EventListener = _ignore
 
     @classmethod
-    async def connect(
-        cls,
-        settings: NatsSettings,
-        *,
-        name: str,
-        on_disconnected: Callable[[], Awaitable[None]] | None = None,
-        on_reconnected: Callable[[], Awaitable[None]] | None = None,
-        on_handler_error: Callable[[BaseException], None] | None = None,
-    ) -> NatsBroker:
+    async def connect(cls, settings: NatsSettings, *, name: str) -> NatsBroker:
         nc = _DirectClient()
-        if on_handler_error is not None:
-            nc.on_handler_error = on_handler_error
+        broker: list[NatsBroker] = []
+
+        async def disconnected() -> None:
+            if broker:
+                await broker[0]._listener(BrokerEvent.DISCONNECTED)
+
+        async def reconnected() -> None:
+            if broker:
+                await broker[0]._listener(BrokerEvent.RECONNECTED)
 
         warnings = Throttled(log)
 
@@ -129,16 +119,13 @@ class NatsBroker:
             # is away): one line per kind of error every few seconds is enough.
             warnings.warning(type(exc).__name__, "NATS client error: %s", exc)
 
-        async def noop() -> None:
-            return None
-
         try:
             await asyncio.wait_for(
                 nc.connect(
                     name=name,
                     error_cb=error_cb,
-                    disconnected_cb=on_disconnected or noop,
-                    reconnected_cb=on_reconnected or noop,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
                     **settings.connect_kwargs(),
                 ),
                 CONNECT_TIMEOUT_S,
@@ -149,7 +136,8 @@ class NatsBroker:
             except Exception:
                 log.debug("closing a half-open NATS client failed", exc_info=True)
             raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
-        return cls(nc)
+        broker.append(cls(nc))
+        return broker[0]
 
     @property
     def connected(self) -> bool:
@@ -157,33 +145,57 @@ class NatsBroker:
 
     @property
     def client(self) -> NatsClient:
+        """The nats-py client underneath: for what the seam does not cover, such as
+        JetStream (`broker.client.jetstream()`)."""
         return self._nc
 
-    async def subscribe(self, subject: str, handler: Handler) -> int:
-        """Subscribe with a handler called inline (see the module docstring). Subjects
-        come from shared.subjects, which only builds valid ones."""
+    @property
+    def subscriptions(self) -> int:
+        return len(self._sids)
+
+    def set_handler(self, handler: Handler) -> None:
+        self._nc.handler = handler
+
+    def set_listener(self, listener: EventListener) -> None:
+        self._listener = listener
+
+    async def subscribe(self, subject: str) -> None:
+        """Subscribe; messages go to the handler inline (see the module docstring).
+        Subjects come from shared.subjects, which only builds valid ones."""
         nc = self._nc
-        if nc.is_closed:
-            raise TransportError("NATS connection is closed")
+        if subject in self._sids:
+            return
+        if nc.is_closed or nc.is_draining:
+            raise TransportError(f"NATS connection is closed; cannot subscribe to {subject[:120]}")
         nc._sid += 1
         sid: int = nc._sid
         sub = _LiteSub(nc, sid, subject)
-        nc.direct[sid] = handler
+        self._sids[subject] = sid
         nc._subs[sid] = sub  # type: ignore[assignment]  # duck-typed on purpose
-        await nc._send_subscribe(sub)  # type: ignore[arg-type]
+        try:
+            await nc._send_subscribe(sub)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._forget(subject)
+            raise TransportError(f"subscribe to {subject[:120]} failed: {exc}") from exc
+
+    async def unsubscribe(self, subject: str) -> None:
+        nc = self._nc
+        sid = self._forget(subject)
+        if sid is not None and not (nc.is_closed or nc.is_reconnecting or nc.is_draining):
+            try:
+                await nc._send_unsubscribe(sid)
+            except Exception:
+                log.debug("UNSUB of %s not sent", subject[:120], exc_info=True)
+
+    def _forget(self, subject: str) -> int | None:
+        sid = self._sids.pop(subject, None)
+        if sid is not None:
+            self._nc._subs.pop(sid, None)
         return sid
 
-    async def unsubscribe(self, sid: int) -> None:
-        nc = self._nc
-        nc.direct.pop(sid, None)
-        if nc._subs.pop(sid, None) is not None and not (
-            nc.is_closed or nc.is_reconnecting or nc.is_draining
-        ):
-            await nc._send_unsubscribe(sid)
-
-    async def publish(self, subject: str, data: bytes) -> None:
+    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
         try:
-            await self._nc.publish(subject, data)
+            await self._nc.publish(subject, data, reply=reply)
         except Exception as exc:
             raise TransportError(f"publish to {subject[:120]} failed: {exc}") from exc
 
@@ -220,6 +232,7 @@ class NatsBroker:
         if self._nc.is_reconnecting:
             await self.close()
             return
+        self._sids.clear()
         await self._nc.drain()
 
     async def close(self) -> None:

@@ -1,0 +1,385 @@
+"""The control protocol: requests a worker (or a gateway) sends to gateways, their
+replies, and the gateways' heartbeats (see docs/protocol.md, checked against this).
+
+One frozen dataclass per message, one enum of request kinds, one of error codes, and
+the codec for all of them here, so the gateway (`gateway.node`) and the publisher
+(`publisher.client`, `publisher.sockets`) cannot drift apart. The bytes are the ones the
+untyped dicts produced before: `{"v":1,"k":<kind>,...}` for requests, `{"ok":...}` for
+replies, `{"id":...}` for heartbeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Final, TypeVar
+
+import orjson
+
+from shared.errors import MalformedEnvelope, SailcastError
+from shared.subjects import room_token
+from shared.version import WIRE_VERSION
+
+
+class RequestKind(StrEnum):
+    """`k` of a control request. The first four go to one socket (`<p>.s.<socket>`),
+    the others to every gateway (`<p>.gw.all`); `ping` also to one gateway's own
+    subject (`<p>.gw.id.<id>`), the readiness round trip and the publisher's probe."""
+
+    JOIN = "join"
+    LEAVE = "leave"
+    ROOMS = "rooms"
+    DISCONNECT = "disconnect"
+    ADD_MEMBERS = "addm"
+    REMOVE_MEMBERS = "remm"
+    LEAVE_ALL = "leaveall"
+    PING = "ping"
+
+
+class ErrorCode(StrEnum):
+    """`error` of a refused request."""
+
+    NO_SUCH_SOCKET = "no_such_socket"
+    """The socket is not (or no longer) connected to the gateway that got the request."""
+    LIMIT = "limit"
+    """A gateway limit (`--max-rooms-per-socket`) refused it; nothing was applied."""
+    BAD_REQUEST = "bad_request"
+    """The request does not parse or names a room that cannot be a subject token."""
+    UNKNOWN_KIND = "unknown_kind"
+    """A well-formed request of a kind this gateway does not know (a newer publisher)."""
+    INTERNAL = "internal"
+    """The gateway failed applying it (a bug, or NATS refused a subscription)."""
+
+
+class UnknownKind(MalformedEnvelope):
+    """A request that parses but whose `k` is not a RequestKind."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"unknown request kind {kind!r}")
+        self.kind = kind
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Add one socket to rooms; answered `Done` once NATS interest precedes the reply."""
+
+    kind: ClassVar[RequestKind] = RequestKind.JOIN
+    rooms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    kind: ClassVar[RequestKind] = RequestKind.LEAVE
+    rooms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    """Which rooms one socket is in; answered `RoomsOf`."""
+
+    kind: ClassVar[RequestKind] = RequestKind.ROOMS
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    kind: ClassVar[RequestKind] = RequestKind.DISCONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class AddMembers:
+    """Every local member of `src` joins `dst`; each gateway answers `Applied`."""
+
+    kind: ClassVar[RequestKind] = RequestKind.ADD_MEMBERS
+    src: str
+    dst: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMembers:
+    kind: ClassVar[RequestKind] = RequestKind.REMOVE_MEMBERS
+    src: str
+    dst: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveAll:
+    """Every local member of `src` leaves all its rooms but its own-id room."""
+
+    kind: ClassVar[RequestKind] = RequestKind.LEAVE_ALL
+    src: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Nothing to apply: on `gw.all` answered `Applied` (without `n`), on a gateway's
+    own subject answered `Pong`."""
+
+    kind: ClassVar[RequestKind] = RequestKind.PING
+
+
+SocketRequest = Join | Leave | Rooms | Disconnect
+ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping
+Request = SocketRequest | ClusterRequest
+
+SOCKET_KINDS: Final = frozenset(
+    {RequestKind.JOIN, RequestKind.LEAVE, RequestKind.ROOMS, RequestKind.DISCONNECT}
+)
+
+
+def encode_request(req: Request) -> bytes:
+    body: dict[str, Any] = {"v": WIRE_VERSION, "k": req.kind.value}
+    if isinstance(req, Join | Leave):
+        body["rooms"] = list(req.rooms)
+    elif isinstance(req, AddMembers | RemoveMembers):
+        body["src"] = req.src
+        body["dst"] = list(req.dst)
+    elif isinstance(req, LeaveAll):
+        body["src"] = req.src
+    return orjson.dumps(body)
+
+
+def decode_request(body: bytes) -> Request:
+    """Parse and check a request; every room name is checked before anything changes
+    (one that cannot be a subject token would otherwise be half-joined).
+
+    Raises UnknownKind for a well-formed request of an unknown kind and
+    MalformedEnvelope for anything else that is wrong."""
+    obj = _object(body, "request")
+    kind = obj.get("k")
+    if obj.get("v") != WIRE_VERSION or not isinstance(kind, str):
+        raise MalformedEnvelope(f"not a v{WIRE_VERSION} request: {str(obj)[:80]!r}")
+    try:
+        known = RequestKind(kind)
+    except ValueError:
+        raise UnknownKind(kind) from None
+    if known is RequestKind.JOIN:
+        return Join(_rooms(obj.get("rooms"), "rooms"))
+    if known is RequestKind.LEAVE:
+        return Leave(_rooms(obj.get("rooms"), "rooms"))
+    if known is RequestKind.ROOMS:
+        return Rooms()
+    if known is RequestKind.DISCONNECT:
+        return Disconnect()
+    if known is RequestKind.PING:
+        return Ping()
+    src = _room(obj.get("src"), "src")
+    if known is RequestKind.LEAVE_ALL:
+        return LeaveAll(src)
+    dst = _rooms(obj.get("dst"), "dst")
+    if known is RequestKind.ADD_MEMBERS:
+        return AddMembers(src, dst)
+    return RemoveMembers(src, dst)
+
+
+def _rooms(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise MalformedEnvelope(f"{what} must be a list of non-empty strings")
+    for room in value:
+        _check_room(room)
+    return tuple(value)
+
+
+def _room(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MalformedEnvelope(f"{what} must be a non-empty string")
+    _check_room(value)
+    return value
+
+
+def _check_room(room: str) -> None:
+    try:
+        room_token(room)
+    except SailcastError as exc:
+        raise MalformedEnvelope(str(exc)) from exc
+
+
+# -- replies -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """`join`, `leave`, `disconnect` applied: `{"ok":true}`."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Done:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsOf:
+    """The answer to `rooms`: sorted, the socket's own-id room included."""
+
+    rooms: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "rooms": list(self.rooms)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> RoomsOf:
+        rooms = obj.get("rooms")
+        if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+            raise MalformedEnvelope("rooms must be a list of strings")
+        return cls(tuple(rooms))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One gateway's answer to a request on `gw.all`: who answers (`gw`), the gateways
+    it has heard from (`peers`, itself included: whose answers the caller waits for),
+    the members affected (`n`, absent for `ping`) and the joins `addm` refused over
+    `--max-rooms-per-socket` (absent when none)."""
+
+    gw: str
+    peers: tuple[str, ...]
+    n: int | None = None
+    refused: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": True}
+        if self.n is not None:
+            out["n"] = self.n
+        out["gw"] = self.gw
+        out["peers"] = list(self.peers)
+        if self.refused:
+            out["refused"] = self.refused
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Applied:
+        gw, peers, n, refused = obj.get("gw"), obj.get("peers"), obj.get("n"), obj.get("refused")
+        if not isinstance(gw, str) or not isinstance(peers, list):
+            raise MalformedEnvelope("a gateway's answer names its id and its peers")
+        if not all(isinstance(p, str) for p in peers):
+            raise MalformedEnvelope("peers must be a list of strings")
+        if n is not None and type(n) is not int:
+            raise MalformedEnvelope("n must be an integer")
+        if refused is not None and type(refused) is not int:
+            raise MalformedEnvelope("refused must be an integer")
+        return cls(gw, tuple(peers), n, refused or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A gateway's answer to `ping` on its own subject."""
+
+    gw: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "gw": self.gw}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Pong:
+        gw = obj.get("gw")
+        if not isinstance(gw, str):
+            raise MalformedEnvelope("a pong names its gateway")
+        return cls(gw)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """`{"ok":false,"error":<code>,"message":...}`; on `gw.all` a known kind's refusal
+    also carries `gw` and `peers`."""
+
+    error: ErrorCode
+    message: str | None = None
+    gw: str | None = None
+    peers: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": False, "error": self.error.value}
+        if self.message is not None:
+            out["message"] = self.message
+        if self.gw is not None:
+            out["gw"] = self.gw
+        if self.peers is not None:
+            out["peers"] = list(self.peers)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Refused:
+        error, message, gw, peers = (obj.get(k) for k in ("error", "message", "gw", "peers"))
+        try:
+            code = ErrorCode(str(error))
+        except ValueError:
+            raise MalformedEnvelope(f"unknown error code {str(error)[:40]!r}") from None
+        if message is not None and not isinstance(message, str):
+            message = str(message)
+        if gw is not None and not isinstance(gw, str):
+            raise MalformedEnvelope("gw must be a string")
+        if peers is not None and not (
+            isinstance(peers, list) and all(isinstance(p, str) for p in peers)
+        ):
+            raise MalformedEnvelope("peers must be a list of strings")
+        return cls(code, message, gw, None if peers is None else tuple(peers))
+
+
+Reply = Done | RoomsOf | Applied | Pong | Refused
+R = TypeVar("R", Done, RoomsOf, Applied, Pong)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return orjson.dumps(reply.to_json())
+
+
+def decode_reply(body: bytes, expected: type[R]) -> R | Refused:
+    """A reply as the request's kind expects it (`expected`), or a refusal."""
+    obj = _object(body, "reply")
+    ok = obj.get("ok")
+    if ok is False:
+        return Refused.from_json(obj)
+    if ok is not True:
+        raise MalformedEnvelope(f"not a reply: {str(obj)[:80]!r}")
+    return expected.from_json(obj)
+
+
+# -- heartbeats --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """On `<p>.gw.hb` every heartbeat interval: `hello` asks every peer to answer at
+    once (a gateway starting), `down` says the sender is stopping."""
+
+    id: str
+    hello: bool = False
+    down: bool = False
+
+
+def encode_heartbeat(beat: Heartbeat) -> bytes:
+    body: dict[str, Any] = {"id": beat.id}
+    if beat.hello:
+        body["hello"] = True
+    if beat.down:
+        body["down"] = True
+    return orjson.dumps(body)
+
+
+def decode_heartbeat(body: bytes) -> Heartbeat | None:
+    """A heartbeat, or None for JSON that is not one (ignored, as before); raises
+    MalformedEnvelope only for a body that is not JSON at all."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEnvelope(f"invalid JSON heartbeat: {exc}") from exc
+    if not isinstance(obj, dict):
+        return None
+    peer = obj.get("id")
+    if not isinstance(peer, str):
+        return None
+    return Heartbeat(peer, hello=bool(obj.get("hello")), down=bool(obj.get("down")))
+
+
+def _object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEnvelope(f"invalid JSON {what}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedEnvelope(f"a {what} is a JSON object, got {str(obj)[:80]!r}")
+    return obj

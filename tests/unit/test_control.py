@@ -1,0 +1,178 @@
+"""The control protocol (shared.control): every request, reply and heartbeat round-trips,
+the bytes are the ones other languages rely on (docs/protocol.md), and anything else is
+refused with MalformedEnvelope, never another exception."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.control import (
+    AddMembers,
+    Applied,
+    Disconnect,
+    Done,
+    ErrorCode,
+    Heartbeat,
+    Join,
+    Leave,
+    LeaveAll,
+    Ping,
+    Pong,
+    Refused,
+    RemoveMembers,
+    Request,
+    RequestKind,
+    Rooms,
+    RoomsOf,
+    UnknownKind,
+    decode_heartbeat,
+    decode_reply,
+    decode_request,
+    encode_heartbeat,
+    encode_reply,
+    encode_request,
+)
+from shared.errors import MalformedEnvelope
+from shared.subjects import MAX_ROOM_NAME_BYTES
+
+rooms_ = st.text(min_size=1, max_size=30).filter(
+    lambda s: (
+        len(s.encode("utf-8", "surrogatepass")) <= MAX_ROOM_NAME_BYTES
+        and not any(0xD800 <= ord(c) <= 0xDFFF for c in s)
+    )
+)
+room_tuples = st.lists(rooms_, max_size=5).map(tuple)
+ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+requests: st.SearchStrategy[Request] = st.one_of(
+    st.builds(Join, room_tuples),
+    st.builds(Leave, room_tuples),
+    st.just(Rooms()),
+    st.just(Disconnect()),
+    st.builds(AddMembers, rooms_, room_tuples),
+    st.builds(RemoveMembers, rooms_, room_tuples),
+    st.builds(LeaveAll, rooms_),
+    st.just(Ping()),
+)
+replies = st.one_of(
+    st.just(Done()),
+    st.builds(RoomsOf, room_tuples),
+    st.builds(
+        Applied,
+        ids,
+        st.lists(ids, max_size=4).map(tuple),
+        st.none() | st.integers(0, 10**6),
+        st.integers(0, 10**6),
+    ),
+    st.builds(Pong, ids),
+)
+refusals = st.builds(
+    Refused,
+    st.sampled_from(ErrorCode),
+    st.none() | st.text(max_size=40),
+    st.none() | ids,
+    st.none() | st.lists(ids, max_size=4).map(tuple),
+)
+
+
+@given(requests)
+def test_requests_round_trip(req: Request) -> None:
+    assert decode_request(encode_request(req)) == req
+
+
+@given(replies)
+def test_replies_round_trip(reply: Done | RoomsOf | Applied | Pong) -> None:
+    expected: Any = type(reply)
+    assert decode_reply(encode_reply(reply), expected) == reply
+
+
+@given(refusals, st.sampled_from([Done, RoomsOf, Applied, Pong]))
+def test_refusals_round_trip_whatever_was_expected(refused: Refused, expected: Any) -> None:
+    assert decode_reply(encode_reply(refused), expected) == refused
+
+
+@given(st.builds(Heartbeat, ids, st.booleans(), st.booleans()))
+def test_heartbeats_round_trip(beat: Heartbeat) -> None:
+    assert decode_heartbeat(encode_heartbeat(beat)) == beat
+
+
+@given(st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
+def test_junk_is_malformed_never_another_error(body: bytes) -> None:
+    for decode in (
+        decode_request,
+        lambda b: decode_reply(b, Applied),
+        lambda b: decode_reply(b, RoomsOf),
+    ):
+        with contextlib.suppress(MalformedEnvelope):
+            decode(body)
+    with contextlib.suppress(MalformedEnvelope):
+        decode_heartbeat(body)
+
+
+def test_the_bytes_are_those_the_protocol_documents() -> None:
+    assert encode_request(Join(("lobby", "a.b"))) == b'{"v":1,"k":"join","rooms":["lobby","a.b"]}'
+    assert (
+        encode_request(AddMembers("src", ("x",))) == b'{"v":1,"k":"addm","src":"src","dst":["x"]}'
+    )
+    assert encode_request(LeaveAll("r")) == b'{"v":1,"k":"leaveall","src":"r"}'
+    assert encode_request(Ping()) == b'{"v":1,"k":"ping"}'
+    assert encode_reply(Done()) == b'{"ok":true}'
+    assert encode_reply(Applied("g1", ("g1", "g2"), 3, 1)) == (
+        b'{"ok":true,"n":3,"gw":"g1","peers":["g1","g2"],"refused":1}'
+    )
+    assert encode_reply(Applied("g1", ("g1",))) == b'{"ok":true,"gw":"g1","peers":["g1"]}'
+    assert encode_reply(Pong("g1")) == b'{"ok":true,"gw":"g1"}'
+    assert encode_reply(Refused(ErrorCode.NO_SUCH_SOCKET)) == (
+        b'{"ok":false,"error":"no_such_socket"}'
+    )
+    assert encode_heartbeat(Heartbeat("g1", hello=True)) == b'{"id":"g1","hello":true}'
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b'{"v":2,"k":"join","rooms":["a"]}', "not a v1 request"),
+        (b'{"v":1,"k":"join","rooms":"a"}', "rooms must be a list"),
+        (b'{"v":1,"k":"join","rooms":[""]}', "rooms must be a list"),
+        (b'{"v":1,"k":"addm","src":5,"dst":["x"]}', "src must be"),
+        (b'{"v":1,"k":"addm","src":"s","dst":"x"}', "dst must be"),
+        (b'{"v":1,"k":"leave","rooms":["' + b"x" * 1025 + b'"]}', "exceeds"),
+        (b"[1]", "JSON object"),
+    ],
+)
+def test_malformed_requests_name_what_is_wrong(body: bytes, match: str) -> None:
+    with pytest.raises(MalformedEnvelope, match=match):
+        decode_request(body)
+
+
+def test_an_unknown_kind_is_told_apart_from_a_malformed_request() -> None:
+    with pytest.raises(UnknownKind) as caught:
+        decode_request(b'{"v":1,"k":"teleport"}')
+    assert caught.value.kind == "teleport"
+
+
+def test_each_kind_has_one_request_class() -> None:
+    samples: list[Request] = [
+        Join(("a",)),
+        Leave(("a",)),
+        Rooms(),
+        Disconnect(),
+        AddMembers("a", ("b",)),
+        RemoveMembers("a", ("b",)),
+        LeaveAll("a"),
+        Ping(),
+    ]
+    assert sorted(r.kind for r in samples) == sorted(RequestKind)
+
+
+def test_heartbeat_json_that_is_not_a_heartbeat_is_ignored_not_malformed() -> None:
+    assert decode_heartbeat(b"[1]") is None
+    assert decode_heartbeat(orjson.dumps({"id": 5})) is None
+    with pytest.raises(MalformedEnvelope):
+        decode_heartbeat(b"{nope")
