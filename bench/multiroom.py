@@ -80,6 +80,10 @@ def start_gateway(
         SAILCAST_HOST="127.0.0.1",
         SAILCAST_MAX_ROOMS_PER_SOCKET=str(max_rooms),
         SAILCAST_LOG_LEVEL="WARNING",
+        # heartbeats and readiness round trips are NATS traffic too: rare, so that the
+        # small broadcasts' bytes are not lost in them
+        SAILCAST_HEARTBEAT_INTERVAL_S="30",
+        SAILCAST_READY_CHECK_INTERVAL_S="30",
     )
     proc = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.PIPE)
     assert proc.stdout is not None
