@@ -179,17 +179,21 @@ class Sockets:
         event, data = event_and_data(event, data)
         # one room name is the common case: no list to de-duplicate; the subject
         # encoding checks every name (room_token) exactly once
-        targets = [rooms] if isinstance(rooms, str) else _unique(rooms, "rooms")
-        multi = len(targets) >= MULTI_ROOM_MIN_ROOMS
-        if multi:  # one message, the room list once: O(R) bytes (docs/protocol.md)
-            for room in targets:
-                room_token(room)
-            subjects = [self._pub.subjects.multi_room]
+        kind = KIND_BROADCAST
+        if isinstance(rooms, str):
+            targets = [rooms]
+            subjects = [self._room_subject(rooms)]
         else:
-            room_subject = self._room_subject
-            subjects = [room_subject(room) for room in targets]
+            targets = _unique(rooms, "rooms")
+            if len(targets) >= MULTI_ROOM_MIN_ROOMS:  # once, O(R) bytes: docs/protocol.md
+                for room in targets:
+                    room_token(room)
+                kind, subjects = KIND_MULTI_ROOM, [self._pub.subjects.multi_room]
+            else:
+                room_subject = self._room_subject
+                subjects = [room_subject(room) for room in targets]
         body = encode_data(
-            KIND_MULTI_ROOM if multi else KIND_BROADCAST,
+            kind,
             encode_args(event, data),
             ts=time.time(),
             rooms=targets,
