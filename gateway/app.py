@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -15,11 +15,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import pages
 from gateway.auth import ConnectHooks
 from gateway.broker import NatsBroker
+from gateway.engine import (
+    ClientEvent,
+    CloseReason,
+    Connection,
+    ConnectRefused,
+    Engine,
+    EngineOptions,
+    HandshakeRequest,
+)
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
-from gateway.sio import SocketServer
 from gateway.vrequests import VirtualRequests
 from shared.errors import TransportError
 
@@ -28,14 +36,51 @@ log = logging.getLogger(__name__)
 DRAIN_BATCHES_PER_S = 10
 MAX_NATS_RETRY_S = 5.0
 
+HOOK_REASONS: Final = {
+    CloseReason.CLIENT: "client disconnect",
+    CloseReason.SERVER: "server disconnect",
+    CloseReason.PING: "ping timeout",
+    CloseReason.TRANSPORT_CLOSE: "transport close",
+    CloseReason.TRANSPORT_ERROR: "transport error",
+    CloseReason.SLOW_CLIENT: "server disconnect",
+    CloseReason.GOING_AWAY: "transport close",
+}
+"""The reason workers' after-disconnect hook is told: Socket.IO's words, as before."""
+
+
+def engine_options(settings: GatewaySettings) -> EngineOptions:
+    """The engine's slice of the gateway's settings."""
+    origins: tuple[str, ...] | None = None  # default: the host the request was sent to
+    if settings.only_allow_origins:  # Sails' exact list (gateway/auth.py)
+        origins = tuple(settings.only_allow_origins)
+    elif "*" in settings.allowed_origins:
+        origins = ("*",)
+    elif settings.allowed_origins:
+        origins = tuple(settings.allowed_origins)
+    return EngineOptions(
+        ping_interval_s=settings.ping_interval_s,
+        ping_timeout_s=settings.ping_timeout_s,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_queued_messages=settings.max_queued_messages,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        allowed_origins=origins,
+    )
+
 
 class GatewayApp:
-    """Everything one gateway process runs; `start` returns the bound ports."""
+    """Everything one gateway process runs; `start` returns the bound ports. It is
+    the engine's `EngineEvents`: connects, disconnects and client events land here."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self.server = SocketServer(settings)
+        self.engine = Engine(
+            engine_options(settings),
+            self,
+            on_refusal=lambda reason: self.metrics.refusals.labels(reason).inc(),
+            on_origin_refused=self.metrics.connect_rejections.labels("origin").inc,
+            on_slow=self._slow,
+        )
         self.gateway: Gateway | None = None
         self.broker: NatsBroker | None = None
         self._runners: list[web.AppRunner] = []
@@ -57,20 +102,16 @@ class GatewayApp:
         self.metrics_port = await self._listen(ops, s.metrics_host or s.host, s.metrics_port)
 
         self.broker = await self._connect_nats()
-        self.gateway = Gateway(s, self.broker, self.metrics, self.server.disconnect)
+        self.gateway = Gateway(s, self.broker, self.metrics, self._disconnect)
         await self.gateway.start()
         self.metrics.nats_connected.set(1)
-        self.server.on_lifecycle(self._on_connect, self._on_disconnect)
-        self.server.on_slow_client(self.gateway.cut_off_slow)
-        self.server.on_refusal(lambda reason: self.metrics.refusals.labels(reason).inc())
-        self.server.on_origin_refused(self.metrics.connect_rejections.labels("origin").inc)
         # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)
         self.hooks = ConnectHooks(s, self.broker, self.metrics)
-        self.vrequests = VirtualRequests(s, self.broker, self.metrics, self.server.emit_to)
-        self.server.on_acked_events(self.vrequests.events, self.vrequests.handle)
+        self.vrequests = VirtualRequests(s, self.broker, self.metrics, self._emit_to)
+        self._vrequest_events = frozenset(self.vrequests.events)
 
         app = web.Application()
-        self.server.attach(app)
+        self.engine.attach(app)
         pages.add_routes(app, s)  # the live demo page, when configured
         self.port = await self._listen(app, s.host, s.port)
         self.metrics.ready.set(1 if self.gateway.ready else 0)
@@ -98,29 +139,63 @@ class GatewayApp:
         site = web.TCPSite(runner, host, port, backlog=2048)
         await site.start()
         self._runners.append(runner)
-        server: Any = site._server
-        bound: int = server.sockets[0].getsockname()[1]
+        address: Any = runner.addresses[-1]
+        bound: int = address[1]
         return bound
 
-    async def _on_connect(
-        self, sid: str, eio_socket: Any, environ: dict[str, Any], auth: Any = None
-    ) -> bool:
+    # -- EngineEvents ------------------------------------------------------------------
+    async def connected(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
+        try:
+            await self._admit(conn, request, auth)
+        except ConnectionRefusedError as exc:  # the client sees this message
+            raise ConnectRefused(str(exc)) from None
+
+    async def _admit(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
         assert self.gateway is not None
         assert self.hooks is not None
         assert self.vrequests is not None
+        sid = conn.sid
         self._check_room_for(sid)  # before asking anyone
-        handshake = await self.hooks.admit(sid, environ, auth)  # origins, before-connect
-        if eio_socket.closed:  # left while a worker was deciding
-            return False
+        handshake = await self.hooks.admit(sid, request, auth)  # origins, before-connect
+        if conn.closed:  # left while a worker was deciding
+            raise ConnectionRefusedError("gone")
         # Again: other sockets may have been admitted, or a drain begun, while this one
         # waited for its before-connect check. From here to the registration in
         # socket_connected nothing awaits, so the limit cannot be overshot.
         self._check_room_for(sid)
-        await self.gateway.socket_connected(sid, eio_socket)
+        await self.gateway.socket_connected(conn)
         self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
-        return True
+
+    async def disconnected(self, sid: str, reason: CloseReason) -> None:
+        await self._on_disconnect(sid, HOOK_REASONS.get(reason, str(reason)))
+
+    async def event(self, event: ClientEvent) -> Any:
+        """Virtual requests (the ack carries the answer); other events are ignored."""
+        if self.vrequests is None or event.event not in self._vrequest_events:
+            return None
+        return await self.vrequests.handle(event.sid, event.event, event.args, event.wants_ack)
+
+    def _slow(self, sid: str, reason: str) -> None:
+        if self.gateway is not None:
+            self.gateway.cut_off_slow(sid, reason)
+
+    async def _disconnect(self, sid: str) -> None:
+        conn = self.gateway.connection(sid) if self.gateway is not None else None
+        if conn is not None:
+            await conn.disconnect()
+
+    async def _emit_to(self, sid: str, event: str, data: Any) -> None:
+        """One event to one local socket (not the fan-out path)."""
+        conn = self.gateway.connection(sid) if self.gateway is not None else None
+        if conn is not None:
+            conn.emit(event, data)
+
+    async def _going_away(self, sid: str) -> None:
+        conn = self.gateway.connection(sid) if self.gateway is not None else None
+        if conn is not None:
+            await conn.going_away()
 
     def _check_room_for(self, sid: str) -> None:
         """Refuse a new socket while draining or at --max-connections (its client gets
@@ -194,15 +269,16 @@ class GatewayApp:
         ticks = max(1, int(s.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
         batch = max(1, -(-len(sids) // ticks))
         for i in range(0, len(sids), batch):
-            await asyncio.gather(*(self.server.close_transport(s) for s in sids[i : i + batch]))
+            await asyncio.gather(*(self._going_away(s) for s in sids[i : i + batch]))
             await asyncio.sleep(1 / DRAIN_BATCHES_PER_S)
         log.info("drained %d clients", len(sids))
 
     async def stop(self) -> None:
         self._stopping = True
-        self.server.release_pollers()
+        self.engine.release_pollers()
         for runner in self._runners:
             await runner.cleanup()
+        self.engine.close()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.broker is not None:

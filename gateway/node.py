@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from gateway.broker import Broker, Handler
-from gateway.fanout import Fanout, event_packet
+from gateway.engine import Connection, event_packet
+from gateway.fanout import Fanout
 from gateway.interest import Interest
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -122,10 +123,15 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     # -- sockets ---------------------------------------------------------------------
-    async def socket_connected(self, sid: str, eio_socket: Any) -> None:
+    def connection(self, sid: str) -> Connection | None:
+        """The local connection of a socket id, if it is here."""
+        return self.fanout.get(sid)
+
+    async def socket_connected(self, conn: Connection) -> None:
         """Register a socket and its own-id room; return once both are routable."""
+        sid = conn.sid
         self.rooms.add_socket(sid)
-        self.fanout.attach(sid, eio_socket)
+        self.fanout.attach(conn)
         self.rooms.join(sid, sid)
         self._socket_subs[sid] = await self.broker.subscribe(
             self.subjects.socket(sid), self._socket_handler(sid)
@@ -139,9 +145,7 @@ class Gateway:
                 log.warning("NATS flush failed while registering a socket", extra={"sid": sid})
 
     async def socket_disconnected(self, sid: str) -> None:
-        eio_socket = self.fanout.detach(sid)
-        if eio_socket is not None:
-            eio_socket.queue.put_nowait(None)  # wake a pending long-poll: nothing more comes
+        self.fanout.detach(sid)  # the engine ended its transport already
         self._slow.discard(sid)
         for room in self.rooms.remove_socket(sid):
             self.room_interest.unwant(room, now=room == sid)
@@ -157,7 +161,7 @@ class Gateway:
 
     def cut_off_slow(self, sid: str, reason: str) -> None:
         """A socket over its outbound bound: its transport is already aborted (see
-        outbound.py); take it out of its rooms and the namespace."""
+        gateway/engine/connection.py); take it out of its rooms and the namespace."""
         if sid in self._slow:
             return
         self._slow.add(sid)
