@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 import socketio
 from aiohttp import web
-
 from gateway.eio3 import enable_eio3
+
 from tests.helpers import serve_app
 
 pytestmark = pytest.mark.e2e

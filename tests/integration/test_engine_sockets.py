@@ -20,10 +20,10 @@ import pytest
 import pytest_asyncio
 import socketio
 from aiohttp import web
-
 from gateway.eio4 import Eio4Socket
-from gateway.settings import from_argv
 from gateway.sio import SocketServer
+
+from gateway.settings import from_argv
 from tests.helpers import serve_app
 
 pytestmark = pytest.mark.integration

@@ -4,14 +4,16 @@ recipients. Checked by object identity and by counting encodes."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
-from typing import Any
 
-from gateway.fanout import Fanout, event_packet
-from gateway.outbound import frame_of
+from gateway.engine import OutboundPacket, event_packet
+from gateway.engine.frames import EventPacket
+from gateway.fanout import Fanout
 from publisher.sockets import Sockets
 from shared.envelope import decode_data
 from shared.subjects import Subjects
+from tests.unit.engine_kit import websocket_connection
 
 
 def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
@@ -23,29 +25,49 @@ def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
     assert decode_data(pairs[0][1]).rooms == ("a", "b.c", "d e")
 
 
+class Recording:
+    """A connection as the fanout sees it, recording what it is sent."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+        self.closed = False
+        self.got: list[OutboundPacket] = []
+
+    def send(self, packet: OutboundPacket) -> None:
+        self.got.append(packet)
+
+
 def test_one_packet_and_one_frame_for_every_recipient() -> None:
     pkt = event_packet(b'["chat",{"text":"hi"}]')
-    encode, encodes = pkt.encode, []
-
-    def counting_encode(*args: Any, **kwargs: Any) -> Any:
-        encodes.append(1)
-        return encode(*args, **kwargs)
-
-    pkt.encode = counting_encode
-    queues: dict[str, list[Any]] = {f"s{i}": [] for i in range(50)}
+    assert isinstance(pkt, EventPacket)
+    conns = {f"s{i}": Recording(f"s{i}") for i in range(50)}
+    conns["s1"].closed = True
     fanout = Fanout(SimpleNamespace(deliveries=SimpleNamespace(inc=lambda n: None)))  # type: ignore[arg-type]
-    for sid, q in queues.items():
-        fanout.attach(
-            sid,
-            SimpleNamespace(
-                closing=False, closed=False, queue=SimpleNamespace(put_nowait=q.append)
-            ),
-        )
-    assert fanout.deliver(pkt, list(queues), omit=frozenset({"s0"})) == 49
-    got = [q[0] for sid, q in queues.items() if sid != "s0"]
+    for conn in conns.values():
+        fanout.attach(conn)  # type: ignore[arg-type]
+    assert fanout.deliver(pkt, list(conns), omit=frozenset({"s0"})) == 48
+    got = [c.got[0] for sid, c in conns.items() if sid not in ("s0", "s1")]
     assert all(p is pkt for p in got)
-    assert queues["s0"] == []
-    frames = {id(frame_of(p)) for p in got}  # what each socket's writer sends
+    assert conns["s0"].got == [] and conns["s1"].got == []
+    frames = {id(p.frame) for p in got if isinstance(p, EventPacket)}  # what each socket writes
     assert len(frames) == 1
-    assert len(encodes) == 1
-    assert frame_of(pkt).endswith(b'42["chat",{"text":"hi"}]')
+    assert pkt.frame == b"\x81\x18" + b'42["chat",{"text":"hi"}]'
+    assert pkt.text == '42["chat",{"text":"hi"}]'  # what a polling recipient is sent
+
+
+async def test_a_websocket_connection_writes_the_shared_frame() -> None:
+    """On websocket, `send` hands the packet's own frame bytes to the transport, at the
+    end of the tick, and the frames of one tick in one write."""
+    written: list[bytes] = []
+    conn = websocket_connection(written)
+    pkt = event_packet(b'["n",1]')
+    conn.send(pkt)
+    assert written == []
+    await asyncio.sleep(0)
+    assert written == [pkt.frame]
+    assert written[0] is pkt.frame
+    other = event_packet(b'["n",2]')
+    conn.send(pkt)
+    conn.send(other)
+    await asyncio.sleep(0)
+    assert written[1:] == [pkt.frame + other.frame]
