@@ -466,7 +466,8 @@ class EngineConnection:
             log.exception("client event %r failed", event.event[:100], extra={"sid": self.sid})
             return
         if ack_id is not None and result is not None and not self.closed:
-            for pkt in sio_codec.encode_data(sio_codec.ACK, [result], ack_id):
+            args = list(result) if isinstance(result, tuple) else [result]
+            for pkt in sio_codec.encode_data(sio_codec.ACK, args, ack_id):
                 self._send(pkt)
 
     def _on_connect_packet(self, pkt: sio_codec.SioPacket) -> None:

@@ -48,7 +48,8 @@ def test_one_packet_and_one_frame_for_every_recipient() -> None:
     assert fanout.deliver(pkt, list(conns), omit=frozenset({"s0"})) == 48
     got = [c.got[0] for sid, c in conns.items() if sid not in ("s0", "s1")]
     assert all(p is pkt for p in got)
-    assert conns["s0"].got == [] and conns["s1"].got == []
+    assert conns["s0"].got == []
+    assert conns["s1"].got == []
     frames = {id(p.frame) for p in got if isinstance(p, EventPacket)}  # what each socket writes
     assert len(frames) == 1
     assert pkt.frame == b"\x81\x18" + b'42["chat",{"text":"hi"}]'

@@ -42,9 +42,9 @@ def private_names_touched() -> set[str]:
             if not isinstance(node, ast.Attribute):
                 continue
             name = node.attr
-            if name.startswith("_") and not (name.startswith("__") and name.endswith("__")):
-                if name not in own:
-                    touched.add(name)
+            dunder = name.startswith("__") and name.endswith("__")
+            if name.startswith("_") and not dunder and name not in own:
+                touched.add(name)
     return touched
 
 

@@ -71,7 +71,8 @@ async def test_the_write_buffer_bound_cuts_a_websocket_client_off() -> None:
     conn.send(pkt)  # 990 + this tick's frames: still within the bound
     conn.send(pkt)  # over it
     assert slow == [("s1", "write_buffer")]
-    assert conn.closed and conn.reason is CloseReason.SLOW_CLIENT
+    assert conn.closed
+    assert conn.reason is CloseReason.SLOW_CLIENT
     await asyncio.sleep(0)
     assert written == []  # aborted: what was gathered is dropped, not written
     await asyncio.sleep(0)
