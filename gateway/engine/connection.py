@@ -478,6 +478,7 @@ class EngineConnection:
         if self.protocol == 3 or self.socket_connected or self.sid:
             return  # v2: "/" was connected by the server at the handshake
         auth = pkt.data if pkt.has_data else None
+        self.sid = new_id()  # now: a second CONNECT in the same payload is ignored
         self._shared.spawn(self.connect_socket(auth))
 
     async def connect_socket(self, auth: Any) -> None:
@@ -486,7 +487,8 @@ class EngineConnection:
         request = self.request
         if request is None or self.closed:
             return
-        self.sid = self.eio_sid if self.protocol == 3 else new_id()
+        if self.protocol == 3:
+            self.sid = self.eio_sid
         try:
             await self._shared.events.connected(self, request, auth)
         except ConnectRefused as exc:
