@@ -174,7 +174,8 @@ class EngineConnection:
         self._ws: web.WebSocketResponse | None = None
         self._tr: asyncio.Transport | None = None
         self._direct = False
-        self._frames: list[bytes] = []
+        self._frames: list[bytes] | None = None
+        """This tick's frames (a list only while there are some)."""
         self._frames_bytes = 0
         self._queue: collections.deque[Queued] | None = None
         self._queued_bytes = 0
@@ -268,9 +269,11 @@ class EngineConnection:
         ):
             self._slow("write_buffer")
             return
-        if not self._frames:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = []
             self._shared.coalescer.mark(self)
-        self._frames.append(frame)
+        frames.append(frame)
         self._frames_bytes += len(frame)
 
     def flush(self) -> None:
@@ -278,7 +281,7 @@ class EngineConnection:
         frames = self._frames
         if not frames:
             return
-        self._frames = []
+        self._frames = None
         self._frames_bytes = 0
         tr = self._tr
         if tr is None or tr.is_closing():
@@ -288,7 +291,7 @@ class EngineConnection:
     def _slow(self, reason: str) -> None:
         if self.closed:
             return
-        self._frames = []
+        self._frames = None
         self._frames_bytes = 0
         self._queue = None
         if self._tr is not None:

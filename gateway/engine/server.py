@@ -8,6 +8,7 @@ connection costs no task of its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -116,16 +117,9 @@ class Engine:
             eio = query.get("EIO")
             if eio not in ("3", "4"):
                 return error_response(UNSUPPORTED_PROTOCOL, headers=cors)
-            hs = HandshakeRequest(
-                path=request.path,
-                query=request.query_string,
-                headers=_headers(request),
-                remote=request.remote or "",
-                scheme=request.scheme,
-                protocol=int(eio),
-            )
             if websocket:
-                return await self._websocket_handshake(request, hs)
+                return await self._websocket(request, None, int(eio))
+            hs = _handshake_request(request, int(eio))
             return await self._polling_handshake(hs, "b64" in query, jsonp, cors)
         conn = self._shared.sessions.get(sid)
         if conn is None:
@@ -135,7 +129,7 @@ class Engine:
         if websocket:
             if conn.upgrading:
                 return error_response(BAD_REQUEST, headers=cors)
-            return await self._upgrade(request, conn)
+            return await self._websocket(request, conn, conn.protocol)
         if request.method == "GET":
             return await self._poll(conn, jsonp, cors)
         return await self._post(request, conn, cors)
@@ -163,61 +157,41 @@ class Engine:
             await conn.connect_socket(None)
         return self._payload_response(conn, conn.take_queued() or [NOOP], jsonp, cors)
 
-    async def _websocket_handshake(
-        self, request: web.Request, hs: HandshakeRequest
-    ) -> web.StreamResponse:
-        ws = self._websocket()
-        await ws.prepare(request)
-        if request.transport is None:
-            return ws
+    def _open_websocket(
+        self, request: web.Request, ws: web.WebSocketResponse, tr: asyncio.Transport, protocol: int
+    ) -> EngineConnection:
+        """A session that starts on websocket (its handshake request is kept by the
+        connection until the Socket.IO CONNECT, and by no frame of ours)."""
+        hs = _handshake_request(request, protocol)
         conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
         self._shared.sessions[conn.eio_sid] = conn
-        conn.attach_websocket(ws, request.transport)
+        conn.attach_websocket(ws, tr)
         conn._send(self._open_packet(conn, []))
         conn.start_heartbeat()
-        if hs.protocol == 3:
-            await conn.connect_socket(None)
-        await self._read(conn, ws)
-        return ws
+        return conn
 
-    def _websocket(self) -> web.WebSocketResponse:
-        return web.WebSocketResponse(max_msg_size=self.options.max_payload_bytes, compress=False)
-
-    async def _upgrade(self, request: web.Request, conn: EngineConnection) -> web.StreamResponse:
-        """polling → websocket: probe ping → probe pong, the pending poll ended with a
-        NOOP, UPGRADE; packets sent meanwhile wait in the queue and go out first."""
-        ws = self._websocket()
+    async def _websocket(
+        self, request: web.Request, conn: EngineConnection | None, protocol: int
+    ) -> web.StreamResponse:
+        """A websocket session (a new one, or the upgrade of `conn` from polling), read
+        in this request's task until the client goes or the connection is closed (which
+        closes the websocket). One frame of ours per idle connection: this one."""
+        ws = web.WebSocketResponse(max_msg_size=self.options.max_payload_bytes, compress=False)
         await ws.prepare(request)
-        timeout_s = self.options.ping_interval_s + self.options.ping_timeout_s
-        conn.upgrading = True
-        upgraded = False
-        try:
-            msg = await ws.receive(timeout_s)
-            if msg.type is not WSMsgType.TEXT or msg.data != "2" + PROBE:
-                log.info("failed websocket upgrade: no probe", extra={"sid": conn.sid})
-            else:
-                await ws.send_str("3" + PROBE)
-                conn._send(NOOP)  # ends the pending poll
-                msg = await ws.receive(timeout_s)
-                upgraded = msg.type is WSMsgType.TEXT and msg.data == "5"
-                if not upgraded:
-                    log.info("failed websocket upgrade: no UPGRADE", extra={"sid": conn.sid})
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            conn.upgrading = False
-        if not upgraded or conn.closed or request.transport is None:
+        tr = request.transport
+        if tr is None:
+            return ws
+        if conn is None:
+            conn = self._open_websocket(request, ws, tr, protocol)
+            if protocol == 3:  # v2 clients never send `40`: the server connects them
+                await conn.connect_socket(None)
+        elif await self._upgrade(ws, conn) and not conn.closed:
+            conn.attach_websocket(ws, tr)
+        else:
             await ws.close()
             return ws
-        conn.attach_websocket(ws, request.transport)
-        await self._read(conn, ws)
-        return ws
-
-    async def _read(self, conn: EngineConnection, ws: web.WebSocketResponse) -> None:
-        """Receive until the client goes or closes, or the connection is closed (which
-        closes the websocket)."""
         reason = CloseReason.TRANSPORT_CLOSE
-        v3 = conn.protocol == 3
+        v3 = protocol == 3
         try:
             while True:
                 msg = await ws.receive()
@@ -236,9 +210,9 @@ class Engine:
                         reason = CloseReason.TRANSPORT_ERROR
                         if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                             self._shared.on_refusal(INBOUND_TOO_LARGE)
-                    return
+                    break
                 if not conn.receive(pkt):
-                    return
+                    break
         except ValueError:
             log.info("malformed Engine.IO packet, closing", extra={"sid": conn.sid})
             reason = CloseReason.TRANSPORT_ERROR
@@ -246,6 +220,29 @@ class Engine:
             conn.close(reason, [])
             if not ws.closed:
                 await ws.close()
+        return ws
+
+    async def _upgrade(self, ws: web.WebSocketResponse, conn: EngineConnection) -> bool:
+        """polling → websocket: probe ping → probe pong, the pending poll ended with a
+        NOOP, UPGRADE; packets sent meanwhile wait in the queue and go out first."""
+        timeout_s = self.options.ping_interval_s + self.options.ping_timeout_s
+        conn.upgrading = True
+        try:
+            msg = await ws.receive(timeout_s)
+            if msg.type is not WSMsgType.TEXT or msg.data != "2" + PROBE:
+                log.info("failed websocket upgrade: no probe", extra={"sid": conn.sid})
+                return False
+            await ws.send_str("3" + PROBE)
+            conn._send(NOOP)  # ends the pending poll
+            msg = await ws.receive(timeout_s)
+            if msg.type is not WSMsgType.TEXT or msg.data != "5":
+                log.info("failed websocket upgrade: no UPGRADE", extra={"sid": conn.sid})
+                return False
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            conn.upgrading = False
+        return True
 
     # -- polling ---------------------------------------------------------------------
     def _payload_response(
@@ -309,3 +306,14 @@ class Engine:
 
 def _headers(request: web.Request) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
+
+
+def _handshake_request(request: web.Request, protocol: int) -> HandshakeRequest:
+    return HandshakeRequest(
+        path=request.path,
+        query=request.query_string,
+        headers=_headers(request),
+        remote=request.remote or "",
+        scheme=request.scheme,
+        protocol=protocol,
+    )
