@@ -200,7 +200,7 @@ class EngineConnection:
     def emit(self, event: str, data: Any) -> None:
         if self.socket_connected and not self.closed:
             for pkt in sio_codec.encode_data(sio_codec.EVENT, [event, data]):
-                self._send(pkt)
+                self.send_packet(pkt)
 
     async def disconnect(self) -> None:
         """Socket.IO DISCONNECT (`41`), then the transport is closed."""
@@ -229,7 +229,7 @@ class EngineConnection:
                 tr.abort()
 
     # -- outbound --------------------------------------------------------------------
-    def _send(self, pkt: Packet) -> None:
+    def send_packet(self, pkt: Packet) -> None:
         """One Engine.IO packet of this connection's own (control, ack, emit)."""
         if self._direct:
             if isinstance(pkt, str):
@@ -360,7 +360,7 @@ class EngineConnection:
         if self._ping_at != at or self.closed:
             return
         self._ping_at = None
-        self._send(PING)
+        self.send_packet(PING)
         self._pong_by = self._shared.pong_deadlines.add(self)
 
     def pong_overdue(self, at: float) -> None:
@@ -401,7 +401,7 @@ class EngineConnection:
                 self._ping_at = self._shared.pings.add(self)
         elif kind == PING:
             if self.protocol == 3:
-                self._send(PONG + pkt[1:])
+                self.send_packet(PONG + pkt[1:])
         elif kind == CLOSE:
             self.close(CloseReason.CLIENT, [])
         elif kind not in ("0", "5", "6"):
@@ -471,12 +471,12 @@ class EngineConnection:
         if ack_id is not None and result is not None and not self.closed:
             args = list(result) if isinstance(result, tuple) else [result]
             for pkt in sio_codec.encode_data(sio_codec.ACK, args, ack_id):
-                self._send(pkt)
+                self.send_packet(pkt)
 
     def _on_connect_packet(self, pkt: sio_codec.SioPacket) -> None:
         namespace = pkt.namespace.partition("?")[0]
         if namespace not in ("", "/"):
-            self._send(sio_codec.connect_error(self.protocol, "Invalid namespace", namespace))
+            self.send_packet(sio_codec.connect_error(self.protocol, "Invalid namespace", namespace))
             return
         if self.protocol == 3 or self.socket_connected or self.sid:
             return  # v2: "/" was connected by the server at the handshake
@@ -495,9 +495,11 @@ class EngineConnection:
         try:
             await self._shared.events.connected(self, request, auth)
         except ConnectRefused as exc:
-            self.sid = ""
-            self._send(sio_codec.connect_error(self.protocol, exc.message))
-            self._shared.spawn(self._close_refused())
+            self._refuse(exc.message)
+            return
+        except Exception:
+            log.exception("connect handler failed", extra={"sid": self.sid})
+            self._refuse("internal error")
             return
         self.request = None
         self.socket_connected = True
@@ -505,7 +507,12 @@ class EngineConnection:
             await self._shared.events.disconnected(self.sid, self.reason)
             return
         payload = None if self.protocol == 3 else {"sid": self.sid}
-        self._send(sio_codec.connect_reply(self.protocol, payload))
+        self.send_packet(sio_codec.connect_reply(self.protocol, payload))
+
+    def _refuse(self, message: str) -> None:
+        self.sid = ""
+        self.send_packet(sio_codec.connect_error(self.protocol, message))
+        self._shared.spawn(self._close_refused())
 
     async def _close_refused(self) -> None:
         """A Socket.IO v2 client (sails.io.js 1.x) stays connected at the Engine.IO
@@ -521,7 +528,7 @@ class EngineConnection:
         if self.closed:
             return
         for pkt in goodbye:
-            self._send(pkt)
+            self.send_packet(pkt)
         self.closed = True
         self.reason = reason
         self._direct = False

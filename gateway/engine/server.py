@@ -119,7 +119,7 @@ class Engine:
                 return error_response(UNSUPPORTED_PROTOCOL, headers=cors)
             if websocket:
                 return await self._websocket(request, None, int(eio))
-            hs = _handshake_request(request, self.options.path, int(eio))
+            hs = handshake_request(request, self.options.path, int(eio))
             return await self._polling_handshake(hs, "b64" in query, jsonp, cors)
         conn = self._shared.sessions.get(sid)
         if conn is None:
@@ -151,7 +151,7 @@ class Engine:
     ) -> web.StreamResponse:
         conn = EngineConnection(self._shared, hs, Transport.POLLING, b64=b64)
         self._shared.sessions[conn.eio_sid] = conn
-        conn._send(self._open_packet(conn, ["websocket"]))
+        conn.send_packet(self._open_packet(conn, ["websocket"]))
         conn.start_heartbeat()
         if hs.protocol == 3:  # v2 clients never send `40`: the server connects them
             await conn.connect_socket(None)
@@ -162,11 +162,11 @@ class Engine:
     ) -> EngineConnection:
         """A session that starts on websocket (its handshake request is kept by the
         connection until the Socket.IO CONNECT, and by no frame of ours)."""
-        hs = _handshake_request(request, self.options.path, protocol)
+        hs = handshake_request(request, self.options.path, protocol)
         conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
         self._shared.sessions[conn.eio_sid] = conn
         conn.attach_websocket(ws, tr)
-        conn._send(self._open_packet(conn, []))
+        conn.send_packet(self._open_packet(conn, []))
         conn.start_heartbeat()
         return conn
 
@@ -233,7 +233,7 @@ class Engine:
                 log.info("failed websocket upgrade: no probe", extra={"sid": conn.sid})
                 return False
             await ws.send_str("3" + PROBE)
-            conn._send(NOOP)  # ends the pending poll
+            conn.send_packet(NOOP)  # ends the pending poll
             msg = await ws.receive(timeout_s)
             if msg.type is not WSMsgType.TEXT or msg.data != "5":
                 log.info("failed websocket upgrade: no UPGRADE", extra={"sid": conn.sid})
@@ -305,10 +305,16 @@ class Engine:
 
 
 def _headers(request: web.Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items()}
+    """Lower-case names; a header sent several times is joined with commas (as the
+    WSGI environ did: `X-Forwarded-For` lines, cookies)."""
+    out: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
 
 
-def _handshake_request(request: web.Request, path: str, protocol: int) -> HandshakeRequest:
+def handshake_request(request: web.Request, path: str, protocol: int) -> HandshakeRequest:
     """`path` is the route's own: asking aiohttp for `request.path` builds (and caches
     on the request, for the connection's life) a decoded URL path, 0.2 KB."""
     return HandshakeRequest(
