@@ -67,7 +67,7 @@ def make(clock: FakeClock) -> PingSchedule[Sock]:
 
 
 def test_sockets_are_pinged_in_order_after_the_interval() -> None:
-    clock, log = FakeClock(), []
+    clock, log = FakeClock(), list[tuple[str, float]]()
     schedule = make(clock)
     started = clock.now
     socks = [Sock(str(i), log) for i in range(3)]
@@ -84,7 +84,7 @@ def test_sockets_are_pinged_in_order_after_the_interval() -> None:
 
 
 def test_a_closed_or_rescheduled_socket_is_skipped_and_not_kept_alive() -> None:
-    clock, log = FakeClock(), []
+    clock, log = FakeClock(), list[tuple[str, float]]()
     schedule = make(clock)
     closed, gone, kept = Sock("closed", log), Sock("gone", log), Sock("kept", log)
     for s in (closed, gone, kept):
@@ -100,7 +100,7 @@ def test_a_closed_or_rescheduled_socket_is_skipped_and_not_kept_alive() -> None:
 
 
 def test_one_timer_at_a_time() -> None:
-    clock, log = FakeClock(), []
+    clock, log = FakeClock(), list[tuple[str, float]]()
     schedule = make(clock)
     socks = [Sock(str(i), log) for i in range(100)]
     for s in socks:
@@ -112,7 +112,7 @@ def test_one_timer_at_a_time() -> None:
 
 
 def test_entries_added_later_get_the_next_timer() -> None:
-    clock, log = FakeClock(), []
+    clock, log = FakeClock(), list[tuple[str, float]]()
     schedule = make(clock)
     a, b = Sock("a", log), Sock("b", log)
     a.ping_at = schedule.add(a)
