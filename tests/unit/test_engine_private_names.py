@@ -28,8 +28,12 @@ def _own_names(trees: list[tuple[Path, ast.Module]]) -> set[str]:
                 names.add(node.name)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
                 names.add(node.attr)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                names.add(node.value)  # __slots__ entries
+            elif (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets)
+                and isinstance(node.value, ast.Tuple | ast.List)
+            ):
+                names |= {str(e.value) for e in node.value.elts if isinstance(e, ast.Constant)}
     return names
 
 
