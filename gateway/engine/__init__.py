@@ -19,11 +19,13 @@ clients do through `EngineEvents`. Inside, one concept per module:
 Connection-state recovery (Socket.IO v4, next issue) plugs in without new hooks:
 the client's CONNECT payload (`{"pid":..., "offset":...}` next to any auth) reaches
 `EngineEvents.connected` as `auth`; the engine builds the CONNECT reply itself
-(`sio_codec.connect_reply` takes the payload dict, so `pid` is one more key), and
-`connect_socket` assigns `conn.sid` before asking the gateway, so a gateway that
-recognises a `pid` sets the recovered socket's id on the connection before it
-returns; an offset travels as one more element of the event's args (the fanout's
-`args_json`), so `event_packet` needs no change.
+(`sio_codec.connect_reply` takes the payload dict, so `pid` is one more key); the
+socket id is a plain attribute the engine assigns before asking the gateway, so the
+recovery issue adds one member to the seam (say `Connection.restore(sid, pid)`,
+called from `connected` before the socket is registered) and the engine answers
+`40{"sid":<old>,"pid":<pid>}`; an offset travels as one more element of the event's
+args (the fanout's `args_json`), so `event_packet` needs no change. Nothing of this
+needs a private hook: the engine is ours.
 """
 
 from gateway.engine.api import (
