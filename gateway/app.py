@@ -48,26 +48,6 @@ HOOK_REASONS: Final = {
 """The reason workers' after-disconnect hook is told: Socket.IO's words, as before."""
 
 
-def engine_options(settings: GatewaySettings) -> EngineOptions:
-    """The engine's slice of the gateway's settings."""
-    origins: tuple[str, ...] | None = None  # default: the host the request was sent to
-    engine = settings.engine
-    if settings.connect.only_allow_origins:  # Sails' exact list (gateway/auth.py)
-        origins = tuple(settings.connect.only_allow_origins)
-    elif "*" in engine.allowed_origins:
-        origins = ("*",)
-    elif engine.allowed_origins:
-        origins = tuple(engine.allowed_origins)
-    return EngineOptions(
-        ping_interval_s=engine.ping_interval_s,
-        ping_timeout_s=engine.ping_timeout_s,
-        max_payload_bytes=engine.max_payload_bytes,
-        max_queued_messages=engine.max_queued_messages,
-        max_buffered_bytes=engine.max_buffered_bytes,
-        allowed_origins=origins,
-    )
-
-
 class GatewayApp:
     """Everything one gateway process runs; `start` returns the bound ports. It is
     the engine's `EngineEvents`: connects, disconnects and client events land here."""
@@ -76,7 +56,7 @@ class GatewayApp:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.engine = Engine(
-            engine_options(settings),
+            EngineOptions.of(settings),
             self,
             on_refusal=lambda reason: self.metrics.refusals.labels(reason).inc(),
             on_origin_refused=self.metrics.connect_rejections.labels("origin").inc,
