@@ -169,7 +169,9 @@ async def run(room_counts: list[int], timeout_s: float) -> list[dict[str, Any]]:
     server = EmbeddedNats(jetstream=False, extra_args=("-m", str(mport))).start()
     procs = [start_gateway(server.url, f"gw{i}", max(room_counts) + 10) for i in range(3)]
     try:
-        pub = await Publisher.connect(server.url, prefix=PREFIX, name="bench-publisher")
+        pub = await Publisher.connect(
+            server.url, prefix=PREFIX, name="bench-publisher", request_timeout_s=timeout_s
+        )
         try:
             urls, pids = [u for _, u in procs], [p.pid for p, _ in procs]
             return [await one(r, pub, urls, pids, mport, timeout_s) for r in room_counts]
