@@ -22,12 +22,10 @@ import sys
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from deploy_kit import ROOT
+from tests.deploy.deploy_kit import ROOT
 
 pytestmark = pytest.mark.deploy
 
@@ -77,8 +75,8 @@ def scan(source: str, name: str) -> list[Import]:
             fallback = any(_catches_import_error(h) for h in node.handlers)
             for child in node.body:
                 visit(child, guarded or fallback)
-            for child in [*node.handlers, *node.orelse, *node.finalbody]:
-                visit(child, guarded)
+            for part in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(part, guarded)
             return
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             for child in node.body:
@@ -92,8 +90,8 @@ def scan(source: str, name: str) -> list[Import]:
                 found.append(Import(top, f"{name}:{node.lineno}", guarded))
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append(Import(node.module.split(".")[0], f"{name}:{node.lineno}", guarded))
-        for child in ast.iter_child_nodes(node):
-            visit(child, guarded)
+        for sub in ast.iter_child_nodes(node):
+            visit(sub, guarded)
 
     visit(ast.parse(source, filename=name), False)
     return found

@@ -19,7 +19,7 @@ from tests.unit.fakes import RecordingConnection
 
 def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
     pub = SimpleNamespace(subjects=Subjects("t"), max_payload_bytes=1 << 20)
-    sockets = Sockets(pub)  # type: ignore[arg-type]
+    sockets = Sockets(pub)
     pairs = sockets.prepare_broadcast(["a", "b.c", "d e"], "chat", {"text": "hi"})
     assert len({subject for subject, _ in pairs}) == 3
     assert len({id(body) for _, body in pairs}) == 1  # one bytes object for every subject
