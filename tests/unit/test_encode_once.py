@@ -30,7 +30,7 @@ def test_a_broadcast_to_many_rooms_is_one_message_naming_each_room_once() -> Non
     """From MULTI_ROOM_MIN_ROOMS rooms on: one body on the multi-room subject, so the
     bytes grow as R, not R^2 (issue 18 #7); below it, a copy per room as before."""
     pub = SimpleNamespace(subjects=Subjects("t"), max_payload_bytes=1 << 20)
-    sockets = Sockets(pub)  # type: ignore[arg-type]
+    sockets = Sockets(pub)
     below = [f"room{i}" for i in range(MULTI_ROOM_MIN_ROOMS - 1)]
     assert [s for s, _ in sockets.prepare_broadcast(below, "e", 1)] == [
         pub.subjects.room(r) for r in below
@@ -41,7 +41,7 @@ def test_a_broadcast_to_many_rooms_is_one_message_naming_each_room_once() -> Non
         pairs = sockets.prepare_broadcast([*rooms, rooms[0]], "chat", {"text": "hi"}, omit="x")
         assert [s for s, _ in pairs] == ["t.mr"]
         msg = decode_data(pairs[0][1])
-        assert (msg.kind, msg.rooms, msg.omit) == (KIND_MULTI_ROOM, tuple(rooms), {"x"})
+        assert (msg.kind, msg.rooms, msg.omit) == (KIND_MULTI_ROOM, tuple(rooms), frozenset({"x"}))
         sizes[n] = len(pairs[0][1])
     per_room = len('"room00000",')
     ts_jitter = 8  # the publish time's repr may differ in length between bodies
