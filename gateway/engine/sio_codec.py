@@ -24,8 +24,9 @@ CONNECT_ERROR: Final = 4
 BINARY_EVENT: Final = 5
 BINARY_ACK: Final = 6
 
-MAX_ATTACHMENTS: Final = 10
-"""Most binary attachments accepted on one inbound packet."""
+_MAX_COUNT_DIGITS: Final = 10
+"""An attachment count is a number; how many a connection accepts is its bound
+(--max-attachments, checked in connection.py, where the refusal is counted)."""
 _MAX_ID_DIGITS: Final = 10
 _PLACEHOLDER: Final = "_placeholder"
 
@@ -50,11 +51,9 @@ def decode(text: str) -> SioPacket:
     if pkt.type in (BINARY_EVENT, BINARY_ACK):
         dash = text.find("-", i)
         digits = text[i:dash] if dash != -1 else ""
-        if not (digits.isascii() and digits.isdigit()) or len(digits) > 3:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_COUNT_DIGITS:
             raise ValueError("invalid attachment count")
         pkt.attachments = int(digits)
-        if pkt.attachments > MAX_ATTACHMENTS:
-            raise ValueError("too many attachments")
         i = dash + 1
     if i < n and text[i] == "/":
         comma = text.find(",", i)
