@@ -109,7 +109,9 @@ class Engine:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if header_bytes(request) > self.options.max_header_bytes:
             self._shared.on_refusal(HEADER_TOO_LARGE)
-            return web.Response(status=431, text="Request Header Fields Too Large")
+            refused = web.Response(status=431, text="Request Header Fields Too Large")
+            refused.force_close()  # the connection goes too, and what it held
+            return refused
         origin = request.headers.get("Origin")
         if origin and not self._origins.accepts(origin, _headers(request), request.scheme):
             self._origins.refuse(origin, request.remote or "")
@@ -147,9 +149,11 @@ class Engine:
                 self._shared.on_refusal(refusal)
                 status = 503 if refusal == MAX_SESSIONS else 429
                 body = orjson.dumps({"code": BAD_REQUEST[0], "message": REFUSALS[refusal]})
-                return web.Response(
+                refused = web.Response(
                     status=status, body=body, content_type="application/json", headers=cors
                 )
+                refused.force_close()  # its descriptor is free at once
+                return refused
             if websocket:
                 return await self._websocket(request, None, int(eio), ip)
             hs = handshake_request(request, self.options.path, int(eio))
