@@ -38,6 +38,11 @@ class Admission:
         self._trust = options.trust
         self._per_ip: dict[str, int] = {}
 
+    @property
+    def per_ip(self) -> bool:
+        """Whether sessions are counted per IP at all (nothing is kept per IP when not)."""
+        return self._max_per_ip > 0
+
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:
         """The client's address as --trust-proxy resolves it (the peer when none)."""
         return self._trust.resolve(peer, forwarded_for)[0]
@@ -51,9 +56,12 @@ class Admission:
         return None
 
     def opened(self, ip: str) -> None:
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if self._max_per_ip:
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
 
     def closed(self, ip: str) -> None:
+        if not self._max_per_ip:
+            return
         left = self._per_ip.get(ip, 0) - 1
         if left > 0:
             self._per_ip[ip] = left

@@ -184,6 +184,9 @@ class Engine:
         return "0" + orjson.dumps(body).decode()
 
     def _admission_ip(self, request: web.Request) -> str:
+        """The IP a new session counts under ("" when sessions are not counted per IP)."""
+        if not self._shared.admission.per_ip:
+            return ""
         forwarded = request.headers.getall("X-Forwarded-For", [])
         return self._shared.admission.client_ip(
             request.remote or "", ",".join(forwarded) if forwarded else None
