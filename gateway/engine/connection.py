@@ -446,27 +446,25 @@ class EngineConnection:
 
     def _on_message(self, text: str) -> None:
         try:
-            pkt = sio_codec.decode(text)
+            pkt = sio_codec.decode(text, self._shared.options.max_attachments)
+        except sio_codec.TooManyAttachments as exc:
+            self._cut_attachments(str(exc))
+            return
         except ValueError as exc:
             log.info("malformed Socket.IO packet, closing: %s", exc, extra={"sid": self.sid})
             self.close(CloseReason.TRANSPORT_ERROR, [])
             return
         if pkt.attachments:
-            if pkt.attachments > self._shared.options.max_attachments:
-                self._cut_attachments("%d attachments announced", pkt.attachments)
-                return
             pkt.buffers = []
             self._partial = pkt
             self._partial_bytes = 0
             return
         self._dispatch(pkt)
 
-    def _cut_attachments(self, why: str, count: int) -> None:
+    def _cut_attachments(self, why: str) -> None:
         """Over an attachment bound: counted, and the connection is cut."""
         self._shared.on_refusal(ATTACHMENTS)
-        log.info(
-            "binary attachments over the bound (%s), closing", why % count, extra={"sid": self.sid}
-        )
+        log.info("binary attachments over the bound (%s), closing", why, extra={"sid": self.sid})
         self.close(CloseReason.TRANSPORT_ERROR, [])
 
     def _on_attachment(self, data: bytes) -> None:
@@ -475,7 +473,7 @@ class EngineConnection:
             return  # a stray binary message: nothing waits for it (and nothing is kept)
         self._partial_bytes += len(data)
         if self._partial_bytes > self._shared.options.max_attachment_bytes:
-            self._cut_attachments("%d bytes buffered", self._partial_bytes)
+            self._cut_attachments(f"{self._partial_bytes} bytes buffered")
             return
         pkt.buffers.append(data)
         if len(pkt.buffers) < pkt.attachments:
