@@ -10,9 +10,11 @@ refusals_total{reason="fd_reserve"} and logged at most every few seconds), and t
 ops port keeps answering. Connections that send nothing are closed after
 --handshake-timeout-s by aiohttp itself (its keep-alive timer runs from the accept).
 
-Counting is cheap: the open descriptors are measured once at start, the client
-connections are aiohttp's own list of open connections, and the limit is read with
-one getrlimit per accept (an operator may raise it at runtime).
+Counting is cheap: the open descriptors are measured once at start, the limit is read
+with one getrlimit per accept (an operator may change it at runtime), and the client
+connections are counted from aiohttp's list of open connections (a copy: O(n)) only
+when an upper bound — the last count plus the accepts since — reaches the room left,
+so far from the limit an accept costs no count at all.
 """
 
 from __future__ import annotations
@@ -62,16 +64,22 @@ class FdReserve:
         self._reserve = reserve
         self._base = open_fds()
         self._on_refused = on_refused
+        self._counted = 0
+        """Client connections at the last count, plus those accepted since."""
 
-    def room(self) -> int:
-        """Client connections that may still open before the reserve is reached."""
+    def _allowed(self) -> int:
+        """Client connections the process may hold and keep the reserve free."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return 1 << 30
-        return soft - self._reserve - self._base - len(self._server.connections)
+        return soft - self._reserve - self._base
 
     def __call__(self) -> Any:
-        if self.room() <= 0:
-            self._on_refused(len(self._server.connections), self._reserve)
-            return _Refused()
+        allowed = self._allowed()
+        if self._counted >= allowed:  # the upper bound says maybe: count for real
+            self._counted = len(self._server.connections)
+            if self._counted >= allowed:
+                self._on_refused(self._counted, self._reserve)
+                return _Refused()
+        self._counted += 1
         return self._server()
