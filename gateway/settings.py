@@ -65,6 +65,10 @@ class ListenSettings:
             )
 
 
+TRANSPORTS: Final = ("polling", "websocket")
+"""Every Engine.IO transport the engine speaks; all accepted by default (docs/sails-compat.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """Engine.IO / Socket.IO: heartbeat, message size, CORS, per-socket outbound bounds."""
@@ -76,7 +80,12 @@ class EngineSettings:
         (), "comma-separated allowed Origins; * = any; empty = same host"
     )
     ping_interval_s: float = setting(25.0, "Engine.IO ping interval", unit="s")
-    ping_timeout_s: float = setting(20.0, "Engine.IO ping timeout", unit="s")
+    ping_timeout_s: float = setting(60.0, "Engine.IO ping timeout (Sails' default)", unit="s")
+    transports: tuple[str, ...] = setting(
+        TRANSPORTS,
+        "comma-separated Engine.IO transports accepted (Sails: websocket only); "
+        "others are refused as engine.io does, 400 Transport unknown",
+    )
     max_queued_messages: int = setting(
         1000, "outbound packets buffered per socket before it is cut off", unit="packets"
     )
@@ -89,6 +98,12 @@ class EngineSettings:
             raise ConfigError("SAILCAST_MAX_PAYLOAD_BYTES must be at least 1024")
         if self.max_queued_messages < 1:
             raise ConfigError("SAILCAST_MAX_QUEUED_MESSAGES must be at least 1")
+        object.__setattr__(self, "transports", tuple(t.lower() for t in self.transports))
+        if not self.transports or not set(self.transports) <= set(TRANSPORTS):
+            raise ConfigError(
+                f"SAILCAST_TRANSPORTS={','.join(self.transports)!r} must name one or both of "
+                + ", ".join(TRANSPORTS)
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,10 @@ class Engine:
 
     # -- routing ---------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        transport = query.get("transport", "polling")
+        if transport not in self.options.transports:  # first and bare, as engine.io's verify
+            return error_response(TRANSPORT_UNKNOWN)
         origin = request.headers.get("Origin")
         if origin and not self._origins.accepts(origin, _headers(request), request.scheme):
             self._origins.refuse(origin, request.remote or "")
@@ -93,10 +97,6 @@ class Engine:
         cors = cors_headers(
             origin, request.method, request.headers.get("Access-Control-Request-Headers")
         )
-        query = request.query
-        transport = query.get("transport", "polling")
-        if transport not in ("polling", "websocket"):
-            return error_response(TRANSPORT_UNKNOWN, headers=cors)
         jsonp: int | None = None
         if "j" in query:
             try:
@@ -140,8 +140,8 @@ class Engine:
         body = {
             "sid": conn.eio_sid,
             "upgrades": upgrades,
+            "pingInterval": int(o.ping_interval_s * 1000),  # Sails' key order
             "pingTimeout": int(o.ping_timeout_s * 1000),
-            "pingInterval": int(o.ping_interval_s * 1000),
             "maxPayload": o.max_payload_bytes,
         }
         return "0" + orjson.dumps(body).decode()
@@ -151,7 +151,8 @@ class Engine:
     ) -> web.StreamResponse:
         conn = EngineConnection(self._shared, hs, Transport.POLLING, b64=b64)
         self._shared.sessions[conn.eio_sid] = conn
-        conn.send_packet(self._open_packet(conn, ["websocket"]))
+        upgrades = [Transport.WEBSOCKET.value] if websocket_allowed(self.options) else []
+        conn.send_packet(self._open_packet(conn, upgrades))
         conn.start_heartbeat()
         if hs.protocol == 3:  # v2 clients never send `40`: the server connects them
             await conn.connect_socket(None)
@@ -302,6 +303,11 @@ class Engine:
             if not conn.receive(pkt):
                 break
         return web.Response(text="ok", headers=cors)
+
+
+def websocket_allowed(options: EngineOptions) -> bool:
+    """Whether a polling session may upgrade (engine.io lists only transports it accepts)."""
+    return Transport.WEBSOCKET.value in options.transports
 
 
 def _headers(request: web.Request) -> dict[str, str]:
