@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.embedded_nats import EmbeddedNats
-from publisher import Publisher
+from publisher import Model, ModelRegistry, Publisher, to_many, to_one
 from publisher.router import (
     ConnectCheck,
     Disconnected,
@@ -379,6 +379,48 @@ async def test_parse_errors_as_sails(
         assert "version" in answer["details"]
     fine = await sails_client(gw, query="__sails_io_sdk_version=0.11.0-rc.1")
     assert (await request(fine, "get", "/echo"))["statusCode"] == 200
+
+
+async def test_populate_watches_every_associated_model(
+    gateway_factory: GatewayFactory, sails_client: Connect, serve: Serve, publisher: Publisher
+) -> None:
+    """Sails' populate blueprint (`GET /user/1/pets`) runs subscribeDeep over *every*
+    association of the model: the requester watches `pet` and `tag`, and is subscribed
+    to the record and the children that were populated. `after_populate` with its
+    default associations does the same; a tag created afterwards reaches it."""
+    registry = ModelRegistry()
+    registry.define(
+        "user", {"pets": to_many("pet", via="owner"), "tags": to_many("tag", via="users")}
+    )
+    registry.define("pet", {"owner": to_one("user")})
+    registry.define("tag", {"users": to_many("user", via="tags")})
+    # what Waterline's findOne(1).populate("pets") gives: no `tags` key
+    alice = {"id": 1, "name": "alice", "pets": [{"id": 2, "name": "rex", "owner": 1}]}
+    router = Router()
+
+    @router.get("/user/:id/pets")
+    async def populate(req: Request, res: Response) -> Response:
+        user = Model(req.pub, "user", registry=registry)
+        await user.after_populate(alice, requester=req.socket_id)
+        return res.ok(alice["pets"])
+
+    await serve(router)
+    client = await sails_client(gateway_factory())
+    jwr = await request(client, "get", "/user/1/pets")
+    assert jwr == {"body": alice["pets"], "headers": {}, "statusCode": 200}
+    assert sorted(await publisher.sockets.rooms(client.sid)) == sorted(
+        [
+            client.sid,
+            "sails_model_create_pet",
+            "sails_model_create_tag",
+            "sails_model_pet_2:pet",
+            "sails_model_user_1:user",
+        ]
+    )
+    tag = {"id": 3, "name": "green", "users": []}
+    await Model(publisher, "tag", registry=registry).after_create(tag)
+    await client.wait_for(lambda ev: any(e == "tag" for e, _ in ev))
+    assert client.named("tag") == [{"verb": "created", "data": tag, "id": 3}]
 
 
 async def test_no_worker_is_503_and_a_slow_worker_is_504(
