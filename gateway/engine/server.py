@@ -151,7 +151,8 @@ class Engine:
     ) -> web.StreamResponse:
         conn = EngineConnection(self._shared, hs, Transport.POLLING, b64=b64)
         self._shared.sessions[conn.eio_sid] = conn
-        upgrades = [Transport.WEBSOCKET.value] if websocket_allowed(self.options) else []
+        # engine.io offers only an upgrade it accepts
+        upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
         conn.send_packet(self._open_packet(conn, upgrades))
         conn.start_heartbeat()
         if hs.protocol == 3:  # v2 clients never send `40`: the server connects them
@@ -303,11 +304,6 @@ class Engine:
             if not conn.receive(pkt):
                 break
         return web.Response(text="ok", headers=cors)
-
-
-def websocket_allowed(options: EngineOptions) -> bool:
-    """Whether a polling session may upgrade (engine.io lists only transports it accepts)."""
-    return Transport.WEBSOCKET.value in options.transports
 
 
 def _headers(request: web.Request) -> dict[str, str]:
