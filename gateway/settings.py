@@ -106,6 +106,10 @@ class ListenSettings:
             raise ConfigError("SAILCAST_FD_RESERVE must not be negative")
 
 
+TRANSPORTS: Final = ("polling", "websocket")
+"""Every Engine.IO transport the engine speaks; all accepted by default (docs/sails-compat.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """Engine.IO / Socket.IO: heartbeat, message size, CORS, per-socket outbound bounds."""
@@ -117,7 +121,12 @@ class EngineSettings:
         (), "comma-separated allowed Origins; * = any; empty = same host"
     )
     ping_interval_s: float = setting(25.0, "Engine.IO ping interval", unit="s")
-    ping_timeout_s: float = setting(20.0, "Engine.IO ping timeout", unit="s")
+    ping_timeout_s: float = setting(60.0, "Engine.IO ping timeout (Sails' default)", unit="s")
+    transports: tuple[str, ...] = setting(
+        TRANSPORTS,
+        "comma-separated Engine.IO transports accepted (Sails: websocket only); "
+        "others are refused as engine.io does, 400 Transport unknown",
+    )
     max_queued_messages: int = setting(
         1000, "outbound packets buffered per socket before it is cut off", unit="packets"
     )
@@ -142,6 +151,12 @@ class EngineSettings:
         if self.max_attachments < 0 or self.max_attachment_bytes < 0:
             raise ConfigError(
                 "SAILCAST_MAX_ATTACHMENTS and SAILCAST_MAX_ATTACHMENT_BYTES must not be negative"
+            )
+        object.__setattr__(self, "transports", tuple(t.lower() for t in self.transports))
+        if not self.transports or not set(self.transports) <= set(TRANSPORTS):
+            raise ConfigError(
+                f"SAILCAST_TRANSPORTS={','.join(self.transports)!r} must name one or both of "
+                + ", ".join(TRANSPORTS)
             )
 
 

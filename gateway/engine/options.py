@@ -24,6 +24,8 @@ class EngineOptions:
     ping_timeout_s: float = _DEFAULT.ping_timeout_s
     max_payload_bytes: int = _DEFAULT.max_payload_bytes
     """Largest inbound websocket message or polling POST body."""
+    transports: tuple[str, ...] = _DEFAULT.transports
+    """Engine.IO transports accepted; a request for another is refused (code 0)."""
     max_queued_messages: int = _DEFAULT.max_queued_messages
     """Bound on packets waiting for a poll or an upgrade (per connection)."""
     max_buffered_bytes: int = _DEFAULT.max_buffered_bytes
@@ -78,6 +80,7 @@ class EngineOptions:
             ping_interval_s=engine.ping_interval_s,
             ping_timeout_s=engine.ping_timeout_s,
             max_payload_bytes=engine.max_payload_bytes,
+            transports=engine.transports,
             max_queued_messages=engine.max_queued_messages,
             max_buffered_bytes=engine.max_buffered_bytes,
             allowed_origins=origins,

@@ -107,6 +107,10 @@ class Engine:
 
     # -- routing ---------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        transport = query.get("transport", "polling")
+        if transport not in self.options.transports:  # first and bare, as engine.io's verify
+            return error_response(TRANSPORT_UNKNOWN)
         if header_bytes(request) > self.options.max_header_bytes:
             self._shared.on_refusal(HEADER_TOO_LARGE)
             refused = web.Response(status=431, text="Request Header Fields Too Large")
@@ -119,10 +123,6 @@ class Engine:
         cors = cors_headers(
             origin, request.method, request.headers.get("Access-Control-Request-Headers")
         )
-        query = request.query
-        transport = query.get("transport", "polling")
-        if transport not in ("polling", "websocket"):
-            return error_response(TRANSPORT_UNKNOWN, headers=cors)
         jsonp: int | None = None
         if "j" in query:
             try:
@@ -177,8 +177,8 @@ class Engine:
         body = {
             "sid": conn.eio_sid,
             "upgrades": upgrades,
+            "pingInterval": int(o.ping_interval_s * 1000),  # Sails' key order
             "pingTimeout": int(o.ping_timeout_s * 1000),
-            "pingInterval": int(o.ping_interval_s * 1000),
             "maxPayload": o.max_payload_bytes,
         }
         return "0" + orjson.dumps(body).decode()
@@ -198,7 +198,9 @@ class Engine:
         conn = EngineConnection(self._shared, hs, Transport.POLLING, b64=b64)
         self._shared.sessions[conn.eio_sid] = conn
         conn.admitted(ip)
-        conn.send_packet(self._open_packet(conn, ["websocket"]))
+        # engine.io offers only an upgrade it accepts
+        upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
+        conn.send_packet(self._open_packet(conn, upgrades))
         conn.start_heartbeat()
         if hs.protocol == 3:  # v2 clients never send `40`: the server connects them
             await conn.connect_socket(None)
