@@ -18,7 +18,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.engine import payloads
 from gateway.engine.api import CloseReason, EngineEvents, HandshakeRequest, Transport
-from gateway.engine.connection import NOOP, EngineConnection, Shared
+from gateway.engine.connection import (
+    MALFORMED_ENGINEIO,
+    MALFORMED_PAYLOAD,
+    MALFORMED_UTF8,
+    NOOP,
+    EngineConnection,
+    Shared,
+)
 from gateway.engine.options import EngineOptions
 from gateway.engine.origins import OriginCheck, cors_headers
 
@@ -27,6 +34,9 @@ log = logging.getLogger(__name__)
 INBOUND_TOO_LARGE: Final = "inbound_too_large"
 """The refusals_total reason of a websocket message or polling POST over the limit."""
 PROBE: Final = "probe"
+READS_PER_TURN: Final = 16
+"""Websocket messages read from one connection before the loop runs everyone else
+(`ws.receive()` does not yield while messages are queued)."""
 TRANSPORT_UNKNOWN: Final = (0, "Transport unknown")
 SESSION_UNKNOWN: Final = (1, "Session ID unknown")
 BAD_HANDSHAKE_METHOD: Final = (2, "Bad handshake method")
@@ -192,8 +202,12 @@ class Engine:
             return ws
         reason = CloseReason.TRANSPORT_CLOSE
         v3 = protocol == 3
+        read = 0
         try:
             while True:
+                read += 1
+                if not read % READS_PER_TURN:
+                    await asyncio.sleep(0)  # a client's queued burst is not read in one go
                 msg = await ws.receive()
                 pkt: payloads.Packet
                 if msg.type is WSMsgType.TEXT:
@@ -208,13 +222,20 @@ class Engine:
                 else:
                     if msg.type is WSMsgType.ERROR:
                         reason = CloseReason.TRANSPORT_ERROR
-                        if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                        code = getattr(msg.data, "code", None)
+                        if code == WSCloseCode.MESSAGE_TOO_BIG:
                             self._shared.on_refusal(INBOUND_TOO_LARGE)
+                        elif code == WSCloseCode.INVALID_TEXT:
+                            self._shared.malformed(MALFORMED_UTF8, conn.sid, "invalid UTF-8")
                     break
+                if wait := conn.throttle():
+                    if conn.closed:
+                        break
+                    await asyncio.sleep(wait)  # not read meanwhile: TCP holds the client
                 if not conn.receive(pkt):
                     break
-        except ValueError:
-            log.info("malformed Engine.IO packet, closing", extra={"sid": conn.sid})
+        except ValueError as exc:
+            self._shared.malformed(MALFORMED_ENGINEIO, conn.sid, str(exc)[:200])
             reason = CloseReason.TRANSPORT_ERROR
         finally:
             conn.close(reason, [])
@@ -295,10 +316,14 @@ class Engine:
             else:
                 packets = payloads.decode_text_payload(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            log.info("invalid polling payload, closing: %s", exc, extra={"sid": conn.sid})
+            self._shared.malformed(MALFORMED_PAYLOAD, conn.sid, str(exc)[:200])
             conn.close(CloseReason.TRANSPORT_ERROR, [])
             return error_response(BAD_REQUEST, headers=cors)
         for pkt in packets:
+            if wait := conn.throttle():
+                if conn.closed:
+                    break
+                await asyncio.sleep(wait)  # the POST is answered late: backpressure
             if not conn.receive(pkt):
                 break
         return web.Response(text="ok", headers=cors)
