@@ -143,9 +143,10 @@ class VirtualRequestSettings:
         unit="requests",
     )
     virtual_request_ip_rate_per_s: float = setting(
-        200.0,
+        0.0,
         "virtual requests all sockets of one client IP may send per second, sustained "
-        "(0 = no limit; the IP as --trust-proxy decides it); more → 429",
+        "(0 = no limit; the IP as --trust-proxy decides it: behind a proxy, set that "
+        "first); more → 429",
         unit="requests/s",
     )
     virtual_request_ip_burst: int = setting(
@@ -170,9 +171,9 @@ class InboundSettings:
     )
     inbound_burst: int = setting(100, "packets one socket may send in a burst", unit="packets")
     inbound_ip_rate_per_s: float = setting(
-        1000.0,
+        0.0,
         "packets all sockets of one client IP may send per second, sustained (0 = no "
-        "limit; the IP as --trust-proxy decides it)",
+        "limit; the IP as --trust-proxy decides it: behind a proxy, set that first)",
         unit="packets/s",
     )
     inbound_ip_burst: int = setting(

@@ -39,7 +39,14 @@ GARBAGE_PER_KIND = 250
 LOG_BYTES_PER_1000_BOUND = 4096
 FLOOD_IP = "203.0.113.7"
 BYSTANDER_IP = "198.51.100.1"
-FLOOD20: dict[str, Any] = dict(virtual_request_ip_rate_per_s=100, virtual_request_ip_burst=100)
+FLOOD20: dict[str, Any] = dict(
+    virtual_request_ip_rate_per_s=100,
+    virtual_request_ip_burst=100,
+    inbound_ip_rate_per_s=1000,
+    inbound_ip_burst=500,
+)
+"""Per-IP limits are off by default (behind a proxy every client would share its IP
+until --trust-proxy is set); this test sets them, as an operator would."""
 
 
 # -- helpers ----------------------------------------------------------------------------
