@@ -167,9 +167,8 @@ class Shared:
         ip = ""
         ip_bucket = None
         if self.ip_buckets is not None:
-            ip = self.options.trust.resolve(request.remote, request.headers.get("x-forwarded-for"))[
-                0
-            ]
+            forwarded = request.headers.get("x-forwarded-for")
+            ip = self.options.trust.resolve(request.remote, forwarded)[0]
             ip_bucket = self.ip_buckets.acquire(ip, now)
         return InboundLimiter(own, ip_bucket), ip
 
