@@ -201,12 +201,13 @@ async def test_custom_event_flood_is_throttled_counted_and_cut(
 ) -> None:
     gw = gateway_factory("events", inbound_flood_cut_s=1)
     summary = await flood(gw.port, 1, "event", FLOOD_S, EVENT_RATE)
-    rate = summary["frames"] / summary["seconds"]
-    dropped = gw.metric('sailcast_gateway_refusals_total{reason="inbound_rate"}')
+    written = summary["frames"] / summary["seconds"]
+    held = gw.metric('sailcast_gateway_refusals_total{reason="inbound_rate"}')
     cut = gw.metric('sailcast_gateway_refusals_total{reason="inbound_flood"}')
     print(
-        f"one socket sending custom events for {FLOOD_S:.0f} s: {rate:,.0f} frames/s taken "
-        f"by the gateway, {dropped:.0f} packets over the rate, cut: {bool(cut)}"
+        f"one socket offering {EVENT_RATE:,.0f} custom events/s for {FLOOD_S:.0f} s "
+        f"({written:,.0f}/s written into socket buffers): {held:.0f} reads held back by its "
+        f"packet rate, cut after --inbound-flood-cut-s 1: {bool(cut)}"
     )
     assert summary["open"] == 0
     assert cut == 1
