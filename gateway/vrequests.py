@@ -274,7 +274,19 @@ class VirtualRequests:
         return state.handshake if state is not None else None
 
     async def handle(self, sid: str, method: str, args: tuple[Any, ...], ack: bool) -> Any:
-        """One virtual request; returns the ack payload (None when there is no ack)."""
+        """One virtual request; returns the ack payload (None when there is no ack). A
+        bug on the way is answered 500, its traceback logged at most once per 5 s:
+        every request with an ack gets exactly one answer, whatever it held."""
+        try:
+            return await self._handle(sid, method, args, ack)
+        except Exception:
+            self._counted["5xx"].inc()
+            self._warnings.exception(
+                "internal", "%s: failed in the gateway, answered 500", method, extra={"sid": sid}
+            )
+            return status_jwr(500) if ack else None
+
+    async def _handle(self, sid: str, method: str, args: tuple[Any, ...], ack: bool) -> Any:
         state = self._sockets.get(sid)
         if state is None:  # connected a moment ago on another path; should not happen
             return status_jwr(503) if ack else None
