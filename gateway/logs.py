@@ -44,13 +44,38 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+_CONTROL: Final = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+"""Characters that end or rewrite a text line (C0, DEL, C1 including NEL, the Unicode
+line and paragraph separators), and how they are written instead."""
+_FIELD_SPECIAL: Final = {**_CONTROL, ord(" "): "\\x20", ord("]"): "\\x5d", ord("\\"): "\\\\"}
+"""In a field value also what would end the value or the `[...]` block."""
+
+
+def escape(text: str, *, field: bool = False) -> str:
+    """`text` on one line: what a client sent (a url, an x-request-id) cannot start a
+    forged line, nor (in a field) a forged field."""
+    return text.translate(_FIELD_SPECIAL if field else _CONTROL)
+
+
 class TextFormatter(logging.Formatter):
+    """`<time> <level> <logger>: <message> [k=v ...]`, one line per record whatever the
+    message or the fields hold (escaped here, once, for every record); a traceback,
+    when there is one, follows on its own lines."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
         line = super().formatMessage(record)
-        fields = " ".join(f"{k}={v}" for k, v in context(record))
+        fields = " ".join(f"{k}={escape(str(v), field=True)}" for k, v in context(record))
         return f"{line} [{fields}]" if fields else line
 
 
@@ -77,12 +102,26 @@ class Throttled:
         self._every_s = every_s
         self._last: dict[str, float] = {}
 
-    def warning(
-        self, kind: str, msg: str, *args: Any, extra: Mapping[str, Any] | None = None
-    ) -> None:
+    def _due(self, kind: str) -> bool:
         now = time.monotonic()
         if now - self._last.get(kind, -self._every_s) >= self._every_s:
             self._last[kind] = now
-            self._log.warning(msg, *args, extra=extra)
+            return True
+        return False
+
+    def warning(
+        self, kind: str, msg: str, *args: Any, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        level = logging.WARNING if self._due(kind) else logging.DEBUG
+        self._log.log(level, msg, *args, extra=extra)
+
+    def exception(
+        self, kind: str, msg: str, *args: Any, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        """An ERROR with its traceback at most once per kind every WARN_EVERY_S (a
+        client that can trigger a bug must not fill the disk with it); the rest are one
+        DEBUG line each, without the traceback."""
+        if self._due(kind):
+            self._log.error(msg, *args, exc_info=True, extra=extra)
         else:
             self._log.debug(msg, *args, extra=extra)

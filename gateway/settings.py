@@ -13,6 +13,7 @@ defaults (`from_argv`).
     core      rooms, interest, peers, readiness  gateway/node.py
     drain     SIGTERM                            gateway/app.py
     vrequests sails.io.js virtual requests       gateway/vrequests.py
+    inbound   packet rates per socket and IP     the engine layer (gateway/limits.py)
     connect   origins, before-connect, JWT       gateway/auth.py
     pages     the demo page                      gateway/pages.py
     logs      level and format                   gateway/logs.py
@@ -210,10 +211,54 @@ class VirtualRequestSettings:
         "virtual requests of one socket in flight at once; more are answered 429",
         unit="requests",
     )
+    virtual_request_ip_rate_per_s: float = setting(
+        0.0,
+        "virtual requests all sockets of one client IP may send per second, sustained "
+        "(0 = no limit; the IP as --trust-proxy decides it: behind a proxy, set that "
+        "first); more → 429",
+        unit="requests/s",
+    )
+    virtual_request_ip_burst: int = setting(
+        400, "virtual requests all sockets of one client IP may send in a burst", unit="requests"
+    )
 
     def __post_init__(self) -> None:
         if self.virtual_request_max_inflight < 1:
             raise ConfigError("SAILCAST_VIRTUAL_REQUEST_MAX_INFLIGHT must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSettings:
+    """Inbound packet rates (every Engine.IO packet a client sends: events, virtual
+    requests, pings): per socket and per client IP, enforced by not reading."""
+
+    inbound_rate_per_s: float = setting(
+        200.0,
+        "packets one socket may send per second, sustained (0 = no limit); more are not "
+        "read until the rate allows",
+        unit="packets/s",
+    )
+    inbound_burst: int = setting(100, "packets one socket may send in a burst", unit="packets")
+    inbound_ip_rate_per_s: float = setting(
+        0.0,
+        "packets all sockets of one client IP may send per second, sustained (0 = no "
+        "limit; the IP as --trust-proxy decides it: behind a proxy, set that first)",
+        unit="packets/s",
+    )
+    inbound_ip_burst: int = setting(
+        500, "packets all sockets of one client IP may send in a burst", unit="packets"
+    )
+    inbound_flood_cut_s: float = setting(
+        10.0,
+        "disconnect a socket that has kept sending over its packet rate this long",
+        unit="s",
+    )
+
+    def __post_init__(self) -> None:
+        if self.inbound_burst < 1 or self.inbound_ip_burst < 1:
+            raise ConfigError("SAILCAST_INBOUND_BURST and SAILCAST_INBOUND_IP_BURST must be >= 1")
+        if self.inbound_flood_cut_s <= 0:
+            raise ConfigError("SAILCAST_INBOUND_FLOOD_CUT_S must be positive")
 
 
 BEFORE_CONNECT_MODES: Final = ("none", "jwt", "workers")
@@ -327,6 +372,7 @@ class GatewaySettings:
     core: CoreSettings = field(default_factory=CoreSettings)
     drain: DrainSettings = field(default_factory=DrainSettings)
     vrequests: VirtualRequestSettings = field(default_factory=VirtualRequestSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
     connect: ConnectSettings = field(default_factory=ConnectSettings)
     pages: PagesSettings = field(default_factory=PagesSettings)
     logs: LogSettings = field(default_factory=LogSettings)

@@ -9,9 +9,13 @@ JWR `{body, headers, statusCode}`, with `set-cookie` removed.
 Every request with an ack gets exactly one answer, and never hangs: no worker
 subscribed, or NATS not connected at that moment → 503 at once, no answer within
 `--virtual-request-timeout-s` → 504, an answer that does not parse → 502, over the
-per-socket rate or more than `--virtual-request-max-inflight` requests of one socket
-in flight → 429, a request over `--max-payload-bytes` once encoded for the workers
-(with the handshake) → 413. Each refusal by a limit (429, 413) is also counted in
+per-socket rate (`--virtual-request-rate-per-s`), over its client IP's
+(`--virtual-request-ip-rate-per-s`, all sockets of that IP together, the IP as
+`--trust-proxy` decides it) or more than `--virtual-request-max-inflight` requests of
+one socket in flight → 429, a request over `--max-payload-bytes` once encoded for the
+workers (with the handshake) → 413, a request nested deeper than MAX_DEPTH levels
+(which the wire encoding could not carry) → 400, checked before anything walks it.
+Each refusal by a limit (429, 413, 400) is also counted in
 `refusals_total`; every log line about a request carries its `sid` and `request_id`
 (the client's `x-request-id`, or one made here; the worker gets it as `request_id`,
 beside the headers, which stay what the client sent, as in Sails).
@@ -43,7 +47,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.broker import Broker
-from gateway.limits import TokenBucket
+from gateway.limits import KeyedBuckets, TokenBucket
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.settings import VirtualRequestSettings
@@ -72,6 +76,9 @@ _SEMVER: Final = re.compile(
     r"\s*[v=]?\s*(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\s*"
 )
 _DETAIL_CHARS: Final = 200
+MAX_DEPTH: Final = 200
+"""Deepest nesting of a virtual request's arrays and objects: the encoding for the
+workers (orjson, at most 254 levels, the envelope included) must never fail on it."""
 
 Emit = Callable[[str, str, Any], Awaitable[None]]
 """emit(socket id, event, data): send one event to one local socket."""
@@ -105,6 +112,21 @@ def parse_error(details: str) -> dict[str, Any]:
         "message": PARSE_ERROR_MESSAGE,
         "details": details,
     }
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests arrays/objects more than `limit` levels deep (iterative:
+    any depth is checked without recursion, and it stops at the first one too deep)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def jwr(status: int, headers: dict[str, Any], body: Any) -> dict[str, Any]:
@@ -184,6 +206,9 @@ class _SocketState:
     handshake: Handshake
     sdk_problem: str | None
     bucket: TokenBucket | None
+    ip: str
+    """The client IP whose shared bucket this socket draws on ("" when no per-IP limit)."""
+    ip_bucket: TokenBucket | None
     inflight: int = 0
 
 
@@ -215,6 +240,11 @@ class VirtualRequests:
         }
         self._warnings = Throttled(log)
         self._seq = 0
+        self._ip_buckets = (
+            KeyedBuckets(settings.virtual_request_ip_rate_per_s, settings.virtual_request_ip_burst)
+            if settings.virtual_request_ip_rate_per_s > 0
+            else None
+        )
 
     @property
     def events(self) -> tuple[str, ...]:
@@ -222,27 +252,60 @@ class VirtualRequests:
 
     def track(self, sid: str, handshake: Handshake) -> None:
         s = self.settings
+        now = time.monotonic()
         bucket = (
-            TokenBucket(s.virtual_request_rate_per_s, s.virtual_request_burst, time.monotonic())
+            TokenBucket(s.virtual_request_rate_per_s, s.virtual_request_burst, now)
             if s.virtual_request_rate_per_s > 0
             else None
         )
-        self._sockets[sid] = _SocketState(handshake, sdk_version_problem(handshake), bucket)
+        ip, ip_bucket = "", None
+        if self._ip_buckets is not None:
+            ip = handshake.ip or handshake.address
+            ip_bucket = self._ip_buckets.acquire(ip, now)
+        self._sockets[sid] = _SocketState(
+            handshake, sdk_version_problem(handshake), bucket, ip, ip_bucket
+        )
 
     def forget(self, sid: str) -> Handshake | None:
         state = self._sockets.pop(sid, None)
-        return state.handshake if state is not None else None
+        if state is None:
+            return None
+        if state.ip_bucket is not None and self._ip_buckets is not None:
+            self._ip_buckets.release(state.ip)
+        return state.handshake
 
     def handshake(self, sid: str) -> Handshake | None:
         state = self._sockets.get(sid)
         return state.handshake if state is not None else None
 
     async def handle(self, sid: str, method: str, args: tuple[Any, ...], ack: bool) -> Any:
-        """One virtual request; returns the ack payload (None when there is no ack)."""
+        """One virtual request; returns the ack payload (None when there is no ack). A
+        bug on the way is answered 500, its traceback logged at most once per 5 s:
+        every request with an ack gets exactly one answer, whatever it held."""
+        try:
+            return await self._handle(sid, method, args, ack)
+        except Exception:
+            self._counted["5xx"].inc()
+            self._warnings.exception(
+                "internal", "%s: failed in the gateway, answered 500", method, extra={"sid": sid}
+            )
+            return status_jwr(500) if ack else None
+
+    async def _handle(self, sid: str, method: str, args: tuple[Any, ...], ack: bool) -> Any:
         state = self._sockets.get(sid)
         if state is None:  # connected a moment ago on another path; should not happen
             return status_jwr(503) if ack else None
         msg = args[0] if args else None
+        if deeper_than(args, MAX_DEPTH):  # before anything walks it
+            self._refused("virtual_request_too_deep")
+            self._warnings.warning(
+                "too_deep",
+                "%s: request nested deeper than %d levels",
+                method,
+                MAX_DEPTH,
+                extra={"sid": sid},
+            )
+            return status_jwr(400) if ack else None
         headers = request_headers(
             msg.get("headers") if isinstance(msg, dict) else None, state.handshake
         )
@@ -263,6 +326,12 @@ class VirtualRequests:
         if state.bucket is not None and not state.bucket.take(time.monotonic()):
             self._refused("virtual_request_rate")
             self._warnings.warning("rate", "%s %s: over the request rate", method, url, extra=ctx)
+            return status_jwr(429) if ack else None
+        if state.ip_bucket is not None and not state.ip_bucket.take(time.monotonic()):
+            self._refused("virtual_request_ip_rate")
+            self._warnings.warning(
+                "ip_rate", "%s %s: over the client IP's request rate", method, url, extra=ctx
+            )
             return status_jwr(429) if ack else None
         if state.inflight >= self.settings.virtual_request_max_inflight:
             self._refused("virtual_request_inflight")

@@ -17,7 +17,11 @@ Outbound, as gateway/outbound.py did before:
   CloseReason.SLOW_CLIENT.
 
 Inbound, the websocket is read in aiohttp's request task (server.py) and polling
-POSTs in theirs; both hand Engine.IO packets to `receive`.
+POSTs in theirs; both ask `throttle` before each packet (the socket's and its IP's
+packet rates, gateway/limits.py: over them the connection is simply not read for a
+while, and one that keeps flooding is disconnected) and hand it to `receive`.
+Malformed input closes the connection and is counted per kind
+(`refusals_total{reason="malformed_<kind>"}`), with one WARNING per kind every 5 s.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -46,6 +51,8 @@ from gateway.engine.frames import BINARY, EventPacket, text_frame, ws_frame
 from gateway.engine.heartbeat import PingSchedule
 from gateway.engine.options import EngineOptions
 from gateway.engine.payloads import MESSAGE_TYPE_BYTE, Packet
+from gateway.limits import InboundLimiter, KeyedBuckets, TokenBucket
+from gateway.logs import Throttled
 from shared.envelope import RESERVED_EVENTS
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,16 @@ connection is cut (CloseReason.TRANSPORT_ERROR)."""
 HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
 """The refusals_total reason of a session closed for sending no Socket.IO CONNECT
 within --handshake-timeout-s."""
+INBOUND_RATE: Final = "inbound_rate"
+"""The refusals_total reason of a packet held back by a packet rate (read later)."""
+INBOUND_FLOOD: Final = "inbound_flood"
+"""The refusals_total reason of a connection cut for flooding."""
+MALFORMED_UTF8: Final = "utf8"
+MALFORMED_ENGINEIO: Final = "engineio_packet"
+MALFORMED_SOCKETIO: Final = "socketio_packet"
+MALFORMED_PAYLOAD: Final = "polling_payload"
+MALFORMED_ATTACHMENT: Final = "attachment"
+_warnings = Throttled(log)
 
 Queued = str | bytes | EventPacket
 
@@ -116,6 +133,13 @@ class Shared:
         self.sessions: dict[str, EngineConnection] = {}
         """Engine.IO sid → connection, while open."""
         self.tasks: set[asyncio.Future[Any]] = set()
+        inbound = options.inbound
+        self.ip_buckets = (
+            KeyedBuckets(inbound.inbound_ip_rate_per_s, inbound.inbound_ip_burst)
+            if inbound.inbound_ip_rate_per_s > 0
+            else None
+        )
+        """One packet-rate bucket per client IP, shared by its connections."""
         self.pings: PingSchedule[EngineConnection] = PingSchedule(
             options.ping_interval_s, EngineConnection.ping_due
         )
@@ -132,6 +156,30 @@ class Shared:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def malformed(self, kind: str, sid: str, detail: str = "") -> None:
+        """Garbage from a client: counted, and one WARNING per kind every 5 s (the
+        rest at DEBUG), never a traceback: a hostile client cannot fill the disk."""
+        self.on_refusal("malformed_" + kind)
+        _warnings.warning(
+            kind, "malformed client input (%s), closing: %s", kind, detail, extra={"sid": sid}
+        )
+
+    def limiter(self, request: HandshakeRequest, now: float) -> tuple[InboundLimiter, str]:
+        """A new connection's packet-rate limiter, and the client IP whose bucket it
+        holds ("" when there is no per-IP limit)."""
+        inbound = self.options.inbound
+        own = (
+            TokenBucket(inbound.inbound_rate_per_s, inbound.inbound_burst, now)
+            if inbound.inbound_rate_per_s > 0
+            else None
+        )
+        ip = ""
+        ip_bucket = None
+        if self.ip_buckets is not None:
+            ip = self.admission.client_ip(request.remote, request.headers.get("x-forwarded-for"))
+            ip_bucket = self.ip_buckets.acquire(ip, now)
+        return InboundLimiter(own, ip_bucket), ip
+
 
 class EngineConnection:
     """A `Connection` (api.py): the only implementation."""
@@ -142,7 +190,9 @@ class EngineConnection:
         "_direct",
         "_frames",
         "_frames_bytes",
+        "_ip",
         "_last_seen",
+        "_limiter",
         "_partial",
         "_partial_bytes",
         "_ping_at",
@@ -200,6 +250,7 @@ class EngineConnection:
         self._deadline: asyncio.TimerHandle | None = None
         self.ip: str | None = None
         """The client IP the session is counted under (admission.py), while it is."""
+        self._limiter, self._ip = shared.limiter(request, time.monotonic())
 
     def __repr__(self) -> str:
         return f"<EngineConnection {self.sid or self.eio_sid} v{self.protocol} {self.transport}>"
@@ -418,6 +469,29 @@ class EngineConnection:
             self._ping_at = self._shared.v3_checks.add(self)
 
     # -- inbound ---------------------------------------------------------------------
+    def throttle(self) -> float:
+        """Seconds to wait before reading this connection's next packet (0.0: read it
+        now). Waiting is the backpressure of the packet rates; a connection that has
+        kept over its own rate for --inbound-flood-cut-s is disconnected instead
+        (Socket.IO DISCONNECT, reason `server`, refusals_total{reason="inbound_flood"})."""
+        now = time.monotonic()
+        wait = self._limiter.wait_s(now)
+        if not wait:
+            return 0.0
+        shared = self._shared
+        shared.on_refusal(INBOUND_RATE)
+        if self._limiter.flooding_s(now) >= shared.options.inbound.inbound_flood_cut_s:
+            shared.on_refusal(INBOUND_FLOOD)
+            _warnings.warning(
+                INBOUND_FLOOD,
+                "client kept sending over --inbound-rate-per-s for %ss, disconnecting it",
+                shared.options.inbound.inbound_flood_cut_s,
+                extra={"sid": self.sid or self.eio_sid},
+            )
+            goodbye = [sio_codec.DISCONNECT_PACKET] if self.socket_connected else []
+            self.close(CloseReason.SERVER, goodbye)
+        return wait
+
     def receive(self, pkt: Packet) -> bool:
         """One inbound Engine.IO packet; False when it ended the connection."""
         if self.closed:
@@ -440,7 +514,7 @@ class EngineConnection:
         elif kind == CLOSE:
             self.close(CloseReason.CLIENT, [])
         elif kind not in ("0", "5", "6"):
-            log.info("malformed Engine.IO packet, closing", extra={"sid": self.sid})
+            self._shared.malformed(MALFORMED_ENGINEIO, self.sid, f"packet type {kind!r}")
             self.close(CloseReason.TRANSPORT_ERROR, [])
         return not self.closed
 
@@ -451,7 +525,7 @@ class EngineConnection:
             self._cut_attachments(str(exc))
             return
         except ValueError as exc:
-            log.info("malformed Socket.IO packet, closing: %s", exc, extra={"sid": self.sid})
+            self._shared.malformed(MALFORMED_SOCKETIO, self.sid, str(exc)[:200])
             self.close(CloseReason.TRANSPORT_ERROR, [])
             return
         if pkt.attachments:
@@ -482,7 +556,8 @@ class EngineConnection:
         self._partial_bytes = 0
         try:
             pkt.data = sio_codec.reconstruct(pkt.data, pkt.buffers)
-        except ValueError:
+        except ValueError as exc:
+            self._shared.malformed(MALFORMED_ATTACHMENT, self.sid, str(exc))
             self.close(CloseReason.TRANSPORT_ERROR, [])
             return
         pkt.buffers = None
@@ -516,7 +591,9 @@ class EngineConnection:
         try:
             result = await self._shared.events.event(event)
         except Exception:
-            log.exception("client event %r failed", event.event[:100], extra={"sid": self.sid})
+            _warnings.exception(
+                "event_failed", "client event %r failed", event.event[:100], extra={"sid": self.sid}
+            )
             return
         if ack_id is not None and result is not None and not self.closed:
             args = list(result) if isinstance(result, tuple) else [result]
@@ -594,6 +671,9 @@ class EngineConnection:
         if self.ip is not None:
             shared.admission.closed(self.ip)
             self.ip = None
+        if self._ip and shared.ip_buckets is not None:
+            shared.ip_buckets.release(self._ip)
+            self._ip = ""
         if shared.sessions.get(self.eio_sid) is self:
             del shared.sessions[self.eio_sid]
         ws = self._ws

@@ -7,10 +7,10 @@ engine with a few values changed and the rest as the gateway would run it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.settings import EngineSettings, GatewaySettings, ListenSettings
+from gateway.settings import EngineSettings, GatewaySettings, InboundSettings, ListenSettings
 from gateway.trust_proxy import NO_PROXY, ProxyTrust
 
 ANY_ORIGIN: Final = "*"
@@ -51,6 +51,8 @@ class EngineOptions:
     close_wait_s: float = 0.5
     """How long closing a websocket may wait for the client's close frame's reply."""
     path: str = "/socket.io/"
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    """Inbound packet rates per socket and per client IP (gateway/limits.py)."""
 
     @classmethod
     def of(cls, settings: GatewaySettings) -> EngineOptions:
@@ -84,4 +86,5 @@ class EngineOptions:
             max_queued_messages=engine.max_queued_messages,
             max_buffered_bytes=engine.max_buffered_bytes,
             allowed_origins=origins,
+            inbound=settings.inbound,
         )

@@ -19,7 +19,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from gateway.engine import payloads
 from gateway.engine.admission import MAX_PER_IP, MAX_SESSIONS
 from gateway.engine.api import CloseReason, EngineEvents, HandshakeRequest, Transport
-from gateway.engine.connection import NOOP, EngineConnection, Shared
+from gateway.engine.connection import (
+    MALFORMED_ENGINEIO,
+    MALFORMED_PAYLOAD,
+    MALFORMED_UTF8,
+    NOOP,
+    EngineConnection,
+    Shared,
+)
 from gateway.engine.options import EngineOptions
 from gateway.engine.origins import OriginCheck, cors_headers
 
@@ -44,6 +51,9 @@ TRANSPORT_HEADERS: Final = frozenset(
 )
 """Headers of the HTTP exchange itself, not of the client: not kept with a session."""
 PROBE: Final = "probe"
+READS_PER_TURN: Final = 16
+"""Websocket messages read from one connection before the loop runs everyone else
+(`ws.receive()` does not yield while messages are queued)."""
 TRANSPORT_UNKNOWN: Final = (0, "Transport unknown")
 SESSION_UNKNOWN: Final = (1, "Session ID unknown")
 BAD_HANDSHAKE_METHOD: Final = (2, "Bad handshake method")
@@ -247,8 +257,12 @@ class Engine:
             return ws
         reason = CloseReason.TRANSPORT_CLOSE
         v3 = protocol == 3
+        read = 0
         try:
             while True:
+                read += 1
+                if not read % READS_PER_TURN:
+                    await asyncio.sleep(0)  # a client's queued burst is not read in one go
                 msg = await ws.receive()
                 pkt: payloads.Packet
                 if msg.type is WSMsgType.TEXT:
@@ -263,13 +277,20 @@ class Engine:
                 else:
                     if msg.type is WSMsgType.ERROR:
                         reason = CloseReason.TRANSPORT_ERROR
-                        if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                        code = getattr(msg.data, "code", None)
+                        if code == WSCloseCode.MESSAGE_TOO_BIG:
                             self._shared.on_refusal(INBOUND_TOO_LARGE)
+                        elif code == WSCloseCode.INVALID_TEXT:
+                            self._shared.malformed(MALFORMED_UTF8, conn.sid, "invalid UTF-8")
                     break
+                if wait := conn.throttle():
+                    if conn.closed:
+                        break
+                    await asyncio.sleep(wait)  # not read meanwhile: TCP holds the client
                 if not conn.receive(pkt):
                     break
-        except ValueError:
-            log.info("malformed Engine.IO packet, closing", extra={"sid": conn.sid})
+        except ValueError as exc:
+            self._shared.malformed(MALFORMED_ENGINEIO, conn.sid, str(exc)[:200])
             reason = CloseReason.TRANSPORT_ERROR
         finally:
             conn.close(reason, [])
@@ -350,10 +371,14 @@ class Engine:
             else:
                 packets = payloads.decode_text_payload(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            log.info("invalid polling payload, closing: %s", exc, extra={"sid": conn.sid})
+            self._shared.malformed(MALFORMED_PAYLOAD, conn.sid, str(exc)[:200])
             conn.close(CloseReason.TRANSPORT_ERROR, [])
             return error_response(BAD_REQUEST, headers=cors)
         for pkt in packets:
+            if wait := conn.throttle():
+                if conn.closed:
+                    break
+                await asyncio.sleep(wait)  # the POST is answered late: backpressure
             if not conn.receive(pkt):
                 break
         return web.Response(text="ok", headers=cors)
