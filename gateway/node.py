@@ -496,4 +496,11 @@ class Gateway:
         log.info("NATS reconnected; subscriptions restored")
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
+        # Say so at once: the SUBs went out first, so this heartbeat proves they are in
+        # place. Publishers hold what they published during the outage until every
+        # gateway has said it (publisher.hold); `hello` brings the peers' answers too.
+        try:
+            await self.broker.publish(self.subjects.heartbeat, self.peers.beat(hello=True))
+        except SailcastError:
+            log.debug("reconnect heartbeat not sent", exc_info=True)
         await self._check_round_trip()

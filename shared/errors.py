@@ -84,7 +84,12 @@ class GatewayTimeout(TransportError, TimeoutError):
 
 @dataclass(frozen=True, slots=True)
 class FailedPublish:
-    """One queued message that never reached NATS: what it was and why it failed."""
+    """One message that failed after its call returned: what it was and why.
+
+    Either it never reached NATS (a SyncPublisher's queued message; `error` a
+    TransportError), or it was held through a NATS outage and published once the hold
+    gave up waiting for some gateways to be back (`error` a GatewayTimeout naming them):
+    the gateways that were back got it, the clients of those named may not have."""
 
     kind: str
     """Either "broadcast" or "blast"."""
