@@ -132,7 +132,11 @@ def attribute(traceback: tracemalloc.Traceback) -> tuple[str, str, int]:
     return STDLIB, name, inner.lineno
 
 
-def by_site(snapshot: tracemalloc.Snapshot) -> tuple[dict[tuple[str, str, int], int], dict]:
+Site = tuple[str, str, int]
+"""(area, file, line)"""
+
+
+def by_site(snapshot: tracemalloc.Snapshot) -> tuple[dict[Site, int], dict[Site, int]]:
     """Bytes and block counts per (area, file, line)."""
     size: dict[tuple[str, str, int], int] = defaultdict(int)
     count: dict[tuple[str, str, int], int] = defaultdict(int)

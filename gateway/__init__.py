@@ -1,4 +1,4 @@
 """The Sailcast gateway: a stateless Socket.IO server that fans rooms out over NATS.
 
-Needs the `gateway` extra (python-socketio, aiohttp, prometheus-client).
+Needs the `gateway` extra (aiohttp, prometheus-client, pyjwt).
 """

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -15,11 +15,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import pages
 from gateway.auth import ConnectHooks
 from gateway.broker.nats_broker import NatsBroker
+from gateway.engine import (
+    ClientEvent,
+    CloseReason,
+    Connection,
+    ConnectRefused,
+    Engine,
+    EngineOptions,
+    HandshakeRequest,
+)
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
-from gateway.sio import EioConnection, SocketServer
 from gateway.vrequests import VirtualRequests
 from shared.errors import TransportError
 
@@ -28,20 +36,37 @@ log = logging.getLogger(__name__)
 DRAIN_BATCHES_PER_S = 10
 MAX_NATS_RETRY_S = 5.0
 
+HOOK_REASONS: Final = {
+    CloseReason.CLIENT: "client disconnect",
+    CloseReason.SERVER: "server disconnect",
+    CloseReason.PING: "ping timeout",
+    CloseReason.TRANSPORT_CLOSE: "transport close",
+    CloseReason.TRANSPORT_ERROR: "transport error",
+    CloseReason.SLOW_CLIENT: "server disconnect",
+    CloseReason.GOING_AWAY: "transport close",
+}
+"""The reason workers' after-disconnect hook is told: Socket.IO's words, as before."""
+
 
 class GatewayApp:
-    """Everything one gateway process runs; `start` returns the bound ports."""
+    """Everything one gateway process runs; `start` returns the bound ports. It is
+    the engine's `EngineEvents`: connects, disconnects and client events land here."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self.server = SocketServer(settings)
+        self.engine = Engine(
+            EngineOptions.of(settings),
+            self,
+            on_refusal=lambda reason: self.metrics.refusals.labels(reason).inc(),
+            on_origin_refused=self.metrics.connect_rejections.labels("origin").inc,
+            on_slow=self._slow,
+        )
         self.gateway: Gateway | None = None
         self.broker: NatsBroker | None = None
         self._runners: list[web.AppRunner] = []
         self.port = 0
         self.metrics_port = 0
-        self._stopping = False
         self.hooks: ConnectHooks | None = None
         self.vrequests: VirtualRequests | None = None
         self._warnings = Throttled(log)
@@ -63,10 +88,6 @@ class GatewayApp:
         self.gateway = Gateway(s, self.broker, self.metrics)
         await self.gateway.start()
         self.metrics.nats_connected.set(1)
-        self.server.on_lifecycle(self._on_connect, self._on_disconnect)
-        self.server.on_slow_client(self.gateway.cut_off_slow)
-        self.server.on_refusal(lambda reason: self.metrics.refusals.labels(reason).inc())
-        self.server.on_origin_refused(self.metrics.connect_rejections.labels("origin").inc)
         # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)
         self.hooks = ConnectHooks(
             s.connect,
@@ -82,12 +103,12 @@ class GatewayApp:
             max_payload_bytes=s.engine.max_payload_bytes,
             broker=self.broker,
             metrics=self.metrics,
-            emit=self.server.emit_to,
+            emit=self._emit_to,
         )
-        self.server.on_acked_events(self.vrequests.events, self.vrequests.handle)
+        self._vrequest_events = frozenset(self.vrequests.events)
 
         app = web.Application()
-        self.server.attach(app)
+        self.engine.attach(app)
         pages.add_routes(app, s.pages)  # the live demo page, when configured
         self.port = await self._listen(app, listen.host, listen.port)
         self.metrics.ready.set(1 if self.gateway.ready else 0)
@@ -109,21 +130,26 @@ class GatewayApp:
         site = web.TCPSite(runner, host, port, backlog=2048)
         await site.start()
         self._runners.append(runner)
-        server: Any = site._server
-        bound: int = server.sockets[0].getsockname()[1]
+        address: Any = runner.addresses[-1]
+        bound: int = address[1]
         return bound
 
-    async def _on_connect(
-        self, conn: EioConnection, environ: dict[str, Any], auth: Any = None
-    ) -> bool:
-        sid = conn.sid
+    # -- EngineEvents ------------------------------------------------------------------
+    async def connected(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
+        try:
+            await self._admit(conn, request, auth)
+        except ConnectionRefusedError as exc:  # the client sees this message
+            raise ConnectRefused(str(exc)) from None
+
+    async def _admit(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
         assert self.gateway is not None
         assert self.hooks is not None
         assert self.vrequests is not None
+        sid = conn.sid
         self._check_room_for(sid)  # before asking anyone
-        handshake = await self.hooks.admit(sid, environ, auth)  # origins, before-connect
+        handshake = await self.hooks.admit(sid, request, auth)  # origins, before-connect
         if conn.closed:  # left while a worker was deciding
-            return False
+            raise ConnectionRefusedError("gone")
         # Again: other sockets may have been admitted, or a drain begun, while this one
         # waited for its before-connect check. From here to the registration in
         # socket_connected nothing awaits, so the limit cannot be overshot.
@@ -136,7 +162,25 @@ class GatewayApp:
         self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
-        return True
+
+    async def disconnected(self, sid: str, reason: CloseReason) -> None:
+        await self._on_disconnect(sid, HOOK_REASONS.get(reason, str(reason)))
+
+    async def event(self, event: ClientEvent) -> Any:
+        """Virtual requests (the ack carries the answer); other events are ignored."""
+        if self.vrequests is None or event.event not in self._vrequest_events:
+            return None
+        return await self.vrequests.handle(event.sid, event.event, event.args, event.wants_ack)
+
+    def _slow(self, sid: str, reason: str) -> None:
+        if self.gateway is not None:
+            self.gateway.cut_off_slow(sid, reason)
+
+    async def _emit_to(self, sid: str, event: str, data: Any) -> None:
+        """One event to one local socket (not the fan-out path)."""
+        conn = self.gateway.connection(sid) if self.gateway is not None else None
+        if conn is not None:
+            conn.emit(event, data)
 
     def _check_room_for(self, sid: str) -> None:
         """Refuse a new socket while draining or at --max-connections (its client gets
@@ -163,9 +207,7 @@ class GatewayApp:
         log.debug("disconnected", extra={"sid": sid, "reason": reason})
         rooms = list(self.gateway.rooms.rooms_of(sid))
         handshake = self.vrequests.forget(sid) if self.vrequests is not None else None
-        conn = await self.gateway.socket_disconnected(sid)
-        if isinstance(conn, EioConnection):
-            conn.release()
+        await self.gateway.socket_disconnected(sid)
         if handshake is not None and self.hooks is not None:
             self.hooks.disconnected(sid, handshake, reason, rooms)  # after_disconnect
 
@@ -207,10 +249,10 @@ class GatewayApp:
         log.info("drained %d clients", len(conns))
 
     async def stop(self) -> None:
-        self._stopping = True
-        self.server.release_pollers()
+        self.engine.release_pollers()
         for runner in self._runners:
             await runner.cleanup()
+        self.engine.close()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.broker is not None:

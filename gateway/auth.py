@@ -4,9 +4,9 @@
 `ConnectHooks.admit` runs for every socket before it is accepted. In order:
 
 1. **Origins** (`--only-allow-origins`): exact membership, as Sails does. A listed
-   origin is also what python-engineio's CORS check accepts, so a browser on another
+   origin is also what the engine's Origin check accepts, so a browser on another
    origin is refused at the HTTP handshake (400), like Sails, and counted there
-   (gateway/sio.py OriginCheck), as the refusals here are. A socket that sends *no*
+   (gateway/engine/origins.py), as the refusals here are. A socket that sends *no*
    Origin (native apps, scripts) is refused too — Sails 1.x does the same in code,
    although its docs say otherwise — unless a before-connect check is configured, in
    which case that check decides (Sails drops the origin list altogether then; we
@@ -33,11 +33,12 @@ import asyncio
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
 from gateway.broker import Broker
+from gateway.engine.api import HandshakeRequest
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.settings import ConnectSettings
@@ -58,7 +59,7 @@ TOKEN_QUERY_PARAM: Final = "token"
 
 
 class ConnectRejected(SailcastError, ConnectionRefusedError):
-    """A socket may not connect; the message is what its client is told (gateway/sio.py
+    """A socket may not connect; the message is what its client is told (the engine
     sends it as the Socket.IO connect error), `reason` the metric label (`origin`,
     `unauthorized`, `check_unavailable`)."""
 
@@ -68,20 +69,15 @@ class ConnectRejected(SailcastError, ConnectionRefusedError):
 
 
 # -- the handshake --------------------------------------------------------------------------
-def handshake_from_environ(
-    environ: Mapping[str, Any], auth: Any = None, trust: ProxyTrust = NO_PROXY
+def handshake_from_request(
+    request: HandshakeRequest, auth: Any = None, trust: ProxyTrust = NO_PROXY
 ) -> Handshake:
     """The socket's handshake as workers see it: lower-case headers, the query string
     (one value per name), the peer address of the TCP connection and, as `trust`
     allows, the client's address behind proxies (req.ip, req.ips)."""
-    headers = {
-        key[5:].lower().replace("_", "-"): str(value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    query = dict(urllib.parse.parse_qsl(str(environ.get("QUERY_STRING", "")), True))
-    request = environ.get("aiohttp.request")
-    address = getattr(request, "remote", None) or str(environ.get("REMOTE_ADDR", ""))
+    headers = dict(request.headers)
+    query = dict(urllib.parse.parse_qsl(request.query, True))
+    address = request.remote
     ip, ips = trust.resolve(address, headers.get("x-forwarded-for"))
     return Handshake(
         headers=headers,
@@ -209,9 +205,9 @@ class ConnectHooks:
         self._background: set[asyncio.Task[None]] = set()
         self._warnings = Throttled(log)
 
-    async def admit(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> Handshake:
+    async def admit(self, sid: str, request: HandshakeRequest, auth: Any = None) -> Handshake:
         """The socket's handshake (with what the check granted), or ConnectRejected."""
-        handshake = handshake_from_environ(environ, auth, self._trust)
+        handshake = handshake_from_request(request, auth, self._trust)
         try:
             self._check_origin(handshake)
             if self._jwt is not None:
@@ -245,7 +241,7 @@ class ConnectHooks:
             raise ConnectRejected(
                 "Origin not allowed: the handshake sent no Origin header", "origin"
             )
-        if origin not in self._origins:  # python-engineio normally refused it already
+        if origin not in self._origins:  # the engine normally refused it already
             raise ConnectRejected(f"Origin not allowed: {origin}", "origin")
 
     async def _ask_workers(self, sid: str, handshake: Handshake) -> Any:

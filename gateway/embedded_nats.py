@@ -11,7 +11,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Self
 
 from gateway.children import spawn, stop
 from shared.errors import ConfigError, TransportError
@@ -58,7 +58,7 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def start(self) -> EmbeddedNats:
+    def start(self) -> Self:
         args = [nats_server_binary(), "-a", self.host, "-p", str(self.requested_port or -1)]
         if self.jetstream:
             if self._store is None:

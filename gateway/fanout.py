@@ -1,29 +1,16 @@
 """Hand one pre-encoded packet to many local connections.
 
-The packet is built and encoded once per message; each recipient costs one
-`Connection.send` (gateway.engine.api), which writes the shared frame to the wire or
+The packet is built and framed once per message (gateway.engine.event_packet); each
+recipient costs one `Connection.send`, which writes the shared frame to the wire or
 queues it, within the connection's bounds. No task and no JSON work per recipient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final
-
-from engineio import packet as eio_packet
 
 from gateway.engine.api import Connection, OutboundPacket
 from gateway.metrics import GatewayMetrics
-
-SIO_EVENT_PREFIX: Final = "2"
-"""Socket.IO EVENT on the default namespace; Engine.IO adds the MESSAGE type `4`."""
-
-
-def event_packet(args_json: bytes) -> Any:
-    """An Engine.IO packet for `42<args>`, encoded now so every recipient shares it."""
-    pkt = eio_packet.Packet(eio_packet.MESSAGE, data=SIO_EVENT_PREFIX + args_json.decode())
-    pkt.encode()
-    return pkt
 
 
 class Fanout:

@@ -61,7 +61,7 @@ def configure(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("aiohttp.access", "engineio", "socketio"):
+    for noisy in ("aiohttp.access",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from gateway.broker import Broker, BrokerEvent
-from gateway.engine.api import Connection
-from gateway.fanout import Fanout, event_packet
+from gateway.engine import Connection, event_packet
+from gateway.fanout import Fanout
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics

@@ -18,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY shared/ shared/
 COPY publisher/ publisher/
 COPY gateway/ gateway/
-# The gateway extra only (python-socketio, aiohttp, prometheus-client, uvloop); no test tools.
+# The gateway extra only (aiohttp, prometheus-client, pyjwt, uvloop); no test tools.
 # pip and setuptools are not needed at run time (about 24 MB): removed from the venv.
 RUN /opt/sailcast/bin/pip install ".[gateway]" \
  && /opt/sailcast/bin/python -m compileall -q /opt/sailcast/lib \

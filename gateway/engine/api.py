@@ -127,4 +127,5 @@ class EngineEvents(Protocol):
         """The connection ended, for whatever reason; called once per connected sid."""
 
     async def event(self, event: ClientEvent) -> Any:
-        """A client event; the return value is the ack's payload when one was asked."""
+        """A client event; the return value is the ack's payload when one was asked
+        (None: no ack is sent; a tuple: one ack argument per element)."""

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from deploy_kit import (
+from tests.deploy.deploy_kit import (
     CONTRACT_METRICS,
     DEPLOY,
     K8S_VERSIONS,

@@ -16,14 +16,11 @@ paths are the official NATS chart's and are checked against its key list. A
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from deploy_kit import (
+from tests.deploy.deploy_kit import (
     K8S_VERSIONS,
     ROOT,
     chart_defaults,

@@ -12,15 +12,13 @@ import copy
 import hashlib
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from deploy_kit import (
+from tests.deploy.deploy_kit import (
     CHART,
     CONTRACT_DOC,
     DEPLOY,

@@ -32,8 +32,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-sys.path.insert(0, str(Path(__file__).parent))
-from deploy_kit import (
+from tests.deploy.deploy_kit import (
     CONTRACT_METRICS,
     DEPLOY,
     ROOT,

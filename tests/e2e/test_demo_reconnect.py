@@ -52,14 +52,15 @@ async def test_the_demo_page_reconnects_after_a_gateway_restart(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    assert proc.stderr is not None
+    out, err = proc.stdout, proc.stderr
+    assert out is not None
+    assert err is not None
     steps: list[dict[str, Any]] = []
 
     async def step() -> dict[str, Any]:
         while True:
-            line = await asyncio.wait_for(proc.stdout.readline(), STEP_TIMEOUT_S)
-            assert line, (steps, (await proc.stderr.read()).decode()[-2000:])
+            line = await asyncio.wait_for(out.readline(), STEP_TIMEOUT_S)
+            assert line, (steps, (await err.read()).decode()[-2000:])
             if line.startswith(b"{"):
                 steps.append(json.loads(line))
                 assert steps[-1]["step"] != "error", steps

@@ -1,4 +1,4 @@
-"""Real npm clients against a python-socketio AsyncServer with ``enable_eio3``.
+"""Real npm clients against gateway.engine (in-process, tests/engine_server.py).
 
 sails.io.js 1.2.1 with the socket.io-client 2.0.3 it bundles (Engine.IO v3), the same
 SDK on socket.io-client 4 and socket.io-client 4 alone (Engine.IO v4) each connect,
@@ -13,57 +13,25 @@ import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import socketio
-from aiohttp import web
 
-from gateway.eio3 import enable_eio3
-from tests.helpers import serve_app
+from tests.engine_server import EngineServer, StartEngine, start_engine
 
 pytestmark = pytest.mark.e2e
+
+__all__ = ["start_engine"]  # the fixture
 
 JS_DIR = Path(__file__).parent / "js"
 STEP_TIMEOUT_S = 15.0
 
 
-@dataclass
-class SailsLikeServer:
-    sio: socketio.AsyncServer
-    url: str
-    connects: dict[str, str] = field(default_factory=dict)
-    """socket id -> handshake query string"""
-    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
 @pytest_asyncio.fixture
-async def server() -> AsyncIterator[SailsLikeServer]:
-    sio = socketio.AsyncServer(async_mode="aiohttp", ping_interval=25, ping_timeout=20)
-    enable_eio3(sio)
-    app = web.Application()
-    sio.attach(app)
-    runner, url = await serve_app(app)
-    srv = SailsLikeServer(sio=sio, url=url)
-
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        srv.connects[sid] = environ.get("QUERY_STRING", "")
-
-    sio.on("connect", connect)
-
-    async def virtual_get(sid: str, request: dict[str, Any]) -> dict[str, Any]:
-        """What Sails answers a virtual request with: a JWR."""
-        srv.requests.append((sid, request))
-        body = {"url": request.get("url"), "data": request.get("data"), "sid": sid}
-        return {"body": body, "headers": {"x-sailcast": "yes"}, "statusCode": 200}
-
-    sio.on("get", virtual_get)
-
-    yield srv
-    await runner.cleanup()
+async def server(start_engine: StartEngine) -> AsyncIterator[EngineServer]:
+    yield await start_engine(ping_interval_s=25, ping_timeout_s=20)
 
 
 class NodeClient:
@@ -121,16 +89,17 @@ async def start_client(url: str, stack: str, transports: str) -> NodeClient:
     ],
 )
 async def test_client_connects_gets_event_and_jwr(
-    server: SailsLikeServer, stack: str, transports: str, eio: int
+    server: EngineServer, stack: str, transports: str, eio: int
 ) -> None:
-    client = await start_client(server.url, stack, transports)
+    client = await start_client(server.base, stack, transports)
     try:
         connect = await client.step()
         assert connect["step"] == "connect", connect
         socket_id = connect["id"]
         # the server's socket id is the client's socket.id (Sails relies on it)
-        assert socket_id in server.connects
-        query = server.connects[socket_id].split("&")
+        queries = {sid: query for sid, query, _auth in server.connects}
+        assert socket_id in queries
+        query = queries[socket_id].split("&")
         assert f"EIO={eio}" in query
         assert "__sails_io_sdk_version=1.2.1" in query
         if eio == 3:
@@ -139,7 +108,7 @@ async def test_client_connects_gets_event_and_jwr(
             assert socket_id != connect["engineId"]
         assert connect["transport"] in transports.split(",")
 
-        await server.sio.emit("announce", {"hello": socket_id}, to=socket_id)
+        server.conns[socket_id].emit("announce", {"hello": socket_id})
         expected = ["event", "jwr", "done"]
         if "," in transports:
             expected.append("upgrade")

@@ -120,7 +120,7 @@ def sio_packets(draw: st.DrawFn) -> str:
     namespace = draw(st.sampled_from(["", "", "", "/,", "/admin,", "/nope", "/?x=1,"]))
     ack = draw(st.sampled_from(["", "", "1", "0", "4294967296", "9" * 120]))
     event = draw(st.sampled_from(EVENTS))
-    payload = draw(
+    payload: str = draw(
         st.one_of(
             st.builds(lambda a: _dumps([event, *a]), st.lists(json_values, max_size=3)),
             st.builds(lambda vr: _dumps([event, vr]), virtual_requests),

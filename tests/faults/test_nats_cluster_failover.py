@@ -222,7 +222,7 @@ async def test_cluster_node_killed_under_load(
         last = next(i for i, n in enumerate(nodes) if n.alive)
         assert {node_of(nodes, n) for n in NAMES} == {last}
         for g in gws:
-            await wait_until(lambda g=g: g.http_status("/readyz") == 200, 15, "readyz green")
+            await wait_until(_readyz_green(g), 15, "readyz green")
             assert g.metric("sailcast_gateway_nats_reconnects_total") >= 1
         await quiet(clients, pub)
 
@@ -302,3 +302,7 @@ async def test_cluster_node_hangs_under_load(
         )
         assert resumed_s is not None, "delivery did not resume"
         assert len(moved) == 3, f"still on the hung node: {sorted(set(NAMES) - set(moved))}"
+
+
+def _readyz_green(g: GatewayProcess) -> Callable[[], bool]:
+    return lambda: g.http_status("/readyz") == 200

@@ -1,10 +1,9 @@
-"""EIO3 / socket.io v2 clients on a python-socketio AsyncServer with ``enable_eio3``.
+"""Engine.IO v3 / Socket.IO v2 clients (socket.io-client 2, sails.io.js 1.x) on
+gateway.engine, next to v4 ones.
 
-A real AsyncServer on aiohttp listens on an ephemeral loopback port; clients are raw
-aiohttp websockets and HTTP requests speaking the v3 wire format byte for byte, next
-to a real python-socketio (EIO4) client. These tests also pin every python-engineio
-behaviour ``gateway.eio3`` relies on: a python-engineio upgrade that breaks one of
-them fails here.
+The engine runs in-process on a real aiohttp server (tests/engine_server.py); clients
+are raw aiohttp websockets and HTTP requests speaking the v3 wire format byte for
+byte, next to a real python-socketio (EIO4) client.
 """
 
 from __future__ import annotations
@@ -13,116 +12,35 @@ import asyncio
 import json
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
 import socketio
-from aiohttp import web
 
-from gateway import eio3
-from tests.helpers import serve_app
+from gateway.engine import CloseReason, payloads, sio_codec
+from tests.engine_server import REJECTED, EngineServer, StartEngine, start_engine
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["start_engine"]  # the fixture
 
 SDK_QUERY = (
     "__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript"
 )
 WAIT_S = 5.0
 
-
-@dataclass
-class Server:
-    sio: socketio.AsyncServer
-    base: str
-    connects: list[tuple[str, str, str, Any]] = field(default_factory=list)
-    """(namespace, sid, query string, auth) per accepted namespace connect."""
-    disconnects: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
-    answers: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-
-    @property
-    def ws_base(self) -> str:
-        return self.base.replace("http://", "ws://")
-
-    def url(self, query: str) -> str:
-        return f"{self.base}/socket.io/?{query}"
-
-
-StartServer = Callable[..., Awaitable[Server]]
+Server = EngineServer
 
 
 @pytest_asyncio.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    runners: list[web.AppRunner] = []
+async def start_server(start_engine: StartEngine) -> AsyncIterator[StartEngine]:
+    yield start_engine
 
-    async def start(*, eio3_enabled: bool = True, **options: Any) -> Server:
-        options.setdefault("async_mode", "aiohttp")
-        sio = socketio.AsyncServer(**options)
-        if eio3_enabled:
-            eio3.enable_eio3(sio)
-        app = web.Application()
-        sio.attach(app)
-        runner, base = await serve_app(app)
-        runners.append(runner)
-        srv = Server(sio=sio, base=base)
 
-        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-            query = environ.get("QUERY_STRING", "")
-            if "reject=1" in query:
-                return False
-            srv.connects.append(("/", sid, query, auth))
-            return True
-
-        sio.on("connect", connect)
-
-        async def chat_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-            srv.connects.append(("/chat", sid, environ.get("QUERY_STRING", ""), auth))
-
-        sio.on("connect", chat_connect, namespace="/chat")
-
-        async def disconnect(sid: str, reason: str) -> None:
-            srv.disconnects.put_nowait((sid, reason))
-
-        sio.on("disconnect", disconnect)
-
-        async def echo(sid: str, data: Any) -> None:
-            await sio.emit("echoed", data, to=sid)
-
-        sio.on("echo", echo)
-
-        async def ack(sid: str, *args: Any) -> Any:
-            return args
-
-        sio.on("ack", ack)
-
-        async def whoami(sid: str) -> str:
-            return sid
-
-        sio.on("whoami", whoami)
-        sio.on("whoami", whoami, namespace="/chat")
-
-        async def ask_me(sid: str) -> None:
-            srv.answers.put_nowait(await sio.call("question", "ping?", to=sid, timeout=WAIT_S))
-
-        sio.on("ask_me", ask_me)
-
-        async def virtual_get(sid: str, request: dict[str, Any]) -> dict[str, Any]:
-            return {
-                "body": {"url": request.get("url"), "sid": sid},
-                "headers": {},
-                "statusCode": 200,
-            }
-
-        sio.on("get", virtual_get)
-
-        return srv
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+StartServer = StartEngine
 
 
 class Eio3Ws:
@@ -243,7 +161,7 @@ async def polling_handshake(
 async def test_websocket_open_packet_and_automatic_default_namespace_connect(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=25, ping_timeout=20)
+    srv = await start_server(ping_interval_s=25, ping_timeout_s=20)
     client = await ws_connect(http, srv, f"EIO=3&transport=websocket&{SDK_QUERY}")
 
     open_data = await client.open_packet()
@@ -255,8 +173,8 @@ async def test_websocket_open_packet_and_automatic_default_namespace_connect(
     assert await client.recv_text() == "40"
 
     # socket.io 2: the socket id *is* the engine.io sid (Sails compares them)
-    namespace, sid, query, auth = srv.connects[0]
-    assert (namespace, sid, auth) == ("/", open_data["sid"], None)
+    sid, query, auth = srv.connects[0]
+    assert (sid, auth) == (open_data["sid"], None)
     assert "EIO=3" in query.split("&")  # handlers see the real query string
     assert "__sails_io_sdk_version=1.2.1" in query.split("&")
 
@@ -278,18 +196,21 @@ async def test_websocket_event_emit_and_acks_both_ways(
     await client.send('427["ack","a",{"b":1}]')
     assert await client.recv_text() == '437["a",{"b":1}]'
 
-    await client.send('42["ask_me"]')
-    question = await client.recv_text()
-    match = re.fullmatch(r'42(\d+)\["question","ping\?"\]', question)
-    assert match, question
-    await client.send(f'43{match.group(1)}["pong!"]')
-    assert await asyncio.wait_for(srv.answers.get(), WAIT_S) == "pong!"
+    # an ack from the client answers nothing the server asked: ignored, not fatal
+    await client.send('435["stray"]')
+    await client.send('428["whoami"]')
+    assert await client.recv_text() == f'438["{srv.connects[0][0]}"]'
+    # events named like lifecycle events are dropped, and never reach the gateway
+    await client.send('429["disconnect"]')
+    await client.send('4210["ack","after"]')
+    assert await client.recv_text() == '4310["after"]'
+    assert srv.disconnects.empty()
 
 
 async def test_websocket_client_pings_server_pongs_and_never_pings(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=0.5, ping_timeout=0.5)
+    srv = await start_server(ping_interval_s=0.5, ping_timeout_s=0.5)
     client = await ws_connect(http, srv, "EIO=3&transport=websocket")
     await client.open_packet()
     assert await client.recv_text() == "40"
@@ -305,8 +226,9 @@ async def test_websocket_client_pings_server_pongs_and_never_pings(
 
     # then go silent: the server closes after pingInterval + pingTimeout
     assert await client.closed(timeout_s=4.0)
-    sid, _reason = await asyncio.wait_for(srv.disconnects.get(), WAIT_S)
-    assert sid == srv.connects[0][1]
+    sid, reason = await asyncio.wait_for(srv.disconnects.get(), WAIT_S)
+    assert sid == srv.connects[0][0]
+    assert reason is CloseReason.PING
 
 
 async def test_websocket_binary_frames_carry_the_type_byte(
@@ -329,27 +251,25 @@ async def test_websocket_binary_frames_carry_the_type_byte(
     assert await client.recv() == b"\x04\x09\x08\x07"
 
 
-async def test_namespace_connect_uses_query_as_auth_and_prefixed_sid(
+async def test_other_namespaces_are_refused_and_a_second_default_connect_is_ignored(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
+    """The gateway serves the default namespace only: a v2 CONNECT to another (with its
+    query) gets the v2 CONNECT_ERROR for that namespace; the socket stays."""
     srv = await start_server()
     client = await ws_connect(http, srv, "EIO=3&transport=websocket")
     eio_sid = (await client.open_packet())["sid"]
     assert await client.recv_text() == "40"
 
     await client.send("40/chat?token=abc&x=1")
-    assert await client.recv_text() == "40/chat,"
-    assert srv.connects[-1][0] == "/chat"
-    assert srv.connects[-1][1] == f"/chat#{eio_sid}"
-    assert srv.connects[-1][3] == {"token": "abc", "x": "1"}
-
-    await client.send('42/chat,3["whoami"]')
-    assert await client.recv_text() == '43/chat,3["/chat#' + eio_sid + '"]'
+    assert await client.recv_text() == '44/chat,"Invalid namespace"'
+    await client.send('42/chat,3["whoami"]')  # an event for a namespace it is not in
     # a second CONNECT for "/" from a v3 client is ignored, not a second socket
     await client.send("40")
+    await client.send("40/?token=1")
     await client.send('421["whoami"]')
     assert await client.recv_text() == f'431["{eio_sid}"]'
-    assert [c[0] for c in srv.connects] == ["/", "/chat"]
+    assert [c[0] for c in srv.connects] == [eio_sid]
 
 
 async def test_rejected_connect_gets_v2_error_packet(
@@ -358,7 +278,11 @@ async def test_rejected_connect_gets_v2_error_packet(
     srv = await start_server()
     client = await ws_connect(http, srv, "EIO=3&transport=websocket&reject=1")
     await client.open_packet()
-    assert await client.recv_text() == '44"Connection rejected by server"'
+    assert await client.recv_text() == f'44"{REJECTED}"'
+    # the v2 client is not told otherwise: the transport is closed after a grace period
+    assert await client.closed(timeout_s=3.0)
+    assert srv.connects == []
+    assert srv.disconnects.empty()  # never connected, so never disconnected
 
 
 async def test_invalid_websocket_packet_closes_the_session(
@@ -378,12 +302,12 @@ async def test_invalid_websocket_packet_closes_the_session(
 async def test_polling_handshake_messages_and_heartbeat(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=25, ping_timeout=20)
+    srv = await start_server(ping_interval_s=25, ping_timeout_s=20)
     sid, packets = await polling_handshake(http, srv)
     open_data = json.loads(packets[0][1:])
     assert open_data["upgrades"] == ["websocket"]
     assert packets[1:] == ["40"]
-    assert srv.connects[0][1] == sid
+    assert srv.connects[0][0] == sid
 
     query = f"EIO=3&transport=polling&sid={sid}"
     # lengths count UTF-16 units: "€" is 1, "😀" is 2
@@ -405,7 +329,7 @@ async def test_polling_handshake_messages_and_heartbeat(
 async def test_polling_raw_bytes_match_the_v3_spec(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(async_handlers=False)
+    srv = await start_server()
     async with http.get(srv.url("EIO=3&transport=polling")) as resp:
         raw = await resp.text()
     # open packet then "2:40", each as <length>:<packet>, in one response
@@ -475,11 +399,11 @@ async def test_polling_upgrade_to_websocket(
 async def test_polling_ping_timeout_and_invalid_payload_close_the_session(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=0.3, ping_timeout=0.3)
+    srv = await start_server(ping_interval_s=0.3, ping_timeout_s=0.3)
     sid, _ = await polling_handshake(http, srv)
     await asyncio.sleep(1.5)  # no ping for longer than pingInterval + pingTimeout
     _sid, reason = await asyncio.wait_for(srv.disconnects.get(), WAIT_S)
-    assert reason == "ping timeout"
+    assert reason is CloseReason.PING
 
     sid, _ = await polling_handshake(http, srv)
     query = f"EIO=3&transport=polling&sid={sid}"
@@ -491,7 +415,7 @@ async def test_polling_ping_timeout_and_invalid_payload_close_the_session(
 async def test_polling_client_close_ends_the_pending_poll_at_once(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=25, ping_timeout=20)
+    srv = await start_server(ping_interval_s=25, ping_timeout_s=20)
     sid, _ = await polling_handshake(http, srv)
     query = f"EIO=3&transport=polling&sid={sid}"
     pending_poll = asyncio.create_task(poll(http, srv, query))
@@ -499,13 +423,13 @@ async def test_polling_client_close_ends_the_pending_poll_at_once(
     assert await post(http, srv, query, frame("1")) == 200  # engine.io CLOSE
     # answered with a NOOP now, not after pingInterval + pingTimeout (45 s)
     assert await asyncio.wait_for(pending_poll, 2.0) == ["6"]
-    assert (await asyncio.wait_for(srv.disconnects.get(), WAIT_S))[0] == sid
+    assert await asyncio.wait_for(srv.disconnects.get(), WAIT_S) == (sid, CloseReason.CLIENT)
     async with http.get(srv.url(query)) as resp:
         assert resp.status == 400
 
 
 async def test_polling_jsonp(start_server: StartServer, http: aiohttp.ClientSession) -> None:
-    srv = await start_server(async_handlers=False)
+    srv = await start_server()
     async with http.get(srv.url("EIO=3&transport=polling&j=3")) as resp:
         script = await resp.text()
     match = re.fullmatch(r'___eio\[3\]\((".*")\);', script)
@@ -558,8 +482,11 @@ async def test_eio4_python_socketio_client_alongside_eio3(
         assert await asyncio.wait_for(received.get(), WAIT_S) == {"v": 4}
         assert await client.call("ack", "x", timeout=WAIT_S) == "x"
         # a broadcast reaches both protocol generations
-        await srv.sio.emit("news", {"all": True})
+        news: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("news", news.put_nowait)
+        srv.broadcast("news", b'{"all":true}')  # one shared packet for both generations
         assert await v3.recv_text() == '42["news",{"all":true}]'
+        assert await asyncio.wait_for(news.get(), WAIT_S) == {"all": True}
     finally:
         await client.disconnect()
 
@@ -567,7 +494,7 @@ async def test_eio4_python_socketio_client_alongside_eio3(
 async def test_eio4_raw_websocket_heartbeat_is_still_server_initiated(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(ping_interval=0.3, ping_timeout=1)
+    srv = await start_server(ping_interval_s=0.3, ping_timeout_s=1)
     client = await ws_connect(http, srv, "EIO=4&transport=websocket")
     open_data = await client.open_packet()
     assert open_data["maxPayload"] > 0
@@ -594,113 +521,85 @@ async def test_eio4_polling_uses_record_separator_framing(
     assert first.startswith('40{"sid":')
 
 
-# --- enabling and pinned python-engineio behaviour -----------------------------------
+# --- refusals, as engine.io answers them ------------------------------------------------
 
 
-async def test_without_enable_eio3_python_engineio_still_refuses_eio3(
-    start_server: StartServer, http: aiohttp.ClientSession
-) -> None:
-    srv = await start_server(eio3_enabled=False)
-    async with http.get(srv.url("EIO=3&transport=polling")) as resp:
-        assert resp.status == 400  # what enable_eio3 exists to change
-    async with http.get(srv.url("EIO=2&transport=polling")) as resp:
-        assert resp.status == 400
-
-
-async def test_enable_eio3_keeps_other_versions_refused(
+async def test_unsupported_versions_transports_and_sessions_are_refused(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
     srv = await start_server()
-    for query in ("EIO=2&transport=polling", "transport=polling", "EIO=3&transport=abc"):
+    cases = {
+        "EIO=2&transport=polling": (5, "Unsupported protocol version"),
+        "transport=polling": (5, "Unsupported protocol version"),
+        "EIO=3&transport=abc": (0, "Transport unknown"),
+        "EIO=4&transport=polling&sid=nope": (1, "Session ID unknown"),
+        "EIO=3&transport=websocket": (3, "Invalid websocket upgrade"),  # no Upgrade header
+    }
+    for query, (code, message) in cases.items():
         async with http.get(srv.url(query)) as resp:
             assert resp.status == 400, query
-
-
-def test_enable_eio3_is_idempotent_and_checks_its_target() -> None:
-    sio = socketio.AsyncServer(async_mode="aiohttp")
-    eio3.enable_eio3(sio)
-    table = sio.eio._async
-    eio3.enable_eio3(sio)
-    assert sio.eio._async is table
-
-    class Other:
-        eio = object()
-
-    with pytest.raises(TypeError, match=r"engineio\.AsyncServer"):
-        eio3.enable_eio3(Other())
-
-
-def test_pinned_engineio_internals() -> None:
-    """The python-engineio seams gateway.eio3 hooks; each must exist as used."""
-    import inspect
-
-    import engineio
-    from engineio import async_socket, payload
-
-    server_methods = ("_trigger_event", "generate_id", "_ok", "_handle_connect", "handle_request")
-    for name in server_methods:
-        assert callable(getattr(engineio.AsyncServer, name)), name
-    assert list(inspect.signature(engineio.AsyncServer._ok).parameters) == [
-        "self",
-        "packets",
-        "headers",
-        "jsonp_index",
-    ]
-    for name in (
-        "poll",
-        "receive",
-        "send",
-        "schedule_ping",
-        "check_ping_timeout",
-        "handle_get_request",
-        "handle_post_request",
-        "_websocket_handler",
-        "_upgrade_websocket",
-    ):
-        assert callable(getattr(async_socket.AsyncSocket, name)), name
-    sio = socketio.AsyncServer(async_mode="aiohttp")
-    assert callable(sio.eio._async["translate_request"])
-    # v4 framing stays python-engineio's own: eio3 never touches the payload module
-    assert payload.Payload.encode.__module__ == "engineio.payload"
+            assert await resp.json() == {"code": code, "message": message}, query
+    async with http.post(srv.url("EIO=4&transport=polling"), data=b"x") as resp:
+        assert resp.status == 400
+        assert await resp.json() == {"code": 2, "message": "Bad handshake method"}
 
 
 # --- the v3 codecs on their own ------------------------------------------------------
 
 
 def test_text_payload_round_trip_counts_utf16_units() -> None:
-    from engineio import packet
-
-    pkts = [
-        packet.Packet(packet.MESSAGE, '2["x","😀€"]'),
-        packet.Packet(packet.MESSAGE, b"\x00\xff"),
-    ]
-    encoded = eio3.encode_text_payload(pkts)
+    pkts: list[payloads.Packet] = ['42["x","😀€"]', b"\x00\xff"]
+    encoded = payloads.encode_text_payload(pkts)
     assert encoded == '13:42["x","😀€"]6:b4AP8='
-    decoded = eio3.decode_text_payload(encoded.encode())
-    assert [(p.packet_type, p.data) for p in decoded] == [(4, '2["x","😀€"]'), (4, b"\x00\xff")]
-    assert eio3.encode_text_payload([]) == "0:"
+    assert payloads.decode_text_payload(encoded.encode()) == pkts
+    assert payloads.encode_text_payload([]) == "0:"
     for bad in ("abc", "5:4hi", "2:9x", "1:", ":4", "3:b5AA"):
         with pytest.raises(ValueError):  # noqa: PT011 - the codec raises ValueError by contract
-            eio3.decode_text_payload(bad)
+            payloads.decode_text_payload(bad)
 
 
 def test_binary_payload_round_trip() -> None:
-    from engineio import packet
-
-    pkts = [packet.Packet(packet.MESSAGE, "€"), packet.Packet(packet.MESSAGE, b"\x01\x02\x03\x04")]
-    encoded = eio3.encode_binary_payload(pkts)
+    pkts: list[payloads.Packet] = ["4€", b"\x01\x02\x03\x04"]
+    encoded = payloads.encode_binary_payload(pkts)
     # the engine.io v3 spec's own example
     assert encoded == bytes([0, 4, 255, 0x34, 0xE2, 0x82, 0xAC, 1, 5, 255, 4, 1, 2, 3, 4])
-    decoded = eio3.decode_binary_payload(encoded)
-    assert [p.data for p in decoded] == ["€", b"\x01\x02\x03\x04"]
+    assert payloads.decode_binary_payload(encoded) == pkts
 
 
-def test_socketio_v2_connect_rewrites() -> None:
-    assert eio3.downgrade_sio_packet('0{"sid":"abc"}') == "0"
-    assert eio3.downgrade_sio_packet('0/chat,{"sid":"abc"}') == "0/chat,"
-    assert eio3.downgrade_sio_packet('4{"message":"no"}') == '4"no"'
-    assert eio3.downgrade_sio_packet('4/a,{"message":"no","data":{"x":1}}') == '4/a,{"x":1}'
-    assert eio3.downgrade_sio_packet('2["0"]') == '2["0"]'
-    assert eio3.upgrade_sio_connect("0") == ("/", "0")
-    assert eio3.upgrade_sio_connect("0/chat,") == ("/chat", "0/chat,")
-    assert eio3.upgrade_sio_connect("0/chat?t=1") == ("/chat", '0/chat,{"t":"1"}')
+def test_v4_payload_round_trip() -> None:
+    pkts: list[payloads.Packet] = ['42["x"]', b"\x01\x02", "2"]
+    encoded = payloads.encode_v4(pkts)
+    assert encoded == '42["x"]\x1ebAQI=\x1e2'
+    assert payloads.decode_v4(encoded.encode()) == pkts
+    assert payloads.decode_v4(b"") == []
+    with pytest.raises(ValueError):  # noqa: PT011 - the codec raises ValueError by contract
+        payloads.decode_v4(b"x")
+
+
+def test_socketio_v2_and_v4_connect_packets() -> None:
+    assert sio_codec.connect_reply(3, {"sid": "abc"}) == "40"
+    assert sio_codec.connect_reply(4, {"sid": "abc"}) == '40{"sid":"abc"}'
+    assert sio_codec.connect_error(4, "no") == '44{"message":"no"}'
+    assert sio_codec.connect_error(3, "no") == '44"no"'
+    assert sio_codec.connect_error(3, "Invalid namespace", "/a") == '44/a,"Invalid namespace"'
+    pkt = sio_codec.decode("0/chat?t=1")
+    assert (pkt.type, pkt.namespace, pkt.has_data) == (0, "/chat?t=1", False)
+    pkt = sio_codec.decode('0{"token":"x","pid":"p","offset":"o"}')
+    assert (pkt.namespace, pkt.data) == ("/", {"token": "x", "pid": "p", "offset": "o"})
+    pkt = sio_codec.decode('51-/a,12["x",{"_placeholder":true,"num":0}]')
+    assert (pkt.type, pkt.attachments, pkt.namespace, pkt.id) == (5, 1, "/a", 12)
+    assert sio_codec.reconstruct(pkt.data, [b"\x01"]) == ["x", b"\x01"]
+    assert sio_codec.encode_data(sio_codec.EVENT, ["e", b"\x02"]) == [
+        '451-["e",{"_placeholder":true,"num":0}]',
+        b"\x02",
+    ]
+
+
+def test_socketio_codec_refuses_what_is_not_a_packet() -> None:
+    deep = "2" + "[" * 5000 + "]" * 5000  # deeper than orjson takes: refused, no RecursionError
+    for bad in ("", "9", "5x-[]", "2[", deep, "599-[]"):
+        with pytest.raises(ValueError):  # noqa: PT011 - the codec raises ValueError by contract
+            sio_codec.decode(bad)
+    pkt = sio_codec.decode('51-["x",{"_placeholder":true,"num":3}]')
+    with pytest.raises(ValueError, match="placeholder"):
+        sio_codec.reconstruct(pkt.data, [])

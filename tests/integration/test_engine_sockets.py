@@ -1,17 +1,15 @@
-"""Engine.IO v4 sockets run without tasks of their own (gateway/eio4.py).
+"""Engine.IO v4 connections of gateway.engine run without tasks of their own.
 
-The gateway's Socket.IO server (gateway.sio.SocketServer) runs here in-process on a real
-aiohttp server, so that its tasks can be counted; clients are raw websockets (every
-frame visible) and python-socketio's client (polling, then the websocket upgrade).
+The engine runs here in-process on a real aiohttp server (tests/engine_server.py), so
+that its tasks can be counted; clients are raw websockets and raw polling requests
+(every packet visible) and python-socketio's client (polling, then the upgrade).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -19,59 +17,28 @@ import orjson
 import pytest
 import pytest_asyncio
 import socketio
-from aiohttp import web
 
-from gateway.eio4 import Eio4Socket
-from gateway.settings import from_argv
-from gateway.sio import EioConnection, SocketServer
-from tests.helpers import serve_app
+from gateway.engine import CloseReason, Transport
+from gateway.engine.connection import EngineConnection
+from tests.engine_server import EngineServer, StartEngine, start_engine
 
 pytestmark = pytest.mark.integration
 
+__all__ = ["start_engine"]  # the fixture
+
 WAIT_S = 5.0
 
-
-@dataclass
-class Server:
-    server: SocketServer
-    base: str
-    sids: list[str] = field(default_factory=list)
-    gone: dict[str, str] = field(default_factory=dict)
-    """sid → disconnect reason"""
-
-    def ws_url(self, query: str = "EIO=4&transport=websocket") -> str:
-        return f"{self.base.replace('http://', 'ws://')}/socket.io/?{query}"
+Server = EngineServer
+StartServer = StartEngine
 
 
-StartServer = Callable[..., Awaitable[Server]]
+def ws_url(srv: Server, query: str = "EIO=4&transport=websocket") -> str:
+    return f"{srv.ws_base}/socket.io/?{query}"
 
 
 @pytest_asyncio.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    runners: list[web.AppRunner] = []
-
-    async def start(*argv: str) -> Server:
-        settings, _ = from_argv(list(argv), env={})
-        server = SocketServer(settings)
-        app = web.Application()
-        server.attach(app)
-        runner, base = await serve_app(app)
-        runners.append(runner)
-        srv = Server(server, base)
-
-        async def on_connect(conn: EioConnection, environ: Any, auth: Any) -> bool:
-            srv.sids.append(conn.sid)
-            return True
-
-        async def on_disconnect(sid: str, reason: str) -> None:
-            srv.gone[sid] = reason
-
-        server.on_lifecycle(on_connect, on_disconnect)
-        return srv
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+async def start_server(start_engine: StartEngine) -> AsyncIterator[StartEngine]:
+    yield start_engine
 
 
 @pytest_asyncio.fixture
@@ -96,7 +63,7 @@ class RawClient:
     async def connect(
         cls, http: aiohttp.ClientSession, srv: Server, *, pong: bool = True
     ) -> RawClient:
-        ws = await http.ws_connect(srv.ws_url())
+        ws = await http.ws_connect(ws_url(srv))
         first = await ws.receive(timeout=WAIT_S)
         assert str(first.data).startswith("0{"), first
         await ws.send_str("40")
@@ -134,9 +101,10 @@ def coro_name(task: asyncio.Task[Any]) -> str:
     return str(getattr(task.get_coro(), "__qualname__", "?"))
 
 
-def engine_socket(srv: Server, sid: str) -> Any:
-    sio = srv.server.sio
-    return sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")]
+def engine_socket(srv: Server, sid: str) -> EngineConnection:
+    conn = srv.conns[sid]
+    assert isinstance(conn, EngineConnection)
+    return conn
 
 
 async def test_websocket_sessions_add_no_task_of_their_own(
@@ -155,7 +123,9 @@ async def test_websocket_sessions_add_no_task_of_their_own(
     server_side = [t for t in added if "RawClient" not in coro_name(t)]
     names = sorted({coro_name(t) for t in server_side})
     assert len(server_side) <= 2 * n, names
-    assert all(type(engine_socket(srv, c.sid)) is Eio4Socket for c in clients)
+    conns = [engine_socket(srv, c.sid) for c in clients]
+    assert all(c.transport is Transport.WEBSOCKET for c in conns)
+    assert not any(hasattr(c, "__dict__") for c in conns)  # slotted: no per-connection dict
     for c in [warm, *clients]:
         await c.close()
 
@@ -163,12 +133,12 @@ async def test_websocket_sessions_add_no_task_of_their_own(
 async def test_server_pings_on_its_timer_and_a_silent_client_is_closed(
     start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server("--ping-interval-s", "0.3", "--ping-timeout-s", "0.4")
+    srv = await start_server(ping_interval_s=0.3, ping_timeout_s=0.4)
     alive = await RawClient.connect(http, srv)
     silent = await RawClient.connect(http, srv, pong=False)
     await wait_until(lambda: silent.closed_at is not None, 0.3 + 0.4 + 2.0)
     assert len(silent.pings) == 1  # the first ping, never answered: no second one
-    assert srv.gone[silent.sid] in ("ping timeout", "transport close")
+    assert srv.gone[silent.sid] is CloseReason.PING
     await wait_until(lambda: len(alive.pings) >= 4)
     gaps = [b - a for a, b in zip(alive.pings, alive.pings[1:], strict=False)]
     assert all(0.2 < g < 1.0 for g in gaps), gaps  # one per interval, no pile-up
@@ -176,34 +146,58 @@ async def test_server_pings_on_its_timer_and_a_silent_client_is_closed(
     assert alive.sid not in srv.gone
     await alive.close()
     await wait_until(lambda: alive.sid in srv.gone)
-    assert srv.gone[alive.sid] in ("client disconnect", "transport close")
+    assert srv.gone[alive.sid] is CloseReason.TRANSPORT_CLOSE  # closed without a goodbye
 
 
 async def test_a_polling_socket_is_pinged_by_the_schedule_and_stays(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(ping_interval_s=0.3, ping_timeout_s=0.4)
+    async with http.get(srv.url("EIO=4&transport=polling")) as resp:
+        eio_sid = orjson.loads((await resp.text())[1:])["sid"]
+    query = f"EIO=4&transport=polling&sid={eio_sid}"
+    async with http.post(srv.url(query), data=b"40") as resp:
+        assert resp.status == 200
+    pings: list[float] = []
+    got: list[str] = []
+    deadline = time.monotonic() + 1.5  # five ping cycles, each answered over polling
+    while time.monotonic() < deadline:
+        async with http.get(srv.url(query)) as resp:
+            packets = (await resp.text()).split("\x1e")
+        for pkt in packets:
+            if pkt == "2":
+                pings.append(time.monotonic())
+                async with http.post(srv.url(query), data=b"3") as resp:
+                    assert resp.status == 200
+            else:
+                got.append(pkt)
+    assert len(pings) >= 3, pings
+    [sid] = srv.conns
+    assert got[0] == f'40{{"sid":"{sid}"}}'
+    assert sid not in srv.gone
+    srv.conns[sid].emit("n", 1)
+    async with http.get(srv.url(query)) as resp:
+        assert await resp.text() == '42["n",1]'
+    assert engine_socket(srv, sid).transport is Transport.POLLING
+
+
+async def test_a_python_socketio_polling_client_stays_through_pings(
     start_server: StartServer,
 ) -> None:
-    srv = await start_server("--ping-interval-s", "0.3", "--ping-timeout-s", "0.4")
+    srv = await start_server(ping_interval_s=0.3, ping_timeout_s=0.4)
     client = socketio.AsyncClient(reconnection=False)
     got: list[int] = []
     client.on("n", lambda i: got.append(i))
     await client.connect(srv.base, transports=["polling"], wait_timeout=WAIT_S)
-    sid = srv.sids[-1]
-    sock = engine_socket(srv, sid)
-    pings: list[float] = []
-    ping_due = sock.ping_due
-
-    def counting_ping_due() -> None:
-        pings.append(time.monotonic())
-        ping_due()
-
-    sock.ping_due = counting_ping_due
-    await asyncio.sleep(1.5)  # five ping cycles, each answered over polling
-    assert len(pings) >= 3, pings
+    sid = client.get_sid()
+    await asyncio.sleep(1.5)
     assert sid not in srv.gone
-    await srv.server.emit_to(sid, "n", 1)
+    srv.conns[sid].emit("n", 1)
     await wait_until(lambda: got == [1])
     assert client.transport() == "polling"
     await client.disconnect()
+    await wait_until(lambda: sid in srv.gone)
+    assert srv.gone[sid] is CloseReason.CLIENT
 
 
 async def test_emits_keep_their_order_through_the_polling_upgrade(
@@ -216,16 +210,16 @@ async def test_emits_keep_their_order_through_the_polling_upgrade(
     client = socketio.AsyncClient(reconnection=False)
     client.on("n", lambda i: got.append(i))
     await client.connect(srv.base, transports=["polling", "websocket"], wait_timeout=WAIT_S)
-    sid = srv.sids[-1]
+    sid = client.get_sid()
     total = 300
     for i in range(total):
-        await srv.server.emit_to(sid, "n", i)
+        srv.conns[sid].emit("n", i)
         if i % 10 == 0:
             await asyncio.sleep(0.005)
     await wait_until(lambda: len(got) == total)
     assert got == list(range(total))
     assert client.transport() == "websocket"
-    assert type(engine_socket(srv, sid)) is Eio4Socket
+    assert engine_socket(srv, sid).transport is Transport.WEBSOCKET
     await client.disconnect()
 
 
@@ -234,10 +228,24 @@ async def test_server_disconnect_closes_the_websocket(
 ) -> None:
     srv = await start_server()
     client = await RawClient.connect(http, srv)
-    await srv.server.disconnect(client.sid)
+    await srv.conns[client.sid].disconnect()
     await wait_until(lambda: client.closed_at is not None)
     assert "41" in client.frames  # the Socket.IO goodbye went out before the close
-    await wait_until(lambda: not srv.server.sio.eio.sockets)
+    await wait_until(lambda: not srv.engine.sessions)
+    assert srv.gone[client.sid] is CloseReason.SERVER
+
+
+async def test_a_socketio_disconnect_from_the_client_is_counted_as_client(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """socket.io-client's `disconnect()` sends `41` and then closes: reason `client`,
+    where python-socketio reported `transport close`."""
+    srv = await start_server()
+    client = await RawClient.connect(http, srv)
+    await client.ws.send_str("41")
+    await wait_until(lambda: client.sid in srv.gone)
+    assert srv.gone[client.sid] is CloseReason.CLIENT
+    await wait_until(lambda: client.closed_at is not None)  # the server closed it
 
 
 async def test_a_malformed_engine_io_packet_ends_only_its_session(
@@ -245,25 +253,12 @@ async def test_a_malformed_engine_io_packet_ends_only_its_session(
 ) -> None:
     srv = await start_server()
     bad = await RawClient.connect(http, srv)
+    bad_sid = bad.sid
     good = await RawClient.connect(http, srv)
     await bad.ws.send_str("x not a packet")
     await wait_until(lambda: bad.closed_at is not None)
-    await srv.server.emit_to(good.sid, "still", 1)
+    await wait_until(lambda: bad_sid in srv.gone)
+    assert srv.gone[bad_sid] is CloseReason.TRANSPORT_ERROR
+    srv.conns[good.sid].emit("still", 1)
     await wait_until(lambda: '42["still",1]' in good.frames)
     await good.close()
-
-
-def test_python_engineio_internals_eio4_relies_on() -> None:
-    """Pins what gateway/eio4.py overrides or calls; a python-engineio upgrade that
-    changes one of these fails here first."""
-    from engineio import async_server, async_socket, base_socket
-
-    for name in ("receive", "close", "schedule_ping", "_websocket_handler", "check_ping_timeout"):
-        assert callable(getattr(async_socket.AsyncSocket, name)), name
-    init = inspect.getsource(base_socket.BaseSocket.__init__)
-    for attr in ("last_ping", "connected", "upgrading", "upgraded", "closing", "closed"):
-        assert f"self.{attr} =" in init, attr
-    connect = inspect.getsource(async_server.AsyncServer._handle_connect)
-    # sockets are created plain, announced with "connect", then get their first ping
-    assert connect.index("AsyncSocket(self, sid)") < connect.index("_trigger_event('connect'")
-    assert connect.index("_trigger_event('connect'") < connect.index("s.schedule_ping()")

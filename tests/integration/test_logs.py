@@ -81,7 +81,7 @@ async def test_refusals_and_failed_requests_are_json_lines_with_their_ids(
     assert line["sid"]
     assert line["remote"] == "127.0.0.1"
 
-    # a foreign Origin, refused by python-engineio at the HTTP handshake (no socket yet)
+    # a foreign Origin, refused by the engine at the HTTP handshake (no socket yet)
     foreign = socketio.AsyncClient(reconnection=False)
     clients.append(foreign)
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -90,7 +90,7 @@ async def test_refusals_and_failed_requests_are_json_lines_with_their_ids(
         )
     line = await log_line(log, lambda ln: ln["msg"].startswith("refused origin"))
     assert (line["logger"], line["origin"], line["remote"]) == (
-        "gateway.sio",
+        "gateway.engine.origins",
         "http://evil.example",
         "127.0.0.1",
     )

@@ -95,7 +95,7 @@ async def sails_client() -> AsyncIterator[Connect]:
                 url, headers=headers or {}, auth=auth, transports=transports, wait_timeout=10
             )
         except socketio.exceptions.ConnectionError as exc:
-            exc.recording = rc  # type: ignore[attr-defined]  # for connect_error()
+            exc.recording = rc  # for connect_error()
             raise
         return rc
 
@@ -513,7 +513,7 @@ async def connect_error(connect: Awaitable[Any]) -> str:
     """The message a refused client was given (its Socket.IO connect error)."""
     with pytest.raises(socketio.exceptions.ConnectionError) as info:
         await connect
-    rc: RecordingClient = info.value.recording  # type: ignore[attr-defined]
+    rc: RecordingClient = info.value.recording
     errors = [d.get("message") if isinstance(d, dict) else d for d in rc.named("connect_error")]
     return " | ".join(str(e) for e in errors) or str(info.value)
 

@@ -16,7 +16,9 @@ LABELS = {
 FIGS = report.figures(2.0, 500.0, 200.0)
 
 
-def scenario(eff: float, same: float, *, valid: bool = True, same_valid: bool = True) -> dict:
+def scenario(
+    eff: float, same: float, *, valid: bool = True, same_valid: bool = True
+) -> dict[str, Any]:
     return {
         "max_deliveries_per_s": eff,
         "deliveries_per_server_cpu_s": eff,

@@ -4,20 +4,22 @@ recipients. Checked by object identity and by counting encodes."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
-from typing import Any
 
-from gateway.fanout import Fanout, event_packet
-from gateway.outbound import frame_of
+from gateway.engine import event_packet
+from gateway.engine.frames import EventPacket
+from gateway.fanout import Fanout
 from publisher.sockets import Sockets
 from shared.envelope import decode_data
 from shared.subjects import Subjects
+from tests.unit.engine_kit import websocket_connection
 from tests.unit.fakes import RecordingConnection
 
 
 def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
     pub = SimpleNamespace(subjects=Subjects("t"), max_payload_bytes=1 << 20)
-    sockets = Sockets(pub)  # type: ignore[arg-type]
+    sockets = Sockets(pub)
     pairs = sockets.prepare_broadcast(["a", "b.c", "d e"], "chat", {"text": "hi"})
     assert len({subject for subject, _ in pairs}) == 3
     assert len({id(body) for _, body in pairs}) == 1  # one bytes object for every subject
@@ -26,23 +28,36 @@ def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
 
 def test_one_packet_and_one_frame_for_every_recipient() -> None:
     pkt = event_packet(b'["chat",{"text":"hi"}]')
-    encode, encodes = pkt.encode, []
-
-    def counting_encode(*args: Any, **kwargs: Any) -> Any:
-        encodes.append(1)
-        return encode(*args, **kwargs)
-
-    pkt.encode = counting_encode
+    assert isinstance(pkt, EventPacket)
     conns = {f"s{i}": RecordingConnection(f"s{i}") for i in range(50)}
+    conns["s1"].disconnected = True
     fanout = Fanout(SimpleNamespace(deliveries=SimpleNamespace(inc=lambda n: None)))  # type: ignore[arg-type]
     for conn in conns.values():
         fanout.attach(conn)
-    assert fanout.deliver(pkt, list(conns), omit=frozenset({"s0"})) == 49
-    got = [c.sent[0] for sid, c in conns.items() if sid != "s0"]
-    assert all(len(c.sent) == 1 for sid, c in conns.items() if sid != "s0")
+    assert fanout.deliver(pkt, list(conns), omit=frozenset({"s0"})) == 48
+    got = [c.sent[0] for sid, c in conns.items() if sid not in ("s0", "s1")]
     assert all(p is pkt for p in got)
     assert conns["s0"].sent == []
-    frames = {id(frame_of(p)) for p in got}  # what each socket's writer sends
+    assert conns["s1"].sent == []
+    frames = {id(p.frame) for p in got if isinstance(p, EventPacket)}  # what each socket writes
     assert len(frames) == 1
-    assert len(encodes) == 1
-    assert frame_of(pkt).endswith(b'42["chat",{"text":"hi"}]')
+    assert pkt.frame == b"\x81\x18" + b'42["chat",{"text":"hi"}]'
+    assert pkt.text == '42["chat",{"text":"hi"}]'  # what a polling recipient is sent
+
+
+async def test_a_websocket_connection_writes_the_shared_frame() -> None:
+    """On websocket, `send` hands the packet's own frame bytes to the transport, at the
+    end of the tick, and the frames of one tick in one write."""
+    written: list[bytes] = []
+    conn = websocket_connection(written)
+    pkt = event_packet(b'["n",1]')
+    conn.send(pkt)
+    assert written == []
+    await asyncio.sleep(0)
+    assert written == [pkt.frame]
+    assert written[0] is pkt.frame
+    other = event_packet(b'["n",2]')
+    conn.send(pkt)
+    conn.send(other)
+    await asyncio.sleep(0)
+    assert written[1:] == [pkt.frame + other.frame]

@@ -52,9 +52,9 @@ def received(conn: RecordingConnection) -> list[Any]:
     """The Socket.IO event arguments of every packet a connection was sent."""
     out = []
     for packet in conn.sent:
-        text = packet.data
-        assert text[0] == "2"  # Socket.IO EVENT
-        out.append(orjson.loads(text[1:]))
+        text = packet.text
+        assert text[:2] == "42"  # Engine.IO MESSAGE, Socket.IO EVENT
+        out.append(orjson.loads(text[2:]))
     return out
 
 

@@ -1,86 +1,127 @@
-"""gateway.eio4.PingSchedule: one deque and one timer serve every socket's next ping."""
+"""gateway.engine.heartbeat.PingSchedule: one deque and one timer serve every
+connection's next ping. Driven by an injected clock: no wall time."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
+from collections.abc import Callable
 from typing import Any
 
-from gateway.eio4 import PingSchedule
+from gateway.engine.heartbeat import PingSchedule
 
 INTERVAL_S = 0.2
 
 
+class FakeClock:
+    """A loop's `time` and `call_at`, advanced by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[tuple[float, Callable[[], object]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Any:
+        self.timers.append((when, callback))
+        return _Handle(self, (when, callback))
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, running every timer that falls due, in order."""
+        end = self.now + seconds
+        while True:
+            due = sorted((t for t in self.timers if t[0] <= end), key=lambda t: t[0])
+            if not due:
+                break
+            when, callback = due[0]
+            self.timers.remove(due[0])
+            self.now = max(self.now, when)
+            callback()
+        self.now = end
+
+
+class _Handle:
+    def __init__(self, clock: FakeClock, entry: tuple[float, Callable[[], object]]) -> None:
+        self._clock, self._entry = clock, entry
+
+    def cancel(self) -> None:
+        if self._entry in self._clock.timers:
+            self._clock.timers.remove(self._entry)
+
+
 class Sock:
-    """Stands in for an Eio4Socket: what the schedule touches."""
+    """Stands in for a connection: it keeps the time it was told and checks it."""
 
-    def __init__(self, name: str, log: list[str]) -> None:
+    def __init__(self, name: str, log: list[tuple[str, float]]) -> None:
         self.name, self.log = name, log
-        self._ping_at: float | None = None
+        self.ping_at: float | None = None
 
-    def ping_due(self) -> None:
-        self.log.append(self.name)
-
-
-def add(schedule: PingSchedule, sock: Sock) -> None:
-    schedule.add(sock)  # type: ignore[arg-type]
+    def due(self, at: float) -> None:
+        if self.ping_at == at:
+            self.ping_at = None
+            self.log.append((self.name, at))
 
 
-async def test_sockets_are_pinged_in_order_after_the_interval() -> None:
-    log: list[str] = []
-    schedule = PingSchedule(INTERVAL_S)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+def make(clock: FakeClock) -> PingSchedule[Sock]:
+    return PingSchedule(INTERVAL_S, Sock.due, clock=clock)
+
+
+def test_sockets_are_pinged_in_order_after_the_interval() -> None:
+    clock, log = FakeClock(), list[tuple[str, float]]()
+    schedule = make(clock)
+    started = clock.now
     socks = [Sock(str(i), log) for i in range(3)]
     for s in socks:
-        add(schedule, s)
-        await asyncio.sleep(0.005)
-    await asyncio.sleep(0.01)
+        s.ping_at = schedule.add(s)
+        clock.advance(0.005)
+    clock.advance(0.01)
     assert log == []
-    await asyncio.sleep(INTERVAL_S * 2)
-    assert log == ["0", "1", "2"]
-    assert loop.time() - started >= INTERVAL_S
+    clock.advance(INTERVAL_S * 2)
+    assert [name for name, _ in log] == ["0", "1", "2"]
+    assert all(at - started >= INTERVAL_S for _, at in log)
     assert len(schedule) == 0
-    assert all(s._ping_at is None for s in socks)
+    assert all(s.ping_at is None for s in socks)
 
 
-async def test_a_closed_or_rescheduled_socket_is_skipped_and_not_kept_alive() -> None:
-    log: list[str] = []
-    schedule = PingSchedule(INTERVAL_S)
+def test_a_closed_or_rescheduled_socket_is_skipped_and_not_kept_alive() -> None:
+    clock, log = FakeClock(), list[tuple[str, float]]()
+    schedule = make(clock)
     closed, gone, kept = Sock("closed", log), Sock("gone", log), Sock("kept", log)
     for s in (closed, gone, kept):
-        add(schedule, s)
-    closed._ping_at = None  # what Eio4Socket.close does
+        s.ping_at = schedule.add(s)
+    closed.ping_at = None  # what closing a connection does
     del gone
     gc.collect()
-    await asyncio.sleep(INTERVAL_S * 3)
-    assert log == ["kept"]
-    add(schedule, kept)  # rescheduled after its pong: one ping per interval
-    await asyncio.sleep(INTERVAL_S * 3)
-    assert log == ["kept", "kept"]
+    clock.advance(INTERVAL_S * 3)
+    assert [name for name, _ in log] == ["kept"]
+    kept.ping_at = schedule.add(kept)  # rescheduled after its pong: one ping per interval
+    clock.advance(INTERVAL_S * 3)
+    assert [name for name, _ in log] == ["kept", "kept"]
 
 
-async def test_one_timer_at_a_time() -> None:
-    schedule = PingSchedule(INTERVAL_S)
-    log: list[str] = []
-    handles: list[Any] = []
-    loop = asyncio.get_running_loop()
-    real_call_at = loop.call_at
+def test_one_timer_at_a_time() -> None:
+    clock, log = FakeClock(), list[tuple[str, float]]()
+    schedule = make(clock)
+    socks = [Sock(str(i), log) for i in range(100)]
+    for s in socks:
+        s.ping_at = schedule.add(s)
+    assert len(clock.timers) == 1
+    clock.advance(INTERVAL_S * 3)
+    assert [name for name, _ in log] == [str(i) for i in range(100)]
+    assert clock.timers == []  # all due together: no second timer
 
-    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
-        handle = real_call_at(when, callback, *args, **kwargs)
-        if callback == schedule._fire:
-            handles.append(handle)
-        return handle
 
-    loop.call_at = counting_call_at  # type: ignore[method-assign]
-    try:
-        socks = [Sock(str(i), log) for i in range(100)]
-        for s in socks:
-            add(schedule, s)
-        assert len(handles) == 1
-        await asyncio.sleep(INTERVAL_S * 3)
-    finally:
-        loop.call_at = real_call_at  # type: ignore[method-assign]
-    assert log == [str(i) for i in range(100)]
-    assert len(handles) == 1  # all due together: no second timer
+def test_entries_added_later_get_the_next_timer() -> None:
+    clock, log = FakeClock(), list[tuple[str, float]]()
+    schedule = make(clock)
+    a, b = Sock("a", log), Sock("b", log)
+    a.ping_at = schedule.add(a)
+    clock.advance(INTERVAL_S / 2)
+    b.ping_at = schedule.add(b)
+    clock.advance(INTERVAL_S / 2 + 0.001)
+    assert [name for name, _ in log] == ["a"]
+    assert len(clock.timers) == 1  # b's
+    clock.advance(INTERVAL_S / 2)
+    assert [name for name, _ in log] == ["a", "b"]
+    schedule.close()
+    assert len(schedule) == 0

@@ -46,7 +46,7 @@ class Unreachable:
 
 @pytest.fixture
 def sockets() -> Sockets:
-    return Sockets(Unreachable())  # type: ignore[arg-type]
+    return Sockets(Unreachable())
 
 
 def verbs(s: Sockets) -> dict[str, Callable[[Any], Awaitable[None]]]:
@@ -125,13 +125,13 @@ def post() -> Planner:
 def test_a_context_string_is_one_context_not_its_characters(post: Planner) -> None:
     """Sails 0.12: "a string or array means those contexts"."""
     (join,) = post.subscribe("S", 1, "update")
-    assert join.rooms == ("sails_model_post_1:update",)  # type: ignore[union-attr]
+    assert join.rooms == ("sails_model_post_1:update",)
     (leave,) = post.unsubscribe("S", 1, "destroy")
-    assert leave.rooms == ("sails_model_post_1:destroy",)  # type: ignore[union-attr]
+    assert leave.rooms == ("sails_model_post_1:destroy",)
     r = ModelRegistry()
     r.define("comment", contexts=True, autosubscribe="update")
     (join,) = Planner(r, "comment").subscribe("S", 2)
-    assert join.rooms == ("sails_model_comment_2:update",)  # type: ignore[union-attr]
+    assert join.rooms == ("sails_model_comment_2:update",)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ async def test_the_model_facade_checks_before_sending() -> None:
     """`Model.subscribe` plans (and so checks) before any request."""
     r = ModelRegistry()
     r.define("post", contexts=True)
-    pub = SimpleNamespace(sockets=Sockets(Unreachable()))  # type: ignore[arg-type]
+    pub = SimpleNamespace(sockets=Sockets(Unreachable()))
     model = Model(pub, "post", registry=r)
     with pytest.raises(InvalidRoomName, match="5"):
         await model.subscribe("S", 1, 5)  # type: ignore[arg-type]

@@ -12,9 +12,10 @@ import pytest
 from gateway.auth import (
     ConnectRejected,
     JwtVerifier,
-    handshake_from_environ,
+    handshake_from_request,
     token_from,
 )
+from gateway.engine import HandshakeRequest
 from gateway.settings import check_origins, from_argv
 from gateway.vrequests import (
     request_body,
@@ -249,14 +250,14 @@ def test_request_body_and_response_headers() -> None:
     assert (headers, cookie) == ({"x-a": "1"}, "sid=abc")
 
 
-def test_handshake_from_environ() -> None:
-    environ = {
-        "HTTP_ORIGIN": "http://a.example",
-        "HTTP_X_FORWARDED_FOR": "1.2.3.4",
-        "QUERY_STRING": "__sails_io_sdk_version=1.2.1&token=t&EIO=4",
-        "REMOTE_ADDR": "127.0.0.1",
-    }
-    hs = handshake_from_environ(environ, {"token": "from-auth"})
+def test_handshake_from_request() -> None:
+    request = HandshakeRequest(
+        path="/socket.io/",
+        query="__sails_io_sdk_version=1.2.1&token=t&EIO=4",
+        headers={"origin": "http://a.example", "x-forwarded-for": "1.2.3.4"},
+        remote="127.0.0.1",
+    )
+    hs = handshake_from_request(request, {"token": "from-auth"})
     assert hs.headers == {"origin": "http://a.example", "x-forwarded-for": "1.2.3.4"}
     assert hs.query["token"] == "t"
     assert hs.address == "127.0.0.1"

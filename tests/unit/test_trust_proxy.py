@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import handshake_from_environ
+from gateway.auth import handshake_from_request
+from gateway.engine import HandshakeRequest
 from gateway.trust_proxy import NO_PROXY, ProxyTrust
 from shared.errors import ConfigError
 from shared.vrequest import Handshake
@@ -63,14 +64,21 @@ def test_bad_settings_name_the_variable(bad: str) -> None:
 
 
 def test_handshake_carries_ip_and_ips_only_when_a_proxy_is_trusted() -> None:
-    environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "198.51.100.4"}
-    plain = handshake_from_environ(environ, None, NO_PROXY)
+    request = HandshakeRequest(
+        path="/socket.io/",
+        query="EIO=4&transport=websocket",
+        headers={"x-forwarded-for": "198.51.100.4"},
+        remote="127.0.0.1",
+    )
+    plain = handshake_from_request(request, None, NO_PROXY)
     assert (plain.address, plain.ip, plain.ips) == ("127.0.0.1", "", ())
     assert "ip" not in plain.to_wire()
-    trusted = handshake_from_environ(environ, None, ProxyTrust.parse("loopback"))
+    trusted = handshake_from_request(request, None, ProxyTrust.parse("loopback"))
     assert (trusted.address, trusted.ip, trusted.ips) == (
         "127.0.0.1",
         "198.51.100.4",
         ("198.51.100.4",),
     )
     assert Handshake.from_wire(trusted.to_wire()) == trusted
+    assert trusted.query == {"EIO": "4", "transport": "websocket"}
+    assert trusted.headers == {"x-forwarded-for": "198.51.100.4"}

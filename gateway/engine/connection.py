@@ -1,0 +1,556 @@
+"""One client connection: its Engine.IO session, its Socket.IO socket, its outbound
+buffer and its heartbeat, in one slotted object with no task of its own.
+
+Outbound, as gateway/outbound.py did before:
+
+* on websocket, when nothing is queued ahead, a packet goes straight to the TCP
+  transport as a websocket frame (a fanout packet's frame is built once and shared by
+  every recipient). Frames for one connection within one loop tick are gathered and
+  written together at its end (`Coalescer`): NATS hands the gateway many messages per
+  read, and the send syscall per write is most of the cost of a delivery;
+* on polling, or while upgrading, packets wait in a deque (created only while
+  something waits) for the next poll or for the websocket;
+* both paths are bounded: the queue by `max_queued_messages` packets and
+  `max_buffered_bytes` of MESSAGE text, the direct path by the transport's write
+  buffer plus this tick's frames against `max_buffered_bytes`. A connection over a
+  bound has stopped reading: its transport is aborted and it is closed with
+  CloseReason.SLOW_CLIENT.
+
+Inbound, the websocket is read in aiohttp's request task (server.py) and polling
+POSTs in theirs; both hand Engine.IO packets to `receive`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import WSCloseCode, web
+
+from gateway.engine import sio_codec
+from gateway.engine.api import (
+    ClientEvent,
+    CloseReason,
+    ConnectRefused,
+    EngineEvents,
+    HandshakeRequest,
+    OutboundPacket,
+    Transport,
+)
+from gateway.engine.frames import BINARY, EventPacket, text_frame, ws_frame
+from gateway.engine.heartbeat import PingSchedule
+from gateway.engine.options import EngineOptions
+from gateway.engine.payloads import MESSAGE_TYPE_BYTE, Packet
+from shared.envelope import RESERVED_EVENTS
+
+log = logging.getLogger(__name__)
+
+NOOP: Final = "6"
+CLOSE: Final = "1"
+PING: Final = "2"
+PONG: Final = "3"
+MESSAGE: Final = "4"
+GOING_AWAY_TIMEOUT_S: Final = 1.0
+RESERVED_EVENT: Final = "reserved_event"
+"""The refusals_total reason of a client event named like a lifecycle event."""
+
+Queued = str | bytes | EventPacket
+
+
+def new_id() -> str:
+    """A session or socket id: 20 URL-safe characters, as python-engineio made them."""
+    return secrets.token_urlsafe(15)
+
+
+class Coalescer:
+    """The connections that got frames during this tick; written out once, at its end."""
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[EngineConnection] = []
+        self._scheduled = False
+
+    def mark(self, conn: EngineConnection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_all)
+
+    def flush_all(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for conn in dirty:
+            conn.flush()
+
+
+class Shared:
+    """What every connection of one engine shares: options, timers, the event sink."""
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        events: EngineEvents,
+        *,
+        on_refusal: Callable[[str], None],
+        on_slow: Callable[[str, str], None],
+    ) -> None:
+        self.options = options
+        self.events = events
+        self.on_refusal = on_refusal
+        self.on_slow = on_slow
+        self.coalescer = Coalescer()
+        self.sessions: dict[str, EngineConnection] = {}
+        """Engine.IO sid → connection, while open."""
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self.pings: PingSchedule[EngineConnection] = PingSchedule(
+            options.ping_interval_s, EngineConnection.ping_due
+        )
+        self.pong_deadlines: PingSchedule[EngineConnection] = PingSchedule(
+            options.ping_timeout_s, EngineConnection.pong_overdue
+        )
+        self.v3_checks: PingSchedule[EngineConnection] = PingSchedule(
+            options.ping_timeout_s, EngineConnection.v3_check
+        )
+        self.v3_limit_s = options.ping_interval_s + options.ping_timeout_s
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class EngineConnection:
+    """A `Connection` (api.py): the only implementation."""
+
+    __slots__ = (
+        "__weakref__",
+        "_direct",
+        "_frames",
+        "_frames_bytes",
+        "_last_seen",
+        "_partial",
+        "_ping_at",
+        "_poll",
+        "_pong_by",
+        "_queue",
+        "_queued_bytes",
+        "_shared",
+        "_tr",
+        "_ws",
+        "b64",
+        "closed",
+        "eio_sid",
+        "protocol",
+        "reason",
+        "request",
+        "sid",
+        "socket_connected",
+        "transport",
+        "upgrading",
+    )
+
+    def __init__(
+        self, shared: Shared, request: HandshakeRequest, transport: Transport, *, b64: bool
+    ) -> None:
+        self._shared = shared
+        self.eio_sid = new_id()
+        self.sid = ""
+        """The Socket.IO id, set at CONNECT (v2: the Engine.IO sid)."""
+        self.protocol = request.protocol
+        self.transport = transport
+        self.request: HandshakeRequest | None = request
+        """Kept until the Socket.IO CONNECT, then dropped."""
+        self.b64 = b64
+        """A v3 polling client that cannot take binary payloads."""
+        self.closed = False
+        self.reason = CloseReason.TRANSPORT_CLOSE
+        self.socket_connected = False
+        self.upgrading = False
+        self._ws: web.WebSocketResponse | None = None
+        self._tr: asyncio.Transport | None = None
+        self._direct = False
+        self._frames: list[bytes] | None = None
+        """This tick's frames (a list only while there are some)."""
+        self._frames_bytes = 0
+        self._queue: collections.deque[Queued] | None = None
+        self._queued_bytes = 0
+        self._poll: asyncio.Future[None] | None = None
+        self._ping_at: float | None = None
+        self._pong_by: float | None = None
+        self._last_seen = 0.0
+        self._partial: sio_codec.SioPacket | None = None
+
+    def __repr__(self) -> str:
+        return f"<EngineConnection {self.sid or self.eio_sid} v{self.protocol} {self.transport}>"
+
+    # -- the Connection seam ---------------------------------------------------------
+    def send(self, packet: OutboundPacket) -> None:
+        """The fanout's path: one shared frame, or a place in the queue."""
+        assert isinstance(packet, EventPacket)
+        if self._direct:
+            self._write(packet.frame)
+        elif not self.closed:
+            self._enqueue(packet, len(packet.text))
+
+    def emit(self, event: str, data: Any) -> None:
+        if self.socket_connected and not self.closed:
+            for pkt in sio_codec.encode_data(sio_codec.EVENT, [event, data]):
+                self.send_packet(pkt)
+
+    async def disconnect(self) -> None:
+        """Socket.IO DISCONNECT (`41`), then the transport is closed."""
+        goodbye = ["41"] if self.socket_connected else []
+        if self.transport is Transport.POLLING:
+            goodbye.append(CLOSE)
+        self.close(CloseReason.SERVER, goodbye)
+
+    async def going_away(self) -> None:
+        """Websocket: close 1001 and no goodbye, as a restarting server would; polling:
+        the session is dropped (the next poll gets 400). Clients reconnect."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            self.close(CloseReason.GOING_AWAY, [])
+            return
+        self.flush()
+        tr = self._tr
+        self.close(CloseReason.GOING_AWAY, [], close_ws=False)
+        try:
+            await asyncio.wait_for(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server going away"),
+                GOING_AWAY_TIMEOUT_S,
+            )
+        except (TimeoutError, ConnectionError):
+            if tr is not None:
+                tr.abort()
+
+    # -- outbound --------------------------------------------------------------------
+    def send_packet(self, pkt: Packet) -> None:
+        """One Engine.IO packet of this connection's own (control, ack, emit)."""
+        if self._direct:
+            if isinstance(pkt, str):
+                self._write(text_frame(pkt))
+            else:
+                body = MESSAGE_TYPE_BYTE + pkt if self.protocol == 3 else pkt
+                self._write(ws_frame(body, BINARY))
+        elif not self.closed:
+            size = len(pkt) if isinstance(pkt, bytes) or pkt[:1] == MESSAGE else 0
+            self._enqueue(pkt, size)
+
+    def _enqueue(self, item: Queued, size: int) -> None:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        opts = self._shared.options
+        if len(queue) >= opts.max_queued_messages or (
+            self._queued_bytes + size > opts.max_buffered_bytes
+        ):
+            self._slow("queue")
+            return
+        queue.append(item)
+        self._queued_bytes += size
+        poll = self._poll
+        if poll is not None and not poll.done():
+            poll.set_result(None)
+
+    def _write(self, frame: bytes) -> None:
+        """Gather a frame for the end of this tick, or cut the connection off when its
+        transport already holds more than the bound (it stopped reading)."""
+        tr = self._tr
+        if tr is None or tr.is_closing():
+            return
+        if (
+            tr.get_write_buffer_size() + self._frames_bytes
+            > self._shared.options.max_buffered_bytes
+        ):
+            self._slow("write_buffer")
+            return
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = []
+            self._shared.coalescer.mark(self)
+        frames.append(frame)
+        self._frames_bytes += len(frame)
+
+    def flush(self) -> None:
+        """Write the frames gathered this tick in one call (one send syscall)."""
+        frames = self._frames
+        if not frames:
+            return
+        self._frames = None
+        self._frames_bytes = 0
+        tr = self._tr
+        if tr is None or tr.is_closing():
+            return
+        tr.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _slow(self, reason: str) -> None:
+        if self.closed:
+            return
+        self._frames = None
+        self._frames_bytes = 0
+        self._queue = None
+        if self._tr is not None:
+            self._tr.abort()  # drop what the client never read
+        sid = self.sid
+        self.close(CloseReason.SLOW_CLIENT, [], close_ws=False)
+        if sid:
+            self._shared.on_slow(sid, reason)
+
+    def take_queued(self) -> list[Packet]:
+        """Everything queued, as polling payloads carry it (and the queue forgotten)."""
+        queue, self._queue = self._queue, None
+        self._queued_bytes = 0
+        if not queue:
+            return []
+        return [item.text if isinstance(item, EventPacket) else item for item in queue]
+
+    async def poll(self, timeout_s: float) -> list[Packet]:
+        """A long-poll: what is queued, once something is (a NOOP after `timeout_s`)."""
+        if not self._queue and not self.closed:
+            poll = self._poll = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(poll, timeout_s)
+            except TimeoutError:
+                pass
+            finally:
+                self._poll = None
+        return self.take_queued() or [NOOP]
+
+    @property
+    def polling(self) -> bool:
+        return self._poll is not None
+
+    def end_poll(self) -> None:
+        """Answer a pending long-poll now (with a NOOP when nothing is queued)."""
+        poll = self._poll
+        if poll is not None and not poll.done():
+            poll.set_result(None)
+
+    # -- websocket -------------------------------------------------------------------
+    def attach_websocket(self, ws: web.WebSocketResponse, tr: asyncio.Transport) -> None:
+        """From now on every packet is written to this websocket; what waited in the
+        queue goes first, in order."""
+        self._ws, self._tr = ws, tr
+        self.transport = Transport.WEBSOCKET
+        self.upgrading = False
+        for item in self.take_queued():
+            if isinstance(item, str):
+                self._write(text_frame(item))
+            else:
+                body = MESSAGE_TYPE_BYTE + item if self.protocol == 3 else item
+                self._write(ws_frame(body, BINARY))
+        self._direct = not self.closed
+        self.end_poll()
+
+    # -- heartbeat -------------------------------------------------------------------
+    def start_heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.protocol == 3:  # the client pings; we watch the clock
+            self._last_seen = loop.time()
+            self._ping_at = self._shared.v3_checks.add(self)
+        else:
+            self._ping_at = self._shared.pings.add(self)
+
+    def ping_due(self, at: float) -> None:
+        if self._ping_at != at or self.closed:
+            return
+        self._ping_at = None
+        self.send_packet(PING)
+        self._pong_by = self._shared.pong_deadlines.add(self)
+
+    def pong_overdue(self, at: float) -> None:
+        if self._pong_by == at and not self.closed:
+            log.info("no pong within the ping timeout, closing", extra={"sid": self.sid})
+            self.close(CloseReason.PING, [CLOSE])
+
+    def v3_check(self, at: float) -> None:
+        if self._ping_at != at or self.closed:
+            return
+        idle_s = asyncio.get_running_loop().time() - self._last_seen
+        if idle_s > self._shared.v3_limit_s:
+            log.info(
+                "EIO3 client sent no ping in %ss, closing",
+                self._shared.v3_limit_s,
+                extra={"sid": self.sid or self.eio_sid},
+            )
+            self.close(CloseReason.PING, [CLOSE])
+        else:
+            self._ping_at = self._shared.v3_checks.add(self)
+
+    # -- inbound ---------------------------------------------------------------------
+    def receive(self, pkt: Packet) -> bool:
+        """One inbound Engine.IO packet; False when it ended the connection."""
+        if self.closed:
+            return False
+        if self.protocol == 3:
+            self._last_seen = asyncio.get_running_loop().time()
+        if isinstance(pkt, bytes):
+            self._on_attachment(pkt)
+            return not self.closed
+        kind = pkt[:1]
+        if kind == MESSAGE:
+            self._on_message(pkt[1:])
+        elif kind == PONG:
+            if self.protocol == 4 and self._pong_by is not None:
+                self._pong_by = None
+                self._ping_at = self._shared.pings.add(self)
+        elif kind == PING:
+            if self.protocol == 3:
+                self.send_packet(PONG + pkt[1:])
+        elif kind == CLOSE:
+            self.close(CloseReason.CLIENT, [])
+        elif kind not in ("0", "5", "6"):
+            log.info("malformed Engine.IO packet, closing", extra={"sid": self.sid})
+            self.close(CloseReason.TRANSPORT_ERROR, [])
+        return not self.closed
+
+    def _on_message(self, text: str) -> None:
+        try:
+            pkt = sio_codec.decode(text)
+        except ValueError as exc:
+            log.info("malformed Socket.IO packet, closing: %s", exc, extra={"sid": self.sid})
+            self.close(CloseReason.TRANSPORT_ERROR, [])
+            return
+        if pkt.attachments:
+            pkt.buffers = []
+            self._partial = pkt
+            return
+        self._dispatch(pkt)
+
+    def _on_attachment(self, data: bytes) -> None:
+        pkt = self._partial
+        if pkt is None or pkt.buffers is None:
+            return  # a stray binary message: nothing waits for it
+        pkt.buffers.append(data)
+        if len(pkt.buffers) < pkt.attachments:
+            return
+        self._partial = None
+        try:
+            pkt.data = sio_codec.reconstruct(pkt.data, pkt.buffers)
+        except ValueError:
+            self.close(CloseReason.TRANSPORT_ERROR, [])
+            return
+        pkt.buffers = None
+        self._dispatch(pkt)
+
+    def _dispatch(self, pkt: sio_codec.SioPacket) -> None:
+        kind = pkt.type
+        if kind in (sio_codec.EVENT, sio_codec.BINARY_EVENT):
+            if pkt.namespace == "/" and self.socket_connected:
+                self._on_event(pkt)
+        elif kind == sio_codec.CONNECT:
+            self._on_connect_packet(pkt)
+        elif kind == sio_codec.DISCONNECT and pkt.namespace == "/":
+            self.close(CloseReason.CLIENT, [])
+        # ACKs (the server asks clients nothing) and CONNECT_ERRORs are not for a server
+
+    def _on_event(self, pkt: sio_codec.SioPacket) -> None:
+        data = pkt.data
+        if (
+            not isinstance(data, list)
+            or not data
+            or not isinstance(data[0], str)
+            or (data[0] in RESERVED_EVENTS)
+        ):
+            self._shared.on_refusal(RESERVED_EVENT)
+            return
+        event = ClientEvent(self.sid, data[0], tuple(data[1:]), pkt.id is not None)
+        self._shared.spawn(self._run_event(event, pkt.id))
+
+    async def _run_event(self, event: ClientEvent, ack_id: int | None) -> None:
+        try:
+            result = await self._shared.events.event(event)
+        except Exception:
+            log.exception("client event %r failed", event.event[:100], extra={"sid": self.sid})
+            return
+        if ack_id is not None and result is not None and not self.closed:
+            args = list(result) if isinstance(result, tuple) else [result]
+            for pkt in sio_codec.encode_data(sio_codec.ACK, args, ack_id):
+                self.send_packet(pkt)
+
+    def _on_connect_packet(self, pkt: sio_codec.SioPacket) -> None:
+        namespace = pkt.namespace.partition("?")[0]
+        if namespace not in ("", "/"):
+            self.send_packet(sio_codec.connect_error(self.protocol, "Invalid namespace", namespace))
+            return
+        if self.protocol == 3 or self.socket_connected or self.sid:
+            return  # v2: "/" was connected by the server at the handshake
+        auth = pkt.data if pkt.has_data else None
+        self.sid = new_id()  # now: a second CONNECT in the same payload is ignored
+        self._shared.spawn(self.connect_socket(auth))
+
+    async def connect_socket(self, auth: Any) -> None:
+        """The Socket.IO CONNECT of the default namespace (a v2 client's is made at
+        the handshake): the gateway decides, the client is told."""
+        request = self.request
+        if request is None or self.closed:
+            return
+        if self.protocol == 3:
+            self.sid = self.eio_sid
+        try:
+            await self._shared.events.connected(self, request, auth)
+        except ConnectRefused as exc:
+            self._refuse(exc.message)
+            return
+        except Exception:
+            log.exception("connect handler failed", extra={"sid": self.sid})
+            self._refuse("internal error")
+            return
+        self.request = None
+        self.socket_connected = True
+        if self.closed:  # it left while the gateway was deciding: it was registered
+            await self._shared.events.disconnected(self.sid, self.reason)
+            return
+        payload = None if self.protocol == 3 else {"sid": self.sid}
+        self.send_packet(sio_codec.connect_reply(self.protocol, payload))
+
+    def _refuse(self, message: str) -> None:
+        self.sid = ""
+        self.send_packet(sio_codec.connect_error(self.protocol, message))
+        self._shared.spawn(self._close_refused())
+
+    async def _close_refused(self) -> None:
+        """A Socket.IO v2 client (sails.io.js 1.x) stays connected at the Engine.IO
+        level after a refused connect; close it once it had time to read why."""
+        await asyncio.sleep(self._shared.options.refused_close_grace_s)
+        if not self.closed and not self.socket_connected:
+            self.close(CloseReason.SERVER, [CLOSE])
+
+    # -- the end ---------------------------------------------------------------------
+    def close(self, reason: CloseReason, goodbye: list[str], *, close_ws: bool = True) -> None:
+        """End the connection: `goodbye` packets go out first (what is queued too on
+        websocket), then the transport is closed; the gateway is told once."""
+        if self.closed:
+            return
+        for pkt in goodbye:
+            self.send_packet(pkt)
+        self.closed = True
+        self.reason = reason
+        self._direct = False
+        self._ping_at = self._pong_by = None
+        self._partial = None
+        shared = self._shared
+        if shared.sessions.get(self.eio_sid) is self:
+            del shared.sessions[self.eio_sid]
+        ws = self._ws
+        if ws is not None:
+            self.flush()
+            if close_ws and not ws.closed:
+                shared.spawn(self._close_websocket(ws))
+        elif not self._queue and not goodbye:
+            self._enqueue(NOOP, 0)  # ends a pending long-poll now
+        self.end_poll()
+        if self.socket_connected:
+            shared.spawn(shared.events.disconnected(self.sid, reason))
+
+    async def _close_websocket(self, ws: web.WebSocketResponse) -> None:
+        try:
+            await asyncio.wait_for(ws.close(), self._shared.options.close_wait_s)
+        except (TimeoutError, ConnectionError):
+            if self._tr is not None:
+                self._tr.abort()

@@ -1,0 +1,57 @@
+"""What the engine runs with: the engine slice of the gateway's settings, resolved.
+
+Every value that is an option is declared once, in gateway/settings.py
+(`EngineSettings`); the defaults here are read from there, so a test can build an
+engine with a few values changed and the rest as the gateway would run it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.settings import EngineSettings, GatewaySettings
+
+ANY_ORIGIN: Final = "*"
+_DEFAULT: Final = EngineSettings()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineOptions:
+    ping_interval_s: float = _DEFAULT.ping_interval_s
+    ping_timeout_s: float = _DEFAULT.ping_timeout_s
+    max_payload_bytes: int = _DEFAULT.max_payload_bytes
+    """Largest inbound websocket message or polling POST body."""
+    max_queued_messages: int = _DEFAULT.max_queued_messages
+    """Bound on packets waiting for a poll or an upgrade (per connection)."""
+    max_buffered_bytes: int = _DEFAULT.max_buffered_bytes
+    """Bound on bytes waiting to be written to the client (per connection)."""
+    allowed_origins: tuple[str, ...] | None = None
+    """Exact Origins allowed; None: the host the request was sent to; ("*",): any."""
+    refused_close_grace_s: float = 1.0
+    """How long a refused client keeps its transport to read the connect error."""
+    close_wait_s: float = 0.5
+    """How long closing a websocket may wait for the client's close frame's reply."""
+    path: str = "/socket.io/"
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> EngineOptions:
+        """The engine's options from a gateway's settings: its slice, and the Origins it
+        accepts (Sails' exact --only-allow-origins list wins over --allowed-origins;
+        neither: the host the request was sent to)."""
+        engine = settings.engine
+        origins: tuple[str, ...] | None = None
+        if settings.connect.only_allow_origins:
+            origins = tuple(settings.connect.only_allow_origins)
+        elif ANY_ORIGIN in engine.allowed_origins:
+            origins = (ANY_ORIGIN,)
+        elif engine.allowed_origins:
+            origins = tuple(engine.allowed_origins)
+        return cls(
+            ping_interval_s=engine.ping_interval_s,
+            ping_timeout_s=engine.ping_timeout_s,
+            max_payload_bytes=engine.max_payload_bytes,
+            max_queued_messages=engine.max_queued_messages,
+            max_buffered_bytes=engine.max_buffered_bytes,
+            allowed_origins=origins,
+        )

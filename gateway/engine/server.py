@@ -1,0 +1,327 @@
+"""The `/socket.io/` endpoint on aiohttp: handshakes, polling, websockets, upgrades.
+
+Errors are answered as engine.io answers them: 400 with `{"code":N,"message":...}`
+(0 unknown transport, 1 unknown session, 2 bad handshake method, 3 bad request,
+5 unsupported protocol version). A websocket is read in aiohttp's request task: a
+connection costs no task of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from gateway.engine import payloads
+from gateway.engine.api import CloseReason, EngineEvents, HandshakeRequest, Transport
+from gateway.engine.connection import NOOP, EngineConnection, Shared
+from gateway.engine.options import EngineOptions
+from gateway.engine.origins import OriginCheck, cors_headers
+
+log = logging.getLogger(__name__)
+
+INBOUND_TOO_LARGE: Final = "inbound_too_large"
+"""The refusals_total reason of a websocket message or polling POST over the limit."""
+PROBE: Final = "probe"
+TRANSPORT_UNKNOWN: Final = (0, "Transport unknown")
+SESSION_UNKNOWN: Final = (1, "Session ID unknown")
+BAD_HANDSHAKE_METHOD: Final = (2, "Bad handshake method")
+BAD_REQUEST: Final = (3, "Bad request")
+UNSUPPORTED_PROTOCOL: Final = (5, "Unsupported protocol version")
+
+
+def _ignore(*args: object) -> None:
+    return None
+
+
+def error_response(
+    code: tuple[int, str], message: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = orjson.dumps({"code": code[0], "message": message or code[1]})
+    return web.Response(
+        status=400, body=body, content_type="application/json", headers=headers or {}
+    )
+
+
+class Engine:
+    """Engine.IO v3/v4 and Socket.IO v2/v4 for one gateway; tells `events` what
+    clients do."""
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        events: EngineEvents,
+        *,
+        on_refusal: Callable[[str], None] = _ignore,
+        on_origin_refused: Callable[[], None] = _ignore,
+        on_slow: Callable[[str, str], None] = _ignore,
+    ) -> None:
+        self.options = options
+        self._shared = Shared(options, events, on_refusal=on_refusal, on_slow=on_slow)
+        self._origins = OriginCheck(options.allowed_origins, on_origin_refused)
+        self._releasing = False
+
+    def attach(self, app: web.Application) -> None:
+        app.router.add_route("*", self.options.path, self.handle)
+
+    @property
+    def sessions(self) -> dict[str, EngineConnection]:
+        """Open Engine.IO sessions by their Engine.IO sid (tests and drain use it)."""
+        return self._shared.sessions
+
+    def release_pollers(self) -> None:
+        """Answer every pending long-poll now, so the HTTP server can shut down without
+        waiting out their timeouts."""
+        self._releasing = True
+        for conn in list(self._shared.sessions.values()):
+            conn.end_poll()
+
+    def close(self) -> None:
+        for schedule in (self._shared.pings, self._shared.pong_deadlines, self._shared.v3_checks):
+            schedule.close()
+
+    # -- routing ---------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin and not self._origins.accepts(origin, _headers(request), request.scheme):
+            self._origins.refuse(origin, request.remote or "")
+            return error_response(BAD_REQUEST, f"{origin} is not an accepted origin.")
+        cors = cors_headers(
+            origin, request.method, request.headers.get("Access-Control-Request-Headers")
+        )
+        query = request.query
+        transport = query.get("transport", "polling")
+        if transport not in ("polling", "websocket"):
+            return error_response(TRANSPORT_UNKNOWN, headers=cors)
+        jsonp: int | None = None
+        if "j" in query:
+            try:
+                jsonp = int(query["j"])
+            except ValueError:
+                return error_response(BAD_REQUEST, "Invalid JSONP index number", cors)
+        if request.method == "OPTIONS":
+            return web.Response(text="OK", headers=cors)
+        if request.method not in ("GET", "POST"):
+            return web.Response(status=405, text="Method Not Found", headers=cors)
+        sid = query.get("sid")
+        websocket = transport == "websocket"
+        if websocket and request.headers.get("Upgrade", "").lower() != "websocket":
+            return error_response(BAD_REQUEST, "Invalid websocket upgrade", cors)
+        if sid is None:
+            if request.method != "GET":
+                return error_response(BAD_HANDSHAKE_METHOD, headers=cors)
+            eio = query.get("EIO")
+            if eio not in ("3", "4"):
+                return error_response(UNSUPPORTED_PROTOCOL, headers=cors)
+            if websocket:
+                return await self._websocket(request, None, int(eio))
+            hs = handshake_request(request, self.options.path, int(eio))
+            return await self._polling_handshake(hs, "b64" in query, jsonp, cors)
+        conn = self._shared.sessions.get(sid)
+        if conn is None:
+            return error_response(SESSION_UNKNOWN, headers=cors)
+        if conn.transport is Transport.WEBSOCKET:
+            return error_response(BAD_REQUEST, "Unexpected HTTP request", cors)
+        if websocket:
+            if conn.upgrading:
+                return error_response(BAD_REQUEST, headers=cors)
+            return await self._websocket(request, conn, conn.protocol)
+        if request.method == "GET":
+            return await self._poll(conn, jsonp, cors)
+        return await self._post(request, conn, cors)
+
+    # -- handshakes ------------------------------------------------------------------
+    def _open_packet(self, conn: EngineConnection, upgrades: list[str]) -> str:
+        o = self.options
+        body = {
+            "sid": conn.eio_sid,
+            "upgrades": upgrades,
+            "pingTimeout": int(o.ping_timeout_s * 1000),
+            "pingInterval": int(o.ping_interval_s * 1000),
+            "maxPayload": o.max_payload_bytes,
+        }
+        return "0" + orjson.dumps(body).decode()
+
+    async def _polling_handshake(
+        self, hs: HandshakeRequest, b64: bool, jsonp: int | None, cors: dict[str, str]
+    ) -> web.StreamResponse:
+        conn = EngineConnection(self._shared, hs, Transport.POLLING, b64=b64)
+        self._shared.sessions[conn.eio_sid] = conn
+        conn.send_packet(self._open_packet(conn, ["websocket"]))
+        conn.start_heartbeat()
+        if hs.protocol == 3:  # v2 clients never send `40`: the server connects them
+            await conn.connect_socket(None)
+        return self._payload_response(conn, conn.take_queued() or [NOOP], jsonp, cors)
+
+    def _open_websocket(
+        self, request: web.Request, ws: web.WebSocketResponse, tr: asyncio.Transport, protocol: int
+    ) -> EngineConnection:
+        """A session that starts on websocket (its handshake request is kept by the
+        connection until the Socket.IO CONNECT, and by no frame of ours)."""
+        hs = handshake_request(request, self.options.path, protocol)
+        conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
+        self._shared.sessions[conn.eio_sid] = conn
+        conn.attach_websocket(ws, tr)
+        conn.send_packet(self._open_packet(conn, []))
+        conn.start_heartbeat()
+        return conn
+
+    async def _websocket(
+        self, request: web.Request, conn: EngineConnection | None, protocol: int
+    ) -> web.StreamResponse:
+        """A websocket session (a new one, or the upgrade of `conn` from polling), read
+        in this request's task until the client goes or the connection is closed (which
+        closes the websocket). One frame of ours per idle connection: this one."""
+        ws = web.WebSocketResponse(max_msg_size=self.options.max_payload_bytes, compress=False)
+        await ws.prepare(request)
+        tr = request.transport
+        if tr is None:
+            return ws
+        if conn is None:
+            conn = self._open_websocket(request, ws, tr, protocol)
+            if protocol == 3:  # v2 clients never send `40`: the server connects them
+                await conn.connect_socket(None)
+        elif await self._upgrade(ws, conn) and not conn.closed:
+            conn.attach_websocket(ws, tr)
+        else:
+            await ws.close()
+            return ws
+        reason = CloseReason.TRANSPORT_CLOSE
+        v3 = protocol == 3
+        try:
+            while True:
+                msg = await ws.receive()
+                pkt: payloads.Packet
+                if msg.type is WSMsgType.TEXT:
+                    text: str = msg.data
+                    pkt = payloads.decode_v3_text(text) if v3 and text[:1] == "b" else text
+                elif msg.type is WSMsgType.BINARY:
+                    pkt = bytes(msg.data)
+                    if v3:
+                        if pkt[:1] != payloads.MESSAGE_TYPE_BYTE:
+                            raise ValueError("invalid EIO3 binary packet")
+                        pkt = pkt[1:]
+                else:
+                    if msg.type is WSMsgType.ERROR:
+                        reason = CloseReason.TRANSPORT_ERROR
+                        if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                            self._shared.on_refusal(INBOUND_TOO_LARGE)
+                    break
+                if not conn.receive(pkt):
+                    break
+        except ValueError:
+            log.info("malformed Engine.IO packet, closing", extra={"sid": conn.sid})
+            reason = CloseReason.TRANSPORT_ERROR
+        finally:
+            conn.close(reason, [])
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _upgrade(self, ws: web.WebSocketResponse, conn: EngineConnection) -> bool:
+        """polling → websocket: probe ping → probe pong, the pending poll ended with a
+        NOOP, UPGRADE; packets sent meanwhile wait in the queue and go out first."""
+        timeout_s = self.options.ping_interval_s + self.options.ping_timeout_s
+        conn.upgrading = True
+        try:
+            msg = await ws.receive(timeout_s)
+            if msg.type is not WSMsgType.TEXT or msg.data != "2" + PROBE:
+                log.info("failed websocket upgrade: no probe", extra={"sid": conn.sid})
+                return False
+            await ws.send_str("3" + PROBE)
+            conn.send_packet(NOOP)  # ends the pending poll
+            msg = await ws.receive(timeout_s)
+            if msg.type is not WSMsgType.TEXT or msg.data != "5":
+                log.info("failed websocket upgrade: no UPGRADE", extra={"sid": conn.sid})
+                return False
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            conn.upgrading = False
+        return True
+
+    # -- polling ---------------------------------------------------------------------
+    def _payload_response(
+        self,
+        conn: EngineConnection,
+        packets: list[payloads.Packet],
+        jsonp: int | None,
+        cors: dict[str, str],
+    ) -> web.Response:
+        if conn.protocol == 3:
+            body, content_type = payloads.encode_v3_response(
+                packets, binary=not conn.b64, jsonp_index=jsonp
+            )
+        else:
+            body, content_type = payloads.encode_v4_response(packets, jsonp)
+        return web.Response(body=body, headers={**cors, "Content-Type": content_type})
+
+    async def _poll(
+        self, conn: EngineConnection, jsonp: int | None, cors: dict[str, str]
+    ) -> web.StreamResponse:
+        if conn.polling:
+            return error_response(BAD_REQUEST, "Overlapping poll", cors)
+        if self._releasing:
+            packets = conn.take_queued() or [NOOP]
+        else:
+            packets = await conn.poll(self.options.ping_interval_s + self.options.ping_timeout_s)
+        return self._payload_response(conn, packets, jsonp, cors)
+
+    async def _post(
+        self, request: web.Request, conn: EngineConnection, cors: dict[str, str]
+    ) -> web.StreamResponse:
+        limit = self.options.max_payload_bytes
+        body = b""
+        if (request.content_length or 0) <= limit:
+            body = await request.content.read(limit + 1)
+            while len(body) <= limit and not request.content.at_eof():
+                chunk = await request.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        if (request.content_length or 0) > limit or len(body) > limit:
+            self._shared.on_refusal(INBOUND_TOO_LARGE)
+            conn.close(CloseReason.TRANSPORT_ERROR, [])
+            return error_response(BAD_REQUEST, "Payload too large", cors)
+        try:
+            if conn.protocol == 4:
+                packets = payloads.decode_v4(body)
+            elif request.content_type == payloads.BINARY_TYPE:
+                packets = payloads.decode_binary_payload(body)
+            else:
+                packets = payloads.decode_text_payload(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.info("invalid polling payload, closing: %s", exc, extra={"sid": conn.sid})
+            conn.close(CloseReason.TRANSPORT_ERROR, [])
+            return error_response(BAD_REQUEST, headers=cors)
+        for pkt in packets:
+            if not conn.receive(pkt):
+                break
+        return web.Response(text="ok", headers=cors)
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    """Lower-case names; a header sent several times is joined with commas (as the
+    WSGI environ did: `X-Forwarded-For` lines, cookies)."""
+    out: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
+
+
+def handshake_request(request: web.Request, path: str, protocol: int) -> HandshakeRequest:
+    """`path` is the route's own: asking aiohttp for `request.path` builds (and caches
+    on the request, for the connection's life) a decoded URL path, 0.2 KB."""
+    return HandshakeRequest(
+        path=path,
+        query=request.query_string,
+        headers=_headers(request),
+        remote=request.remote or "",
+        scheme=request.scheme,
+        protocol=protocol,
+    )
