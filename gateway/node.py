@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
 
 from gateway.broker import Broker, BrokerEvent
@@ -27,6 +27,7 @@ from gateway.fanout import Fanout
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
+from gateway.pacing import Pacer
 from gateway.peers import Peers
 from gateway.rooms import LocalRooms
 from gateway.settings import GatewaySettings
@@ -90,6 +91,7 @@ class Gateway:
         self.rooms = LocalRooms()
         self.peers = Peers(settings.gateway_id, settings.core.heartbeat_interval_s, clock)
         self.fanout = Fanout(metrics)
+        self.pacer = Pacer(self.fanout, self._backlog_full)
         self._clock = clock
         self.room_interest = Interest(
             broker,
@@ -248,12 +250,18 @@ class Gateway:
         members = self.rooms.members(room)
         if not members:
             return
-        recipients: Iterable[str] = members
+        recipients: Collection[str] = members
         if len(msg.rooms) > 1:
             recipients = self._first_room_members(room, members, msg.rooms)
-        self.fanout.deliver(event_packet(msg.args), recipients, msg.omit)
+        self.pacer.submit(event_packet(msg.args), recipients, msg.omit, len(msg.args))
         if msg.ts is not None:  # optional for foreign publishers: no lag to measure
             self._observe_lag(max(0.0, time.time() - msg.ts))
+
+    def _backlog_full(self) -> None:
+        self.metrics.drops.labels("fanout_backlog").inc()
+        self._warnings.warning(
+            "fanout_backlog", "fanout backlog full: dropped a message (sockets cannot keep up)"
+        )
 
     def _first_room_members(
         self, room: str, members: set[str] | frozenset[str], targets: tuple[str, ...]
@@ -275,7 +283,9 @@ class Gateway:
             self.metrics.drops.labels("misrouted").inc()
             log.warning("dropped a %r message sent to the blast subject", msg.kind)
             return
-        self.fanout.deliver(event_packet(msg.args), list(self.rooms.sockets()), msg.omit)
+        self.pacer.submit(
+            event_packet(msg.args), list(self.rooms.sockets()), msg.omit, len(msg.args)
+        )
         if msg.ts is not None:  # optional for foreign publishers: no lag to measure
             self._observe_lag(max(0.0, time.time() - msg.ts))
 

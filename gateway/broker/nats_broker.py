@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import Any, Final
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -33,6 +33,24 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 """At start-up only; after that the client reconnects forever."""
+READ_CHUNK_BYTES: Final = 8 * 1024 * 1024
+"""Most the NATS socket is read per event-loop tick (asyncio's default: 256 KiB)."""
+
+
+def _widen_reads(nc: NatsClient) -> None:
+    """Let one loop tick read up to READ_CHUNK_BYTES from NATS (issue 16 #3).
+
+    asyncio reads a socket at most 256 KiB per tick. While the gateway fans a burst out,
+    every tick also runs the write callbacks of every socket being written to, so at
+    256 KiB a tick the NATS reader fell behind the server: the PONGs and the answers to
+    the gateway's readiness round trip waited behind megabytes of room messages, and
+    the gateway left the server as hung. Reading what the kernel holds at once keeps
+    the reader ahead; the deliveries themselves are paced (gateway.pacing)."""
+    tcp = getattr(nc, "_transport", None)
+    writer = getattr(tcp, "_io_writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is not None and hasattr(transport, "max_size"):  # plain TCP; not TLS
+        transport.max_size = READ_CHUNK_BYTES
 
 
 class _LiteSub:
@@ -109,6 +127,7 @@ class NatsBroker:
                 await broker[0]._listener(BrokerEvent.DISCONNECTED)
 
         async def reconnected() -> None:
+            _widen_reads(nc)
             if broker:
                 await broker[0]._listener(BrokerEvent.RECONNECTED)
 
@@ -136,6 +155,7 @@ class NatsBroker:
             except Exception:
                 log.debug("closing a half-open NATS client failed", exc_info=True)
             raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+        _widen_reads(nc)
         broker.append(cls(nc))
         return broker[0]
 
