@@ -33,24 +33,28 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 """At start-up only; after that the client reconnects forever."""
-READ_CHUNK_BYTES: Final = 8 * 1024 * 1024
-"""Most the NATS socket is read per event-loop tick (asyncio's default: 256 KiB)."""
+READ_AHEAD_BYTES: Final = 8 * 1024 * 1024
+"""What the NATS socket may be read ahead of the parser in one event-loop tick."""
 
 
 def _widen_reads(nc: NatsClient) -> None:
-    """Let one loop tick read up to READ_CHUNK_BYTES from NATS (issue 16 #3).
+    """Let one loop tick read up to READ_AHEAD_BYTES from NATS (issue 16 #3).
 
-    asyncio reads a socket at most 256 KiB per tick. While the gateway fans a burst out,
-    every tick also runs the write callbacks of every socket being written to, so at
-    256 KiB a tick the NATS reader fell behind the server: the PONGs and the answers to
-    the gateway's readiness round trip waited behind megabytes of room messages, and
-    the gateway left the server as hung. Reading what the kernel holds at once keeps
+    nats-py reads through an asyncio StreamReader whose limit is 32 KiB: past 64 KiB
+    buffered it pauses the socket until the next tick, and asyncio's own loop reads at
+    most 256 KiB per tick anyway (uvloop reads until the socket is empty). While the
+    gateway fans a burst out, every tick also runs the write callbacks of every socket
+    being written to, so at ~256 KiB a tick the reader fell megabytes behind the server:
+    the PONGs and the answers to the readiness round trip waited behind room messages,
+    and the gateway left the server as hung. Reading what the kernel holds at once keeps
     the reader ahead; the deliveries themselves are paced (gateway.pacing)."""
     tcp = getattr(nc, "_transport", None)
-    writer = getattr(tcp, "_io_writer", None)
-    transport = getattr(writer, "transport", None)
-    if transport is not None and hasattr(transport, "max_size"):  # plain TCP; not TLS
-        transport.max_size = READ_CHUNK_BYTES
+    reader = getattr(tcp, "_io_reader", None)
+    if reader is not None and hasattr(reader, "_limit"):
+        reader._limit = READ_AHEAD_BYTES // 2  # paused past twice the limit
+    transport = getattr(getattr(tcp, "_io_writer", None), "transport", None)
+    if transport is not None and hasattr(transport, "max_size"):  # asyncio's TCP loop
+        transport.max_size = READ_AHEAD_BYTES
 
 
 class _LiteSub:
