@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from typing import Any, Final
@@ -24,6 +25,7 @@ from gateway.engine import (
     EngineOptions,
     HandshakeRequest,
 )
+from gateway.fd_reserve import FD_RESERVE, FdReserve
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 DRAIN_BATCHES_PER_S = 10
 MAX_NATS_RETRY_S = 5.0
+MAX_HEADER_LINE: Final = 8190
+"""aiohttp's (and Node's) bound on one request line or header line."""
 
 HOOK_REASONS: Final = {
     CloseReason.CLIENT: "client disconnect",
@@ -65,6 +69,7 @@ class GatewayApp:
         self.gateway: Gateway | None = None
         self.broker: NatsBroker | None = None
         self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.Server] = []
         self.port = 0
         self.metrics_port = 0
         self.hooks: ConnectHooks | None = None
@@ -110,7 +115,7 @@ class GatewayApp:
         app = web.Application()
         self.engine.attach(app)
         pages.add_routes(app, s.pages)  # the live demo page, when configured
-        self.port = await self._listen(app, listen.host, listen.port)
+        self.port = await self._listen_clients(app)
         self.metrics.ready.set(1 if self.gateway.ready else 0)
 
     async def _connect_nats(self) -> NatsBroker:
@@ -133,6 +138,42 @@ class GatewayApp:
         address: Any = runner.addresses[-1]
         bound: int = address[1]
         return bound
+
+    async def _listen_clients(self, app: web.Application) -> int:
+        """The Socket.IO port: aiohttp's header limits and handshake timeout (its
+        keep-alive timer runs from the accept, so a connection that sends no complete
+        request is closed), behind the fd reserve (gateway/fd_reserve.py)."""
+        listen = self.settings.listen
+        line = min(MAX_HEADER_LINE, listen.max_header_bytes)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=listen.handshake_timeout_s,
+            max_line_size=line,
+            max_field_size=line,
+        )
+        await runner.setup()
+        assert runner.server is not None
+        reserve = FdReserve(runner.server, listen.fd_reserve, self._fd_refused)
+        server = await asyncio.get_running_loop().create_server(
+            reserve, listen.host, listen.port, backlog=2048, reuse_address=True
+        )
+        self._runners.append(runner)
+        self._servers.append(server)
+        bound: int = server.sockets[0].getsockname()[1]
+        return bound
+
+    def _fd_refused(self, connections: int, reserve: int) -> None:
+        self.metrics.refusals.labels(FD_RESERVE).inc()
+        self._warnings.warning(
+            FD_RESERVE,
+            "refused a client connection: %d client connections open and %d file "
+            "descriptors kept for the ops port and NATS (RLIMIT_NOFILE %d)",
+            connections,
+            reserve,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
 
     # -- EngineEvents ------------------------------------------------------------------
     async def connected(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
@@ -250,6 +291,8 @@ class GatewayApp:
 
     async def stop(self) -> None:
         self.engine.release_pollers()
+        for server in self._servers:
+            server.close()
         for runner in self._runners:
             await runner.cleanup()
         self.engine.close()

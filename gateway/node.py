@@ -55,7 +55,7 @@ from shared.control import (
     encode_reply,
     encode_request,
 )
-from shared.envelope import KIND_BLAST, DataMessage, decode_data
+from shared.envelope import KIND_BLAST, KIND_MULTI_ROOM, DataMessage, decode_data
 from shared.errors import MalformedEnvelope, SailcastError, TransportError
 from shared.subjects import SubjectKind
 
@@ -67,8 +67,9 @@ SOCKET_SUBJECT_LINGER_S: Final = 1.0
 gets "no_such_socket" at once instead of timing out."""
 HUNG_SERVER_ROUND_TRIPS: Final = 3
 """Failed readiness round trips in a row, while connected, before leaving the server."""
-FIXED_SUBSCRIPTIONS: Final = 4
-"""blast, all-gateways requests, heartbeats, and this gateway's own subject."""
+FIXED_SUBSCRIPTIONS: Final = 5
+"""blast, multi-room broadcasts, all-gateways requests, heartbeats, and this gateway's
+own subject."""
 
 _CLUSTER: Final = ""
 """The control queue's target for a request on `gw.all` (a socket request names its sid)."""
@@ -111,7 +112,9 @@ class Gateway:
         self.draining = False
         self.last_round_trip: float = 0.0
         # labelled children looked up once: these are hit for every message
-        self._received = {k: metrics.broker_messages.labels(k) for k in ("room", "blast")}
+        self._received = {
+            k: metrics.broker_messages.labels(k) for k in ("room", "multi_room", "blast")
+        }
         self._handler_errors = metrics.drops.labels("handler_error")
         self._warnings = Throttled(log)
         self._observe_lag = metrics.lag.observe
@@ -128,7 +131,7 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self.subjects
-        for subject in (s.blast, s.gateways, s.heartbeat, self._own_subject):
+        for subject in (s.blast, s.multi_room, s.gateways, s.heartbeat, self._own_subject):
             await self.broker.subscribe(subject)
         await self.broker.publish(s.heartbeat, self.peers.beat(hello=True))
         await self.broker.flush()
@@ -219,6 +222,8 @@ class Gateway:
             kind = parsed.kind
             if kind is SubjectKind.ROOM:
                 self._on_room_message(parsed.name, data)
+            elif kind is SubjectKind.MULTI_ROOM:
+                self._on_multi_room(data)
             elif kind is SubjectKind.BLAST:
                 self._on_blast(data)
             elif kind is SubjectKind.SOCKET:
@@ -274,6 +279,28 @@ class Gateway:
             return list(members)
         earlier = [self.rooms.members(r) for r in before]
         return [m for m in members if not any(m in e for e in earlier)]
+
+    def _on_multi_room(self, data: bytes) -> None:
+        """One message for many rooms: each local member of any of them gets it once.
+        Membership is read once, so no join or leave can split the message."""
+        msg = self._decode(data, "multi_room")
+        if msg is None:
+            return
+        if msg.kind != KIND_MULTI_ROOM:
+            self.metrics.drops.labels("misrouted").inc()
+            log.warning("dropped a %r message sent to the multi-room subject", msg.kind)
+            return
+        members_of = self.rooms.members
+        recipients: set[str] = set()
+        for room in msg.rooms:
+            members = members_of(room)
+            if members:
+                recipients.update(members)
+        if not recipients:
+            return
+        self.pacer.submit(event_packet(msg.args), recipients, msg.omit, len(msg.args))
+        if msg.ts is not None:
+            self._observe_lag(max(0.0, time.time() - msg.ts))
 
     def _on_blast(self, data: bytes) -> None:
         msg = self._decode(data, "blast")

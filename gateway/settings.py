@@ -57,12 +57,57 @@ class ListenSettings:
     max_connections: int = setting(
         0, "sockets this gateway accepts at once (0 = no limit)", unit="sockets"
     )
+    max_pending_connections: int = setting(
+        64,
+        "Engine.IO sessions still in their handshake (no Socket.IO CONNECT yet) accepted "
+        "beyond --max-connections; more are answered 503 (only with --max-connections)",
+        unit="sessions",
+    )
+    max_connections_per_ip: int = setting(
+        0,
+        "Engine.IO sessions (connected or in their handshake) one client IP may hold, the IP "
+        "as --trust-proxy resolves it; more are answered 429 (0 = no limit)",
+        unit="sessions",
+    )
+    handshake_timeout_s: float = setting(
+        10.0,
+        "close a TCP connection that sends no complete HTTP request, and a session that "
+        "sends no Socket.IO CONNECT, within this time",
+        unit="s",
+    )
+    max_header_bytes: int = setting(
+        16384,
+        "request line and headers of one HTTP request to the Socket.IO port (Node's "
+        "default); more are answered 431",
+        unit="bytes",
+    )
+    fd_reserve: int = setting(
+        64,
+        "file descriptors kept free for the ops port, NATS and files: client connections "
+        "that would eat into them are closed at once",
+        unit="fds",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.metrics_port <= 65535:
             raise ConfigError(
                 "ports must be between 0 and 65535 (SAILCAST_PORT, SAILCAST_METRICS_PORT)"
             )
+        if self.handshake_timeout_s <= 0:
+            raise ConfigError("SAILCAST_HANDSHAKE_TIMEOUT_S must be positive")
+        if self.max_header_bytes < 1024:
+            raise ConfigError("SAILCAST_MAX_HEADER_BYTES must be at least 1024")
+        if self.max_pending_connections < 0 or self.max_connections_per_ip < 0:
+            raise ConfigError(
+                "SAILCAST_MAX_PENDING_CONNECTIONS and SAILCAST_MAX_CONNECTIONS_PER_IP "
+                "must not be negative"
+            )
+        if self.fd_reserve < 0:
+            raise ConfigError("SAILCAST_FD_RESERVE must not be negative")
+
+
+TRANSPORTS: Final = ("polling", "websocket")
+"""Every Engine.IO transport the engine speaks; all accepted by default (docs/sails-compat.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +121,26 @@ class EngineSettings:
         (), "comma-separated allowed Origins; * = any; empty = same host"
     )
     ping_interval_s: float = setting(25.0, "Engine.IO ping interval", unit="s")
-    ping_timeout_s: float = setting(20.0, "Engine.IO ping timeout", unit="s")
+    ping_timeout_s: float = setting(60.0, "Engine.IO ping timeout (Sails' default)", unit="s")
+    transports: tuple[str, ...] = setting(
+        TRANSPORTS,
+        "comma-separated Engine.IO transports accepted (Sails: websocket only); "
+        "others are refused as engine.io does, 400 Transport unknown",
+    )
     max_queued_messages: int = setting(
         1000, "outbound packets buffered per socket before it is cut off", unit="packets"
     )
     max_buffered_bytes: int = setting(
         4 * 1024 * 1024, "outbound bytes buffered per socket before it is cut off", unit="bytes"
+    )
+    max_attachments: int = setting(
+        10, "binary attachments one inbound Socket.IO packet may announce", unit="attachments"
+    )
+    max_attachment_bytes: int = setting(
+        DEFAULT_MAX_PAYLOAD_BYTES,
+        "inbound binary attachment bytes one socket may have buffered, waiting for their "
+        "packet to complete; more and the socket is cut",
+        unit="bytes",
     )
 
     def __post_init__(self) -> None:
@@ -89,6 +148,16 @@ class EngineSettings:
             raise ConfigError("SAILCAST_MAX_PAYLOAD_BYTES must be at least 1024")
         if self.max_queued_messages < 1:
             raise ConfigError("SAILCAST_MAX_QUEUED_MESSAGES must be at least 1")
+        if self.max_attachments < 0 or self.max_attachment_bytes < 0:
+            raise ConfigError(
+                "SAILCAST_MAX_ATTACHMENTS and SAILCAST_MAX_ATTACHMENT_BYTES must not be negative"
+            )
+        object.__setattr__(self, "transports", tuple(t.lower() for t in self.transports))
+        if not self.transports or not set(self.transports) <= set(TRANSPORTS):
+            raise ConfigError(
+                f"SAILCAST_TRANSPORTS={','.join(self.transports)!r} must name one or both of "
+                + ", ".join(TRANSPORTS)
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ per-socket rate or more than `--virtual-request-max-inflight` requests of one so
 in flight → 429, a request over `--max-payload-bytes` once encoded for the workers
 (with the handshake) → 413. Each refusal by a limit (429, 413) is also counted in
 `refusals_total`; every log line about a request carries its `sid` and `request_id`
-(the client's `x-request-id`, or one made here, which the worker sees too).
+(the client's `x-request-id`, or one made here; the worker gets it as `request_id`,
+beside the headers, which stay what the client sent, as in Sails).
 
 Parse errors follow sails-hook-sockets: no `url`, a `url` that is not a string, or an
 SDK version (`__sails_io_sdk_version` in the handshake query) that is missing (taken
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 
 PARSE_ERROR_EVENT: Final = "sails:parseError"
 PARSE_ERROR_CODE: Final = "SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ"
+PARSE_ERROR_NAME: Final = f"Error ({PARSE_ERROR_CODE}):"
+"""What sails-hook-sockets' error pack names every error it makes: `Error (<code>):`."""
 PARSE_ERROR_MESSAGE: Final = "Failed to parse incoming socket.io request."
 SDK_VERSION_PARAM: Final = "__sails_io_sdk_version"
 MISSING_SDK_VERSION: Final = "0.9.0"
@@ -93,9 +96,11 @@ def sdk_version_problem(handshake: Handshake) -> str | None:
 
 
 def parse_error(details: str) -> dict[str, Any]:
-    """The hook's error object, as Sails sends it (its stack trace left out)."""
+    """The hook's error object, as Sails sends it, keys in its order (its stack trace
+    left out)."""
     return {
         "code": PARSE_ERROR_CODE,
+        "name": PARSE_ERROR_NAME,
         "status": 400,
         "message": PARSE_ERROR_MESSAGE,
         "details": details,
@@ -242,7 +247,7 @@ class VirtualRequests:
             msg.get("headers") if isinstance(msg, dict) else None, state.handshake
         )
         self._seq += 1
-        request_id = headers.setdefault("x-request-id", f"{self.gateway_id}-{self._seq:x}")
+        request_id = headers.get("x-request-id") or f"{self.gateway_id}-{self._seq:x}"
         ctx = {"sid": sid, "request_id": request_id}  # on every log line about it
         problem = self._parse_problem(msg, state)
         if problem is not None:
@@ -303,6 +308,7 @@ class VirtualRequests:
             socket_id=ctx["sid"],
             gateway_id=self.gateway_id,
             handshake=state.handshake,
+            request_id=ctx["request_id"],
         )
         started = time.perf_counter()
         payload = encode_vrequest(request)

@@ -93,7 +93,8 @@ def after_find_one(
 ) -> list[Step]:
     """`GET /model/:id` (`findOne`, and `populate`): subscribe to the record and
     subscribeDeep (its children, the associated models watched); the model itself is not
-    watched."""
+    watched. For `populate` too every associated model is watched, not only the
+    populated one, as Sails does: keep `associations` at its default."""
     sid = check_socket_id(requester)
     steps = p.subscribe(sid, [p.pk_of(record)], if_connected=True)
     return steps + subscribe_deep(p, sid, record, watch=watch, associations=associations)

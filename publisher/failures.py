@@ -10,14 +10,14 @@ import time
 
 import orjson
 
-from shared.envelope import decode_data
+from shared.envelope import KIND_MULTI_ROOM, decode_data
 from shared.errors import FailedPublish
 from shared.subjects import room_name
 
 
 def failed_publish(subject: str, body: bytes, kind: str, error: Exception) -> FailedPublish:
     """The report of one message (`body`, published on `subject`) that failed."""
-    return FailedPublish(kind, _event_of(body), _room_of(subject, kind), error, time.time())
+    return FailedPublish(kind, _event_of(body), _room_of(subject, body, kind), error, time.time())
 
 
 def _event_of(body: bytes) -> str:
@@ -27,11 +27,16 @@ def _event_of(body: bytes) -> str:
         return "?"
 
 
-def _room_of(subject: str, kind: str) -> str | None:
-    """The room of a broadcast's subject (`<prefix>.r.<token>`, see shared.subjects)."""
+def _room_of(subject: str, body: bytes, kind: str) -> str | None:
+    """The room of a broadcast: from its subject (`<prefix>.r.<token>`, see
+    shared.subjects), or, for one message to many rooms (`<prefix>.mr`), the rooms its
+    envelope lists, comma-separated."""
     if kind != "broadcast":
         return None
     try:
+        msg = decode_data(body)
+        if msg.kind == KIND_MULTI_ROOM:
+            return ", ".join(msg.rooms)
         return room_name(subject.rsplit(".", 1)[-1])
     except Exception:  # as above
         return subject

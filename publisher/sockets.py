@@ -27,7 +27,14 @@ from shared.control import (
     RoomsOf,
     SocketRequest,
 )
-from shared.envelope import KIND_BLAST, KIND_BROADCAST, encode_args, encode_data
+from shared.envelope import (
+    KIND_BLAST,
+    KIND_BROADCAST,
+    KIND_MULTI_ROOM,
+    MULTI_ROOM_MIN_ROOMS,
+    encode_args,
+    encode_data,
+)
 from shared.errors import InvalidRoomName, LimitExceeded, UsageError
 from shared.subjects import Subjects, check_socket_id, room_token
 
@@ -166,15 +173,27 @@ class Sockets:
         omit: OneOrMany | None = None,
     ) -> list[tuple[str, bytes]]:
         """Validate and encode a broadcast: the (subject, body) pairs to publish. Pure,
-        so every caller mistake raises here, before anything is sent."""
+        so every caller mistake raises here, before anything is sent. Below
+        MULTI_ROOM_MIN_ROOMS rooms, a copy per room subject; from there on, one message
+        on the multi-room subject."""
         event, data = event_and_data(event, data)
         # one room name is the common case: no list to de-duplicate; the subject
         # encoding checks every name (room_token) exactly once
-        targets = [rooms] if isinstance(rooms, str) else _unique(rooms, "rooms")
-        room_subject = self._room_subject
-        subjects = [room_subject(room) for room in targets]
+        kind = KIND_BROADCAST
+        if isinstance(rooms, str):
+            targets = [rooms]
+            subjects = [self._room_subject(rooms)]
+        else:
+            targets = _unique(rooms, "rooms")
+            if len(targets) >= MULTI_ROOM_MIN_ROOMS:  # once, O(R) bytes: docs/protocol.md
+                for room in targets:
+                    room_token(room)
+                kind, subjects = KIND_MULTI_ROOM, [self._pub.subjects.multi_room]
+            else:
+                room_subject = self._room_subject
+                subjects = [room_subject(room) for room in targets]
         body = encode_data(
-            KIND_BROADCAST,
+            kind,
             encode_args(event, data),
             ts=time.time(),
             rooms=targets,

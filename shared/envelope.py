@@ -1,6 +1,6 @@
 """The wire envelope: what a NATS message body holds (see docs/protocol.md).
 
-A room or blast message is `<meta JSON>\\n<args JSON>`. The args part is exactly the
+A room, multi-room or blast message is `<meta JSON>\\n<args JSON>`. The args part is exactly the
 Socket.IO event arguments `["event", data]`, serialized once by the publisher, so a
 gateway builds the packet `42<args>` by concatenation instead of re-encoding the data.
 orjson never emits a raw newline, so the first `\\n` always ends the meta part.
@@ -29,11 +29,23 @@ RESERVED_EVENTS: Final = frozenset(
 
 KIND_BROADCAST: Final = "bc"
 KIND_BLAST: Final = "bl"
+KIND_MULTI_ROOM: Final = "mr"
+"""A broadcast to many rooms sent ONCE, on the multi-room subject every gateway reads,
+with the room list once: O(R) bytes where R per-room copies each listing all R rooms
+were O(R^2) (issue 18 item 7; docs/protocol.md, "Broadcasts to many rooms")."""
+_KINDS: Final = frozenset({KIND_BROADCAST, KIND_BLAST, KIND_MULTI_ROOM})
+
+MULTI_ROOM_MIN_ROOMS: Final = 8
+"""From this many target rooms on, a publisher sends one multi-room message instead of
+a copy per room. Below it the per-room copies (each listing every target room) cost at
+most a few hundred bytes more and reach only the gateways holding one of the rooms;
+above it they grow as R^2. Chosen by measurement (bench/multiroom.py)."""
 
 
 @dataclass(slots=True)
 class DataMessage:
-    """A decoded room or blast message; `args` is the raw `["event", data]` JSON.
+    """A decoded room, multi-room or blast message; `args` is the raw `["event", data]`
+    JSON.
 
     Not frozen, on purpose: one is built per NATS message on the fanout path, and a
     frozen dataclass costs four times as much to build. Treat it as read-only."""
@@ -95,7 +107,7 @@ def decode_data(body: bytes) -> DataMessage:
     if type(meta) is not dict or meta.get("v") != WIRE_VERSION:
         raise MalformedEnvelope(f"unsupported envelope meta {str(meta)[:80]!r}")
     kind = meta.get("k")
-    if kind != KIND_BROADCAST and kind != KIND_BLAST:
+    if kind not in _KINDS:
         raise MalformedEnvelope(f"unknown message kind {kind!r}")
     if type(args) is not list or not args or type(args[0]) is not str:
         raise MalformedEnvelope("args must be a JSON array starting with the event name")
@@ -110,7 +122,7 @@ def decode_data(body: bytes) -> DataMessage:
         or not (ts is None or isinstance(ts, int | float))
     ):
         raise MalformedEnvelope("rooms/omit must be lists of strings and ts a number")
-    if kind == KIND_BROADCAST and not rooms:
+    if kind != KIND_BLAST and not rooms:
         raise MalformedEnvelope("a broadcast names no room")
     seq = meta.get("seq")
     return DataMessage(

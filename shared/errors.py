@@ -95,8 +95,9 @@ class FailedPublish:
     """Either "broadcast" or "blast"."""
     event: str
     room: str | None
-    """The room this publish was for (a broadcast to n rooms is n publishes); None for a
-    blast."""
+    """The room this publish was for (a broadcast to fewer than MULTI_ROOM_MIN_ROOMS
+    rooms is one publish per room; from there on one publish, whose rooms are listed
+    here comma-separated); None for a blast."""
     error: Exception
     """The cause (a TransportError, nats-py's exception chained)."""
     failed_at: float

@@ -100,6 +100,7 @@ class SubjectKind(Enum):
     ROOM = "r"
     SOCKET = "s"
     BLAST = "blast"
+    MULTI_ROOM = "mr"
     GATEWAYS = "gw.all"
     HEARTBEAT = "gw.hb"
     GATEWAY = "gw.id"
@@ -128,6 +129,7 @@ class Subjects:
     `<p>.r.<room>`   room messages (broadcast); gateways subscribe while they hold a member
     `<p>.s.<socket>` requests aimed at one socket; only its gateway subscribes
     `<p>.blast`      messages to every socket
+    `<p>.mr`         broadcasts to many rooms, the room list sent once; every gateway
     `<p>.gw.all`     requests every gateway answers (room-membership operations)
     `<p>.gw.hb`      gateway heartbeats: how gateways know each other
     `<p>.gw.id.<id>` requests to one gateway (readiness round trip)
@@ -143,6 +145,7 @@ class Subjects:
         "heartbeat",
         "hook_connect",
         "hook_disconnect",
+        "multi_room",
         "prefix",
         "virtual_requests",
     )
@@ -155,6 +158,7 @@ class Subjects:
             )
         self.prefix = prefix
         self.blast = f"{prefix}.blast"
+        self.multi_room = f"{prefix}.mr"
         self.gateways = f"{prefix}.gw.all"
         self.heartbeat = f"{prefix}.gw.hb"
         self.virtual_requests = f"{prefix}.vreq"

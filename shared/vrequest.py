@@ -106,6 +106,10 @@ class VirtualRequest:
     socket_id: str
     gateway_id: str
     handshake: Handshake
+    request_id: str = ""
+    """The gateway's id of this request (the client's `x-request-id`, or one it made),
+    for logs and tracing: beside `headers`, which hold only what the client sent, as in
+    Sails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,7 @@ def encode_vrequest(req: VirtualRequest) -> bytes:
         socket=req.socket_id,
         gw=req.gateway_id,
         handshake=req.handshake.to_wire(),
+        rid=req.request_id,
     )
 
 
@@ -137,7 +142,7 @@ def decode_vrequest(data: bytes) -> VirtualRequest:
         raise MalformedEnvelope(f"unknown method {method!r}")
     if not isinstance(url, str) or not isinstance(socket_id, str) or not socket_id:
         raise MalformedEnvelope("url and socket must be strings")
-    gateway_id = req.get("gw", "")
+    gateway_id, request_id = req.get("gw", ""), req.get("rid", "")
     return VirtualRequest(
         method=method,
         url=url,
@@ -146,6 +151,7 @@ def decode_vrequest(data: bytes) -> VirtualRequest:
         socket_id=socket_id,
         gateway_id=gateway_id if isinstance(gateway_id, str) else "",
         handshake=Handshake.from_wire(req.get("handshake", {})),
+        request_id=request_id if isinstance(request_id, str) else "",
     )
 
 

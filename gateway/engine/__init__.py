@@ -14,6 +14,8 @@ clients do through `EngineEvents`. Inside, one concept per module:
 * sio_codec.py — Socket.IO packets (orjson; binary attachments).
 * heartbeat.py — `PingSchedule`: every connection's next ping (v4), pong deadline
   and v3 idle check on a few shared timers.
+* admission.py — who may open a session: sessions (half-open ones included) against
+  --max-connections + --max-pending-connections, and per client IP.
 * origins.py, options.py — the Origin check and CORS headers; the engine's settings.
 
 Connection-state recovery (Socket.IO v4, next issue) plugs in without new hooks:

@@ -52,8 +52,11 @@ class OutboundPacket(Protocol):
 class HandshakeRequest:
     """What the opening HTTP request said: all the core and the hooks may read of it.
 
-    `headers` have lower-case names; `query` is the raw query string; `remote` is the
-    TCP peer address (proxies are resolved later, by the --trust-proxy rules)."""
+    `headers` have lower-case names, and are the client's: the HTTP exchange's own
+    (`connection`, `upgrade`, `sec-websocket-*`, `content-*`, `transfer-encoding`) are
+    not kept, and the whole request's headers were within --max-header-bytes; `query` is
+    the raw query string; `remote` is the TCP peer address (proxies are resolved later,
+    by the --trust-proxy rules)."""
 
     path: str
     query: str

@@ -32,6 +32,7 @@ from typing import Any, Final
 from aiohttp import WSCloseCode, web
 
 from gateway.engine import sio_codec
+from gateway.engine.admission import Admission
 from gateway.engine.api import (
     ClientEvent,
     CloseReason,
@@ -57,6 +58,13 @@ MESSAGE: Final = "4"
 GOING_AWAY_TIMEOUT_S: Final = 1.0
 RESERVED_EVENT: Final = "reserved_event"
 """The refusals_total reason of a client event named like a lifecycle event."""
+ATTACHMENTS: Final = "attachments"
+"""The refusals_total reason of a packet announcing more binary attachments than
+--max-attachments, or of attachments over --max-attachment-bytes buffered: the
+connection is cut (CloseReason.TRANSPORT_ERROR)."""
+HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
+"""The refusals_total reason of a session closed for sending no Socket.IO CONNECT
+within --handshake-timeout-s."""
 
 Queued = str | bytes | EventPacket
 
@@ -104,6 +112,7 @@ class Shared:
         self.on_refusal = on_refusal
         self.on_slow = on_slow
         self.coalescer = Coalescer()
+        self.admission = Admission(options)
         self.sessions: dict[str, EngineConnection] = {}
         """Engine.IO sid → connection, while open."""
         self.tasks: set[asyncio.Future[Any]] = set()
@@ -129,11 +138,13 @@ class EngineConnection:
 
     __slots__ = (
         "__weakref__",
+        "_deadline",
         "_direct",
         "_frames",
         "_frames_bytes",
         "_last_seen",
         "_partial",
+        "_partial_bytes",
         "_ping_at",
         "_poll",
         "_pong_by",
@@ -145,6 +156,7 @@ class EngineConnection:
         "b64",
         "closed",
         "eio_sid",
+        "ip",
         "protocol",
         "reason",
         "request",
@@ -184,6 +196,10 @@ class EngineConnection:
         self._pong_by: float | None = None
         self._last_seen = 0.0
         self._partial: sio_codec.SioPacket | None = None
+        self._partial_bytes = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self.ip: str | None = None
+        """The client IP the session is counted under (admission.py), while it is."""
 
     def __repr__(self) -> str:
         return f"<EngineConnection {self.sid or self.eio_sid} v{self.protocol} {self.transport}>"
@@ -348,6 +364,25 @@ class EngineConnection:
         self.end_poll()
 
     # -- heartbeat -------------------------------------------------------------------
+    def admitted(self, ip: str) -> None:
+        """Count this new session under `ip`, and close it if it sends no Socket.IO
+        CONNECT within the handshake timeout (a half-open session is short-lived)."""
+        self.ip = ip
+        shared = self._shared
+        shared.admission.opened(ip)
+        if self.protocol == 4:
+            self._deadline = asyncio.get_running_loop().call_later(
+                shared.options.handshake_timeout_s, self._handshake_overdue
+            )
+
+    def _handshake_overdue(self) -> None:
+        self._deadline = None
+        if self.closed or self.sid or self.socket_connected:
+            return
+        self._shared.on_refusal(HANDSHAKE_TIMEOUT)
+        log.debug("no Socket.IO CONNECT within the handshake timeout, closing")
+        self.close(CloseReason.SERVER, [CLOSE])
+
     def start_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
         if self.protocol == 3:  # the client pings; we watch the clock
@@ -411,7 +446,10 @@ class EngineConnection:
 
     def _on_message(self, text: str) -> None:
         try:
-            pkt = sio_codec.decode(text)
+            pkt = sio_codec.decode(text, self._shared.options.max_attachments)
+        except sio_codec.TooManyAttachments as exc:
+            self._cut_attachments(str(exc))
+            return
         except ValueError as exc:
             log.info("malformed Socket.IO packet, closing: %s", exc, extra={"sid": self.sid})
             self.close(CloseReason.TRANSPORT_ERROR, [])
@@ -419,17 +457,29 @@ class EngineConnection:
         if pkt.attachments:
             pkt.buffers = []
             self._partial = pkt
+            self._partial_bytes = 0
             return
         self._dispatch(pkt)
+
+    def _cut_attachments(self, why: str) -> None:
+        """Over an attachment bound: counted, and the connection is cut."""
+        self._shared.on_refusal(ATTACHMENTS)
+        log.info("binary attachments over the bound (%s), closing", why, extra={"sid": self.sid})
+        self.close(CloseReason.TRANSPORT_ERROR, [])
 
     def _on_attachment(self, data: bytes) -> None:
         pkt = self._partial
         if pkt is None or pkt.buffers is None:
-            return  # a stray binary message: nothing waits for it
+            return  # a stray binary message: nothing waits for it (and nothing is kept)
+        self._partial_bytes += len(data)
+        if self._partial_bytes > self._shared.options.max_attachment_bytes:
+            self._cut_attachments(f"{self._partial_bytes} bytes buffered")
+            return
         pkt.buffers.append(data)
         if len(pkt.buffers) < pkt.attachments:
             return
         self._partial = None
+        self._partial_bytes = 0
         try:
             pkt.data = sio_codec.reconstruct(pkt.data, pkt.buffers)
         except ValueError:
@@ -482,6 +532,9 @@ class EngineConnection:
             return  # v2: "/" was connected by the server at the handshake
         auth = pkt.data if pkt.has_data else None
         self.sid = new_id()  # now: a second CONNECT in the same payload is ignored
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self._shared.spawn(self.connect_socket(auth))
 
     async def connect_socket(self, auth: Any) -> None:
@@ -535,6 +588,12 @@ class EngineConnection:
         self._ping_at = self._pong_by = None
         self._partial = None
         shared = self._shared
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.ip is not None:
+            shared.admission.closed(self.ip)
+            self.ip = None
         if shared.sessions.get(self.eio_sid) is self:
             del shared.sessions[self.eio_sid]
         ws = self._ws

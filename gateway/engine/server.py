@@ -17,6 +17,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.engine import payloads
+from gateway.engine.admission import MAX_PER_IP, MAX_SESSIONS
 from gateway.engine.api import CloseReason, EngineEvents, HandshakeRequest, Transport
 from gateway.engine.connection import NOOP, EngineConnection, Shared
 from gateway.engine.options import EngineOptions
@@ -26,12 +27,32 @@ log = logging.getLogger(__name__)
 
 INBOUND_TOO_LARGE: Final = "inbound_too_large"
 """The refusals_total reason of a websocket message or polling POST over the limit."""
+HEADER_TOO_LARGE: Final = "header_too_large"
+"""The refusals_total reason of a request whose headers are over --max-header-bytes."""
+TRANSPORT_HEADERS: Final = frozenset(
+    (
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+    )
+)
+"""Headers of the HTTP exchange itself, not of the client: not kept with a session."""
 PROBE: Final = "probe"
 TRANSPORT_UNKNOWN: Final = (0, "Transport unknown")
 SESSION_UNKNOWN: Final = (1, "Session ID unknown")
 BAD_HANDSHAKE_METHOD: Final = (2, "Bad handshake method")
 BAD_REQUEST: Final = (3, "Bad request")
 UNSUPPORTED_PROTOCOL: Final = (5, "Unsupported protocol version")
+REFUSALS: Final = {
+    MAX_SESSIONS: "gateway is full; reconnect later",
+    MAX_PER_IP: "too many connections from this address",
+}
 
 
 def _ignore(*args: object) -> None:
@@ -86,6 +107,15 @@ class Engine:
 
     # -- routing ---------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        transport = query.get("transport", "polling")
+        if transport not in self.options.transports:  # first and bare, as engine.io's verify
+            return error_response(TRANSPORT_UNKNOWN)
+        if header_bytes(request) > self.options.max_header_bytes:
+            self._shared.on_refusal(HEADER_TOO_LARGE)
+            refused = web.Response(status=431, text="Request Header Fields Too Large")
+            refused.force_close()  # the connection goes too, and what it held
+            return refused
         origin = request.headers.get("Origin")
         if origin and not self._origins.accepts(origin, _headers(request), request.scheme):
             self._origins.refuse(origin, request.remote or "")
@@ -93,10 +123,6 @@ class Engine:
         cors = cors_headers(
             origin, request.method, request.headers.get("Access-Control-Request-Headers")
         )
-        query = request.query
-        transport = query.get("transport", "polling")
-        if transport not in ("polling", "websocket"):
-            return error_response(TRANSPORT_UNKNOWN, headers=cors)
         jsonp: int | None = None
         if "j" in query:
             try:
@@ -117,10 +143,21 @@ class Engine:
             eio = query.get("EIO")
             if eio not in ("3", "4"):
                 return error_response(UNSUPPORTED_PROTOCOL, headers=cors)
+            ip = self._admission_ip(request)
+            refusal = self._shared.admission.refusal(ip, len(self._shared.sessions))
+            if refusal is not None:
+                self._shared.on_refusal(refusal)
+                status = 503 if refusal == MAX_SESSIONS else 429
+                body = orjson.dumps({"code": BAD_REQUEST[0], "message": REFUSALS[refusal]})
+                refused = web.Response(
+                    status=status, body=body, content_type="application/json", headers=cors
+                )
+                refused.force_close()  # its descriptor is free at once
+                return refused
             if websocket:
-                return await self._websocket(request, None, int(eio))
+                return await self._websocket(request, None, int(eio), ip)
             hs = handshake_request(request, self.options.path, int(eio))
-            return await self._polling_handshake(hs, "b64" in query, jsonp, cors)
+            return await self._polling_handshake(hs, "b64" in query, jsonp, cors, ip)
         conn = self._shared.sessions.get(sid)
         if conn is None:
             return error_response(SESSION_UNKNOWN, headers=cors)
@@ -140,38 +177,56 @@ class Engine:
         body = {
             "sid": conn.eio_sid,
             "upgrades": upgrades,
+            "pingInterval": int(o.ping_interval_s * 1000),  # Sails' key order
             "pingTimeout": int(o.ping_timeout_s * 1000),
-            "pingInterval": int(o.ping_interval_s * 1000),
             "maxPayload": o.max_payload_bytes,
         }
         return "0" + orjson.dumps(body).decode()
 
+    def _admission_ip(self, request: web.Request) -> str:
+        """The IP a new session counts under ("" when sessions are not counted per IP)."""
+        if not self._shared.admission.per_ip:
+            return ""
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        return self._shared.admission.client_ip(
+            request.remote or "", ",".join(forwarded) if forwarded else None
+        )
+
     async def _polling_handshake(
-        self, hs: HandshakeRequest, b64: bool, jsonp: int | None, cors: dict[str, str]
+        self, hs: HandshakeRequest, b64: bool, jsonp: int | None, cors: dict[str, str], ip: str
     ) -> web.StreamResponse:
         conn = EngineConnection(self._shared, hs, Transport.POLLING, b64=b64)
         self._shared.sessions[conn.eio_sid] = conn
-        conn.send_packet(self._open_packet(conn, ["websocket"]))
+        conn.admitted(ip)
+        # engine.io offers only an upgrade it accepts
+        upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
+        conn.send_packet(self._open_packet(conn, upgrades))
         conn.start_heartbeat()
         if hs.protocol == 3:  # v2 clients never send `40`: the server connects them
             await conn.connect_socket(None)
         return self._payload_response(conn, conn.take_queued() or [NOOP], jsonp, cors)
 
     def _open_websocket(
-        self, request: web.Request, ws: web.WebSocketResponse, tr: asyncio.Transport, protocol: int
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        tr: asyncio.Transport,
+        protocol: int,
+        ip: str,
     ) -> EngineConnection:
         """A session that starts on websocket (its handshake request is kept by the
         connection until the Socket.IO CONNECT, and by no frame of ours)."""
         hs = handshake_request(request, self.options.path, protocol)
         conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
         self._shared.sessions[conn.eio_sid] = conn
+        conn.admitted(ip)
         conn.attach_websocket(ws, tr)
         conn.send_packet(self._open_packet(conn, []))
         conn.start_heartbeat()
         return conn
 
     async def _websocket(
-        self, request: web.Request, conn: EngineConnection | None, protocol: int
+        self, request: web.Request, conn: EngineConnection | None, protocol: int, ip: str = ""
     ) -> web.StreamResponse:
         """A websocket session (a new one, or the upgrade of `conn` from polling), read
         in this request's task until the client goes or the connection is closed (which
@@ -182,7 +237,7 @@ class Engine:
         if tr is None:
             return ws
         if conn is None:
-            conn = self._open_websocket(request, ws, tr, protocol)
+            conn = self._open_websocket(request, ws, tr, protocol, ip)
             if protocol == 3:  # v2 clients never send `40`: the server connects them
                 await conn.connect_socket(None)
         elif await self._upgrade(ws, conn) and not conn.closed:
@@ -304,12 +359,23 @@ class Engine:
         return web.Response(text="ok", headers=cors)
 
 
+def header_bytes(request: web.Request) -> int:
+    """Bytes of the request line and headers, as they came (`name: value\r\n` each)."""
+    total = len(request.method) + len(request.raw_path) + 11
+    for name, value in request.raw_headers:
+        total += len(name) + len(value) + 4
+    return total
+
+
 def _headers(request: web.Request) -> dict[str, str]:
     """Lower-case names; a header sent several times is joined with commas (as the
-    WSGI environ did: `X-Forwarded-For` lines, cookies)."""
+    WSGI environ did: `X-Forwarded-For` lines, cookies). The HTTP exchange's own
+    headers (TRANSPORT_HEADERS) are left out: a session keeps what its client said."""
     out: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
+        if key in TRANSPORT_HEADERS:
+            continue
         out[key] = f"{out[key]},{value}" if key in out else value
     return out
 

@@ -25,7 +25,16 @@ BINARY_EVENT: Final = 5
 BINARY_ACK: Final = 6
 
 MAX_ATTACHMENTS: Final = 10
-"""Most binary attachments accepted on one inbound packet."""
+"""Most binary attachments accepted on one inbound packet, unless the caller says
+(the connection passes --max-attachments, whose default this is)."""
+_MAX_COUNT_DIGITS: Final = 10
+
+
+class TooManyAttachments(ValueError):
+    """A binary packet announcing more attachments than allowed (a bound, not garbage:
+    the connection counts it)."""
+
+
 _MAX_ID_DIGITS: Final = 10
 _PLACEHOLDER: Final = "_placeholder"
 
@@ -41,8 +50,9 @@ class SioPacket:
     buffers: list[bytes] | None = None
 
 
-def decode(text: str) -> SioPacket:
-    """One Socket.IO packet (the Engine.IO MESSAGE's text); ValueError if malformed."""
+def decode(text: str, max_attachments: int = MAX_ATTACHMENTS) -> SioPacket:
+    """One Socket.IO packet (the Engine.IO MESSAGE's text); ValueError if malformed,
+    TooManyAttachments (a ValueError) over `max_attachments`."""
     if not text or not "0" <= text[0] <= "6":
         raise ValueError(f"invalid Socket.IO packet type {text[:1]!r}")
     pkt = SioPacket(int(text[0]))
@@ -50,11 +60,11 @@ def decode(text: str) -> SioPacket:
     if pkt.type in (BINARY_EVENT, BINARY_ACK):
         dash = text.find("-", i)
         digits = text[i:dash] if dash != -1 else ""
-        if not (digits.isascii() and digits.isdigit()) or len(digits) > 3:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_COUNT_DIGITS:
             raise ValueError("invalid attachment count")
         pkt.attachments = int(digits)
-        if pkt.attachments > MAX_ATTACHMENTS:
-            raise ValueError("too many attachments")
+        if pkt.attachments > max_attachments:
+            raise TooManyAttachments(f"{pkt.attachments} attachments announced")
         i = dash + 1
     if i < n and text[i] == "/":
         comma = text.find(",", i)

@@ -60,6 +60,10 @@ class Request:
         """`data` from the client: an object (dict), or the array it sent."""
         self.headers = dict(vreq.headers)
         """Lower-case names; `origin` and `cookie` are the handshake's."""
+        self.request_id = vreq.request_id
+        """The gateway's id of this request (its logs' `request_id`): the client's
+        `x-request-id` when it sent one, else made by the gateway. Not a header: Sails'
+        `req.headers` holds only what the client sent."""
         self.socket_id = vreq.socket_id
         self.gateway_id = vreq.gateway_id
         self.handshake: Handshake = vreq.handshake
@@ -120,6 +124,14 @@ class Request:
         return asyncio.run_coroutine_threadsafe(awaitable, self._loop).result(timeout)
 
 
+def _jsonable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _parse_query(query: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
@@ -156,26 +168,38 @@ class Response:
         return self
 
     def send(self, body: Any = None) -> Response:
-        """Answer with `body`; none gives the status phrase (`"OK"`), as Sails does."""
+        """Answer with `body` as it is (a string stays raw text, recorded jwr.02); none
+        gives the status phrase (`"OK"`), as Sails does."""
         if self.sent:
             raise UsageError("this request was already answered")
         self.body = phrase(self.status_code) if body is None else body
         self.sent = True
         return self
 
-    json = send
+    def json(self, body: Any = None) -> Response:
+        """Sails' `res.json` for a socket request: a string goes out JSON-encoded, as
+        JSON *text*, with `content-type: application/json` (recorded:
+        `res.serverError("boom")` → `"\\"boom\\""`); anything else as it is, no header."""
+        if isinstance(body, str):
+            self.set("content-type", "application/json")
+            return self.send(orjson.dumps(body).decode())
+        return self.send(body)
 
     def send_status(self, code: int) -> Response:
         return self.status(code).send()
 
+    # Sails 1.5's default responses: ok, badRequest and serverError answer through
+    # res.json (nothing given: the status phrase); forbidden and notFound take no body
+    # there (here a body is sent as given, docs/sails-compat.md P4).
     def ok(self, body: Any = None) -> Response:
-        return self.status(200).send(body)
+        return self.status(200).json(body)
 
     def created(self, body: Any = None) -> Response:
-        return self.status(201).send(body)
+        """201, answered as `ok` (Sails 0.12's `res.created`; 1.x dropped it)."""
+        return self.status(201).json(body)
 
     def bad_request(self, body: Any = None) -> Response:
-        return self.status(400).send(body)
+        return self.status(400).json(body)
 
     def forbidden(self, body: Any = None) -> Response:
         return self.status(403).send(body)
@@ -184,16 +208,10 @@ class Response:
         return self.status(404).send(body)
 
     def server_error(self, body: Any = None) -> Response:
-        """500. With a body, what Sails 1.5 answers: the body as JSON *text* and a
-        `content-type: application/json` header (recorded: `"\\"boom\\""`)."""
-        if body is None:
-            return self.status(500).send()
-        self.set("content-type", "application/json")
-        try:
-            text = orjson.dumps(body).decode()
-        except TypeError:
-            text = orjson.dumps(str(body)).decode()
-        return self.status(500).send(text)
+        """500 through `json`; what JSON cannot hold (an exception) is sent as its text."""
+        if body is not None and not _jsonable(body):
+            body = str(body)
+        return self.status(500).json(body)
 
     def as_virtual(self) -> VirtualResponse:
         return VirtualResponse(status=self.status_code, headers=self.headers, body=self.body)

@@ -49,6 +49,14 @@ async def worker(publisher: Publisher) -> AsyncIterator[asyncio.Queue[Disconnect
     async def fail(req: Request, res: Response) -> Response:
         return res.server_error("boom")
 
+    @router.get("/bad")
+    async def bad(req: Request, res: Response) -> Response:
+        return res.bad_request("unknown model")  # Sails: through res.json
+
+    @router.get("/headers")
+    async def headers(req: Request) -> dict[str, Any]:
+        return {"headers": req.headers, "requestId": req.request_id}
+
     @router.post("/room/:name/join")
     async def join(req: Request) -> dict[str, str]:
         await req.join(req.params["name"])
@@ -137,6 +145,15 @@ async def test_npm_client_requests_rooms_events_and_disconnect(
         assert not_found["error"] is True  # the SDK's jwr.error for status >= 400
         assert fail["error"] is True
     assert jwrs[7]["body"] == {"joined": "lobby"}
+    bad, headers = jwrs[9], jwrs[10]
+    assert (bad["statusCode"], bad["body"], bad["headers"]) == (
+        400,
+        '"unknown model"',  # JSON text, as Sails' res.badRequest("unknown model")
+        {"content-type": "application/json"},
+    )
+    # the request id is no header (Sails adds none); the worker has it beside them
+    assert "x-request-id" not in headers["body"]["headers"]
+    assert headers["body"]["requestId"].startswith(f"{gw.gateway_id}-")
     event = next(s for s in steps if s["step"] == "event" and s["event"] == "chat")
     assert event["data"] == {"text": f"hi from {stack}"}
     # the event was published after the join's answer and before the say's answer
@@ -144,7 +161,9 @@ async def test_npm_client_requests_rooms_events_and_disconnect(
 
     if stack == "sio4-raw":
         parse = next(s for s in steps if s["step"] == "parse")["ack"]
+        assert list(parse) == ["code", "name", "status", "message", "details"]  # Sails' order
         assert parse["code"] == "SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ"
+        assert parse["name"] == "Error (SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ):"
         assert parse["status"] == 400
         parse_event = [s for s in steps if s.get("event") == "sails:parseError"]
         assert parse_event[0]["data"]["code"] == "SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ"
@@ -171,3 +190,19 @@ async def test_npm_client_with_a_jwt(
     steps = await run_client(gw.url, stack, "websocket", expired, "refused")
     # the reason reaches the client, then the connection ends (also for socket.io 2)
     assert steps == [{"step": "refused", "message": "Unauthorized: token expired", "closed": True}]
+
+
+async def test_websocket_only_gateway_as_a_sails_app(
+    gateway_factory: Callable[..., GatewayProcess], worker: Any
+) -> None:
+    """`--transports websocket`, Sails' default: sails.io.js (websocket, its default) and
+    socket.io-client 4 on websocket work; a client that starts with polling is refused
+    at its first request, as by a Sails app."""
+    gw = gateway_factory(transports="websocket")
+    for stack in ("sio2", "sio4-raw"):
+        steps = await run_client(gw.url, stack, "websocket")
+        assert steps[-1]["step"] == "done", steps
+        assert steps[0]["transport"] == "websocket"
+    for stack, transports in (("sio2", "polling"), ("sio4-raw", "polling,websocket")):
+        steps = await run_client(gw.url, stack, transports, "-", "refused")
+        assert steps == [{"step": "refused", "message": "xhr poll error", "closed": True}]

@@ -32,7 +32,7 @@ CONNECTS = 2000
 CONCURRENCY = 64
 CONNECT_TIMEOUT_S = 20.0
 SHARED_ROOMS = 10
-FIXED_SUBSCRIPTIONS = 4  # blast, gw.all, gw.hb, gw.id.<id>
+FIXED_SUBSCRIPTIONS = 5  # blast, mr (multi-room), gw.all, gw.hb, gw.id.<id>
 
 
 @dataclass

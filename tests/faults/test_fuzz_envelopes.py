@@ -1,7 +1,7 @@
 """Fuzzing what arrives over NATS: bodies published raw (a plain NATS client, as a
 worker in another language would) to the subjects a gateway listens on — a room with a
-local member, `blast`, a socket's request subject, `gw.all`, heartbeats and the
-gateway's own subject.
+local member, `blast`, the multi-room subject `mr`, a socket's request subject,
+`gw.all`, heartbeats and the gateway's own subject.
 
 The gateway stays up and ready, counts every data message the reference decoder
 (shared.envelope.decode_data) rejects and every heartbeat that is not JSON as
@@ -38,6 +38,8 @@ from tests.helpers import GatewayProcess, RecordingClient, connect_client
 pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("SAILCAST_FUZZ_EXAMPLES", "300"))
+DATA_TARGETS = ("room", "blast", "multi")
+"""Subjects that carry room/blast/multi-room messages (shared.envelope.decode_data)."""
 EXAMPLE_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 5.0
 
@@ -68,7 +70,7 @@ def metas(draw: st.DrawFn) -> bytes:
     if draw(st.integers(0, 9)):
         meta["v"] = draw(st.sampled_from([1, 1, 1, 1, 2, 0, "1", None, 1.0, True]))
     if draw(st.integers(0, 9)):
-        meta["k"] = draw(st.sampled_from(["bc", "bc", "bl", "bl", "x", "", None, 1]))
+        meta["k"] = draw(st.sampled_from(["bc", "bc", "bl", "bl", "mr", "mr", "x", "", None, 1]))
     if draw(st.booleans()):
         meta["ts"] = draw(
             st.one_of(
@@ -161,9 +163,16 @@ heartbeats = st.one_of(
 def cases(draw: st.DrawFn) -> tuple[str, bytes, bool]:
     """(target, body, with a reply inbox)"""
     target = draw(
-        st.sampled_from(["room"] * 4 + ["blast"] * 2 + ["socket"] * 3 + ["all"] * 2 + ["hb", "id"])
+        st.sampled_from(
+            ["room"] * 4
+            + ["blast"] * 2
+            + ["multi"] * 2
+            + ["socket"] * 3
+            + ["all"] * 2
+            + ["hb", "id"]
+        )
     )
-    if target in ("room", "blast"):
+    if target in DATA_TARGETS:
         body = draw(data_bodies())
     elif target in ("socket", "all"):
         body = draw(requests())
@@ -208,6 +217,7 @@ class Rig:
         return {
             "room": s.room("feed"),
             "blast": s.blast,
+            "multi": s.multi_room,
             "socket": s.socket(self.victim.sid),
             "all": s.gateways,
             "hb": s.heartbeat,
@@ -235,7 +245,7 @@ class Rig:
     async def one(self, case: tuple[str, bytes, bool]) -> None:
         target, body, with_reply = case
         self.sent[target] = self.sent.get(target, 0) + 1
-        if target in ("room", "blast") and malformed_data(body):
+        if target in DATA_TARGETS and malformed_data(body):
             self.expected_malformed += 1
         if target == "hb" and malformed_heartbeat(body):
             self.expected_malformed += 1

@@ -165,6 +165,7 @@ async def test_websocket_open_packet_and_automatic_default_namespace_connect(
     client = await ws_connect(http, srv, f"EIO=3&transport=websocket&{SDK_QUERY}")
 
     open_data = await client.open_packet()
+    assert list(open_data) == ["sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"]
     assert open_data["upgrades"] == []
     assert open_data["pingInterval"] == 25000
     assert open_data["pingTimeout"] == 20000

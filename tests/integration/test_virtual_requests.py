@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.embedded_nats import EmbeddedNats
-from publisher import Publisher
+from publisher import Model, ModelRegistry, Publisher, to_many, to_one
 from publisher.router import (
     ConnectCheck,
     Disconnected,
@@ -46,8 +46,10 @@ SDK_QUERY = (
     "__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript"
 )
 JWR_KEYS = ["body", "headers", "statusCode"]
-PARSE_ERROR = {
+JSON = {"content-type": "application/json"}
+PARSE_ERROR = {  # as recorded, but for `stack` (declared) and `details`
     "code": "SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ",
+    "name": "Error (SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ):",
     "status": 400,
     "message": "Failed to parse incoming socket.io request.",
 }
@@ -130,6 +132,7 @@ def echo_router() -> Router:
                 "headers": req.headers,
                 "socket": req.socket_id,
                 "gateway": req.gateway_id,
+                "requestId": req.request_id,
                 "ip": req.ip,
                 "ips": req.ips,
                 "handshakeQuery": dict(req.handshake.query),
@@ -185,10 +188,18 @@ async def test_request_shape_follows_sails(
     body = jwr["body"]
     assert body["body"] == [1, 2, 3]  # an array body stays an array (jwr.12)
     assert body["allParams"] == {"0": 1, "1": 2, "2": 3}
-    # origin is pinned to the handshake and the handshake cookie wins
-    assert body["headers"]["origin"] == f"http://127.0.0.1:{gw.port}"
-    assert body["headers"]["cookie"] == "sails.sid=hs"
-    assert body["headers"]["x-thing"] == "yes"
+    # origin is pinned to the handshake and the handshake cookie wins; nothing is added:
+    # the request id is beside the headers, not among them (Sails adds no header)
+    assert body["headers"] == {
+        "origin": f"http://127.0.0.1:{gw.port}",
+        "cookie": "sails.sid=hs",
+        "x-thing": "yes",
+    }
+    assert body["requestId"].startswith(f"{gw.gateway_id}-")
+    # a client's own x-request-id is its header, and the request's id
+    jwr = await request(client, "get", "/echo", headers={"X-Request-Id": "trace-42"})
+    assert jwr["body"]["headers"]["x-request-id"] == "trace-42"
+    assert jwr["body"]["requestId"] == "trace-42"
     # legacy `params` merged under `data`
     jwr = await request(client, "post", "/echo", {"a": 2}, params={"a": 1, "b": 1})
     assert jwr["body"]["body"] == {"a": 2, "b": 1}
@@ -277,6 +288,44 @@ async def test_error_shapes(
     def crash(req: Request) -> None:
         raise RuntimeError("a bug")
 
+    # Sails 1.5 sends ok, badRequest and serverError through res.json: a string body
+    # arrives as JSON text with a content-type, anything else as it is
+    @router.get("/oracle/bad-text")
+    async def bad_text(req: Request, res: Response) -> Response:
+        return res.bad_request("unknown model")
+
+    @router.get("/oracle/bad-object")
+    async def bad_object(req: Request, res: Response) -> Response:
+        return res.bad_request({"error": "unknown model"})
+
+    @router.get("/oracle/bad-empty")
+    async def bad_empty(req: Request, res: Response) -> Response:
+        return res.bad_request()
+
+    @router.get("/oracle/ok-text")
+    async def ok_text(req: Request, res: Response) -> Response:
+        return res.ok("fine")
+
+    @router.get("/oracle/json-text")
+    async def json_text(req: Request, res: Response) -> Response:
+        return res.json("fine")
+
+    @router.get("/oracle/created-text")
+    async def created_text(req: Request, res: Response) -> Response:
+        return res.created("made")
+
+    @router.get("/oracle/fail-object")
+    async def fail_object(req: Request, res: Response) -> Response:
+        return res.server_error({"error": "boom"})
+
+    @router.get("/oracle/fail-exception")
+    async def fail_exception(req: Request, res: Response) -> Response:
+        return res.server_error(RuntimeError("boom"))
+
+    @router.get("/oracle/send-text")
+    async def send_text(req: Request, res: Response) -> Response:
+        return res.status(400).send("raw")
+
     await serve(router)
     client = await sails_client(gateway_factory())
     expected = {  # the jwr scenario of a real Sails 1.5 app, where it has the case
@@ -288,6 +337,15 @@ async def test_error_shapes(
         "/no/such/route": (404, "Not Found", {}),
         "/oracle/raise": (409, {"error": "conflict"}, {}),
         "/oracle/crash": (500, "Internal Server Error", {}),
+        "/oracle/bad-text": (400, '"unknown model"', JSON),
+        "/oracle/bad-object": (400, {"error": "unknown model"}, {}),
+        "/oracle/bad-empty": (400, "Bad Request", {}),
+        "/oracle/ok-text": (200, '"fine"', JSON),
+        "/oracle/json-text": (200, '"fine"', JSON),
+        "/oracle/created-text": (201, '"made"', JSON),
+        "/oracle/fail-object": (500, {"error": "boom"}, {}),
+        "/oracle/fail-exception": (500, '"boom"', JSON),
+        "/oracle/send-text": (400, "raw", {}),  # res.send: raw, as jwr.02
     }
     for url, (status, body, headers_) in expected.items():
         jwr = await request(client, "get", url)
@@ -301,6 +359,7 @@ async def test_parse_errors_as_sails(
     gw = gateway_factory()
     client = await sails_client(gw)
     no_url = await client.client.call("get", {"method": "get", "data": {}}, timeout=WAIT_S)
+    assert list(no_url) == [*PARSE_ERROR, "details"]  # Sails' key order, without `stack`
     assert {k: no_url[k] for k in PARSE_ERROR} == PARSE_ERROR
     assert no_url["details"].startswith("No url provided in request")
     bad_url = await client.client.call("post", {"url": 5}, timeout=WAIT_S)
@@ -315,10 +374,53 @@ async def test_parse_errors_as_sails(
     for query in ("", "__sails_io_sdk_version=0.10.5", "__sails_io_sdk_version=1.2"):
         old = await sails_client(gw, query=query)
         answer = await request(old, "get", "/echo")
+        assert list(answer) == [*PARSE_ERROR, "details"], query
         assert {k: answer[k] for k in PARSE_ERROR} == PARSE_ERROR, query
         assert "version" in answer["details"]
     fine = await sails_client(gw, query="__sails_io_sdk_version=0.11.0-rc.1")
     assert (await request(fine, "get", "/echo"))["statusCode"] == 200
+
+
+async def test_populate_watches_every_associated_model(
+    gateway_factory: GatewayFactory, sails_client: Connect, serve: Serve, publisher: Publisher
+) -> None:
+    """Sails' populate blueprint (`GET /user/1/pets`) runs subscribeDeep over *every*
+    association of the model: the requester watches `pet` and `tag`, and is subscribed
+    to the record and the children that were populated. `after_populate` with its
+    default associations does the same; a tag created afterwards reaches it."""
+    registry = ModelRegistry()
+    registry.define(
+        "user", {"pets": to_many("pet", via="owner"), "tags": to_many("tag", via="users")}
+    )
+    registry.define("pet", {"owner": to_one("user")})
+    registry.define("tag", {"users": to_many("user", via="tags")})
+    # what Waterline's findOne(1).populate("pets") gives: no `tags` key
+    alice = {"id": 1, "name": "alice", "pets": [{"id": 2, "name": "rex", "owner": 1}]}
+    router = Router()
+
+    @router.get("/user/:id/pets")
+    async def populate(req: Request, res: Response) -> Response:
+        user = Model(req.pub, "user", registry=registry)
+        await user.after_populate(alice, requester=req.socket_id)
+        return res.ok(alice["pets"])
+
+    await serve(router)
+    client = await sails_client(gateway_factory())
+    jwr = await request(client, "get", "/user/1/pets")
+    assert jwr == {"body": alice["pets"], "headers": {}, "statusCode": 200}
+    assert sorted(await publisher.sockets.rooms(client.sid)) == sorted(
+        [
+            client.sid,
+            "sails_model_create_pet",
+            "sails_model_create_tag",
+            "sails_model_pet_2:pet",
+            "sails_model_user_1:user",
+        ]
+    )
+    tag = {"id": 3, "name": "green", "users": []}
+    await Model(publisher, "tag", registry=registry).after_create(tag)
+    await client.wait_for(lambda ev: any(e == "tag" for e, _ in ev))
+    assert client.named("tag") == [{"verb": "created", "data": tag, "id": 3}]
 
 
 async def test_no_worker_is_503_and_a_slow_worker_is_504(

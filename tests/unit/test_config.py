@@ -31,6 +31,13 @@ def test_precedence_flag_env_default() -> None:
     assert s.listen.metrics_port == 9464
 
 
+def test_transports_are_a_comma_separated_subset_in_any_case() -> None:
+    s, _ = from_argv([], {})
+    assert s.engine.transports == ("polling", "websocket")
+    s, _ = from_argv(["--transports", "WebSocket"], {})
+    assert s.engine.transports == ("websocket",)
+
+
 def test_nats_urls_are_comma_separated() -> None:
     s, _ = from_argv([], {"SAILCAST_NATS_URL": "nats://a:4222, nats://b:4222"})
     assert s.nats.servers == ("nats://a:4222", "nats://b:4222")
@@ -46,6 +53,8 @@ def test_nats_urls_are_comma_separated() -> None:
         ({"SAILCAST_GATEWAY_ID": "x.y"}, "SAILCAST_GATEWAY_ID"),
         ({"SAILCAST_NATS_URL": "localhost"}, "nats://"),
         ({"SAILCAST_DRAIN_TIMEOUT_S": "soon"}, "SAILCAST_DRAIN_TIMEOUT_S"),
+        ({"SAILCAST_TRANSPORTS": "flashsocket"}, "SAILCAST_TRANSPORTS"),
+        ({"SAILCAST_TRANSPORTS": ","}, "SAILCAST_TRANSPORTS"),
     ],
 )
 def test_errors_name_the_variable(env: dict[str, str], needle: str) -> None:

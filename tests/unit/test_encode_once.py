@@ -11,7 +11,7 @@ from gateway.engine import event_packet
 from gateway.engine.frames import EventPacket
 from gateway.fanout import Fanout
 from publisher.sockets import Sockets
-from shared.envelope import decode_data
+from shared.envelope import KIND_MULTI_ROOM, MULTI_ROOM_MIN_ROOMS, decode_data
 from shared.subjects import Subjects
 from tests.unit.engine_kit import websocket_connection
 from tests.unit.fakes import RecordingConnection
@@ -24,6 +24,28 @@ def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
     assert len({subject for subject, _ in pairs}) == 3
     assert len({id(body) for _, body in pairs}) == 1  # one bytes object for every subject
     assert decode_data(pairs[0][1]).rooms == ("a", "b.c", "d e")
+
+
+def test_a_broadcast_to_many_rooms_is_one_message_naming_each_room_once() -> None:
+    """From MULTI_ROOM_MIN_ROOMS rooms on: one body on the multi-room subject, so the
+    bytes grow as R, not R^2 (issue 18 #7); below it, a copy per room as before."""
+    pub = SimpleNamespace(subjects=Subjects("t"), max_payload_bytes=1 << 20)
+    sockets = Sockets(pub)
+    below = [f"room{i}" for i in range(MULTI_ROOM_MIN_ROOMS - 1)]
+    assert [s for s, _ in sockets.prepare_broadcast(below, "e", 1)] == [
+        pub.subjects.room(r) for r in below
+    ]
+    sizes = {}
+    for n in (MULTI_ROOM_MIN_ROOMS, 1000, 4000):
+        rooms = [f"room{i:05d}" for i in range(n)]
+        pairs = sockets.prepare_broadcast([*rooms, rooms[0]], "chat", {"text": "hi"}, omit="x")
+        assert [s for s, _ in pairs] == ["t.mr"]
+        msg = decode_data(pairs[0][1])
+        assert (msg.kind, msg.rooms, msg.omit) == (KIND_MULTI_ROOM, tuple(rooms), frozenset({"x"}))
+        sizes[n] = len(pairs[0][1])
+    per_room = len('"room00000",')
+    ts_jitter = 8  # the publish time's repr may differ in length between bodies
+    assert abs((sizes[4000] - sizes[1000]) - 3000 * per_room) <= ts_jitter
 
 
 def test_one_packet_and_one_frame_for_every_recipient() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shared.envelope import (
     KIND_BLAST,
     KIND_BROADCAST,
+    KIND_MULTI_ROOM,
     decode_data,
     decode_reply,
     decode_request,
@@ -44,6 +45,23 @@ def test_round_trip(event: str, data: Any, rooms: list[str], omit: list[str]) ->
     assert msg.rooms == tuple(rooms)
     assert msg.omit == frozenset(omit)
     assert msg.ts == 1.5
+    assert orjson.loads(msg.args) == [event, data]
+
+
+@given(
+    st.text(min_size=1, max_size=30).filter(lambda e: e not in {"connect", "disconnect"}),
+    json_values,
+    st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=40, unique=True),
+    st.lists(st.text(min_size=1, max_size=10), max_size=3),
+)
+def test_multi_room_round_trip(event: str, data: Any, rooms: list[str], omit: list[str]) -> None:
+    """The multi-room form carries the room list once, in the caller's order."""
+    body = encode_data(KIND_MULTI_ROOM, encode_args(event, data), ts=2.5, rooms=rooms, omit=omit)
+    msg = decode_data(body)
+    assert msg.kind == KIND_MULTI_ROOM
+    assert msg.rooms == tuple(rooms)
+    assert msg.omit == frozenset(omit)
+    assert msg.ts == 2.5
     assert orjson.loads(msg.args) == [event, data]
 
 
@@ -89,6 +107,9 @@ def test_garbage_never_raises_anything_but_malformed(body: bytes) -> None:
     "body",
     [
         b'{"v":1,"k":"bc","ts":1}\n["e",1]',  # broadcast without rooms
+        b'{"v":1,"k":"mr","ts":1}\n["e",1]',  # multi-room broadcast without rooms
+        b'{"v":1,"k":"mr","r":[],"ts":1}\n["e",1]',
+        b'{"v":1,"k":"mr","r":"a","ts":1}\n["e",1]',
         b'{"v":2,"k":"bc","r":["a"],"ts":1}\n["e",1]',  # unknown version
         b'{"v":1,"k":"zz","ts":1}\n["e",1]',
         b'{"v":1,"k":"bl","ts":1}\n{"e":1}',
@@ -107,3 +128,13 @@ def test_requests_round_trip() -> None:
     req = decode_request(encode_request("join", rooms=["a"]))
     assert req["k"] == "join"
     assert req["rooms"] == ["a"]
+
+
+@given(st.integers(1, 3000))
+def test_the_multi_room_form_grows_linearly_with_the_rooms(n: int) -> None:
+    """One body, each room named once: the bytes are the args plus the names."""
+    rooms = [f"room-{i:05d}" for i in range(n)]
+    args = encode_args("e", {"x": 1})
+    body = encode_data(KIND_MULTI_ROOM, args, ts=1.0, rooms=rooms)
+    names = sum(len(r) + 3 for r in rooms)  # the name, its quotes and a comma
+    assert len(body) <= len(args) + names + 64

@@ -38,7 +38,13 @@ from shared.control import (
     decode_reply,
     encode_request,
 )
-from shared.envelope import KIND_BLAST, KIND_BROADCAST, encode_args, encode_data
+from shared.envelope import (
+    KIND_BLAST,
+    KIND_BROADCAST,
+    KIND_MULTI_ROOM,
+    encode_args,
+    encode_data,
+)
 from shared.errors import GatewayTimeout, TransportError
 from shared.subjects import Subjects
 from tests.unit.fakes import ManualClock, RecordingConnection
@@ -120,6 +126,15 @@ class Cluster:
         )
         for room in rooms:
             await self.worker.publish(S.room(room), body)
+
+    async def multi_room(
+        self, rooms: list[str], event: str, data: Any, omit: tuple[str, ...] = ()
+    ) -> None:
+        """The many-room form: one message on the multi-room subject."""
+        body = encode_data(
+            KIND_MULTI_ROOM, encode_args(event, data), ts=time.time(), rooms=rooms, omit=omit
+        )
+        await self.worker.publish(S.multi_room, body)
 
     async def blast(self, event: str, data: Any, omit: tuple[str, ...] = ()) -> None:
         body = encode_data(KIND_BLAST, encode_args(event, data), ts=time.time(), omit=omit)
@@ -218,6 +233,57 @@ async def test_a_socket_in_several_target_rooms_gets_a_broadcast_once(cluster: C
     assert received(c) == [["news", 1]]
 
 
+async def test_a_multi_room_broadcast_reaches_each_member_of_any_room_once(
+    cluster: Cluster,
+) -> None:
+    gwa, gwb = await cluster.gateway("gwa"), await cluster.gateway("gwb")
+    a, b = await cluster.connect(gwa, "a"), await cluster.connect(gwa, "b")
+    c, d = await cluster.connect(gwb, "c"), await cluster.connect(gwb, "d")
+    rooms = [f"r{i}" for i in range(20)]
+    await cluster.ask("a", Join(tuple(rooms)))
+    await cluster.ask("b", Join(("r19",)))
+    await cluster.ask("c", Join(("r3", "r7", "other")))
+    await cluster.ask("d", Join(("other",)))
+    await cluster.multi_room(rooms, "news", 1)
+    assert received(a) == [["news", 1]]
+    assert received(b) == [["news", 1]]
+    assert received(c) == [["news", 1]]
+    assert received(d) == []
+    assert metric(gwb, "sailcast_gateway_broker_messages_received_total", kind="multi_room") == 1
+
+
+async def test_a_multi_room_broadcast_leaves_the_omitted_out(cluster: Cluster) -> None:
+    gw = await cluster.gateway("gwa")
+    a, b = await cluster.connect(gw, "a"), await cluster.connect(gw, "b")
+    await cluster.ask("a", Join(("x", "y")))
+    await cluster.ask("b", Join(("y",)))
+    await cluster.multi_room(["x", "y"], "chat", 1, omit=("a",))
+    assert received(a) == []
+    assert received(b) == [["chat", 1]]
+
+
+async def test_a_multi_room_broadcast_needs_no_room_subscription(cluster: Cluster) -> None:
+    """Every gateway reads the multi-room subject: a join is in effect for it at once."""
+    gw = await cluster.gateway("gwa")
+    a = await cluster.connect(gw, "a")
+    assert cluster.subscribed(S.multi_room)
+    await cluster.ask("a", Join(("late",)))
+    await cluster.multi_room(["late"], "chat", 2)
+    assert received(a) == [["chat", 2]]
+
+
+async def test_another_kind_on_the_multi_room_subject_is_dropped_as_misrouted(
+    cluster: Cluster,
+) -> None:
+    gw = await cluster.gateway("gwa")
+    a = await cluster.connect(gw, "a")
+    for kind in (KIND_BROADCAST, KIND_BLAST):
+        body = encode_data(kind, encode_args("x", 1), ts=time.time(), rooms=["a"])
+        await cluster.worker.publish(S.multi_room, body)
+    assert received(a) == []
+    assert metric(gw, "sailcast_gateway_drops_total", reason="misrouted") == 2
+
+
 async def test_omitted_sockets_are_left_out(cluster: Cluster) -> None:
     gw = await cluster.gateway("gwa")
     a, b = await cluster.connect(gw, "a"), await cluster.connect(gw, "b")
@@ -298,7 +364,8 @@ async def test_a_gone_socket_answers_no_such_socket_then_nobody_answers(
         await cluster.ask("a", Rooms())
     await cluster.linger(LINGER_S)
     assert not cluster.subscribed(S.room("lobby"))
-    assert gw.metrics.registry.get_sample_value("sailcast_gateway_broker_subscriptions") == 4
+    fixed = 5  # blast, mr (multi-room), gw.all, gw.hb, gw.id.<id>
+    assert gw.metrics.registry.get_sample_value("sailcast_gateway_broker_subscriptions") == fixed
 
 
 async def test_a_socket_that_reconnects_with_its_id_within_the_linger_keeps_its_subject(

@@ -12,6 +12,7 @@ import pytest
 
 from publisher.models import Model, ModelRegistry, Planner
 from publisher.sockets import Sockets
+from shared.envelope import MULTI_ROOM_MIN_ROOMS
 from shared.errors import InvalidRoomName
 from shared.subjects import Subjects
 
@@ -162,3 +163,12 @@ async def test_the_model_facade_checks_before_sending() -> None:
     model = Model(pub, "post", registry=r)
     with pytest.raises(InvalidRoomName, match="5"):
         await model.subscribe("S", 1, 5)  # type: ignore[arg-type]
+
+
+def test_every_name_of_a_multi_room_broadcast_is_checked(sockets: Sockets) -> None:
+    """The multi-room form builds no room subject, yet refuses a bad name the same way."""
+    many = [f"r{i}" for i in range(MULTI_ROOM_MIN_ROOMS)]
+    with pytest.raises(InvalidRoomName, match="exceeds 1024 bytes"):
+        sockets.prepare_broadcast([*many, "x" * 2000], "ev", 1)
+    with pytest.raises(InvalidRoomName, match="must not be empty"):
+        sockets.prepare_broadcast([*many, ""], "ev", 1)

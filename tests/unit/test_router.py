@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -317,6 +318,9 @@ def test_settings_name_the_variable() -> None:
 def test_wire_round_trips() -> None:
     request = VirtualRequest("patch", "/a?b=1", {"x": "1"}, [1, {"c": None}], "s1", "gw0", HS)
     assert decode_vrequest(encode_vrequest(request)) == request
+    traced = replace(request, request_id="gw0-1f")  # beside the headers, not among them
+    assert decode_vrequest(encode_vrequest(traced)) == traced
+    assert decode_vrequest(encode_vrequest(traced)).headers == {"x": "1"}
     response = VirtualResponse(201, {"x-a": "1"}, {"ok": True})
     assert decode_vresponse(encode_vresponse(response)) == response
     assert decode_connect_question(encode_connect_question("s1", "gw0", HS)) == ("s1", "gw0", HS)

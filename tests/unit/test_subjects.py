@@ -112,6 +112,7 @@ def test_room_and_socket_subjects_parse_back(prefix: str, name: str) -> None:
     assert s.parse(s.room(name)) == Parsed(SubjectKind.ROOM, name)
     assert s.parse(s.room(name).encode()) == Parsed(SubjectKind.ROOM, name)
     assert s.parse(s.socket(name)) == Parsed(SubjectKind.SOCKET, name)
+    assert s.room(name) != s.multi_room  # no room can name the multi-room subject
 
 
 @given(prefixes, gateway_ids)
@@ -119,6 +120,7 @@ def test_fixed_and_gateway_subjects_parse_back(prefix: str, gw: str) -> None:
     s = Subjects(prefix)
     assert s.parse(s.gateway(gw)) == Parsed(SubjectKind.GATEWAY, gw)
     assert s.parse(s.blast) == Parsed(SubjectKind.BLAST)
+    assert s.parse(s.multi_room) == Parsed(SubjectKind.MULTI_ROOM)
     assert s.parse(s.gateways) == Parsed(SubjectKind.GATEWAYS)
     assert s.parse(s.heartbeat) == Parsed(SubjectKind.HEARTBEAT)
     assert s.parse(s.virtual_requests) == Parsed(SubjectKind.VIRTUAL_REQUESTS)

@@ -12,6 +12,8 @@
 // token: a JWT sent the way each stack can (io.sails.query / v4 auth payload), or "-".
 // expect: "accepted" (default) runs the scenario; "refused" reports the connect error.
 //
+// Requests: every method on /echo, an unknown route, /fail, join and say in a room,
+// /bad (a string through res.json) and /headers (what the worker saw).
 // Prints one JSON line per step: connect, jwr (one per request), event, parse
 // (raw only), done — or refused. Exits 0 after "done"/"refused".
 
@@ -134,6 +136,8 @@ async function scenario() {
   const chat = next('chat');
   await request('post', '/room/lobby/say', { text: 'hi from ' + stack });
   await chat;
+  await request('get', '/bad', {});
+  await request('get', '/headers', {});
   if (stack === 'sio4-raw') {
     // Sails' parse errors: into the ack when there is one, else as an event
     await new Promise(function (resolve) {
