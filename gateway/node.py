@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
 
 from gateway.broker import Broker, BrokerEvent
@@ -27,6 +27,7 @@ from gateway.fanout import Fanout
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
+from gateway.pacing import Pacer
 from gateway.peers import Peers
 from gateway.rooms import LocalRooms
 from gateway.settings import GatewaySettings
@@ -91,6 +92,7 @@ class Gateway:
         self.rooms = LocalRooms()
         self.peers = Peers(settings.gateway_id, settings.core.heartbeat_interval_s, clock)
         self.fanout = Fanout(metrics)
+        self.pacer = Pacer(self.fanout, self._backlog_full)
         self._clock = clock
         self.room_interest = Interest(
             broker,
@@ -253,12 +255,18 @@ class Gateway:
         members = self.rooms.members(room)
         if not members:
             return
-        recipients: Iterable[str] = members
+        recipients: Collection[str] = members
         if len(msg.rooms) > 1:
             recipients = self._first_room_members(room, members, msg.rooms)
-        self.fanout.deliver(event_packet(msg.args), recipients, msg.omit)
+        self.pacer.submit(event_packet(msg.args), recipients, msg.omit, len(msg.args))
         if msg.ts is not None:  # optional for foreign publishers: no lag to measure
             self._observe_lag(max(0.0, time.time() - msg.ts))
+
+    def _backlog_full(self) -> None:
+        self.metrics.drops.labels("fanout_backlog").inc()
+        self._warnings.warning(
+            "fanout_backlog", "fanout backlog full: dropped a message (sockets cannot keep up)"
+        )
 
     def _first_room_members(
         self, room: str, members: set[str] | frozenset[str], targets: tuple[str, ...]
@@ -290,7 +298,7 @@ class Gateway:
                 recipients.update(members)
         if not recipients:
             return
-        self.fanout.deliver(event_packet(msg.args), recipients, msg.omit)
+        self.pacer.submit(event_packet(msg.args), recipients, msg.omit, len(msg.args))
         if msg.ts is not None:
             self._observe_lag(max(0.0, time.time() - msg.ts))
 
@@ -302,7 +310,9 @@ class Gateway:
             self.metrics.drops.labels("misrouted").inc()
             log.warning("dropped a %r message sent to the blast subject", msg.kind)
             return
-        self.fanout.deliver(event_packet(msg.args), list(self.rooms.sockets()), msg.omit)
+        self.pacer.submit(
+            event_packet(msg.args), list(self.rooms.sockets()), msg.omit, len(msg.args)
+        )
         if msg.ts is not None:  # optional for foreign publishers: no lag to measure
             self._observe_lag(max(0.0, time.time() - msg.ts))
 
@@ -523,4 +533,11 @@ class Gateway:
         log.info("NATS reconnected; subscriptions restored")
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
+        # Say so at once: the SUBs went out first, so this heartbeat proves they are in
+        # place. Publishers hold what they published during the outage until every
+        # gateway has said it (publisher.hold); `hello` brings the peers' answers too.
+        try:
+            await self.broker.publish(self.subjects.heartbeat, self.peers.beat(hello=True))
+        except SailcastError:
+            log.debug("reconnect heartbeat not sent", exc_info=True)
         await self._check_round_trip()

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from publisher.hold import DEFAULT_HOLD_MAX_BYTES, DEFAULT_HOLD_TIMEOUT_S, OutageHold
 from publisher.models.model import Model
 from publisher.stats import PublisherStats
 from shared.config import NatsSettings, parse_servers
@@ -29,11 +30,13 @@ from shared.control import (
     Rooms,
     RoomsOf,
     SocketRequest,
+    decode_heartbeat,
     decode_reply,
     encode_request,
 )
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.errors import (
+    FailedPublish,
     GatewayTimeout,
     LimitExceeded,
     MalformedEnvelope,
@@ -52,11 +55,22 @@ PROBE_AFTER_S: Final = 0.2
 """Silence, with answers missing, before asking whether the missing gateways still exist."""
 PROBE_TIMEOUT_S: Final = 0.5
 """How long a gateway that missed a cluster-wide request has to show it is still there."""
+FAILURE_LOG_INTERVAL_S: Final = 5.0
+"""Without an on_error callback, failures after the call log one line per interval."""
+
+OnError = Callable[[FailedPublish], None]
 
 
 class Publisher:
     """Connect with `await Publisher.connect(...)`; close with `await pub.close()` or
-    `async with`. Safe to share between tasks of one event loop."""
+    `async with`. Safe to share between tasks of one event loop.
+
+    Through a NATS outage, `broadcast`/`blast` are held (publisher.hold) until the
+    gateways known before it are back, at most `hold_timeout_s` after the reconnect and
+    `hold_max_bytes` in all (beyond that they raise TransportError at their call). Held
+    messages published before every gateway was back are reported, one `FailedPublish`
+    each, to `on_error` (else logged) and counted in `failed_total` and
+    `sailcast_publisher_errors_total`."""
 
     def __init__(
         self,
@@ -66,6 +80,9 @@ class Publisher:
         max_payload_bytes: int,
         request_timeout_s: float,
         stats: PublisherStats,
+        on_error: OnError | None = None,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        hold_max_bytes: int = DEFAULT_HOLD_MAX_BYTES,
     ) -> None:
         from publisher.sockets import Sockets
 
@@ -75,6 +92,14 @@ class Publisher:
         self.request_timeout_s = request_timeout_s
         self.stats = stats
         self._closed = False
+        self._on_error = on_error
+        self._failed_total = 0
+        self._log_after = 0.0
+        self._hold = OutageHold(
+            timeout_s=hold_timeout_s, max_bytes=hold_max_bytes, report=self._report
+        )
+        self._release: asyncio.Task[None] | None = None
+        self._inbox = ""
         self.sockets = Sockets(self)
 
     @classmethod
@@ -89,31 +114,47 @@ class Publisher:
         registry: Any = None,
         name: str = "sailcast-publisher",
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        on_error: OnError | None = None,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        hold_max_bytes: int = DEFAULT_HOLD_MAX_BYTES,
     ) -> Publisher:
         """Fails with TransportError if no server answers within connect_timeout_s;
         once connected, reconnects forever by itself.
 
-        `registry`: a prometheus_client CollectorRegistry to expose our counters on."""
+        `registry`: a prometheus_client CollectorRegistry to expose our counters on.
+        `on_error(failure)`: hears of every message that failed after its call returned
+        (see the class docstring); it runs on this event loop: keep it short.
+        `hold_timeout_s`, `hold_max_bytes`: the bounds of the outage hold."""
         settings = nats_settings or NatsSettings(servers=parse_servers(servers))
         stats = PublisherStats(registry)
         Subjects(prefix)  # validate before connecting
+        if hold_timeout_s < 0 or hold_max_bytes < 0:
+            raise ValueError("hold_timeout_s and hold_max_bytes cannot be negative")
 
         last_error: list[Exception] = []
+        built: list[Publisher] = []
 
-        async def on_error(exc: Exception) -> None:
+        async def on_nats_error(exc: Exception) -> None:
             last_error[:] = [exc]
             log.warning("nats: %s", exc)
+
+        async def on_disconnect() -> None:
+            if built:
+                built[0]._hold.start()
 
         async def on_reconnect() -> None:
             stats.reconnects += 1
             log.info("publisher reconnected to NATS")
+            if built:
+                built[0]._reconnected()
 
         nc = NatsClient()
         try:
             await asyncio.wait_for(
                 nc.connect(
                     name=name,
-                    error_cb=on_error,
+                    error_cb=on_nats_error,
+                    disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
                     # every subject comes from shared.subjects, valid by construction
                     skip_subject_validation=True,
@@ -129,17 +170,44 @@ class Publisher:
             raise TransportError(
                 f"cannot connect to NATS at {settings.describe()}: {cause or type(cause).__name__}"
             ) from exc
-        return cls(
+        pub = cls(
             nc,
             prefix=prefix,
             max_payload_bytes=max_payload_bytes,
             request_timeout_s=request_timeout_s,
             stats=stats,
+            on_error=on_error,
+            hold_timeout_s=hold_timeout_s,
+            hold_max_bytes=hold_max_bytes,
         )
+        try:
+            await pub._watch_gateways()
+        except Exception as exc:
+            await _close_quietly(nc)
+            raise TransportError(f"cannot subscribe to the gateways' heartbeats: {exc}") from exc
+        built.append(pub)
+        return pub
 
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
+
+    @property
+    def holding(self) -> bool:
+        """Broadcasts and blasts are being held (NATS unreachable, or back but the
+        gateways not yet): a publish now is held, or raises if the hold is full."""
+        nc = self._nc
+        return (self._hold.active or not nc.is_connected) and not nc.is_closed
+
+    @property
+    def known_gateways(self) -> list[str]:
+        """The gateways heard from lately: the ones an outage hold would wait for."""
+        return self._hold.gateways()
+
+    @property
+    def failed_total(self) -> int:
+        """Messages reported as failed after their call returned (see the class)."""
+        return self._failed_total
 
     @property
     def nats(self) -> NatsClient:
@@ -156,20 +224,34 @@ class Publisher:
         return Model(self, identity)
 
     async def close(self) -> None:
-        """Flush what was published, then disconnect."""
+        """Flush what was published, then disconnect. What an outage still holds gets
+        up to `hold_timeout_s` to go out; what remains is reported as failed."""
         if self._closed:
             return
         self._closed = True
+        if self._hold.active:
+            await self._hold.wait_released(self._hold.timeout_s)
+            if self._release is not None:
+                self._release.cancel()
+            self._hold.give_up("the publisher was closed while NATS was unreachable")
         try:
             await self._nc.drain()
         except Exception:
             await self._nc.close()
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Wait until NATS has received everything published so far."""
+        """Wait until NATS has received everything published so far, held messages
+        included (TransportError if they are still held after `timeout`)."""
         self._check_open()
+        started = time.monotonic()
+        if not await self._hold.wait_released(timeout):
+            raise TransportError(
+                f"flush: {self._hold.held} message(s) still held after {timeout}s (NATS "
+                "unreachable, or the gateways not back yet)"
+            )
+        remaining = max(0.001, timeout - (time.monotonic() - started))
         try:
-            await self._nc.flush(timeout=math.ceil(timeout))
+            await self._nc.flush(timeout=math.ceil(remaining))
         except Exception as exc:
             raise TransportError(f"flush failed: {exc}") from exc
 
@@ -185,10 +267,87 @@ class Publisher:
         if self._closed:
             raise PublisherClosed("this publisher was closed")
 
+    # -- the outage hold --------------------------------------------------------------
+    async def _watch_gateways(self) -> None:
+        """Hear the gateways' heartbeats, and the answers to our pings after a reconnect:
+        what the outage hold waits for."""
+
+        async def on_heartbeat(msg: Any) -> None:
+            try:
+                beat = decode_heartbeat(msg.data)
+            except MalformedEnvelope:
+                return
+            if beat is not None:
+                self._hold.heard(beat.id, down=beat.down)
+
+        async def on_answer(msg: Any) -> None:
+            try:
+                reply = decode_reply(msg.data, Applied)
+            except MalformedEnvelope:
+                return
+            if reply.gw is not None:
+                self._hold.heard(reply.gw)
+
+        self._inbox = self._nc.new_inbox()
+        await self._nc.subscribe(self.subjects.heartbeat, cb=on_heartbeat)
+        await self._nc.subscribe(self._inbox, cb=on_answer)
+
+    def _reconnected(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
+        if self._hold.active:
+            self._release = asyncio.ensure_future(
+                self._hold.release(self._publish_held, self._ping_gateways, lambda: self.connected)
+            )
+
+    async def _ping_gateways(self) -> None:
+        try:
+            await self._nc.publish(
+                self.subjects.gateways, encode_request(Ping()), reply=self._inbox
+            )
+        except Exception:
+            log.debug("ping to the gateways not sent", exc_info=True)
+
+    async def _publish_held(self, subject: str, body: bytes, kind: str) -> None:
+        try:
+            await self._nc.publish(subject, body)
+        except Exception as exc:
+            raise TransportError(f"publish failed ({kind}): {exc}") from exc
+        self.stats.published(kind)
+
+    def _report(self, failure: FailedPublish) -> None:
+        """One message that failed after its call returned: counted, then on_error."""
+        self._failed_total += 1
+        self.stats.error(failure.kind)
+        if self._on_error is not None:
+            try:
+                self._on_error(failure)
+            except Exception:
+                log.exception("the publisher's on_error callback raised")
+            return
+        now = time.monotonic()
+        if now >= self._log_after:
+            self._log_after = now + FAILURE_LOG_INTERVAL_S
+            log.error(
+                "%s (%d failed so far; logged at most every %ss)",
+                failure,
+                self._failed_total,
+                FAILURE_LOG_INTERVAL_S,
+            )
+
     # -- patterns the verbs use -------------------------------------------------------
     async def publish_raw(self, subject: str, body: bytes, kind: str) -> None:
         if self._closed:  # _check_open, inline: once per message
             raise PublisherClosed("this publisher was closed")
+        nc = self._nc
+        if (self._hold.active or not nc.is_connected) and not nc.is_closed:
+            self._hold.start()
+            try:
+                self._hold.put(subject, body, kind)
+            except TransportError:
+                self.stats.error(kind)
+                raise
+            return
         try:
             await self._nc.publish(subject, body)
         except Exception as exc:

@@ -50,15 +50,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
-import orjson
-
 from publisher.client import Publisher
+from publisher.failures import failed_publish
 from publisher.models.model import Model, ModelRooms
 from publisher.models.planner import Planner
 from publisher.models.registry import ModelRegistry, default_registry
 from publisher.sockets import Sockets
 from shared.config import NatsSettings, parse_servers
-from shared.envelope import decode_data
 from shared.errors import (
     FailedPublish,
     PublisherClosed,
@@ -67,7 +65,7 @@ from shared.errors import (
     TransportError,
     UsageError,
 )
-from shared.subjects import Subjects, room_name
+from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +96,8 @@ class ConnectOptions(TypedDict, total=False):
     registry: object
     name: str
     connect_timeout_s: float
+    hold_timeout_s: float
+    hold_max_bytes: int
 
 
 class _LoopThread:
@@ -230,7 +230,7 @@ class SyncPublisher:
             if self._pub is None:
                 try:
                     self._pub = self._thread.run(
-                        Publisher.connect(self._servers, **self._options),
+                        Publisher.connect(self._servers, on_error=self._report, **self._options),
                         self._timeout,
                         cancel_late=True,
                     )
@@ -260,9 +260,10 @@ class SyncPublisher:
     # -- fire-and-forget publishing ---------------------------------------------------
     def send(self, items: list[tuple[str, bytes]], kind: str) -> None:
         """Queue encoded messages for the loop thread without waiting for it; while NATS
-        is unreachable, publish them now instead, so that a refusal raises here."""
+        is unreachable (or the gateways not back after it), publish them now instead, so
+        that a refusal (the outage hold full) raises here."""
         thread, pub = self._ensure()
-        if not pub.connected:
+        if pub.holding:
             self._publish_now(thread, pub, items, kind)
             return
         with self._outbox_lock:
@@ -315,9 +316,12 @@ class SyncPublisher:
 
     def _failed(self, subject: str, body: bytes, kind: str, exc: Exception) -> None:
         """Report one queued message that did not reach NATS (see the module docstring)."""
-        failure = FailedPublish(
-            kind, _event_of(body), _room_of(subject, kind), exc, failed_at=time.time()
-        )
+        self._report(failed_publish(subject, body, kind, exc))
+
+    def _report(self, failure: FailedPublish) -> None:
+        """Count, keep, log and pass on one failure: a queued message's, or one the async
+        publisher reports (held through an outage, published unconfirmed)."""
+        kind = failure.kind
         with self._failures_lock:
             self._failed_total += 1
             self._unflushed += 1
@@ -418,23 +422,6 @@ class SyncPublisher:
                 raise
             # the exception leaving the block is the one to see; this one is logged
             log.error("%s (not raised: %s is propagating)", failed, type(e).__name__)
-
-
-def _event_of(body: bytes) -> str:
-    try:
-        return str(orjson.loads(decode_data(body).args)[0])
-    except Exception:  # we encoded it: cannot happen, but a report must not fail
-        return "?"
-
-
-def _room_of(subject: str, kind: str) -> str | None:
-    """The room of a broadcast's subject (`<prefix>.r.<token>`, see shared.subjects)."""
-    if kind != "broadcast":
-        return None
-    try:
-        return room_name(subject.rsplit(".", 1)[-1])
-    except Exception:  # as above
-        return subject
 
 
 # -- the blocking twins -------------------------------------------------------------------

@@ -84,14 +84,20 @@ class GatewayTimeout(TransportError, TimeoutError):
 
 @dataclass(frozen=True, slots=True)
 class FailedPublish:
-    """One queued message that never reached NATS: what it was and why it failed."""
+    """One message that failed after its call returned: what it was and why.
+
+    Either it never reached NATS (a SyncPublisher's queued message; `error` a
+    TransportError), or it was held through a NATS outage and published once the hold
+    gave up waiting for some gateways to be back (`error` a GatewayTimeout naming them):
+    the gateways that were back got it, the clients of those named may not have."""
 
     kind: str
     """Either "broadcast" or "blast"."""
     event: str
     room: str | None
-    """The room this publish was for (a broadcast to n rooms is n publishes); None for a
-    blast."""
+    """The room this publish was for (a broadcast to fewer than MULTI_ROOM_MIN_ROOMS
+    rooms is one publish per room; from there on one publish, whose rooms are listed
+    here comma-separated); None for a blast."""
     error: Exception
     """The cause (a TransportError, nats-py's exception chained)."""
     failed_at: float

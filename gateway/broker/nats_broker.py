@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import Any, Final
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -33,6 +33,28 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 """At start-up only; after that the client reconnects forever."""
+READ_AHEAD_BYTES: Final = 8 * 1024 * 1024
+"""What the NATS socket may be read ahead of the parser in one event-loop tick."""
+
+
+def _widen_reads(nc: NatsClient) -> None:
+    """Let one loop tick read up to READ_AHEAD_BYTES from NATS (issue 16 #3).
+
+    nats-py reads through an asyncio StreamReader whose limit is 32 KiB: past 64 KiB
+    buffered it pauses the socket until the next tick, and asyncio's own loop reads at
+    most 256 KiB per tick anyway (uvloop reads until the socket is empty). While the
+    gateway fans a burst out, every tick also runs the write callbacks of every socket
+    being written to, so at ~256 KiB a tick the reader fell megabytes behind the server:
+    the PONGs and the answers to the readiness round trip waited behind room messages,
+    and the gateway left the server as hung. Reading what the kernel holds at once keeps
+    the reader ahead; the deliveries themselves are paced (gateway.pacing)."""
+    tcp = getattr(nc, "_transport", None)
+    reader = getattr(tcp, "_io_reader", None)
+    if reader is not None and hasattr(reader, "_limit"):
+        reader._limit = READ_AHEAD_BYTES // 2  # paused past twice the limit
+    transport = getattr(getattr(tcp, "_io_writer", None), "transport", None)
+    if transport is not None and hasattr(transport, "max_size"):  # asyncio's TCP loop
+        transport.max_size = READ_AHEAD_BYTES
 
 
 class _LiteSub:
@@ -109,6 +131,7 @@ class NatsBroker:
                 await broker[0]._listener(BrokerEvent.DISCONNECTED)
 
         async def reconnected() -> None:
+            _widen_reads(nc)
             if broker:
                 await broker[0]._listener(BrokerEvent.RECONNECTED)
 
@@ -136,6 +159,7 @@ class NatsBroker:
             except Exception:
                 log.debug("closing a half-open NATS client failed", exc_info=True)
             raise TransportError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+        _widen_reads(nc)
         broker.append(cls(nc))
         return broker[0]
 

@@ -16,7 +16,6 @@ issue 16 #1 (its own fix and test); here it would hide what this test counts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -24,7 +23,7 @@ from typing import Any, Final
 import pytest
 
 from publisher import FailedPublish, PublishFailed, SyncPublisher, TransportError
-from tests.faults.faultkit import MonitoredNats, astatus, wait_until
+from tests.faults.faultkit import GatedProxy, MonitoredNats, astatus, wait_until
 from tests.helpers import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -36,61 +35,6 @@ DURING: Final = 900
 """Broadcasts while NATS is down: ~510 fit nats-py's 2 MiB buffer, the rest overflow."""
 AFTER: Final = 50
 """Broadcasts once reconnected."""
-
-
-class GatedProxy:
-    """A TCP proxy to one backend that refuses new connections while shut, and closes
-    the client side when the backend side ends (as a dead server's connection would)."""
-
-    def __init__(self, backend_port: int) -> None:
-        self.backend_port = backend_port
-        self.open = True
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> GatedProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        if not self.open:
-            c_writer.transport.abort()
-            return
-        try:
-            b_reader, b_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
-        except OSError:
-            c_writer.transport.abort()
-            return
-        pipes = {
-            asyncio.ensure_future(_pipe(c_reader, b_writer)),
-            asyncio.ensure_future(_pipe(b_reader, c_writer)),
-        }
-        self._tasks |= pipes
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for p in pipes:
-            p.cancel()
-        for w in (b_writer, c_writer):
-            w.transport.abort()
-        self._tasks -= pipes
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
 
 
 async def test_sync_publisher_accounts_for_every_message_of_an_outage(
