@@ -46,6 +46,13 @@ PING_EVERY_S: Final = 0.5
 
 Report = Callable[[FailedPublish], None]
 Publish = Callable[[str, bytes, str], Awaitable[None]]
+Wait = Callable[[asyncio.Event, float], Awaitable[None]]
+"""Wait until the event is set or `timeout` seconds have passed (on the hold's clock)."""
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
 
 
 class OutageHold:
@@ -59,8 +66,12 @@ class OutageHold:
         max_bytes: int,
         report: Report,
         clock: Callable[[], float] = time.monotonic,
+        wait: Wait = _wait,
     ) -> None:
+        """`clock` and `wait` are the hold's time: monotonic seconds and a timed wait for
+        news (a test drives both by hand)."""
         self.timeout_s = timeout_s
+        self._wait = wait
         self.max_bytes = max_bytes
         self._report = report
         self._clock = clock
@@ -130,8 +141,7 @@ class OutageHold:
                 next_ping = now + PING_EVERY_S
                 await ping()
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(deadline, next_ping) - now)
+            await self._wait(self._changed, min(deadline, next_ping) - now)
         if not connected():
             return
         error: GatewayTimeout | None = None

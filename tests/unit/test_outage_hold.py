@@ -1,5 +1,6 @@
 """publisher.hold: what a publisher holds through a NATS outage, and when it lets go
-(issue 16 #1). Pure logic on a real event loop; the end-to-end case is
+(issue 16 #1). Pure logic on a real event loop, on a manual clock: a timed wait returns
+at once having moved the clock by its timeout, unless news came; the end-to-end case is
 tests/faults/test_publisher_outage_hold.py."""
 
 from __future__ import annotations
@@ -16,11 +17,41 @@ from shared.subjects import Subjects
 SUBJECT = Subjects("p").room("room")
 
 
+class Clock:
+    """Manual time for the hold: `wait` yields to the loop once, then, if nothing was
+    heard meanwhile, lets the whole timeout pass at once."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if not event.is_set():
+            self.now += timeout
+
+
 def _hold(
     timeout_s: float = 1.0, max_bytes: int = 10_000
 ) -> tuple[OutageHold, list[FailedPublish]]:
     reported: list[FailedPublish] = []
-    return OutageHold(timeout_s=timeout_s, max_bytes=max_bytes, report=reported.append), reported
+    clock = Clock()
+    hold = OutageHold(
+        timeout_s=timeout_s,
+        max_bytes=max_bytes,
+        report=reported.append,
+        clock=clock,
+        wait=clock.wait,
+    )
+    return hold, reported
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
 
 
 class Wire:
@@ -53,9 +84,9 @@ async def test_held_until_every_known_gateway_is_back_then_sent_in_order() -> No
         hold.put(SUBJECT, _body(i), "broadcast")
     wire = Wire()
     release = asyncio.ensure_future(hold.release(wire.publish, wire.ping, lambda: wire.up))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the release is waiting
     hold.heard("gw1")
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)
     assert wire.sent == []  # gw2 not back yet
     assert hold.active
     hold.heard("gw2")
@@ -77,7 +108,7 @@ async def test_the_bound_in_bytes_refuses_at_the_call() -> None:
 
 
 async def test_past_the_timeout_held_messages_are_sent_and_each_reported() -> None:
-    hold, reported = _hold(timeout_s=0.2)
+    hold, reported = _hold(timeout_s=5.0)
     hold.heard("gw1")
     hold.start()
     for i in range(3):
@@ -97,7 +128,7 @@ async def test_a_gateway_that_said_down_is_not_waited_for() -> None:
     hold.put(SUBJECT, _body(0), "broadcast")
     hold.heard("gw1", down=True)
     wire = Wire()
-    await asyncio.wait_for(hold.release(wire.publish, wire.ping, lambda: wire.up), 1.0)
+    await hold.release(wire.publish, wire.ping, lambda: wire.up)
     assert wire.sent == [_body(0)]
     assert reported == []
 
