@@ -22,12 +22,16 @@ EARLY_S: Final = 0.005
 T = TypeVar("T")
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
 class Clock(Protocol):
     """What a schedule needs of an event loop (injected in unit tests)."""
 
     def time(self) -> float: ...
 
-    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle: ...
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer: ...
 
 
 class PingSchedule(Generic[T]):
@@ -42,7 +46,7 @@ class PingSchedule(Generic[T]):
         self._due = due
         self._clock = clock
         self._entries: collections.deque[tuple[float, weakref.ref[T]]] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
 
     def __len__(self) -> int:
         return len(self._entries)

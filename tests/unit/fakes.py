@@ -23,7 +23,9 @@ class _Timer:
 
 
 class ManualClock:
-    """Time moves only when a test calls `advance`: timers due by then run in order."""
+    """Time moves only when a test calls `advance`: timers due by then run in order.
+    Serves as a monotonic clock (call it), a scheduler (`call_later`) and the part of an
+    event loop a timer schedule needs (`time`, `call_at`)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -37,6 +39,12 @@ class ManualClock:
         timer = _Timer(callback)
         heapq.heappush(self._timers, (self.now + delay, next(self._order), timer))
         return timer
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        return self.call_later(when - self.now, callback)
 
     def advance(self, seconds: float) -> None:
         until = self.now + seconds

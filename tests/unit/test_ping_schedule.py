@@ -4,49 +4,11 @@ connection's next ping. Driven by an injected clock: no wall time."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
-from typing import Any
 
 from gateway.engine.heartbeat import PingSchedule
+from tests.unit.fakes import ManualClock
 
 INTERVAL_S = 0.2
-
-
-class FakeClock:
-    """A loop's `time` and `call_at`, advanced by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.timers: list[tuple[float, Callable[[], object]]] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def call_at(self, when: float, callback: Callable[[], object]) -> Any:
-        self.timers.append((when, callback))
-        return _Handle(self, (when, callback))
-
-    def advance(self, seconds: float) -> None:
-        """Move time on, running every timer that falls due, in order."""
-        end = self.now + seconds
-        while True:
-            due = sorted((t for t in self.timers if t[0] <= end), key=lambda t: t[0])
-            if not due:
-                break
-            when, callback = due[0]
-            self.timers.remove(due[0])
-            self.now = max(self.now, when)
-            callback()
-        self.now = end
-
-
-class _Handle:
-    def __init__(self, clock: FakeClock, entry: tuple[float, Callable[[], object]]) -> None:
-        self._clock, self._entry = clock, entry
-
-    def cancel(self) -> None:
-        if self._entry in self._clock.timers:
-            self._clock.timers.remove(self._entry)
 
 
 class Sock:
@@ -62,12 +24,12 @@ class Sock:
             self.log.append((self.name, at))
 
 
-def make(clock: FakeClock) -> PingSchedule[Sock]:
+def make(clock: ManualClock) -> PingSchedule[Sock]:
     return PingSchedule(INTERVAL_S, Sock.due, clock=clock)
 
 
 def test_sockets_are_pinged_in_order_after_the_interval() -> None:
-    clock, log = FakeClock(), list[tuple[str, float]]()
+    clock, log = ManualClock(), list[tuple[str, float]]()
     schedule = make(clock)
     started = clock.now
     socks = [Sock(str(i), log) for i in range(3)]
@@ -84,7 +46,7 @@ def test_sockets_are_pinged_in_order_after_the_interval() -> None:
 
 
 def test_a_closed_or_rescheduled_socket_is_skipped_and_not_kept_alive() -> None:
-    clock, log = FakeClock(), list[tuple[str, float]]()
+    clock, log = ManualClock(), list[tuple[str, float]]()
     schedule = make(clock)
     closed, gone, kept = Sock("closed", log), Sock("gone", log), Sock("kept", log)
     for s in (closed, gone, kept):
@@ -100,19 +62,19 @@ def test_a_closed_or_rescheduled_socket_is_skipped_and_not_kept_alive() -> None:
 
 
 def test_one_timer_at_a_time() -> None:
-    clock, log = FakeClock(), list[tuple[str, float]]()
+    clock, log = ManualClock(), list[tuple[str, float]]()
     schedule = make(clock)
     socks = [Sock(str(i), log) for i in range(100)]
     for s in socks:
         s.ping_at = schedule.add(s)
-    assert len(clock.timers) == 1
+    assert clock.pending == 1
     clock.advance(INTERVAL_S * 3)
     assert [name for name, _ in log] == [str(i) for i in range(100)]
-    assert clock.timers == []  # all due together: no second timer
+    assert clock.pending == 0  # all due together: no second timer
 
 
 def test_entries_added_later_get_the_next_timer() -> None:
-    clock, log = FakeClock(), list[tuple[str, float]]()
+    clock, log = ManualClock(), list[tuple[str, float]]()
     schedule = make(clock)
     a, b = Sock("a", log), Sock("b", log)
     a.ping_at = schedule.add(a)
@@ -120,7 +82,7 @@ def test_entries_added_later_get_the_next_timer() -> None:
     b.ping_at = schedule.add(b)
     clock.advance(INTERVAL_S / 2 + 0.001)
     assert [name for name, _ in log] == ["a"]
-    assert len(clock.timers) == 1  # b's
+    assert clock.pending == 1  # b's
     clock.advance(INTERVAL_S / 2)
     assert [name for name, _ in log] == ["a", "b"]
     schedule.close()
