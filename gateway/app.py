@@ -284,9 +284,18 @@ class GatewayApp:
         conns = g.connections()
         ticks = max(1, int(s.drain.drain_timeout_s * DRAIN_BATCHES_PER_S * 0.8))
         batch = max(1, -(-len(conns) // ticks))
-        for i in range(0, len(conns), batch):
-            await asyncio.gather(*(c.going_away() for c in conns[i : i + batch]))
-            await asyncio.sleep(1 / DRAIN_BATCHES_PER_S)
+        # Paced by the clock, not by the clients: a batch's slow closers (each up to
+        # GOING_AWAY_TIMEOUT_S) must not push the later batches past the deadline; at
+        # the deadline `serve` cancels this, and what is still closing is aborted.
+        closing: list[asyncio.Task[None]] = []
+        try:
+            for i in range(0, len(conns), batch):
+                closing += [asyncio.create_task(c.going_away()) for c in conns[i : i + batch]]
+                await asyncio.sleep(1 / DRAIN_BATCHES_PER_S)
+            await asyncio.gather(*closing)
+        finally:
+            for task in closing:
+                task.cancel()
         log.info("drained %d clients", len(conns))
 
     async def stop(self) -> None:

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_REQUEST_TIMEOUT_S: Final = 2.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 NO_RESPONDERS_STATUS: Final = "503"
+MAX_CONNECT_ERRORS_KEPT: Final = 20
+"""Errors of a failing connect kept to say why it failed (the first telling one wins)."""
 PROBE_AFTER_S: Final = 0.2
 """Silence, with answers missing, before asking whether the missing gateways still exist."""
 PROBE_TIMEOUT_S: Final = 0.5
@@ -131,11 +133,12 @@ class Publisher:
         if hold_timeout_s < 0 or hold_max_bytes < 0:
             raise ValueError("hold_timeout_s and hold_max_bytes cannot be negative")
 
-        last_error: list[Exception] = []
+        errors: list[Exception] = []
         built: list[Publisher] = []
 
         async def on_nats_error(exc: Exception) -> None:
-            last_error[:] = [exc]
+            if len(errors) < MAX_CONNECT_ERRORS_KEPT:
+                errors.append(exc)
             log.warning("nats: %s", exc)
 
         async def on_disconnect() -> None:
@@ -166,7 +169,7 @@ class Publisher:
             await _close_quietly(nc)
             # a refusal (say, "Authorization Violation") reaches only the error callback;
             # the timeout that follows says nothing
-            cause = last_error[0] if last_error else exc
+            cause = _telling(errors) or exc
             raise TransportError(
                 f"cannot connect to NATS at {settings.describe()}: {cause or type(cause).__name__}"
             ) from exc
@@ -510,3 +513,13 @@ async def _close_quietly(nc: NatsClient) -> None:
         await nc.close()
     except Exception:
         log.debug("closing a half-open NATS client failed", exc_info=True)
+
+
+def _telling(errors: list[Exception]) -> Exception | None:
+    """Why a connect failed: what the server refused it with, over the transport errors
+    that follow a refusal (the server closes at once, and a reset can arrive before, or
+    instead of, its -ERR on a retry)."""
+    for exc in errors:
+        if not isinstance(exc, OSError | TimeoutError):
+            return exc
+    return errors[-1] if errors else None

@@ -294,6 +294,10 @@ class EngineConnection:
         except (TimeoutError, ConnectionError):
             if tr is not None:
                 tr.abort()
+        except asyncio.CancelledError:  # the drain's deadline passed: drop it now
+            if tr is not None:
+                tr.abort()
+            raise
 
     # -- outbound --------------------------------------------------------------------
     def send_packet(self, pkt: Packet) -> None:
