@@ -6,6 +6,7 @@ the bad field, and per-method metrics. Documented in docs/api.openapi.json."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from collections import OrderedDict
@@ -76,6 +77,9 @@ def as_api_error(exc: Exception) -> ApiError:
 
 
 Answer = tuple[int, bytes]
+"""An HTTP answer: status and JSON body."""
+Kept = tuple[bytes, Answer]
+"""What an Idempotency-Key keeps: the request body's SHA-256, and the answer."""
 
 
 class IdempotencyCache:
@@ -86,17 +90,18 @@ class IdempotencyCache:
         self, window_s: float, max_keys: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.window_s, self.max_keys, self._clock = window_s, max_keys, clock
-        self._answers: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[float, Kept]] = OrderedDict()
 
-    def get(self, key: str) -> Answer | None:
+    def get(self, key: str) -> Kept | None:
+        """(the request body's fingerprint, the answer), if kept."""
         self._expire()
         kept = self._answers.get(key)
         return kept[1] if kept is not None else None
 
-    def put(self, key: str, answer: Answer) -> None:
+    def put(self, key: str, fingerprint: bytes, answer: Answer) -> None:
         if self.max_keys == 0:
             return
-        self._answers[key] = (self._clock() + self.window_s, answer)
+        self._answers[key] = (self._clock() + self.window_s, (fingerprint, answer))
         self._answers.move_to_end(key)
         while len(self._answers) > self.max_keys:
             self._answers.popitem(last=False)
@@ -145,45 +150,53 @@ class HttpApi:
         label = name if name in METHODS or name == BATCH else UNKNOWN
         try:
             self._authorize(request)
-            key = request.headers.get(IDEMPOTENCY_HEADER)
+            key = _idempotency_key(request, name)
+            raw = await self._read(request)
             if key is not None:
-                if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-                    raise ApiError(
-                        400,
-                        "invalid_idempotency_key",
-                        f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} chars",
-                        IDEMPOTENCY_HEADER,
-                    )
-                key = f"{name}\0{key}"
-                running = self._running.get(key)
-                kept = self._idempotency.get(key) if running is None else await running
+                kept = await self._kept(key, hashlib.sha256(raw).digest())
                 if kept is not None:
                     self._count(label, "replayed", started)
                     return _response(*kept, replayed=True)
-            body = await self._body(request)
         except ApiError as exc:
             self._count(label, exc.code, started)
             return _response(exc.status, orjson.dumps(exc.body()))
         if key is None:
-            answer, outcome = await self._answer(name, body)
+            answer, outcome = await self._answer(name, raw)
         else:
             done: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
-            self._running[key] = done
+            self._running[key] = done  # no await since _kept: nobody else registered
             stored: Answer | None = None
             try:
-                answer, outcome = await self._answer(name, body)
+                answer, outcome = await self._answer(name, raw)
                 if answer[0] < 500:  # a 5xx may succeed when tried again
                     stored = answer
-                    self._idempotency.put(key, answer)
+                    self._idempotency.put(key, hashlib.sha256(raw).digest(), answer)
             finally:
                 del self._running[key]
                 done.set_result(stored)  # a repeat waiting gets it, or tries itself
         self._count(label, outcome, started)
         return _response(*answer)
 
-    async def _answer(self, name: str, body: Any) -> tuple[Answer, str]:
+    async def _kept(self, key: str, fingerprint: bytes) -> Answer | None:
+        """The answer kept for this key (after the call holding it, if one is in
+        progress); ApiError if the key was used with another body."""
+        while (running := self._running.get(key)) is not None:
+            await asyncio.shield(running)
+        kept = self._idempotency.get(key)
+        if kept is None:
+            return None
+        if kept[0] != fingerprint:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                f"this {IDEMPOTENCY_HEADER} was used for a different body",
+                IDEMPOTENCY_HEADER,
+            )
+        return kept[1]
+
+    async def _answer(self, name: str, raw: bytes) -> tuple[Answer, str]:
         try:
-            status, outcome, payload = await self._run(name, body)
+            status, outcome, payload = await self._run(name, _parse(raw))
         except ApiError as exc:
             return (exc.status, orjson.dumps(exc.body())), exc.code
         return (status, orjson.dumps(payload)), outcome
@@ -201,7 +214,7 @@ class HttpApi:
         if not matched:
             raise ApiError(401, "unauthorized", "unknown API key", "Authorization")
 
-    async def _body(self, request: web.Request) -> Any:
+    async def _read(self, request: web.Request) -> bytes:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise _too_large(self.max_body_bytes)
@@ -209,12 +222,7 @@ class HttpApi:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(self.max_body_bytes) from None
-        if not raw:
-            return {}
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+        return raw
 
     async def _run(self, name: str, body: Any) -> tuple[int, str, Any]:
         """(status, outcome label, answer body) of one method call."""
@@ -276,6 +284,29 @@ class HttpApi:
     def _count(self, method: str, outcome: str, started: float) -> None:
         self._metrics.api_requests.labels(method, outcome).inc()
         self._metrics.api_request_duration.labels(method).observe(time.perf_counter() - started)
+
+
+def _idempotency_key(request: web.Request, method: str) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            IDEMPOTENCY_HEADER,
+        )
+    return f"{method}\0{key}"
+
+
+def _parse(raw: bytes) -> Any:
+    if not raw:
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
 
 
 def _method(name: str) -> Method:

@@ -261,14 +261,27 @@ async def test_refusals_errors_limits_and_idempotency(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.body == first.body
     assert await _received(a, "once", 2) == [1, 1]
+    # the same key with another body is refused, not replayed
+    reused = await curl.post(
+        gw, "broadcast", {**keyed, "data": 2}, headers=("Idempotency-Key: k-1",)
+    )
+    assert (reused.status, reused.error["code"]) == (422, "idempotency_key_reused")
+    assert reused.error["field"] == "Idempotency-Key"
+    # two at once with one key: applied once, both answered 200
+    both = await asyncio.gather(
+        *(curl.post(gw, "broadcast", keyed, headers=("Idempotency-Key: k-3",)) for _ in "ab")
+    )
+    assert [x.status for x in both] == [200, 200]
+    assert sorted("idempotent-replayed" in x.headers for x in both) == [False, True]
     await curl.post(gw, "broadcast", {"rooms": a.sid, "event": "after"})
     await _received(a, "after")
-    assert a.named("once") == [1, 1]  # the replay added nothing
+    assert a.named("once") == [1, 1, 1]  # the replays added nothing
 
     samples = gw.metrics()
     api = "sailcast_gateway_api_requests_total"
     assert samples[f'{api}{{method="broadcast",outcome="unauthorized"}}'] == 3
-    assert samples[f'{api}{{method="broadcast",outcome="replayed"}}'] == 1
+    assert samples[f'{api}{{method="broadcast",outcome="replayed"}}'] == 2
+    assert samples[f'{api}{{method="broadcast",outcome="idempotency_key_reused"}}'] == 1
     assert samples[f'{api}{{method="unknown",outcome="unknown_method"}}'] == 1
     assert samples[f'{api}{{method="rooms",outcome="no_such_socket"}}'] == 1
     curl.save("errors")

@@ -31,9 +31,9 @@ class Clock:
 def test_an_answer_is_kept_for_the_window_then_forgotten() -> None:
     clock = Clock()
     cache = IdempotencyCache(window_s=10, max_keys=100, clock=clock)
-    cache.put("k", (200, b"{}"))
+    cache.put("k", b"fp", (200, b"{}"))
     clock.now += 9.9
-    assert cache.get("k") == (200, b"{}")
+    assert cache.get("k") == (b"fp", (200, b"{}"))
     clock.now += 0.1
     assert cache.get("k") is None
     assert len(cache) == 0
@@ -42,16 +42,16 @@ def test_an_answer_is_kept_for_the_window_then_forgotten() -> None:
 def test_memory_is_bounded_by_forgetting_the_oldest() -> None:
     cache = IdempotencyCache(window_s=60, max_keys=3, clock=Clock())
     for i in range(5):
-        cache.put(f"k{i}", (200, str(i).encode()))
+        cache.put(f"k{i}", b"fp", (200, str(i).encode()))
     assert len(cache) == 3
     assert cache.get("k0") is None
     assert cache.get("k1") is None
-    assert cache.get("k4") == (200, b"4")
+    assert cache.get("k4") == (b"fp", (200, b"4"))
 
 
 def test_max_keys_zero_remembers_nothing() -> None:
     cache = IdempotencyCache(window_s=60, max_keys=0, clock=Clock())
-    cache.put("k", (200, b"{}"))
+    cache.put("k", b"fp", (200, b"{}"))
     assert cache.get("k") is None
 
 
