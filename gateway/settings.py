@@ -427,6 +427,12 @@ class GatewaySettings:
             raise ConfigError(
                 "set SAILCAST_ONLY_ALLOW_ORIGINS or SAILCAST_ALLOWED_ORIGINS, not both"
             )
+        ports = {self.listen.port, self.listen.metrics_port} - {0}
+        if self.api.enabled and self.api.api_port in ports:
+            raise ConfigError(
+                f"SAILCAST_API_PORT={self.api.api_port} is already SAILCAST_PORT or "
+                "SAILCAST_METRICS_PORT: the HTTP API needs a port of its own"
+            )
 
     @property
     def subjects(self) -> Subjects:

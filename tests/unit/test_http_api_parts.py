@@ -104,3 +104,9 @@ def test_the_api_is_off_without_a_key_and_takes_several() -> None:
 def test_bad_api_settings_are_refused(values: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         ApiSettings(**values)  # type: ignore[arg-type]
+
+
+def test_the_api_port_is_its_own() -> None:
+    with pytest.raises(ConfigError, match="port of its own"):
+        from_argv([], {"SAILCAST_API_KEY": "k", "SAILCAST_API_PORT": "9464"})
+    from_argv([], {"SAILCAST_API_PORT": "9464"})  # off: the port is not used
