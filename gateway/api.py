@@ -152,8 +152,9 @@ class HttpApi:
             self._authorize(request)
             key = _idempotency_key(request, name)
             raw = await self._read(request)
+            fingerprint = hashlib.sha256(raw).digest() if key is not None else b""
             if key is not None:
-                kept = await self._kept(key, hashlib.sha256(raw).digest())
+                kept = await self._kept(key, fingerprint)
                 if kept is not None:
                     self._count(label, "replayed", started)
                     return _response(*kept, replayed=True)
@@ -170,7 +171,7 @@ class HttpApi:
                 answer, outcome = await self._answer(name, raw)
                 if answer[0] < 500:  # a 5xx may succeed when tried again
                     stored = answer
-                    self._idempotency.put(key, hashlib.sha256(raw).digest(), answer)
+                    self._idempotency.put(key, fingerprint, answer)
             finally:
                 del self._running[key]
                 done.set_result(stored)  # a repeat waiting gets it, or tries itself
@@ -228,12 +229,14 @@ class HttpApi:
         """(status, outcome label, answer body) of one method call."""
         if name == BATCH:
             return 200, "ok", {"replies": await self._batch(body)}
-        method = _method(name)
+        return 200, "ok", {"result": await self._call(_method(name), body)}
+
+    async def _call(self, method: Method, body: Any) -> Any:
+        """One method on the publisher; its errors as ApiError."""
         try:
-            result = await method.call(self._sockets, method.parse(body))
+            return await method.call(self._sockets, method.parse(body))
         except Exception as exc:
             raise as_api_error(exc) from None
-        return 200, "ok", {"result": result}
 
     async def _batch(self, body: Any) -> list[dict[str, Any]]:
         """Each command in order, each answered on its own: one failing does not stop
@@ -264,11 +267,7 @@ class HttpApi:
                     exc.field = f"commands[{i}].method"
                     raise
                 label = method.name
-                try:
-                    params = method.parse(command.get("params", {}))
-                    result = await method.call(self._sockets, params)
-                except Exception as exc:
-                    raise as_api_error(exc) from None
+                result = await self._call(method, command.get("params", {}))
             except ApiError as exc:
                 if exc.field and not exc.field.startswith("commands["):
                     exc.field = f"commands[{i}].params.{exc.field}"

@@ -165,16 +165,19 @@ async def test_every_endpoint_with_curl(
                 {"method": "rooms", "params": {"socket_id": a.sid}},
                 {"method": "rooms", "params": {"socket_id": "no-such-sid"}},
                 {"method": "nope"},
+                {"method": "leave", "params": {"socket_ids": a.sid, "rooms": [7]}},
             ]
         },
     )
     assert batch.status == 200
     replies = batch.body["replies"]
-    assert [r["status"] for r in replies] == [200, 200, 200, 404, 404]
+    assert [r["status"] for r in replies] == [200, 200, 200, 404, 404, 400]
     assert sorted(replies[2]["result"]) == sorted([a.sid, "r1"])
     assert replies[3]["error"]["code"] == "no_such_socket"
     assert replies[4]["error"]["code"] == "unknown_method"
     assert replies[4]["error"]["field"] == "commands[4].method"
+    assert replies[5]["error"]["code"] == "invalid_room_name"
+    assert replies[5]["error"]["field"] == "commands[5].params.rooms"
     await _received(a, "in_r1")
 
     # disconnect, wherever the socket is
