@@ -142,7 +142,18 @@ class HttpApi:
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/api/{method}", self._handle)
+        app.router.add_route("*", "/api/{method}", self._not_post)
         return app
+
+    async def _not_post(self, request: web.Request) -> web.Response:
+        error = ApiError(405, "method_not_allowed", f"use POST, not {request.method}")
+        self._count(UNKNOWN, error.code, time.perf_counter())
+        return web.Response(
+            status=405,
+            body=orjson.dumps(error.body()),
+            content_type="application/json",
+            headers={"Allow": "POST"},
+        )
 
     async def _handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()

@@ -240,7 +240,9 @@ async def test_refusals_errors_limits_and_idempotency(
     await refused("batch", {"commands": 1}, 400, "invalid_field", "commands")
     bad_json = await curl.post(gw, "broadcast", raw=b"{nope")
     assert (bad_json.status, bad_json.error["code"]) == (400, "invalid_json")
-    assert (await curl.post(gw, "broadcast", body, verb="GET")).status == 405
+    not_post = await curl.post(gw, "broadcast", body, verb="GET")
+    assert (not_post.status, not_post.error["code"]) == (405, "method_not_allowed")
+    assert not_post.headers["allow"] == "POST"
 
     # size: the body is bounded by --max-payload-bytes (1 MiB by default)
     big = {"rooms": "r", "event": "big", "data": "x" * (1024 * 1024 + 1)}
