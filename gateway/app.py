@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import pages
+from gateway.api import HttpApi
 from gateway.auth import ConnectHooks
 from gateway.broker.nats_broker import NatsBroker
 from gateway.engine import (
@@ -31,6 +32,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import GatewaySettings
 from gateway.vrequests import VirtualRequests
+from publisher.client import Publisher
 from shared.errors import TransportError
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ class GatewayApp:
         self._servers: list[asyncio.Server] = []
         self.port = 0
         self.metrics_port = 0
+        self.api_port = 0
+        self.api_publisher: Publisher | None = None
         self.hooks: ConnectHooks | None = None
         self.vrequests: VirtualRequests | None = None
         self._warnings = Throttled(log)
@@ -116,7 +120,29 @@ class GatewayApp:
         self.engine.attach(app)
         pages.add_routes(app, s.pages)  # the live demo page, when configured
         self.port = await self._listen_clients(app)
+        if s.api.enabled:
+            self.api_port = await self._start_api()
         self.metrics.ready.set(1 if self.gateway.ready else 0)
+
+    async def _start_api(self) -> int:
+        """The HTTP server API (gateway/api.py) on its own port, on a publisher of its
+        own: the same operations, over the same NATS, as any worker's."""
+        s = self.settings
+        self.api_publisher = await Publisher.connect(
+            prefix=s.prefix,
+            nats_settings=s.nats,
+            max_payload_bytes=s.engine.max_payload_bytes,
+            name=f"sailcast-api-{s.gateway_id}",
+        )
+        api = HttpApi(
+            s.api,
+            self.api_publisher.sockets,
+            self.metrics,
+            max_body_bytes=s.engine.max_payload_bytes,
+        )
+        return await self._listen(
+            api.application(), s.api.api_host or s.listen.host, s.api.api_port
+        )
 
     async def _connect_nats(self) -> NatsBroker:
         s = self.settings
@@ -307,6 +333,8 @@ class GatewayApp:
         self.engine.close()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.api_publisher is not None:
+            await self.api_publisher.close()
         if self.broker is not None:
             try:
                 await asyncio.wait_for(self.broker.drain(), timeout=5)
@@ -343,6 +371,7 @@ async def serve(settings: GatewaySettings) -> None:
         "host": settings.listen.host,
         "port": app.port,
         "metrics_port": app.metrics_port,
+        "api_port": app.api_port,  # 0: the HTTP API is off (no --api-key)
         # uvloop or asyncio: the bench reads it back, operators see it in the log
         "loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }

@@ -176,5 +176,19 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        # the HTTP server API (gateway/api.py): `method` is one of its fixed names
+        self.api_requests = Counter(
+            p + "api_requests_total",
+            "HTTP API calls answered, by method and outcome (ok or the error code)",
+            ["method", "outcome"],
+            registry=r,
+        )
+        self.api_request_duration = Histogram(
+            p + "api_request_duration_seconds",
+            "HTTP API call received until answered, by method",
+            ["method"],
+            buckets=VREQ_BUCKETS_S,
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -16,6 +16,7 @@ defaults (`from_argv`).
     inbound   packet rates per socket and IP     the engine layer (gateway/limits.py)
     connect   origins, before-connect, JWT       gateway/auth.py
     pages     the demo page                      gateway/pages.py
+    api       the HTTP server API                gateway/api.py
     logs      level and format                   gateway/logs.py
 """
 
@@ -337,6 +338,44 @@ class PagesSettings:
     sails_io_js: str = setting("", "serve this sails.io.js bundle at /js/dependencies/sails.io.js")
 
 
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The HTTP server API (gateway/api.py): its own port, off until a key is set."""
+
+    api_host: str = setting("", "HTTP API listen address (default: --host)")
+    api_port: int = setting(9465, "HTTP API port, served only with --api-key (0 = any)")
+    api_key: tuple[str, ...] = setting(
+        (),
+        "comma-separated keys accepted as `Authorization: apikey <key>` (several: for "
+        "rotation); empty = the HTTP API is off",
+        secret=True,
+    )
+    api_idempotency_window_s: float = setting(
+        300.0,
+        "a request repeated with the same Idempotency-Key within this time is answered "
+        "the first answer, not applied again",
+        unit="s",
+    )
+    api_idempotency_max_keys: int = setting(
+        10000, "Idempotency-Key answers remembered at most (oldest forgotten)", unit="keys"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.api_port <= 65535:
+            raise ConfigError("SAILCAST_API_PORT must be between 0 and 65535")
+        if any(not key.strip() for key in self.api_key):
+            raise ConfigError("SAILCAST_API_KEY must not contain an empty key")
+        if self.api_idempotency_window_s < 0 or self.api_idempotency_max_keys < 0:
+            raise ConfigError(
+                "SAILCAST_API_IDEMPOTENCY_WINDOW_S and SAILCAST_API_IDEMPOTENCY_MAX_KEYS "
+                "must not be negative"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key)
+
+
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 
@@ -375,6 +414,7 @@ class GatewaySettings:
     inbound: InboundSettings = field(default_factory=InboundSettings)
     connect: ConnectSettings = field(default_factory=ConnectSettings)
     pages: PagesSettings = field(default_factory=PagesSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     logs: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
@@ -386,6 +426,12 @@ class GatewaySettings:
         if self.connect.only_allow_origins and self.engine.allowed_origins:
             raise ConfigError(
                 "set SAILCAST_ONLY_ALLOW_ORIGINS or SAILCAST_ALLOWED_ORIGINS, not both"
+            )
+        ports = {self.listen.port, self.listen.metrics_port} - {0}
+        if self.api.enabled and self.api.api_port in ports:
+            raise ConfigError(
+                f"SAILCAST_API_PORT={self.api.api_port} is already SAILCAST_PORT or "
+                "SAILCAST_METRICS_PORT: the HTTP API needs a port of its own"
             )
 
     @property

@@ -32,6 +32,8 @@ class GatewayProcess:
     gateway_id: str
     port: int
     metrics_port: int
+    api_port: int = 0
+    """The HTTP server API's port (0: off, no SAILCAST_API_KEY)."""
 
     @property
     def url(self) -> str:
@@ -116,7 +118,13 @@ def start_gateway(
         if proc.poll() is not None:
             raise RuntimeError(f"gateway {gateway_id} exited with {proc.returncode}")
     ready = orjson.loads(line)
-    return GatewayProcess(proc, gateway_id, int(ready["port"]), int(ready["metrics_port"]))
+    return GatewayProcess(
+        proc,
+        gateway_id,
+        int(ready["port"]),
+        int(ready["metrics_port"]),
+        int(ready.get("api_port", 0)),
+    )
 
 
 @dataclass

@@ -130,6 +130,8 @@ BAD_VALUES = [
     ({"podDisruptionBudget": {"minAvailable": "150%"}}, "/podDisruptionBudget/minAvailable"),
     ({"podDisruptionBudget": {"minAvailable": 1.5}}, "/podDisruptionBudget/minAvailable"),
     ({"gateway": {"extraConfig": {"SAILCAST_JWT_SECRET": "k"}}}, "SAILCAST_JWT_SECRET"),
+    ({"gateway": {"extraConfig": {"SAILCAST_API_KEY": "k"}}}, "SAILCAST_API_KEY"),
+    ({"httpApi": {"keys": "a,,b"}}, "/httpApi/keys"),
     ({"connectionChecks": {"beforeConnect": {"mode": "oauth"}}}, "/beforeConnect/mode"),
     ({"connectionChecks": {"beforeConnect": {"mode": "jwt"}}}, "/jwt/secret"),
     (
@@ -181,6 +183,7 @@ PDB_GUARDS = [
 # ... and values the schema refuses, caught by the template as well (--set-string,
 # --skip-schema-validation).
 PDB_UNCHECKED_GUARDS = [
+    ({"httpApi": {"enabled": True}}, "httpApi.keys is required"),
     (_pdb(minAvailable="2"), r"minAvailable \(2\) must be below the replica count"),
     (_pdb(maxUnavailable=0), r"maxUnavailable \(0\) must allow at least one pod"),
     (_pdb(maxUnavailable="0%"), r"maxUnavailable \(0% of 2 pods, rounded up: 0\) must allow"),
@@ -193,6 +196,7 @@ TEMPLATE_GUARDS = [
     ({"drain": {"terminationGracePeriodSeconds": 20}}, "below preStopSleepSeconds"),
     *PDB_GUARDS,
     ({"ports": {"http": 9464}}, "must differ"),
+    ({"httpApi": {"enabled": True, "keys": "k"}, "ports": {"api": 1337}}, "ports.api must differ"),
     ({"nats": {"auth": {"mode": "token"}}}, "nats.auth.token is required"),
     ({"nats": {"auth": {"mode": "userPassword", "user": "u"}}}, "nats.auth.password"),
     ({"nats": {"tls": {"enabled": True, "existingSecret": "x", "certKey": "c"}}}, "keyKey"),
@@ -557,6 +561,7 @@ def test_secrets_and_configmaps_resolve(rendered_sets: dict[str, Any], values_pa
         values["nats"]["auth"]["existingSecret"],
         values["nats"]["tls"]["existingSecret"],
         values["connectionChecks"]["jwt"]["existingSecret"],
+        values["httpApi"]["existingSecret"],
     }
     external.discard("")
     secrets = {s["metadata"]["name"]: s.get("data", {}) for s in of_kind(docs, "Secret")}
@@ -584,6 +589,7 @@ def test_secrets_and_configmaps_resolve(rendered_sets: dict[str, Any], values_pa
 
 
 SECRET_SETTINGS = (
+    "SAILCAST_API_KEY",
     "SAILCAST_JWT_SECRET",
     "SAILCAST_NATS_PASSWORD",
     "SAILCAST_NATS_TOKEN",
@@ -599,7 +605,7 @@ def test_secrets_reach_the_pod_only_from_secrets(
     for cm in of_kind(docs, "ConfigMap"):
         assert not set(cm.get("data", {})) & set(SECRET_SETTINGS)
     jwt = values["connectionChecks"]["jwt"]
-    inline = [v for v in (jwt["secret"], jwt["publicKey"]) if v]
+    inline = [v for v in (jwt["secret"], jwt["publicKey"], values["httpApi"]["keys"]) if v]
     for cm in of_kind(docs, "ConfigMap"):
         assert not [v for v in cm.get("data", {}).values() if any(k in v for k in inline)]
     for var in gateway_container(docs)["env"]:

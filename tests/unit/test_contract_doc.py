@@ -13,7 +13,11 @@ from shared.config import Option
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "gateway-contract.md").read_text()
 ROWS = [line for line in DOC.splitlines() if line.startswith("| `--")]
 # empty defaults that mean something, stated in words in the table
-EMPTY_MEANS: dict[str, str] = {"gateway_id": "`gw-<random>`", "metrics_host": "same as `--host`"}
+EMPTY_MEANS: dict[str, str] = {
+    "gateway_id": "`gw-<random>`",
+    "metrics_host": "same as `--host`",
+    "api_host": "same as `--host`",
+}
 
 
 def _shown(option: Option) -> str:

@@ -22,8 +22,9 @@ from gateway.metrics import (
 )
 from publisher.stats import PublisherStats
 
-ALLOWED_LABELS = frozenset({"reason", "kind", "outcome", "status", "version"})
-"""Each names a category whose values the code fixes, never the traffic."""
+ALLOWED_LABELS = frozenset({"reason", "kind", "outcome", "status", "version", "method"})
+"""Each names a category whose values the code fixes, never the traffic (`method`: an
+HTTP API method name, or "unknown" for any other path: gateway/api.py)."""
 
 
 def label_names(owner: Any, registry: CollectorRegistry) -> dict[str, set[str]]:

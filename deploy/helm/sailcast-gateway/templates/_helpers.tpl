@@ -95,9 +95,22 @@ app.kubernetes.io/part-of: sailcast
 {{- if and (include "sailcast-gateway.jwtEnabled" .) (not .Values.connectionChecks.jwt.existingSecret) }}true{{- end }}
 {{- end }}
 
+{{/* HTTP API keys Secret (httpApi): the user's, or the one this chart creates. */}}
+{{- define "sailcast-gateway.apiSecretName" -}}
+{{- if .Values.httpApi.existingSecret }}
+{{- .Values.httpApi.existingSecret }}
+{{- else }}
+{{- printf "%s-api" (include "sailcast-gateway.fullname" . | trunc 59 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{- define "sailcast-gateway.createApiSecret" -}}
+{{- if and .Values.httpApi.enabled (not .Values.httpApi.existingSecret) }}true{{- end }}
+{{- end }}
+
 {{/* Any Secret created by this chart (its checksum rolls the pods). */}}
 {{- define "sailcast-gateway.createsSecrets" -}}
-{{- if or (include "sailcast-gateway.createNatsSecret" .) (include "sailcast-gateway.createJwtSecret" .) }}true{{- end }}
+{{- if or (include "sailcast-gateway.createNatsSecret" .) (include "sailcast-gateway.createJwtSecret" .) (include "sailcast-gateway.createApiSecret" .) }}true{{- end }}
 {{- end }}
 
 {{/* Shutdown budget: what the pod needs between deletion and SIGKILL. */}}
