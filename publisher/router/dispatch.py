@@ -117,6 +117,11 @@ class Router:
         return handler
 
     @property
+    def answers_requests(self) -> bool:
+        """At least one route is registered."""
+        return bool(self.routes)
+
+    @property
     def answers_connect(self) -> bool:
         """A `before_connect` hook is registered."""
         return self._before_connect is not None

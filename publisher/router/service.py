@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from nats.aio.msg import Msg
@@ -15,7 +15,6 @@ from nats.aio.subscription import Subscription
 
 from publisher.router.hooks import ConnectCheck, Disconnected
 from publisher.router.request import phrase
-from publisher.router.routes import Route
 from shared.envelope import encode_reply
 from shared.errors import MalformedEnvelope, NotSerializable, UsageError
 from shared.vrequest import (
@@ -39,14 +38,15 @@ DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 
 
 class Answers(Protocol):
-    """What the service needs of a router (`publisher.router.Router`)."""
+    """What the service needs of a router (`publisher.router.Router`, or the ASGI
+    bridge `publisher.asgi.AsgiBridge`)."""
 
     @property
     def queue(self) -> str: ...
     @property
     def max_concurrency(self) -> int: ...
     @property
-    def routes(self) -> Sequence[Route]: ...
+    def answers_requests(self) -> bool: ...
     @property
     def answers_connect(self) -> bool: ...
     @property
@@ -72,7 +72,7 @@ class RouterService:
     async def start(self) -> None:
         nc = self.pub.nats
         r, s, q = self.router, self.subjects, self.router.queue
-        if r.routes:
+        if r.answers_requests:
             self._subs.append(await nc.subscribe(s.virtual_requests, q, cb=self._on_vreq))
         if r.answers_connect:
             self._subs.append(await nc.subscribe(s.hook_connect, q, cb=self._on_connect))
