@@ -4,7 +4,11 @@ Socket.IO client sending what sails.io.js sends."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +136,40 @@ async def test_an_app_that_fails_answers_500_and_the_bridge_keeps_serving(
     assert (jwr["statusCode"], jwr["body"]) == (500, "Internal Server Error")
     jwr = await request(client, "get", "/fine")
     assert (jwr["statusCode"], jwr["body"]) == (204, "")
+
+
+async def test_sailcast_worker_serves_an_asgi_app_and_stops_gracefully(
+    gateway_factory: GatewayFactory,
+    sails_client: Connect,
+    nats_server: EmbeddedNats,
+    prefix: str,
+) -> None:
+    """`sailcast worker --asgi module:app` as its own process: lifespan, queue group,
+    SIGTERM leaves the group and exits 0."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "sailcast"),  # the installed entry point
+        "worker",
+        "--asgi",
+        "tests.support.fastapi_app:app",
+        "--nats-url",
+        nats_server.url,
+        "--prefix",
+        prefix,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while "ready" not in lines:
+            line = await asyncio.wait_for(proc.stderr.readline(), 20)
+            assert line, f"the worker exited: {lines}"
+            lines.append(line.decode().strip())
+        client = await sails_client(gateway_factory())
+        jwr = await request(client, "get", "/users/5")
+        assert jwr["statusCode"] == 200
+        assert jwr["body"]["greeting"] == "hello from the lifespan"
+        assert jwr["body"]["socket"] == client.sid
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
