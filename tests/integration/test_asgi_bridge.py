@@ -4,11 +4,7 @@ Socket.IO client sending what sails.io.js sends."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +14,7 @@ from publisher import Publisher
 from publisher.asgi import AsgiApp, AsgiBridge, AsgiService
 from tests.helpers import GatewayProcess, quiet
 from tests.integration.test_virtual_requests import JWR_KEYS, Connect, request, sails_client
+from tests.support.worker_process import sailcast_worker
 
 pytestmark = pytest.mark.integration
 __all__ = ["sails_client"]  # the fixture, shared with test_virtual_requests.py
@@ -146,30 +143,11 @@ async def test_sailcast_worker_serves_an_asgi_app_and_stops_gracefully(
 ) -> None:
     """`sailcast worker --asgi module:app` as its own process: lifespan, queue group,
     SIGTERM leaves the group and exits 0."""
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "sailcast"),  # the installed entry point
-        "worker",
-        "--asgi",
-        "tests.support.fastapi_app:app",
-        "--nats-url",
-        nats_server.url,
-        "--prefix",
-        prefix,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stderr is not None
-        lines: list[str] = []
-        while "ready" not in lines:
-            line = await asyncio.wait_for(proc.stderr.readline(), 20)
-            assert line, f"the worker exited: {lines}"
-            lines.append(line.decode().strip())
+    async with sailcast_worker(
+        "--asgi", "tests.support.fastapi_app:app", nats_url=nats_server.url, prefix=prefix
+    ):
         client = await sails_client(gateway_factory())
         jwr = await request(client, "get", "/users/5")
         assert jwr["statusCode"] == 200
         assert jwr["body"]["greeting"] == "hello from the lifespan"
         assert jwr["body"]["socket"] == client.sid
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
