@@ -20,6 +20,11 @@ first `set-cookie` kept so the gateway can adopt the session cookie), and its bo
 parsed as JSON when it says it is JSON, else as text. The queue group, concurrency and
 graceful stop are the router's (`publisher.router.service`); the app's lifespan runs
 around serving, and its lifespan state reaches every request as in an HTTP server.
+
+Client events (`socket.emit("typing", data, ack)`) the bridge is told to answer
+(`events=("typing",)`, or `"*"`) arrive as `POST /sailcast/events` (`events_path`)
+with the JSON body `{"event": "typing", "args": [data]}` and the headers
+`x-sailcast-event` and `x-sailcast-socket-id`; a 2xx answer's body is the ack.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import orjson
 from publisher.router.dispatch import DEFAULT_MAX_CONCURRENCY
 from publisher.router.request import phrase
 from publisher.router.service import DEFAULT_STOP_TIMEOUT_S, RouterService
-from shared.errors import UsageError
+from shared.client_events import EventAnswer, SocketEvent, check_event_name
+from shared.errors import MalformedEnvelope, UsageError
 from shared.subjects import WORKER_QUEUE
 from shared.vrequest import ConnectAnswer, Handshake, VirtualRequest, VirtualResponse
 
@@ -54,6 +60,8 @@ Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SOCKET_ID_HEADER: Final = "x-sailcast-socket-id"
+EVENT_HEADER: Final = "x-sailcast-event"
+DEFAULT_EVENTS_PATH: Final = "/sailcast/events"
 STATE_KEY: Final = "sailcast"
 _BODYLESS: Final = ("get", "head", "delete", "options")
 
@@ -147,7 +155,21 @@ class AsgiBridge:
         queue: str = WORKER_QUEUE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         lifespan: bool = True,
+        events: tuple[str, ...] = (),
+        events_path: str = DEFAULT_EVENTS_PATH,
     ) -> None:
+        """`events`: the client events the app answers ("*": all of them), each as a
+        POST to `events_path` with `{"event": name, "args": [...]}`."""
+        for name in events:
+            if name != "*":
+                try:
+                    check_event_name(name)
+                except MalformedEnvelope as exc:
+                    raise UsageError(f"cannot declare event {name!r}: {exc}") from None
+        if not events_path.startswith("/"):
+            raise UsageError(f"events_path must start with '/', got {events_path!r}")
+        self.event_names = tuple(dict.fromkeys(events))
+        self.events_path = events_path
         if not callable(app):
             raise UsageError(f"not an ASGI application: {app!r}")
         if max_concurrency < 1:
@@ -199,6 +221,31 @@ class AsgiBridge:
             log.error("%s %s: the ASGI app sent no response", vreq.method.upper(), vreq.url)
             return VirtualResponse(500, {}, phrase(500))
         return to_virtual(status, raw_headers, b"".join(chunks))
+
+    async def handle_event(self, ev: SocketEvent, pub: Publisher) -> EventAnswer:
+        """A client event as `POST <events_path>`: a 2xx answer's body is the ack's
+        argument (none for an empty body); any other status refuses it ("failed")."""
+        if "*" not in self.event_names and ev.event not in self.event_names:
+            return EventAnswer(error="undeclared", message=f"no handler for {ev.event!r}")
+        headers = {
+            name: ev.handshake.headers[name]
+            for name in ("cookie", "origin", "user-agent")
+            if name in ev.handshake.headers
+        }
+        headers[EVENT_HEADER] = ev.event
+        vreq = VirtualRequest(
+            method="post",
+            url=self.events_path,
+            headers=headers,
+            body={"event": ev.event, "args": list(ev.args)},
+            socket_id=ev.socket_id,
+            gateway_id=ev.gateway_id,
+            handshake=ev.handshake,
+        )
+        response = await self.dispatch(vreq, pub)
+        if not 200 <= response.status < 300:
+            return EventAnswer(error="failed", message=f"the app answered {response.status}")
+        return EventAnswer(args=() if response.body == "" else (response.body,))
 
     async def check_connect(self, check: ConnectCheck) -> ConnectAnswer:
         return ConnectAnswer(True)  # never subscribed: answers_connect is False

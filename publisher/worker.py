@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from publisher.asgi import AsgiBridge, load_app
+from publisher.asgi import DEFAULT_EVENTS_PATH, AsgiBridge, load_app
 from publisher.client import Publisher
 from publisher.router.dispatch import DEFAULT_MAX_CONCURRENCY, Router
 from shared.config import NatsSettings, parse_servers
@@ -39,6 +39,15 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--prefix", default=os.environ.get("SAILCAST_PREFIX", "sailcast"), help="subject prefix"
     )
+    parser.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --asgi: a client event the app answers as a POST to --events-path "
+        "(repeatable; '*' for all)",
+    )
+    parser.add_argument("--events-path", default=DEFAULT_EVENTS_PATH)
     parser.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY)
     parser.add_argument("--no-lifespan", action="store_true", help="do not run the app's lifespan")
     return parser.parse_args(list(argv))
@@ -52,7 +61,11 @@ async def run(args: argparse.Namespace) -> None:
     server: AsgiBridge | Router
     if args.asgi:
         server = AsgiBridge(
-            target, max_concurrency=args.max_concurrency, lifespan=not args.no_lifespan
+            target,
+            max_concurrency=args.max_concurrency,
+            lifespan=not args.no_lifespan,
+            events=tuple(args.event),
+            events_path=args.events_path,
         )
     elif isinstance(target, Router):
         server = target

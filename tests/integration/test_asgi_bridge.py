@@ -14,7 +14,7 @@ from publisher import Publisher
 from publisher.asgi import AsgiApp, AsgiBridge, AsgiService
 from tests.helpers import GatewayProcess, quiet
 from tests.integration.test_virtual_requests import JWR_KEYS, Connect, request, sails_client
-from tests.support.worker_process import sailcast_worker
+from tests.integration.worker_process import sailcast_worker
 
 pytestmark = pytest.mark.integration
 __all__ = ["sails_client"]  # the fixture, shared with test_virtual_requests.py

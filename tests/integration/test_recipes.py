@@ -15,7 +15,7 @@ from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher
 from tests.helpers import GatewayProcess, RecordingClient, quiet
 from tests.integration.test_virtual_requests import Connect, request, sails_client
-from tests.support.worker_process import ROOT, sailcast_worker
+from tests.integration.worker_process import ROOT, sailcast_worker
 
 pytestmark = pytest.mark.integration
 __all__ = ["sails_client"]  # the fixture, shared with test_virtual_requests.py
