@@ -59,3 +59,10 @@ async def whoami(request: Request) -> dict[str, Any]:
 @app.get("/text")
 async def text() -> Response:
     return Response("plain words", media_type="text/plain", headers={"x-thing": "1"})
+
+
+@app.post("/sailcast/events")
+async def client_event(request: Request) -> dict[str, Any]:
+    """Client events the bridge is told to answer arrive here (AsgiBridge events=)."""
+    body = await request.json()
+    return {"heard": request.headers["x-sailcast-event"], "args": body["args"]}
