@@ -21,7 +21,6 @@ from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.vrequests import LIMIT_WORDS, MAX_DEPTH, VirtualRequests, deeper_than
 from shared.client_events import (
-    RESERVED_EVENTS,
     SocketEvent,
     check_event_name,
     decode_event_answer,
@@ -62,10 +61,6 @@ class ClientEvents:
         self.broker = broker
         self.metrics = metrics
         self._warnings = Throttled(log)
-
-    def handles(self, event: str) -> bool:
-        """Whether an event is a client event (not Socket.IO's or a virtual request)."""
-        return event not in RESERVED_EVENTS
 
     async def handle(self, sid: str, event: str, args: tuple[Any, ...], ack: bool) -> Any:
         """One client event; returns the ack's arguments as a tuple (None without an

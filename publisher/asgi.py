@@ -343,18 +343,3 @@ class Lifespan:
         if answer["type"] == "lifespan.shutdown.failed":
             log.error("the ASGI app failed to shut down: %s", answer.get("message", ""))
         await asyncio.wait([self._task], timeout=DEFAULT_STOP_TIMEOUT_S)
-
-
-def load_app(spec: str) -> AsgiApp:
-    """`package.module:attribute` (dots allowed in the attribute) to the object."""
-    import importlib
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"expected package.module:app, got {spec!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UsageError(f"{spec} is not an ASGI application")
-    return obj  # type: ignore[no-any-return]

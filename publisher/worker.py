@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from publisher.asgi import DEFAULT_EVENTS_PATH, AsgiBridge, load_app
+from publisher.asgi import DEFAULT_EVENTS_PATH, AsgiBridge
 from publisher.client import Publisher
 from publisher.router.dispatch import DEFAULT_MAX_CONCURRENCY, Router
 from shared.config import NatsSettings, parse_servers
@@ -53,11 +55,22 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def load(spec: str) -> Any:
+    """`package.module:attribute` (dots allowed in the attribute) to the object."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"expected package.module:name, got {spec!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 async def run(args: argparse.Namespace) -> None:
     nats = NatsSettings.from_env()
     if args.nats_url:
         nats = dataclasses.replace(nats, servers=parse_servers(args.nats_url))
-    target = load_app(args.asgi or args.router)
+    target = load(args.asgi or args.router)
     server: AsgiBridge | Router
     if args.asgi:
         server = AsgiBridge(

@@ -18,8 +18,11 @@ from publisher.asgi import AsgiBridge
 from publisher.router import Router, RouterService
 from publisher.router.events import Event
 from tests.helpers import GatewayProcess, RecordingClient
+from tests.integration.test_virtual_requests import request, sails_client
+from tests.integration.worker_process import sailcast_worker
 
 pytestmark = pytest.mark.integration
+__all__ = ["sails_client"]  # the fixture, shared with test_virtual_requests.py
 
 GatewayFactory = Callable[..., GatewayProcess]
 Serve = Callable[[Router], Any]
@@ -137,3 +140,18 @@ async def test_the_asgi_bridge_answers_events_as_a_post(
     finally:
         await service.stop()
         await pub.close()
+
+
+async def test_sailcast_worker_serves_a_router_with_events(
+    gateway_factory: GatewayFactory,
+    sails_client: Connect,
+    nats_server: EmbeddedNats,
+    prefix: str,
+) -> None:
+    async with sailcast_worker(
+        "--router", "tests.support.router_app:router", nats_url=nats_server.url, prefix=prefix
+    ):
+        client: RecordingClient = await sails_client(gateway_factory())
+        assert await call(client, "ping", 5) == ("pong", 5)  # two ack arguments
+        jwr = await request(client, "get", "/ping")
+        assert (jwr["statusCode"], jwr["body"]) == (200, {"pong": client.sid})
