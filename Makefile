@@ -37,8 +37,8 @@ test-tools: install
 	@if [ -f tests/e2e/js/package.json ]; then bash tests/e2e/setup.sh; fi
 
 lint: install
-	$(VENV)/bin/ruff check shared publisher gateway tests bench
-	$(VENV)/bin/ruff format --check shared publisher gateway tests bench
+	$(VENV)/bin/ruff check shared publisher gateway tests bench examples
+	$(VENV)/bin/ruff format --check shared publisher gateway tests bench examples
 	$(VENV)/bin/mypy
 
 test: install test-tools lint

@@ -17,6 +17,7 @@ from gateway import pages
 from gateway.api import HttpApi
 from gateway.auth import ConnectHooks
 from gateway.broker.nats_broker import NatsBroker
+from gateway.client_events import ClientEvents
 from gateway.engine import (
     ClientEvent,
     CloseReason,
@@ -78,6 +79,7 @@ class GatewayApp:
         self.api_publisher: Publisher | None = None
         self.hooks: ConnectHooks | None = None
         self.vrequests: VirtualRequests | None = None
+        self.client_events: ClientEvents | None = None
         self._warnings = Throttled(log)
 
     async def start(self) -> None:
@@ -115,6 +117,15 @@ class GatewayApp:
             emit=self._emit_to,
         )
         self._vrequest_events = frozenset(self.vrequests.events)
+        self.client_events = ClientEvents(
+            self.vrequests,
+            gateway_id=s.gateway_id,
+            subjects=s.subjects,
+            max_payload_bytes=s.engine.max_payload_bytes,
+            timeout_s=s.vrequests.virtual_request_timeout_s,
+            broker=self.broker,
+            metrics=self.metrics,
+        )
 
         app = web.Application()
         self.engine.attach(app)
@@ -234,10 +245,12 @@ class GatewayApp:
         await self._on_disconnect(sid, HOOK_REASONS.get(reason, str(reason)))
 
     async def event(self, event: ClientEvent) -> Any:
-        """Virtual requests (the ack carries the answer); other events are ignored."""
-        if self.vrequests is None or event.event not in self._vrequest_events:
+        """Virtual requests and client events (the ack carries the worker's answer)."""
+        if self.vrequests is None or self.client_events is None:
             return None
-        return await self.vrequests.handle(event.sid, event.event, event.args, event.wants_ack)
+        if event.event in self._vrequest_events:
+            return await self.vrequests.handle(event.sid, event.event, event.args, event.wants_ack)
+        return await self.client_events.handle(event.sid, event.event, event.args, event.wants_ack)
 
     def _slow(self, sid: str, reason: str) -> None:
         if self.gateway is not None:

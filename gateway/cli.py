@@ -14,9 +14,10 @@ from gateway.settings import from_argv
 from shared.errors import ConfigError
 from shared.version import __version__
 
-USAGE = """usage: sailcast {gateway,dev,version} [options]
+USAGE = """usage: sailcast {gateway,worker,dev,version} [options]
 
   gateway   run a gateway (sailcast gateway --help)
+  worker    answer virtual requests with an ASGI app or a Router (sailcast worker --help)
   dev       embedded nats-server + one gateway on 127.0.0.1:1337 + demo (sailcast dev --help)
   version   print the version
 """
@@ -32,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__version__)
     elif cmd == "gateway":
         run_gateway(rest)
+    elif cmd == "worker":
+        from publisher.worker import main as worker_main
+
+        worker_main(rest)
     elif cmd == "dev":
         from gateway.dev import main as dev_main
 

@@ -80,6 +80,13 @@ MAX_DEPTH: Final = 200
 """Deepest nesting of a virtual request's arrays and objects: the encoding for the
 workers (orjson, at most 254 levels, the envelope included) must never fail on it."""
 
+LIMIT_WORDS: Final = {
+    "rate": "over the request rate",
+    "ip_rate": "over the client IP's request rate",
+    "inflight": "too many requests in flight",
+}
+"""The inbound limits `VirtualRequests.admit` applies, as log lines say them."""
+
 Emit = Callable[[str, str, Any], Awaitable[None]]
 """emit(socket id, event, data): send one event to one local socket."""
 
@@ -202,7 +209,7 @@ def response_headers(headers: Any) -> tuple[dict[str, str], str | None]:
 
 
 @dataclass(slots=True)
-class _SocketState:
+class SocketState:
     handshake: Handshake
     sdk_problem: str | None
     bucket: TokenBucket | None
@@ -233,7 +240,7 @@ class VirtualRequests:
         self.broker = broker
         self.metrics = metrics
         self._emit = emit
-        self._sockets: dict[str, _SocketState] = {}
+        self._sockets: dict[str, SocketState] = {}
         self._counted = {
             label: metrics.virtual_requests.labels(label)
             for label in ("1xx", "2xx", "3xx", "4xx", "5xx", "parse_error")
@@ -262,7 +269,7 @@ class VirtualRequests:
         if self._ip_buckets is not None:
             ip = handshake.ip or handshake.address
             ip_bucket = self._ip_buckets.acquire(ip, now)
-        self._sockets[sid] = _SocketState(
+        self._sockets[sid] = SocketState(
             handshake, sdk_version_problem(handshake), bucket, ip, ip_bucket
         )
 
@@ -323,30 +330,38 @@ class VirtualRequests:
             return None
         assert isinstance(msg, dict)
         url = msg["url"]
-        if state.bucket is not None and not state.bucket.take(time.monotonic()):
-            self._refused("virtual_request_rate")
-            self._warnings.warning("rate", "%s %s: over the request rate", method, url, extra=ctx)
+        limit = self.admit(state)
+        if limit is not None:
+            self._counted["4xx"].inc()
+            self.metrics.refusals.labels(f"virtual_request_{limit}").inc()
+            self._warnings.warning(limit, "%s %s: %s", method, url, LIMIT_WORDS[limit], extra=ctx)
             return status_jwr(429) if ack else None
-        if state.ip_bucket is not None and not state.ip_bucket.take(time.monotonic()):
-            self._refused("virtual_request_ip_rate")
-            self._warnings.warning(
-                "ip_rate", "%s %s: over the client IP's request rate", method, url, extra=ctx
-            )
-            return status_jwr(429) if ack else None
-        if state.inflight >= self.settings.virtual_request_max_inflight:
-            self._refused("virtual_request_inflight")
-            self._warnings.warning(
-                "inflight", "%s %s: too many requests in flight", method, url, extra=ctx
-            )
-            return status_jwr(429) if ack else None
-        state.inflight += 1
         try:
             answer = await self._forward(method, msg, headers, state, ctx)
         finally:
             state.inflight -= 1
         return answer if ack else None
 
-    def _parse_problem(self, msg: Any, state: _SocketState) -> str | None:
+    def state(self, sid: str) -> SocketState | None:
+        """A tracked socket's handshake and request budget (None once it has gone)."""
+        return self._sockets.get(sid)
+
+    def admit(self, state: SocketState) -> str | None:
+        """Spend one inbound request of this socket (virtual request or client event)
+        from its rate, its IP's rate and its in-flight allowance: the limit that refuses
+        it (`rate`, `ip_rate`, `inflight`), or None with the request now in flight (the
+        caller decrements `state.inflight` when it is answered)."""
+        now = time.monotonic()
+        if state.bucket is not None and not state.bucket.take(now):
+            return "rate"
+        if state.ip_bucket is not None and not state.ip_bucket.take(now):
+            return "ip_rate"
+        if state.inflight >= self.settings.virtual_request_max_inflight:
+            return "inflight"
+        state.inflight += 1
+        return None
+
+    def _parse_problem(self, msg: Any, state: SocketState) -> str | None:
         url = msg.get("url") if isinstance(msg, dict) else None
         if not url:
             return f"No url provided in request: {_short(msg)}"
@@ -364,7 +379,7 @@ class VirtualRequests:
         method: str,
         msg: dict[str, Any],
         headers: dict[str, str],
-        state: _SocketState,
+        state: SocketState,
         ctx: dict[str, str],
     ) -> dict[str, Any]:
         url = msg["url"]

@@ -107,6 +107,7 @@ class SubjectKind(Enum):
     VIRTUAL_REQUESTS = "vreq"
     HOOK_CONNECT = "hook.connect"
     HOOK_DISCONNECT = "hook.disconnect"
+    CLIENT_EVENT = "ev"
 
 
 class Parsed(NamedTuple):
@@ -117,10 +118,17 @@ class Parsed(NamedTuple):
     name: str = ""
 
 
-_FIXED_KINDS: Final = {
-    k.value: k for k in SubjectKind if k not in (SubjectKind.ROOM, SubjectKind.SOCKET)
+_NAMED_KINDS: Final = {
+    "r": SubjectKind.ROOM,
+    "s": SubjectKind.SOCKET,
+    "gw.id": SubjectKind.GATEWAY,
+    "ev": SubjectKind.CLIENT_EVENT,
 }
-_NAMED_KINDS: Final = {"r": SubjectKind.ROOM, "s": SubjectKind.SOCKET, "gw.id": SubjectKind.GATEWAY}
+_FIXED_KINDS: Final = {
+    k.value: k
+    for k in SubjectKind
+    if k not in (SubjectKind.ROOM, SubjectKind.SOCKET, SubjectKind.CLIENT_EVENT)
+}
 
 
 class Subjects:
@@ -136,11 +144,14 @@ class Subjects:
     `<p>.vreq`       virtual requests (sails.io.js `io.socket.get` …) for the workers; queue group
     `<p>.hook.connect`     "may this socket connect?" asked of the workers; queue group
     `<p>.hook.disconnect`  "this socket has gone" told to the workers; queue group
+    `<p>.ev.<event>` a client's own event (`socket.emit("typing", …)`) for the workers that
+                     declared it; queue group (shared/client_events.py)
     """
 
     __slots__ = (
         "_parsed",
         "blast",
+        "client_events",
         "gateways",
         "heartbeat",
         "hook_connect",
@@ -164,6 +175,8 @@ class Subjects:
         self.virtual_requests = f"{prefix}.vreq"
         self.hook_connect = f"{prefix}.hook.connect"
         self.hook_disconnect = f"{prefix}.hook.disconnect"
+        self.client_events = f"{prefix}.ev.*"
+        """Every client event: what a worker declaring all of them subscribes to."""
         self._parsed: dict[bytes | str, Parsed] = {}
 
     def room(self, name: str) -> str:
@@ -171,6 +184,10 @@ class Subjects:
 
     def socket(self, socket_id: str) -> str:
         return f"{self.prefix}.s.{room_token(check_socket_id(socket_id))}"
+
+    def client_event(self, name: str) -> str:
+        """The subject of one client event; the name is encoded as a room name is."""
+        return f"{self.prefix}.ev.{room_token(name)}"
 
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}.gw.id.{check_gateway_id(gateway_id)}"

@@ -44,16 +44,24 @@ Several processes can serve the same router: they share `<p>.vreq` through a NAT
 group, each request goes to one of them, and `serve` stops by leaving the group and
 finishing the requests it holds, so workers can come and go without a request lost.
 
+`@router.event("typing")` declares a client event: `handler(ev: Event)` runs for a
+Socket.IO client's `socket.emit("typing", data, ack)` and its return value is the ack
+(shared/client_events.py; events no worker declares are refused by the gateway).
+
 `before_connect` / `after_disconnect` register the connection hooks the gateway calls
 when started with `--before-connect workers` (gateway/auth.py).
 
+An existing ASGI app (FastAPI, Django) answers the same requests through
+`publisher.asgi.AsgiBridge`, on this service.
+
 One concept per module: `request` (Request, Response, HttpError), `hooks` (what the
-connection hooks see), `routes` (compiling and matching route addresses), `dispatch`
-(`Router`: registration and dispatch, no NATS), `service` (`RouterService`: the NATS
-queue groups).
+connection hooks see), `events` (what a client-event handler sees), `routes`
+(compiling and matching route addresses), `dispatch` (`Router`: registration and
+dispatch, no NATS), `service` (`RouterService`: the NATS queue groups).
 """
 
 from publisher.router.dispatch import DEFAULT_MAX_CONCURRENCY, Router
+from publisher.router.events import Event
 from publisher.router.hooks import ConnectCheck, Disconnected, Reject
 from publisher.router.request import HttpError, Request, Response
 from publisher.router.routes import Handler, Route, compile_pattern
@@ -64,6 +72,7 @@ __all__ = [
     "DEFAULT_STOP_TIMEOUT_S",
     "ConnectCheck",
     "Disconnected",
+    "Event",
     "Handler",
     "HttpError",
     "Reject",

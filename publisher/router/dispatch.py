@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from publisher.router.events import Event
 from publisher.router.hooks import ConnectCheck, Disconnected, Reject
 from publisher.router.request import HttpError, Request, Response, phrase
 from publisher.router.routes import (
@@ -24,7 +25,8 @@ from publisher.router.routes import (
     make_route,
 )
 from publisher.router.service import RouterService
-from shared.errors import UsageError
+from shared.client_events import EventAnswer, SocketEvent, check_event_name
+from shared.errors import MalformedEnvelope, UsageError
 from shared.subjects import WORKER_QUEUE
 from shared.vrequest import ConnectAnswer, VirtualRequest, VirtualResponse
 
@@ -51,6 +53,7 @@ class Router:
         self.queue = queue
         self.max_concurrency = max_concurrency
         self.routes: list[Route] = []
+        self.events: dict[str, Handler] = {}
         self._before_connect: Handler | None = None
         self._after_disconnect: Handler | None = None
 
@@ -102,6 +105,26 @@ class Router:
     def all(self, pattern: str) -> Callable[[Handler], Handler]:
         return self._verb(ANY_METHOD, pattern)
 
+    def event(self, name: str) -> Callable[[Handler], Handler]:
+        """`@router.event("typing")`: `handler(ev: Event)`, sync or async, runs for a
+        client's `socket.emit("typing", data, ack)`; its return value is the ack's
+        argument (a tuple: several arguments; None: none). Events no worker declares
+        are refused by the gateway, counted."""
+        try:
+            check_event_name(name)
+        except MalformedEnvelope as exc:
+            raise UsageError(f"cannot declare event {name!r}: {exc}") from None
+        if name in self.events:
+            raise UsageError(f"event {name!r} is already declared")
+
+        def register(handler: Handler) -> Handler:
+            if arity_of(handler, f"event {name!r}") != 1:
+                raise UsageError(f"the handler of event {name!r} must take (ev)")
+            self.events[name] = handler
+            return handler
+
+        return register
+
     def before_connect(self, handler: Handler) -> Handler:
         """`handler(check: ConnectCheck)`, sync or async. Return True (or data to hand to
         every request of the socket as `req.claims`) to accept; False, None or
@@ -115,6 +138,16 @@ class Router:
         arity_of(handler, "after_disconnect")
         self._after_disconnect = handler
         return handler
+
+    @property
+    def answers_requests(self) -> bool:
+        """At least one route is registered."""
+        return bool(self.routes)
+
+    @property
+    def event_names(self) -> tuple[str, ...]:
+        """The client events this router declares."""
+        return tuple(self.events)
 
     @property
     def answers_connect(self) -> bool:
@@ -171,7 +204,8 @@ class Router:
     async def start(self, pub: Publisher) -> RouterService:
         """Join the workers' queue groups; returns the running service (stop it, or use
         `serve`). Only what is registered is subscribed: a worker with only hooks never
-        takes a virtual request, and one without hooks is never asked about them."""
+        takes a virtual request, one without hooks is never asked about them, and a
+        client event reaches only workers that declared it."""
         service = RouterService(self, pub)
         await service.start()
         return service
@@ -199,6 +233,20 @@ class Router:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             await service.stop()
+
+    async def handle_event(self, ev: SocketEvent, pub: Publisher) -> EventAnswer:
+        """Run the event's handler; every outcome is an answer, never an exception."""
+        handler = self.events.get(ev.event)
+        if handler is None:
+            return EventAnswer(error="undeclared", message=f"no handler for {ev.event!r}")
+        try:
+            result = await _call_plain(handler, Event(ev, pub))
+        except Exception:
+            log.exception("event %r from %s failed", ev.event, ev.socket_id)
+            return EventAnswer(error="failed", message="the handler failed")
+        if result is None:
+            return EventAnswer()
+        return EventAnswer(args=result if isinstance(result, tuple) else (result,))
 
     async def check_connect(self, check: ConnectCheck) -> ConnectAnswer:
         handler = self._before_connect

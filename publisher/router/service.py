@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from nats.aio.msg import Msg
@@ -15,7 +15,12 @@ from nats.aio.subscription import Subscription
 
 from publisher.router.hooks import ConnectCheck, Disconnected
 from publisher.router.request import phrase
-from publisher.router.routes import Route
+from shared.client_events import (
+    EventAnswer,
+    SocketEvent,
+    decode_socket_event,
+    encode_event_answer,
+)
 from shared.envelope import encode_reply
 from shared.errors import MalformedEnvelope, NotSerializable, UsageError
 from shared.vrequest import (
@@ -39,20 +44,24 @@ DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 
 
 class Answers(Protocol):
-    """What the service needs of a router (`publisher.router.Router`)."""
+    """What the service needs of a router (`publisher.router.Router`, or the ASGI
+    bridge `publisher.asgi.AsgiBridge`)."""
 
     @property
     def queue(self) -> str: ...
     @property
     def max_concurrency(self) -> int: ...
     @property
-    def routes(self) -> Sequence[Route]: ...
+    def answers_requests(self) -> bool: ...
+    @property
+    def event_names(self) -> tuple[str, ...]: ...
     @property
     def answers_connect(self) -> bool: ...
     @property
     def hears_disconnect(self) -> bool: ...
 
     async def dispatch(self, vreq: VirtualRequest, pub: Publisher) -> VirtualResponse: ...
+    async def handle_event(self, ev: SocketEvent, pub: Publisher) -> EventAnswer: ...
     async def check_connect(self, check: ConnectCheck) -> ConnectAnswer: ...
     async def notify_disconnect(self, gone: Disconnected) -> None: ...
 
@@ -72,14 +81,17 @@ class RouterService:
     async def start(self) -> None:
         nc = self.pub.nats
         r, s, q = self.router, self.subjects, self.router.queue
-        if r.routes:
+        if r.answers_requests:
             self._subs.append(await nc.subscribe(s.virtual_requests, q, cb=self._on_vreq))
+        for name in r.event_names:  # "*": every client event (the ASGI bridge's option)
+            subject = s.client_events if name == "*" else s.client_event(name)
+            self._subs.append(await nc.subscribe(subject, q, cb=self._on_event))
         if r.answers_connect:
             self._subs.append(await nc.subscribe(s.hook_connect, q, cb=self._on_connect))
         if r.hears_disconnect:
             self._subs.append(await nc.subscribe(s.hook_disconnect, q, cb=self._on_disconnect))
         if not self._subs:
-            raise UsageError("the router has no route and no hook: nothing to serve")
+            raise UsageError("the router has no route, event or hook: nothing to serve")
         await nc.flush()  # subscribed on the server before we say we are serving
 
     async def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
@@ -147,6 +159,29 @@ class RouterService:
             response.status,
             (time.perf_counter() - started) * 1000,
         )
+
+    async def _on_event(self, msg: Msg) -> None:
+        await self._spawn(self._answer_event(msg))
+
+    async def _answer_event(self, msg: Msg) -> None:
+        try:
+            ev = decode_socket_event(msg.data)
+        except MalformedEnvelope as exc:
+            log.warning("ignored a malformed client event: %s", exc)
+            answer = EventAnswer(error="bad_request", message=str(exc))
+        else:
+            answer = await self.router.handle_event(ev, self.pub)
+        try:
+            body = encode_event_answer(answer)
+        except NotSerializable as exc:
+            log.error("event answer: %s", exc)
+            body = encode_event_answer(EventAnswer(error="failed", message="not JSON"))
+        if len(body) > self.pub.nats.max_payload:
+            log.error("event answer of %d bytes exceeds NATS max_payload", len(body))
+            body = encode_event_answer(EventAnswer(error="failed", message="too large"))
+        if msg.reply:
+            await self.pub.nats.publish(msg.reply, body)
+        self.handled += 1
 
     async def _on_connect(self, msg: Msg) -> None:
         await self._spawn(self._answer_connect(msg))
