@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ import orjson
 
 from publisher.router.dispatch import DEFAULT_MAX_CONCURRENCY
 from publisher.router.request import phrase
-from publisher.router.service import DEFAULT_STOP_TIMEOUT_S, RouterService
+from publisher.router.service import DEFAULT_STOP_TIMEOUT_S, RouterService, serve_until_stopped
 from shared.client_events import EventAnswer, SocketEvent, check_event_name
 from shared.errors import MalformedEnvelope, UsageError
 from shared.subjects import WORKER_QUEUE
@@ -276,19 +275,7 @@ class AsgiBridge:
         """Answer until cancelled (or SIGTERM/SIGINT with `handle_signals`), then leave
         the queue group, finish what was taken and run the app's lifespan shutdown."""
         service = await self.start(pub)
-        if started is not None:
-            started()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
-        for sig in signals:
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            await service.stop()
+        await serve_until_stopped(service, started=started, handle_signals=handle_signals)
 
 
 class AsgiService(RouterService):

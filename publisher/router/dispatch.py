@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import signal
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +23,7 @@ from publisher.router.routes import (
     is_async,
     make_route,
 )
-from publisher.router.service import RouterService
+from publisher.router.service import RouterService, serve_until_stopped
 from shared.client_events import EventAnswer, SocketEvent, check_event_name
 from shared.errors import MalformedEnvelope, UsageError
 from shared.subjects import WORKER_QUEUE
@@ -220,19 +219,7 @@ class Router:
         """Answer until cancelled (or, with `handle_signals`, until SIGTERM or SIGINT),
         then leave the queue groups and finish the requests already taken."""
         service = await self.start(pub)
-        if started is not None:
-            started()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
-        for sig in signals:
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            await service.stop()
+        await serve_until_stopped(service, started=started, handle_signals=handle_signals)
 
     async def handle_event(self, ev: SocketEvent, pub: Publisher) -> EventAnswer:
         """Run the event's handler; every outcome is an answer, never an exception."""

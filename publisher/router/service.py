@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from nats.aio.msg import Msg
@@ -224,3 +225,27 @@ class RouterService:
             await self.router.notify_disconnect(gone)
         except Exception:
             log.exception("after_disconnect failed for %s", notice.socket_id)
+
+
+async def serve_until_stopped(
+    service: RouterService,
+    *,
+    started: Callable[[], None] | None = None,
+    handle_signals: bool = False,
+) -> None:
+    """Run a started service until cancelled (or, with `handle_signals`, until SIGTERM
+    or SIGINT), then stop it: leave the queue groups and finish what was taken. One
+    place for `Router.serve` and `AsgiBridge.serve`."""
+    if started is not None:
+        started()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await service.stop()
