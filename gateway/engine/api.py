@@ -45,7 +45,14 @@ class CloseReason(StrEnum):
 
 class OutboundPacket(Protocol):
     """A Socket.IO packet encoded once, shareable by every recipient (the engine
-    builds it, and frames it per protocol at most once)."""
+    builds it, `gateway.engine.event_packet`): the text a polling recipient is sent and
+    the websocket frame every websocket recipient is sent (the same for v3 and v4)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def frame(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from gateway.engine.api import (
     OutboundPacket,
     Transport,
 )
-from gateway.engine.frames import BINARY, EventPacket, text_frame, ws_frame
+from gateway.engine.frames import BINARY, text_frame, ws_frame
 from gateway.engine.heartbeat import PingSchedule
 from gateway.engine.options import EngineOptions
 from gateway.engine.payloads import MESSAGE_TYPE_BYTE, Packet
@@ -83,7 +83,7 @@ MALFORMED_PAYLOAD: Final = "polling_payload"
 MALFORMED_ATTACHMENT: Final = "attachment"
 _warnings = Throttled(log)
 
-Queued = str | bytes | EventPacket
+Queued = str | bytes | OutboundPacket
 
 
 def new_id() -> str:
@@ -125,6 +125,8 @@ class Shared:
         on_slow: Callable[[str, str], None],
     ) -> None:
         self.options = options
+        self.max_buffered_bytes = options.max_buffered_bytes
+        """Read for every frame written: one attribute hop, not two."""
         self.events = events
         self.on_refusal = on_refusal
         self.on_slow = on_slow
@@ -257,8 +259,8 @@ class EngineConnection:
 
     # -- the Connection seam ---------------------------------------------------------
     def send(self, packet: OutboundPacket) -> None:
-        """The fanout's path: one shared frame, or a place in the queue."""
-        assert isinstance(packet, EventPacket)
+        """The fanout's path: one shared frame, or a place in the queue (per recipient:
+        keep it to attribute reads)."""
         if self._direct:
             self._write(packet.frame)
         elif not self.closed:
@@ -334,10 +336,7 @@ class EngineConnection:
         tr = self._tr
         if tr is None or tr.is_closing():
             return
-        if (
-            tr.get_write_buffer_size() + self._frames_bytes
-            > self._shared.options.max_buffered_bytes
-        ):
+        if tr.get_write_buffer_size() + self._frames_bytes > self._shared.max_buffered_bytes:
             self._slow("write_buffer")
             return
         frames = self._frames
@@ -378,7 +377,7 @@ class EngineConnection:
         self._queued_bytes = 0
         if not queue:
             return []
-        return [item.text if isinstance(item, EventPacket) else item for item in queue]
+        return [item if isinstance(item, str | bytes) else item.text for item in queue]
 
     async def poll(self, timeout_s: float) -> list[Packet]:
         """A long-poll: what is queued, once something is (a NOOP after `timeout_s`)."""
