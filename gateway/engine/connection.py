@@ -166,21 +166,25 @@ class Shared:
             kind, "malformed client input (%s), closing: %s", kind, detail, extra={"sid": sid}
         )
 
-    def limiter(self, request: HandshakeRequest, now: float) -> tuple[InboundLimiter, str]:
-        """A new connection's packet-rate limiter, and the client IP whose bucket it
-        holds ("" when there is no per-IP limit)."""
+    @property
+    def per_ip(self) -> bool:
+        """Whether anything is kept per client IP (sessions or packet rates): only then
+        is a new session's IP resolved at all."""
+        return self.admission.per_ip or self.ip_buckets is not None
+
+    def limiter(self, ip: str, now: float) -> InboundLimiter:
+        """A connection's packet-rate limiter: its own bucket, and its IP's when there
+        is a per-IP rate (acquired here, released when the connection closes)."""
         inbound = self.options.inbound
         own = (
             TokenBucket(inbound.inbound_rate_per_s, inbound.inbound_burst, now)
             if inbound.inbound_rate_per_s > 0
             else None
         )
-        ip = ""
         ip_bucket = None
-        if self.ip_buckets is not None:
-            ip = self.admission.client_ip(request.remote, request.headers.get("x-forwarded-for"))
+        if ip and self.ip_buckets is not None:
             ip_bucket = self.ip_buckets.acquire(ip, now)
-        return InboundLimiter(own, ip_bucket), ip
+        return InboundLimiter(own, ip_bucket)
 
 
 class EngineConnection:
@@ -192,7 +196,6 @@ class EngineConnection:
         "_direct",
         "_frames",
         "_frames_bytes",
-        "_ip",
         "_last_seen",
         "_limiter",
         "_partial",
@@ -252,7 +255,7 @@ class EngineConnection:
         self._deadline: asyncio.TimerHandle | None = None
         self.ip: str | None = None
         """The client IP the session is counted under (admission.py), while it is."""
-        self._limiter, self._ip = shared.limiter(request, time.monotonic())
+        self._limiter = shared.limiter("", time.monotonic())
 
     def __repr__(self) -> str:
         return f"<EngineConnection {self.sid or self.eio_sid} v{self.protocol} {self.transport}>"
@@ -419,11 +422,14 @@ class EngineConnection:
 
     # -- heartbeat -------------------------------------------------------------------
     def admitted(self, ip: str) -> None:
-        """Count this new session under `ip`, and close it if it sends no Socket.IO
-        CONNECT within the handshake timeout (a half-open session is short-lived)."""
+        """Count this new session under `ip` (its sessions and its packet rate), and
+        close it if it sends no Socket.IO CONNECT within the handshake timeout (a
+        half-open session is short-lived)."""
         self.ip = ip
         shared = self._shared
         shared.admission.opened(ip)
+        if ip and shared.ip_buckets is not None:
+            self._limiter = shared.limiter(ip, time.monotonic())
         if self.protocol == 4:
             self._deadline = asyncio.get_running_loop().call_later(
                 shared.options.handshake_timeout_s, self._handshake_overdue
@@ -671,12 +677,12 @@ class EngineConnection:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        if self.ip is not None:
-            shared.admission.closed(self.ip)
+        ip = self.ip
+        if ip is not None:
+            shared.admission.closed(ip)
+            if ip and shared.ip_buckets is not None:
+                shared.ip_buckets.release(ip)
             self.ip = None
-        if self._ip and shared.ip_buckets is not None:
-            shared.ip_buckets.release(self._ip)
-            self._ip = ""
         if shared.sessions.get(self.eio_sid) is self:
             del shared.sessions[self.eio_sid]
         ws = self._ws

@@ -153,7 +153,7 @@ class Engine:
             eio = query.get("EIO")
             if eio not in ("3", "4"):
                 return error_response(UNSUPPORTED_PROTOCOL, headers=cors)
-            ip = self._admission_ip(request)
+            ip = self._client_ip(request)
             refusal = self._shared.admission.refusal(ip, len(self._shared.sessions))
             if refusal is not None:
                 self._shared.on_refusal(refusal)
@@ -193,9 +193,10 @@ class Engine:
         }
         return "0" + orjson.dumps(body).decode()
 
-    def _admission_ip(self, request: web.Request) -> str:
-        """The IP a new session counts under ("" when sessions are not counted per IP)."""
-        if not self._shared.admission.per_ip:
+    def _client_ip(self, request: web.Request) -> str:
+        """The IP a new session counts under, by the --trust-proxy rules, resolved once
+        for its session count and its packet rate ("" when nothing is kept per IP)."""
+        if not self._shared.per_ip:
             return ""
         forwarded = request.headers.getall("X-Forwarded-For", [])
         return self._shared.admission.client_ip(
