@@ -17,6 +17,7 @@ defaults (`from_argv`).
     connect   origins, before-connect, JWT       gateway/auth.py
     pages     the demo page                      gateway/pages.py
     api       the HTTP server API                gateway/api.py
+    history   per-room history and recovery      gateway/history/, gateway/recovery/
     logs      level and format                   gateway/logs.py
 """
 
@@ -45,6 +46,7 @@ from shared.config import (
 )
 from shared.envelope import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.errors import ConfigError
+from shared.history import HistoryRules
 from shared.subjects import Subjects, check_gateway_id
 
 
@@ -380,6 +382,50 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 
 
+HISTORY_STORAGE: Final = ("file", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySettings:
+    """Per-room history on JetStream and connection-state recovery (docs/recovery.md)."""
+
+    history: str = setting(
+        "",
+        "rooms that keep history, PATTERN=MAXMSGS/MAXAGE,... (glob over room names, first "
+        "match wins), e.g. 'chat:*=300/2m,sails_model_*=100/10m'; empty = no history",
+    )
+    recovery_window_s: float = setting(
+        120.0, "how long a disconnected socket's session can be recovered", unit="s"
+    )
+    history_replicas: int = setting(
+        1, "replicas of the history stream and the sessions bucket (3 in a NATS cluster)"
+    )
+    history_storage: str = setting(
+        "file", "where JetStream keeps history and sessions", choices=HISTORY_STORAGE
+    )
+    history_duplicate_window_s: float = setting(
+        120.0, "how long a publish's msg_id is remembered to drop a retried copy", unit="s"
+    )
+    recovery_skip_connect_hook: bool = setting(
+        False, "on a recovered connect, skip the before-connect worker hook"
+    )
+
+    def __post_init__(self) -> None:
+        rules = HistoryRules.parse(self.history)  # raises ConfigError with the rule's text
+        if rules and self.recovery_window_s <= 0:
+            raise ConfigError("SAILCAST_RECOVERY_WINDOW_S must be positive")
+        if not 1 <= self.history_replicas <= 5:
+            raise ConfigError("SAILCAST_HISTORY_REPLICAS must be 1 to 5 (JetStream's range)")
+
+    @property
+    def rules(self) -> HistoryRules:
+        return HistoryRules.parse(self.history)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rules)
+
+
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     """How the process logs (gateway/logs.py)."""
@@ -415,6 +461,7 @@ class GatewaySettings:
     connect: ConnectSettings = field(default_factory=ConnectSettings)
     pages: PagesSettings = field(default_factory=PagesSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
     logs: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:

@@ -135,6 +135,8 @@ class Subjects:
     """Every subject Sailcast uses, under one prefix (default `sailcast`).
 
     `<p>.r.<room>`   room messages (broadcast); gateways subscribe while they hold a member
+    `<p>.h.<room>`   a history room's messages, as published: the history stream stores
+                     them and re-publishes each on `<p>.r.<room>` (shared/history.py)
     `<p>.s.<socket>` requests aimed at one socket; only its gateway subscribes
     `<p>.blast`      messages to every socket
     `<p>.mr`         broadcasts to many rooms, the room list sent once; every gateway
@@ -153,6 +155,7 @@ class Subjects:
         "blast",
         "client_events",
         "gateways",
+        "history_all",
         "heartbeat",
         "hook_connect",
         "hook_disconnect",
@@ -175,12 +178,18 @@ class Subjects:
         self.virtual_requests = f"{prefix}.vreq"
         self.hook_connect = f"{prefix}.hook.connect"
         self.hook_disconnect = f"{prefix}.hook.disconnect"
+        self.history_all = f"{prefix}.h.>"
+        """What the history stream captures."""
         self.client_events = f"{prefix}.ev.*"
         """Every client event: what a worker declaring all of them subscribes to."""
         self._parsed: dict[bytes | str, Parsed] = {}
 
     def room(self, name: str) -> str:
         return f"{self.prefix}.r.{room_token(name)}"
+
+    def history(self, name: str) -> str:
+        """Where a publisher sends a history room's messages (never subscribed to)."""
+        return f"{self.prefix}.h.{room_token(name)}"
 
     def socket(self, socket_id: str) -> str:
         return f"{self.prefix}.s.{room_token(check_socket_id(socket_id))}"
