@@ -1,0 +1,132 @@
+"""The bench's floor reference (bench/systems/floor_server.py) against real clients.
+
+It is a yardstick only if it does the job: a real python-socketio client and the
+bench's own raw client connect, join rooms over the same NATS path as the plain
+reference, and receive every broadcast once, in order; a foreign request is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import socketio
+
+from bench.loadgen import RawClient, Sink
+from bench.rpc import REPO_ROOT
+from bench.systems.plain import NatsPublisher, open_publisher
+from gateway.embedded_nats import EmbeddedNats
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def floor_url(nats_server: EmbeddedNats, prefix: str) -> Iterator[str]:
+    """One floor server process, started as the bench starts it; its URL."""
+    argv = [sys.executable, "-m", "bench.systems.floor_server"]
+    argv += ["--nats-url", nats_server.url, "--prefix", prefix]
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        ready = orjson.loads(proc.stdout.readline())  # the ready line, or EOF if it died
+        assert ready["event"] == "ready"
+        assert ready["loop"] == "uvloop"
+        yield f"http://127.0.0.1:{ready['port']}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+async def pub(nats_server: EmbeddedNats, prefix: str) -> AsyncIterator[NatsPublisher]:
+    p = await open_publisher(url=nats_server.url, prefix=prefix)
+    yield p
+    await p.close()
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``check`` (the clients' counters have no event to wait on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check() and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+def payload(k: int, s: int) -> dict[str, Any]:
+    return {"t": 0, "k": k, "s": s}
+
+
+async def test_socketio_and_raw_clients_get_every_broadcast_of_their_rooms_in_order(
+    floor_url: str, pub: NatsPublisher
+) -> None:
+    sio = socketio.AsyncClient(reconnection=False)
+    got: list[tuple[str, dict[str, Any]]] = []
+    sio.on("bench", lambda data: got.append(("bench", data)))
+    await sio.connect(floor_url, transports=["websocket"])
+    sink = Sink()
+    raw, raw_sid = await RawClient.open(floor_url, 0, sink)
+    try:
+        sio_sid = sio.get_sid()  # the namespace's sid ("40{"sid":…}"), as joins use
+        assert sio_sid
+        assert raw_sid
+        await pub.join(sio_sid, "a")
+        await pub.join(raw_sid, "a")
+        await pub.join(raw_sid, "b")  # the raw client is in two rooms
+        await pub.flush()
+        await asyncio.sleep(0.3)  # joins are fire-and-forget, as in the plain reference
+        for s in range(20):
+            await pub.broadcast("a", "bench", payload(1, s))
+            await pub.broadcast("b", "bench", payload(1, 100 + s))
+        await pub.broadcast("nobody", "bench", payload(1, 999))
+        await pub.flush()
+        await until(lambda: len(got) >= 20 and len(sink.latencies.get(1, [])) >= 40)
+        await asyncio.sleep(0.2)  # nothing more arrives
+        assert [d["s"] for _, d in got] == list(range(20))
+        assert len(sink.latencies[1]) == 40
+        assert sink.disconnected == 0
+    finally:
+        await sio.disconnect()
+        await raw.close()
+
+
+async def test_per_room_order_holds_when_a_tick_carries_several_rooms(
+    floor_url: str, pub: NatsPublisher
+) -> None:
+    sio = socketio.AsyncClient(reconnection=False)
+    got: list[int] = []
+    sio.on("bench", lambda data: got.append(data["s"]))
+    await sio.connect(floor_url, transports=["websocket"])
+    try:
+        sio_sid = sio.get_sid()
+        assert sio_sid
+        for room in ("x", "y", "z"):
+            await pub.join(sio_sid, room)
+        await pub.flush()
+        await asyncio.sleep(0.3)
+        sent = {room: [i * 10 + r for i in range(30)] for r, room in enumerate("xyz")}
+        for i in range(30):
+            for room in "xyz":
+                await pub.broadcast(room, "bench", payload(2, sent[room][i]))
+        await pub.flush()
+        await until(lambda: len(got) >= 90)
+        await asyncio.sleep(0.2)
+        assert len(got) == 90
+        for r, room in enumerate("xyz"):
+            assert [s for s in got if s % 10 == r] == sent[room]
+    finally:
+        await sio.disconnect()
+
+
+async def test_a_request_that_is_not_an_engine_io_websocket_is_refused(floor_url: str) -> None:
+    host, port = floor_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /socket.io/?EIO=3&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n")
+    status = await asyncio.wait_for(reader.readline(), 5)
+    assert status.startswith(b"HTTP/1.1 400 ")
+    assert await asyncio.wait_for(reader.read(), 5)  # the body, then the server closes
+    writer.close()
