@@ -45,6 +45,9 @@ PING_INTERVAL_S: Final = 25.0
 PING_TIMEOUT_S: Final = 20.0
 MAX_PAYLOAD_BYTES: Final = 1_000_000
 MAX_REQUEST_HEAD_BYTES: Final = 8192
+MAX_BUFFERED_BYTES: Final = 4 * 1024 * 1024
+"""Outbound bytes a socket may have waiting before it is cut off (the gateway's default
+``max_buffered_bytes``): the loop's write buffer is the only per-socket buffer."""
 WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -171,6 +174,12 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, hence no isinstance.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=MAX_BUFFERED_BYTES)
+
+    def pause_writing(self) -> None:
+        """The write buffer passed ``MAX_BUFFERED_BYTES``: a client that stopped reading is
+        cut off (bounded memory at no cost per delivery: the loop checks the bound)."""
+        self.close(abort=True)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -241,12 +250,16 @@ class Conn(asyncio.Protocol):
         self._write(BAD_REQUEST)
         self.close()
 
-    def close(self) -> None:
-        """Leave every room now and close the transport (queued writes still go out)."""
+    def close(self, *, abort: bool = False) -> None:
+        """Leave every room now and close the transport: queued writes still go out,
+        unless ``abort`` (a client that stopped reading would hold it open forever)."""
         if self.transport is not None:
             transport, self.transport = self.transport, None
             self.hub.forget(self)
-            transport.close()
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:

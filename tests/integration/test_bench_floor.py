@@ -8,6 +8,8 @@ reference, and receive every broadcast once, in order; a foreign request is refu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,7 +19,7 @@ import orjson
 import pytest
 import socketio
 
-from bench.loadgen import RawClient, Sink
+from bench.loadgen import RawClient, Sink, _client_frame
 from bench.rpc import REPO_ROOT
 from bench.systems.plain import NatsPublisher, open_publisher
 from gateway.embedded_nats import EmbeddedNats
@@ -130,3 +132,61 @@ async def test_a_request_that_is_not_an_engine_io_websocket_is_refused(floor_url
     assert status.startswith(b"HTTP/1.1 400 ")
     assert await asyncio.wait_for(reader.read(), 5)  # the body, then the server closes
     writer.close()
+
+
+def caught_up(got: list[int], s: int) -> Callable[[], bool]:
+    return lambda: len(got) > s
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """One small unmasked server frame's payload (handshake packets are < 126 bytes)."""
+    b0, n = await reader.readexactly(2)
+    assert b0 == 0x81
+    assert n < 126
+    return await reader.readexactly(n)
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_the_others_get_everything(
+    floor_url: str, pub: NatsPublisher
+) -> None:
+    host, port = floor_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    assert (await read_frame(reader))[:1] == b"0"
+    writer.write(_client_frame(0x1, b"40"))
+    slow_sid = orjson.loads((await read_frame(reader))[2:])["sid"]
+    sio = socketio.AsyncClient(reconnection=False)
+    got: list[int] = []
+    sio.on("bench", lambda data: got.append(data["s"]))
+    await sio.connect(floor_url, transports=["websocket"])
+    try:
+        await pub.join(slow_sid, "slow")
+        await pub.join(sio.get_sid(), "slow")
+        await pub.flush()
+        await asyncio.sleep(0.3)
+        n, pad = 800, "x" * 32_000  # 25 MB: more than 4 MB of buffer plus the kernel's
+        for s in range(n):
+            await pub.broadcast("slow", "bench", {"s": s, "p": pad})
+            if s % 50 == 49:  # paced to the reading client, which must never lag 4 MB
+                await pub.flush()
+                await until(caught_up(got, s), timeout_s=30.0)
+        await pub.flush()
+        await until(lambda: len(got) >= n)
+        assert got == list(range(n))
+        received = 0
+        with contextlib.suppress(ConnectionError):  # reset by the server's abort
+            while chunk := await asyncio.wait_for(reader.read(1 << 16), 10):
+                received += len(chunk)
+        assert received < n * len(pad)  # cut off, not merely slow
+    finally:
+        writer.close()
+        await sio.disconnect()
