@@ -288,7 +288,9 @@ async def bench_system(
         await phase(f"S3 {sizes.s3_conns} idle connections", s3)
     if scenarios & {"S1", "S2"}:
         await phase(f"S1/S2 setup: {sizes.clients} clients", s1_s2)
-    if "S4" in scenarios:
+    if "S4" in scenarios and not system.own_publisher:
+        progress(f"{system.name}: S4 skipped (its publisher is another system's)")
+    elif "S4" in scenarios:
         # No servers: python-socketio servers would otherwise process every publish
         # (one shared channel) and steal the publisher's CPU.
         progress(f"{system.name}: S4 publisher throughput")

@@ -19,6 +19,7 @@ class FloorReference(ServerProcessSystem):
     name = "floor"
     label = "floor (raw asyncio Protocol) + NATS (ref)"
     needs = frozenset({"nats"})
+    own_publisher = False  # plain's publishers: S4 is plain's figure
 
     def server_command(self, brokers: Brokers, index: int) -> Sequence[str]:
         assert brokers.nats_url is not None
