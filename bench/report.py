@@ -490,3 +490,63 @@ def chart(
     fig.savefig(path)
     plt.close(fig)
     return None
+
+
+# -- issue 17's targets --------------------------------------------------------------
+
+EFFICIENCY_TARGET: float = 0.9
+"""Deliveries per server CPU-second at every fixed rate, as a share of the floor's."""
+P99_TARGET_MS: float = 5.0
+"""S1 p99 at the latency rate: at most this many ms above the floor's."""
+S3_TARGET_KB: float = 12.0
+
+
+def targets(
+    runs: Sequence[dict[str, dict[str, Any]]],
+    figs: list[Figure],
+    system: str,
+    floor: str,
+) -> list[str]:
+    """Issue 17's targets for ``system`` against ``floor``, one line each, on the median
+    over ``runs`` of each per-run ratio (or difference); empty if either did not run."""
+    runs = [res for res in runs if system in res and floor in res]
+    if not runs:
+        return []
+    summ = summary(runs, figs, [floor])
+    lines = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    for f in figs:
+        if f.fixed_rate is None or not any(f.scenario in res[system] for res in runs):
+            continue  # not an equal-load row, or its scenario was not run
+        ratio = summ[f.key][system]["ratios"][floor]
+        if ratio["median"] is None:
+            lines.append(f"{f.label.removesuffix(' ↑')}: no ratio to the floor (step missing)")
+            continue
+        spread = "" if len(runs) == 1 else f" (runs {ratio['min']:.2f}–{ratio['max']:.2f})"
+        lines.append(
+            f"{f.label.removesuffix(' ↑')}: {ratio['median']:.2f}× the floor{spread}, "
+            f"target ≥ {EFFICIENCY_TARGET:g}: {verdict(ratio['median'] >= EFFICIENCY_TARGET)}"
+        )
+    p99 = next((f for f in figs if f.key == "s1_p99"), None)
+    if p99 is not None:
+        gaps = [
+            (a - b)
+            for res in runs
+            if (a := p99.get(res[system])) is not None and (b := p99.get(res[floor])) is not None
+        ]
+        if gaps:
+            gap = statistics.median(gaps)
+            lines.append(
+                f"{p99.label.removesuffix(' ↓')}: {gap:+.1f} ms against the floor, "
+                f"target ≤ +{P99_TARGET_MS:g}: {verdict(gap <= P99_TARGET_MS)}"
+            )
+    kb = summ.get("s3_kb", {}).get(system, {}).get("median")
+    if kb is not None:
+        lines.append(
+            f"S3 KB per idle connection: {kb:.1f}, target ≤ {S3_TARGET_KB:g}: "
+            f"{verdict(kb <= S3_TARGET_KB)}"
+        )
+    return lines

@@ -50,6 +50,8 @@ from bench.systems.base import SERVER_LOOPS, Deployment
 
 SCENARIOS: tuple[str, ...] = ("S1", "S2", "S3", "S4")
 RESULTS_DIR: Path = REPO_ROOT / "bench" / "results"
+TARGET_SYSTEM: str = "sailcast"
+"""The system issue 17's targets are checked for (against the floor)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -410,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         text = report.table(shown, labels, figs, REFERENCE, args.server_loop,
                             SECOND_REFERENCE, FLOOR)  # fmt: skip
+    goals = report.targets(shown_runs, figs, TARGET_SYSTEM, FLOOR)
+    if goals:
+        runs_text = f"medians of {len(shown_runs)} runs" if len(shown_runs) > 1 else "one run"
+        text += f"\n\nissue 17 targets, {TARGET_SYSTEM} against the floor ({runs_text}):\n"
+        text += "\n".join(f"- {line}" for line in goals)
     elapsed = time.perf_counter() - started
     record = {
         "timestamp": stamp,
@@ -435,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": shown_runs[0] if shown_runs else {},
         "table": text,
+        "targets": goals,
     }
     if len(shown_runs) > 1:
         # Every repeat in full, and per figure and system the median and min–max of

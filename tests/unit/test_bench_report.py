@@ -185,3 +185,34 @@ def test_repeats_report_medians_of_per_run_ratios_and_their_spread() -> None:
         "40,000–120,000 (1.00–2.00)"
     )
     assert "run 3: Sailcast gateway S1: ! harness-bound at 76 msg/s: disturbed" in spread
+
+
+def test_targets_are_judged_on_medians_of_per_run_ratios_to_the_floor() -> None:
+    runs = [with_floor(), with_floor(), with_floor()]
+    for res, p99 in zip(runs, (30.0, 22.0, 40.0), strict=True):
+        res["sailcast"]["S1"]["p99_ms"] = p99  # the floor's is 20.0: +10, +2, +20
+        res["sailcast"]["S3"] = {"kb_per_conn": 11.5}
+    runs[0]["sailcast"]["S1"]["fixed_rates"][1]["deliveries_per_server_cpu_s"] = 80_000
+    lines = report.targets(runs, FIGS_FIXED, "sailcast", "floor")
+    assert lines == [
+        "S1 deliveries per server CPU-s @2 msg/s: 0.96× the floor (runs 0.96–0.96), "
+        "target ≥ 0.9: met",
+        # 90,000 / 100,000 twice and 80,000 / 100,000 once: median 0.90
+        "S1 deliveries per server CPU-s @10 msg/s: 0.90× the floor (runs 0.80–0.90), "
+        "target ≥ 0.9: met",
+        "S1 deliveries per server CPU-s @20 msg/s: 0.80× the floor (runs 0.80–0.80), "
+        "target ≥ 0.9: MISSED",
+        "S1 p99 ms @2 msg/s: +10.0 ms against the floor, target ≤ +5: MISSED",
+        "S3 KB per idle connection: 11.5, target ≤ 12: met",
+    ]
+    assert report.targets(runs, FIGS_FIXED, "sailcast", "absent") == []
+    del runs[1]["sailcast"]["S1"]["fixed_rates"][2]  # one run lacks the step: 2 left
+    assert (
+        "@20 msg/s: 0.80× the floor (runs 0.80–0.80)"
+        in report.targets(runs, FIGS_FIXED, "sailcast", "floor")[2]
+    )
+    for res in runs:
+        del res["sailcast"]["S1"]["fixed_rates"][2:]
+    assert report.targets(runs, FIGS_FIXED, "sailcast", "floor")[2] == (
+        "S1 deliveries per server CPU-s @20 msg/s: no ratio to the floor (step missing)"
+    )
