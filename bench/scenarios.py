@@ -28,7 +28,7 @@ S2_PROBE: int = -2
 
 @dataclass(frozen=True, kw_only=True)
 class Sizes:
-    """Scenario sizes and timings; FULL takes ~2 minutes per system on 2 cores (~10 for all five)."""
+    """Scenario sizes and timings; FULL takes ~2 minutes per system on 2 cores."""
 
     clients: int = 2000
     """S1: all in one room. S2: the same clients, two per room (clients // 2 rooms)."""

@@ -142,6 +142,9 @@ def open_frame() -> bytes:
 
 
 class Room:
+    """A room with local members: who gets its frames and the NATS subscription that
+    brings them (dropped with the last member)."""
+
     __slots__ = ("members", "name", "sub")
 
     def __init__(self, name: str) -> None:
