@@ -181,7 +181,15 @@ class Conn(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The write buffer passed ``MAX_BUFFERED_BYTES``: a client that stopped reading is
-        cut off (bounded memory at no cost per delivery: the loop checks the bound)."""
+        cut off (bounded memory at no cost per delivery: the loop checks the bound).
+
+        Called from inside ``transport.write``, i.e. while the writer iterates over a
+        room's members: leaving the room now would change the set under it, so the cut
+        comes right after this tick's writes.
+        """
+        asyncio.get_running_loop().call_soon(self._cut_off)
+
+    def _cut_off(self) -> None:
         self.close(abort=True)
 
     def data_received(self, data: bytes) -> None:
