@@ -245,7 +245,7 @@ def _references(
 ) -> tuple[list[str], list[str]]:
     """(references of every ratio, references of the efficiency rows): the floor first
     when it ran, then the plain reference; efficiency rows add the second reference."""
-    refs = [*([floor] if floor and floor in present else []), reference]
+    refs = [r for r in (floor, reference) if r and r in present] or [reference]
     eff = refs + ([second] if second and second in present and second not in refs else [])
     return refs, eff
 

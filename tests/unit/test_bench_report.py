@@ -216,3 +216,11 @@ def test_targets_are_judged_on_medians_of_per_run_ratios_to_the_floor() -> None:
     assert report.targets(runs, FIGS_FIXED, "sailcast", "floor")[2] == (
         "S1 deliveries per server CPU-s @20 msg/s: no ratio to the floor (step missing)"
     )
+
+
+def test_a_reference_that_did_not_run_gets_no_ratio_column() -> None:
+    res = with_floor()
+    del res["plain"], res["psio-redis"]
+    text = report.table(res, LABELS_FLOOR, FIGS, "plain", "uvloop", "psio-redis", "floor")
+    assert text.startswith("| figure (ratio to floor; lg:")
+    assert row(text, "S1 deliveries per server CPU-s @2 msg/s ↑")[3] == "77,000 (0.96) lg 30%"
