@@ -2,9 +2,10 @@
 
 Starts the brokers, then for each system its server processes, the load generators
 and a publisher process; runs S3 (idle memory), S1/S2 (fan-out), S4 (publisher) and
-prints one table of figures with ratios to the plain-aiohttp reference of the same
-run. Writes ``bench/results/<timestamp>.json`` and ``.png`` (``--quick`` writes under
-``bench/results/tmp/``, which git ignores).
+prints one table of figures with ratios to the floor and plain-aiohttp references of
+the same run. ``--repeat N`` runs everything N times (systems interleaved) and prints
+medians and min–max. Writes ``bench/results/<timestamp>.json`` and ``.png``
+(``--quick`` writes under ``bench/results/tmp/``, which git ignores).
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ from bench.scenarios import (
     idle_memory,
     publisher_throughput,
 )
-from bench.systems import REFERENCE, SECOND_REFERENCE, SYSTEMS, ServerProcessSystem
+from bench.systems import FLOOR, REFERENCE, SECOND_REFERENCE, SYSTEMS, ServerProcessSystem
 from bench.systems.base import SERVER_LOOPS, Deployment
 
 SCENARIOS: tuple[str, ...] = ("S1", "S2", "S3", "S4")
 RESULTS_DIR: Path = REPO_ROOT / "bench" / "results"
+TARGET_SYSTEM: str = "sailcast"
+"""The system issue 17's targets are checked for (against the floor)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,15 +91,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         const="uvloop",
         help=argparse.SUPPRESS,
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every system and scenario N times (interleaved) and report medians "
+        "and min–max of values and of per-run ratios (default 1)",
+    )
+    p.add_argument("--s1-rates", type=_rates, help="S1 equal-load msg/s, e.g. 2,10,20")
+    p.add_argument("--s2-rates", type=_rates, help="S2 equal-load msg/s, e.g. 500,2500,5000")
     p.add_argument("--out", type=Path, help="results directory (default bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     p.add_argument("--strict", action="store_true", help="exit 1 if any system errored")
     return p.parse_args(argv)
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    """``"2,10,20"`` -> ``(2.0, 10.0, 20.0)``."""
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of rates: {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return rates
+
+
 def sizes_from(args: argparse.Namespace) -> Sizes:
     sizes = QUICK if args.quick else FULL
     overrides = {
+        "s1_fixed_rates": args.s1_rates,
+        "s2_fixed_rates": args.s2_rates,
         "clients": args.clients,
         "s3_conns": args.s3_conns,
         "server_procs": args.server_procs,
@@ -248,6 +273,7 @@ async def bench_system(
                 room_size=n,
                 start_rate=sizes.s1_start_rate,
                 latency_rate=sizes.s1_latency_rate,
+                fixed_rates=sizes.s1_fixed_rates,
             )
         if "S2" in scenarios:
             progress(f"{system.name}: S2 {len(s2_rooms)} rooms x {sizes.s2_room_size} clients")
@@ -257,13 +283,16 @@ async def bench_system(
                 room_size=sizes.s2_room_size,
                 start_rate=sizes.s2_start_rate,
                 latency_rate=sizes.s2_latency_rate,
+                fixed_rates=sizes.s2_fixed_rates,
             )
 
     if "S3" in scenarios:
         await phase(f"S3 {sizes.s3_conns} idle connections", s3)
     if scenarios & {"S1", "S2"}:
         await phase(f"S1/S2 setup: {sizes.clients} clients", s1_s2)
-    if "S4" in scenarios:
+    if "S4" in scenarios and not system.own_publisher:
+        progress(f"{system.name}: S4 skipped (its publisher is another system's)")
+    elif "S4" in scenarios:
         # No servers: python-socketio servers would otherwise process every publish
         # (one shared channel) and steal the publisher's CPU.
         progress(f"{system.name}: S4 publisher throughput")
@@ -285,9 +314,14 @@ async def bench_system(
 
 async def run_systems(
     names: list[str], args: argparse.Namespace, sizes: Sizes, scenarios: set[str], log: TextIO
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Benchmark each system in turn with one set of brokers and worker processes."""
-    results: dict[str, dict[str, Any]] = {}
+) -> tuple[list[dict[str, dict[str, Any]]], dict[str, str]]:
+    """Benchmark each system in turn, ``args.repeat`` times over, with one set of brokers
+    and worker processes; one results dict per repeat.
+
+    Repeats go round all systems before starting again, so a slow drift of the machine
+    (other work starting or ending) touches every system alike.
+    """
+    runs: list[dict[str, dict[str, Any]]] = []
     labels: dict[str, str] = {}
     brokers = Brokers(log)
     quiet = Quiet(sizes)
@@ -297,28 +331,33 @@ async def run_systems(
     ]
     publisher = await Worker.spawn("bench.pubworker", name="publisher", log=log)
     try:
-        for name in names:
-            system = SYSTEMS[name](server_loop=args.server_loop)
-            labels[name] = system.label
-            if reason := system.unavailable_reason():
-                progress(f"{name}: skipped ({reason})")
-                results[name] = {"skipped": reason}
-                continue
-            results[name] = await bench_system(
-                system,
-                brokers=brokers,
-                loadgens=loadgens,
-                publisher=publisher,
-                sizes=sizes,
-                scenarios=scenarios,
-                quiet=quiet,
-                log=log,
-            )
+        for rep in range(args.repeat):
+            results: dict[str, dict[str, Any]] = {}
+            runs.append(results)
+            if args.repeat > 1:
+                progress(f"repeat {rep + 1} of {args.repeat}")
+            for name in names:
+                system = SYSTEMS[name](server_loop=args.server_loop)
+                labels[name] = system.label
+                if reason := system.unavailable_reason():
+                    progress(f"{name}: skipped ({reason})")
+                    results[name] = {"skipped": reason}
+                    continue
+                results[name] = await bench_system(
+                    system,
+                    brokers=brokers,
+                    loadgens=loadgens,
+                    publisher=publisher,
+                    sizes=sizes,
+                    scenarios=scenarios,
+                    quiet=quiet,
+                    log=log,
+                )
     finally:
         for worker in [*loadgens, publisher]:
             await worker.close()
         await brokers.stop()
-    return results, labels
+    return runs, labels
 
 
 def _shown(path: Path) -> Path:
@@ -343,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile_limit()
     progress(f"log: {_shown(log_path)} (RLIMIT_NOFILE {nofile})")
 
-    outcome: tuple[dict[str, dict[str, Any]], dict[str, str]] = ({}, {})
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    outcome: tuple[list[dict[str, dict[str, Any]]], dict[str, str]] = ([], {})
 
     async def entry() -> None:
         nonlocal outcome
@@ -351,11 +392,31 @@ def main(argv: list[str] | None = None) -> int:
 
     with log_path.open("a", buffering=1) as log:
         run(entry)
-    results, labels = outcome
+    runs, labels = outcome
 
-    figs = report.figures(sizes.s1_latency_rate, sizes.s2_latency_rate, sizes.p99_limit_ms)
-    shown = {n: r for n, r in results.items() if "skipped" not in r or n == REFERENCE}
-    text = report.table(shown, labels, figs, REFERENCE, args.server_loop, SECOND_REFERENCE)
+    figs = report.figures(
+        sizes.s1_latency_rate,
+        sizes.s2_latency_rate,
+        sizes.p99_limit_ms,
+        s1_rates=sizes.s1_fixed_rates,
+        s2_rates=sizes.s2_fixed_rates,
+    )
+    shown_runs = [
+        {n: r for n, r in res.items() if "skipped" not in r or n == REFERENCE} for res in runs
+    ]
+    shown = shown_runs[0] if shown_runs else {}
+    refs = (REFERENCE, SECOND_REFERENCE, FLOOR)
+    if len(shown_runs) > 1:
+        text = report.median_tables(shown_runs, labels, figs, REFERENCE, args.server_loop,
+                                    SECOND_REFERENCE, FLOOR)  # fmt: skip
+    else:
+        text = report.table(shown, labels, figs, REFERENCE, args.server_loop,
+                            SECOND_REFERENCE, FLOOR)  # fmt: skip
+    goals = report.targets(shown_runs, figs, TARGET_SYSTEM, FLOOR)
+    if goals:
+        runs_text = f"medians of {len(shown_runs)} runs" if len(shown_runs) > 1 else "one run"
+        text += f"\n\nissue 17 targets, {TARGET_SYSTEM} against the floor ({runs_text}):\n"
+        text += "\n".join(f"- {line}" for line in goals)
     elapsed = time.perf_counter() - started
     record = {
         "timestamp": stamp,
@@ -363,16 +424,14 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": elapsed,
         "sizes": dataclasses.asdict(sizes),
         "reference": REFERENCE,
+        "floor_reference": FLOOR,
+        "repeat": args.repeat,
         "server_loop_requested": args.server_loop,
         "environment": environment(),
         "labels": labels,
         "second_reference": SECOND_REFERENCE,
         "ratios": report.ratios(shown, figs, REFERENCE),
-        "ratios_to": {
-            ref: report.ratios(shown, figs, ref)
-            for ref in (REFERENCE, SECOND_REFERENCE)
-            if ref in shown
-        },
+        "ratios_to": {ref: report.ratios(shown, figs, ref) for ref in refs if ref in shown},
         "figures": {
             f.key: {
                 "label": f.label,
@@ -381,21 +440,29 @@ def main(argv: list[str] | None = None) -> int:
             }
             for f in figs
         },
-        "results": results,
+        "results": shown_runs[0] if shown_runs else {},
         "table": text,
+        "targets": goals,
     }
+    if len(shown_runs) > 1:
+        # Every repeat in full, and per figure and system the median and min–max of
+        # the values and of the per-run ratios to each reference.
+        record["runs"] = runs
+        present = [r for r in refs if all(r in res for res in shown_runs)]
+        record["median"] = report.summary(shown_runs, figs, present)
     json_path = out_dir / f"{stamp}.json"
     json_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
     print(text)
     print(f"\nJSON: {_shown(json_path)}")
     if not args.no_chart:
         png_path = out_dir / f"{stamp}.png"
-        if why_not := report.chart(shown, labels, figs, REFERENCE, png_path):
+        chart_ref = FLOOR if FLOOR in shown else REFERENCE
+        if why_not := report.chart(shown, labels, figs, chart_ref, png_path):
             print(f"chart skipped: {why_not}")
         else:
             print(f"chart: {_shown(png_path)}")
     print(f"elapsed: {elapsed:.0f} s")
-    failed = [n for n, r in results.items() if "error" in r]
+    failed = [n for res in runs for n, r in res.items() if "error" in r]
     return 1 if args.strict and failed else 0
 
 

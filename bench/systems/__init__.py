@@ -1,7 +1,8 @@
 """Systems under test. To add one, write an adapter and list it in ``SYSTEMS``.
 
-``REFERENCE`` is the system every figure is divided by; the efficiency figures are also
-divided by ``SECOND_REFERENCE`` (what a Python user picks today).
+``REFERENCE`` is the system every figure is divided by, and ``FLOOR`` (the least a
+Python server can do, issue 17) as well; the efficiency figures are also divided by
+``SECOND_REFERENCE`` (what a Python user picks today).
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from bench.systems.base import (
     SyncBenchPublisher,
     System,
 )
+from bench.systems.floor import FloorReference
 from bench.systems.node_redis import NodeSocketioRedis
 from bench.systems.plain import PlainAiohttp
 from bench.systems.psio_redis import PythonSocketioRedis
 from bench.systems.sailcast import Sailcast
 
 SYSTEMS: dict[str, type[ServerProcessSystem]] = {
-    cls.name: cls for cls in (PlainAiohttp, PythonSocketioRedis, NodeSocketioRedis, Sailcast)
+    cls.name: cls
+    for cls in (FloorReference, PlainAiohttp, PythonSocketioRedis, NodeSocketioRedis, Sailcast)
 }
 REFERENCE: str = PlainAiohttp.name
 SECOND_REFERENCE: str = PythonSocketioRedis.name
+FLOOR: str = FloorReference.name
 
 __all__ = [
+    "FLOOR",
     "REFERENCE",
     "SECOND_REFERENCE",
     "SYSTEMS",

@@ -99,6 +99,9 @@ class System(ABC):
     """Human label in the table."""
     needs: ClassVar[frozenset[str]] = frozenset()
     """Brokers to start first: subset of {"nats", "redis"}."""
+    own_publisher: ClassVar[bool] = True
+    """False when the system reuses another system's publisher: S4 (the publisher alone)
+    is then not measured twice."""
 
     def unavailable_reason(self) -> str | None:
         """Why this system cannot run here (missing package/binary), or None."""
