@@ -62,6 +62,7 @@ function Client(index, room) {
   this.killTimer = null;
   this.forcedAt = 0;
   this.sessionWait = null;
+  this.sessionMissing = false;
 }
 
 Client.prototype.onMessage = function (msg) {
@@ -184,11 +185,14 @@ async function loadSails() {
   if (cfg.addonUrl) {
     const got = await fetchText(cfg.addonUrl);
     if (got.status === 200) {
-      // The add-on is a browser script loaded after sails.io.js: it finds `io` (and
-      // `window.io`) as globals, as a page's scripts do.
+      // A browser script loaded after sails.io.js; in Node it exports install(io)
+      // (`require(file)(io)`), in a page it installs itself on the global `io`: both
+      // are offered, as the script's own wrapper decides.
+      const mod = { exports: {} };
       globalThis.io = io;
-      if (typeof globalThis.window === 'undefined') { globalThis.window = globalThis; }
-      vm.runInThisContext(got.body, { filename: 'recovery.js' });
+      const run = vm.compileFunction(got.body, ['module', 'exports'], { filename: 'recovery.js' });
+      run.call(globalThis, mod, mod.exports);
+      if (typeof mod.exports === 'function') { mod.exports(io); }
       addon = 'loaded';
     } else {
       addon = 'absent (HTTP ' + got.status + '): stock sails.io.js';
@@ -223,10 +227,13 @@ function openSails(client) {
     });
   }
   sock.on('connect', function () {
-    if (!withAddon) { client.onConnect(false); return; }
+    // A gateway without recovery sends no session event: after one connect without
+    // it, joins are not delayed waiting for it again.
+    if (!withAddon || client.sessionMissing) { client.onConnect(false); return; }
     client.sessionWait = {
       timer: setTimeout(function () {
         client.sessionWait = null;
+        client.sessionMissing = true;
         client.onConnect(false);
       }, SESSION_WAIT_MS),
     };

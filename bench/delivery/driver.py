@@ -24,6 +24,7 @@ from bench.delivery.processes import Child, ProcessError, Processes
 from bench.delivery.scoring import ClientRecord, score_run
 from bench.delivery.targets import Published, Target
 from bench.delivery.variants import CLIENTS_DIR, Variant
+from bench.procstat import cpu_seconds, machine_busy_seconds
 
 CONNECT_BATCH: Final = 50
 FAULT_AT_FRACTION: Final = 0.4
@@ -131,7 +132,7 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
             if counts[kind] == 0:
                 continue
             config = {**base, "kind": kind, "count": counts[kind], "first": first}
-            if kind == "sails":
+            if kind == "sails" and variant.recovery:  # recovery off: stock sails.io.js
                 config["addonUrl"] = target.addon_url()
             clients.append(await ClientProcess.start(procs, config))
             first += counts[kind]
@@ -144,6 +145,7 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
         record["addon"] = addon
         progress(f"{variant.name}: {opts.clients} clients joined; sails add-on: {addon}")
 
+        load = _LoadMeter([c.child.pid for c in clients])
         for c in clients:
             await c.command("go")
         fault = asyncio.create_task(_fault(variant, target, opts.duration_s * FAULT_AT_FRACTION))
@@ -154,6 +156,7 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
             await c.command("calm")
         events += await fault
         await asyncio.sleep(opts.grace_s)
+        record["load"] = load.read()
 
         reports: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory(prefix="sailcast-delivery-") as tmp:
@@ -195,6 +198,28 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
         await target.close()
         await procs.close()
     return record
+
+
+class _LoadMeter:
+    """The load generator's own CPU (client processes, this driver with its balancer
+    and, for Sailcast, the publisher and join worker) and the machine's, over a span."""
+
+    def __init__(self, client_pids: list[int]) -> None:
+        self.pids = client_pids
+        self.wall = time.perf_counter()
+        self.clients = sum(cpu_seconds(p) for p in client_pids)
+        self.driver = time.process_time()
+        self.machine = machine_busy_seconds()
+
+    def read(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        busy, total, _irq = machine_busy_seconds()
+        return {
+            "wall_s": wall,
+            "clients_cpu_s": sum(cpu_seconds(p) for p in self.pids) - self.clients,
+            "driver_cpu_s": time.process_time() - self.driver,
+            "machine_busy_share": (busy - self.machine[0]) / max(1e-9, total - self.machine[1]),
+        }
 
 
 def _reasons(reports: list[dict[str, Any]]) -> dict[str, int]:

@@ -70,6 +70,12 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
         if rec.get("addon") not in (None, "loaded", "not requested"):
             notes.append(f"{name}: sails.io.js add-on {rec['addon']}")
         notes += [f"{name}: {event}" for event in rec.get("events", [])]
+        if load := rec.get("load"):
+            notes.append(
+                f"{name}: load generator CPU: clients {load['clients_cpu_s']:.1f} s, driver "
+                f"{load['driver_cpu_s']:.1f} s over {load['wall_s']:.0f} s; machine "
+                f"{100 * load['machine_busy_share']:.0f} % busy"
+            )
         failed = rec.get("published", {}).get("failed", 0)
         if failed:
             notes.append(f"{name}: {failed} publishes failed (not expected of clients)")
