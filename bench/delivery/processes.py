@@ -62,11 +62,13 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        """Signal, wait (SIGKILL after STOP_TIMEOUT_S); returns the exit code."""
+    async def stop(
+        self, sig: signal.Signals = signal.SIGTERM, *, timeout_s: float = STOP_TIMEOUT_S
+    ) -> int:
+        """Signal, wait (SIGKILL after ``timeout_s``); returns the exit code."""
         self.send(sig)
         try:
-            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(self.proc.wait(), timeout_s)
         except TimeoutError:
             self.send(signal.SIGKILL)
             await self.proc.wait()

@@ -58,21 +58,30 @@ def score_sequence(received: Sequence[int], expected: Collection[int]) -> Sequen
     )
 
 
-def catch_up_ms(
+@dataclass(frozen=True, kw_only=True)
+class CatchUp:
+    """What one reconnect had missed, and when the last of it arrived."""
+
+    missed: int
+    """Expected numbers published while away: above the highest held, sent before."""
+    ms: float | None
+    """Reconnect to the first reception of the last missed one (0 if none was
+    missed); None when one of them never arrived."""
+
+
+def catch_up(
     connect_ms: float,
     received: Sequence[int],
     received_at_ms: Sequence[float],
     sent_at_ms: Sequence[float],
     expected: Collection[int],
-) -> float | None:
+) -> CatchUp:
     """Time from a (re)connect to holding what the client missed while it was away.
 
     ``sent_at_ms[n - 1]`` is when number ``n`` was published (ascending). What it
     missed: the expected numbers above the highest it had received before
-    ``connect_ms`` and published before ``connect_ms``. The figure is the first
-    reception of the last of them minus ``connect_ms`` (0 when there were none); None
-    when one of them never arrived. (A number lost earlier counts against delivery,
-    not against every later catch-up.)
+    ``connect_ms`` and published before ``connect_ms``. (A number lost earlier counts
+    against delivery, not against every later catch-up.)
     """
     due = bisect.bisect_left(sent_at_ms, connect_ms)
     first_at: dict[int, float] = {}
@@ -82,14 +91,18 @@ def catch_up_ms(
         if t < connect_ms:
             held = max(held, n)
     latest = connect_ms
+    missed = 0
+    never = False
     for n in range(held + 1, due + 1):
         if n not in expected:
             continue
+        missed += 1
         got = first_at.get(n)
         if got is None:
-            return None
-        latest = max(latest, got)
-    return latest - connect_ms
+            never = True
+        else:
+            latest = max(latest, got)
+    return CatchUp(missed=missed, ms=None if never else latest - connect_ms)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -142,6 +155,9 @@ class RunScore:
     reconnects: int = 0
     resumed: int = 0
     caught_up: int = 0
+    """Reconnects after which everything missed while away arrived (or nothing was)."""
+    missed_while_away: int = 0
+    """Reconnects that had missed at least one message while away."""
     catch_up_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -166,6 +182,8 @@ class RunScore:
             "reconnects": self.reconnects,
             "resumed": self.resumed,
             "caught_up": self.caught_up,
+            "missed_while_away": self.missed_while_away,
+            "caught_up_after_miss": len(self.catch_up_ms),
             "catch_up_p50_ms": percentile(self.catch_up_ms, 50),
             "catch_up_p99_ms": percentile(self.catch_up_ms, 99),
         }
@@ -199,6 +217,7 @@ def score_run(
             "reconnects",
             "resumed",
             "caught_up",
+            "missed_while_away",
         ),
         0,
     )
@@ -216,10 +235,13 @@ def score_run(
         for connect_ms, resumed in c.connects[1:]:
             totals["reconnects"] += 1
             totals["resumed"] += int(resumed)
-            took = catch_up_ms(
+            got = catch_up(
                 connect_ms, c.received, c.received_at_ms, sent_at_ms.get(c.room, ()), expected
             )
-            if took is not None:
+            if got.missed:
+                totals["missed_while_away"] += 1
+            if got.ms is not None:
                 totals["caught_up"] += 1
-                catch_ups.append(took)
+                if got.missed:  # timed only where there was something to catch up
+                    catch_ups.append(got.ms)
     return RunScore(**totals, catch_up_ms=catch_ups)

@@ -14,7 +14,7 @@ COLUMNS: Final = (
     ("ooo", 6),
     ("reconn.", 8),
     ("resumed", 8),
-    ("caught up", 10),
+    ("caught up", 11),
     ("p50 ms", 8),
     ("p99 ms", 8),
 )
@@ -39,7 +39,7 @@ def row(label: str, s: Mapping[str, Any]) -> str:
         str(s["out_of_order"]),
         str(reconnects),
         str(s["resumed"]),
-        f"{s['caught_up']}" if reconnects else "-",
+        f"{s['caught_up_after_miss']}/{s['missed_while_away']}" if reconnects else "-",
         _ms(s["catch_up_p50_ms"]),
         _ms(s["catch_up_p99_ms"]),
     )
@@ -83,7 +83,8 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
         "delivered % = distinct expected messages received / expected; lost = expected not "
         "received; dup = extra copies; ooo = first receptions below an earlier number; "
         "reconn. = reconnects; resumed = reconnects that resumed the session (v4: "
-        "socket.recovered; sails: the add-on's session event); caught up = reconnects after "
-        "which every message missed while away arrived; p50/p99 = time from reconnect to that."
+        "socket.recovered; sails: the add-on's session event); caught up = of the reconnects "
+        "that had missed messages while away, those that then received all of them; p50/p99 "
+        "= time from such a reconnect to the last of them."
     )
     return "\n".join([*lines, "", *notes, "", legend])

@@ -31,6 +31,8 @@ JOIN_PATH: Final = "/bench/join"
 HISTORY_RULES: Final = "*=100/2m"
 RECOVERY_WINDOW_S: Final = 120
 PUBLISH_TIMEOUT_S: Final = 5.0
+DRAIN_WAIT_S: Final = 40.0
+"""How long a SIGTERMed gateway may drain (its default --drain-timeout-s is 25 s)."""
 ADDON_PATH: Final = "/sailcast/recovery.js"
 NODE_DIR: Final = Path(__file__).resolve().parent.parent / "node"
 METRIC_WORDS: Final = ("recover", "replay", "history", "session")
@@ -210,7 +212,7 @@ class SailcastTarget(Target):
         """SIGTERM each gateway in turn (it drains), restart it, wait for its ready line."""
         done: list[str] = []
         for i, old in enumerate(list(self.servers)):
-            code = await old.stop(signal.SIGTERM)
+            code = await old.stop(signal.SIGTERM, timeout_s=DRAIN_WAIT_S)
             new = await self._start_gateway(i)
             self.servers[i] = new
             if self.on_backend_change is not None:

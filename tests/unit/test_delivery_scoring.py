@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench.delivery.scoring import (
     ClientRecord,
-    catch_up_ms,
+    catch_up,
     expected_numbers,
     percentile,
     score_run,
@@ -62,25 +62,31 @@ def test_catch_up_is_the_last_missed_message_after_the_reconnect() -> None:
     # had 1 and 2, away while 3 and 4 were sent, reconnected at 350; 3 came at 360, 4 at
     # 370 (the replay), 5 live at 410 (sent after the reconnect: not part of catching up)
     received, at = [1, 2, 3, 4, 5], [10.0, 110.0, 360.0, 370.0, 410.0]
-    assert catch_up_ms(350.0, received, at, sent, expected_numbers(5)) == pytest.approx(20.0)
+    got = catch_up(350.0, received, at, sent, expected_numbers(5))
+    assert got.missed == 2
+    assert got.ms == pytest.approx(20.0)
 
 
 def test_nothing_missed_is_caught_up_at_once() -> None:
     sent = [0.0, 100.0]
-    assert catch_up_ms(150.0, [1, 2], [10.0, 110.0], sent, expected_numbers(2)) == 0.0
+    got = catch_up(150.0, [1, 2], [10.0, 110.0], sent, expected_numbers(2))
+    assert (got.missed, got.ms) == (0, 0.0)
 
 
 def test_a_missed_message_that_never_comes_is_never_caught_up() -> None:
     sent = [0.0, 100.0, 200.0, 300.0]
     # reconnected at 250 without resuming: 3 (sent at 200) is lost, 4 arrives live
-    assert catch_up_ms(250.0, [1, 2, 4], [10.0, 110.0, 310.0], sent, expected_numbers(4)) is None
+    got = catch_up(250.0, [1, 2, 4], [10.0, 110.0, 310.0], sent, expected_numbers(4))
+    assert (got.missed, got.ms) == (1, None)
 
 
 def test_an_older_loss_does_not_block_a_later_catch_up() -> None:
     sent = [0.0, 100.0, 200.0, 300.0, 400.0]
     # 2 was lost long ago; at the reconnect (350) the client held up to 3 and missed 4
     received, at = [1, 3, 4, 5], [10.0, 210.0, 360.0, 410.0]
-    assert catch_up_ms(350.0, received, at, sent, expected_numbers(5)) == pytest.approx(10.0)
+    got = catch_up(350.0, received, at, sent, expected_numbers(5))
+    assert got.missed == 1
+    assert got.ms == pytest.approx(10.0)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -113,5 +119,15 @@ def test_score_run_sums_clients_and_counts_reconnects_and_resumes() -> None:
     assert (run.clients, run.expected, run.delivered, run.lost) == (2, 8, 7, 1)
     assert run.delivered_pct == pytest.approx(87.5)
     assert run.duplicates == 1
-    assert (run.reconnects, run.resumed, run.caught_up) == (2, 1, 1)
+    assert (run.reconnects, run.resumed, run.caught_up, run.missed_while_away) == (2, 1, 1, 2)
+    assert run.summary()["caught_up_after_miss"] == 1
     assert run.summary()["catch_up_p50_ms"] == pytest.approx(10.0)
+
+
+def test_a_reconnect_that_missed_nothing_is_caught_up_but_not_timed() -> None:
+    sent = {"a": [0.0, 100.0]}
+    calm = ClientRecord.from_report(
+        {"kind": "v4", "room": "a", "recv": [1, 10, 2, 110], "connects": [[0, 0], [150, 1]]}
+    )
+    run = score_run([calm], sent)
+    assert (run.caught_up, run.missed_while_away, run.catch_up_ms) == (1, 0, [])
