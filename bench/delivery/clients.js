@@ -32,6 +32,9 @@ const SESSION_EVENT = 'sailcast:session'; // the add-on's "who am I now" (docs/r
 const SESSION_WAIT_MS = 2000;
 const JOIN_RETRY_MS = 500;
 
+// Sub-millisecond wall-clock time (a replay often arrives in the same ms as the connect).
+function now() { return performance.timeOrigin + performance.now(); }
+
 function out(event, fields) {
   process.stdout.write(JSON.stringify(Object.assign({ event: event }, fields || {})) + '\n');
 }
@@ -68,11 +71,11 @@ function Client(index, room) {
 Client.prototype.onMessage = function (msg) {
   if (!msg || typeof msg !== 'object') { return; }
   if (msg.r !== this.roomIndex) { this.foreign++; return; }
-  this.recv.push(msg.n, Date.now());
+  this.recv.push(msg.n, now());
 };
 
 Client.prototype.onConnect = function (recovered) {
-  const entry = [Date.now(), !!recovered, null];
+  const entry = [now(), !!recovered, null];
   this.connects.push(entry);
   this.connected = true;
   if (recovered) {
@@ -90,7 +93,7 @@ Client.prototype.join = function (entry) {
   this.request('/bench/join', { room: this.room }, function (ok) {
     if (!self.connected || self.connects[self.connects.length - 1] !== entry) { return; }
     if (ok) {
-      entry[2] = Date.now();
+      entry[2] = now();
       self.joined = true;
       self.afterReady();
     } else {
@@ -103,9 +106,9 @@ Client.prototype.join = function (entry) {
 };
 
 Client.prototype.onDisconnect = function (reason) {
-  const now = Date.now();
-  const forced = this.forcedAt > 0 && now - this.forcedAt < 1000;
-  this.disconnects.push([now, String(reason), forced]);
+  const t = now();
+  const forced = this.forcedAt > 0 && t - this.forcedAt < 1000;
+  this.disconnects.push([t, String(reason), forced]);
   this.forcedAt = 0;
   this.connected = false;
   this.joined = false;
@@ -123,7 +126,7 @@ Client.prototype.scheduleKill = function (delayMs) {
   this.killTimer = setTimeout(function () {
     self.killTimer = null;
     if (!chaos || !self.connected) { return; }
-    self.forcedAt = Date.now();
+    self.forcedAt = now();
     self.closeTransport();
   }, delayMs);
 };

@@ -70,25 +70,28 @@ class CatchUp:
 
 
 def catch_up(
+    away_ms: float,
     connect_ms: float,
     received: Sequence[int],
     received_at_ms: Sequence[float],
     sent_at_ms: Sequence[float],
     expected: Collection[int],
 ) -> CatchUp:
-    """Time from a (re)connect to holding what the client missed while it was away.
+    """Time from a reconnect to holding what the client missed while it was away.
 
     ``sent_at_ms[n - 1]`` is when number ``n`` was published (ascending). What it
-    missed: the expected numbers above the highest it had received before
-    ``connect_ms`` and published before ``connect_ms``. (A number lost earlier counts
-    against delivery, not against every later catch-up.)
+    missed: the expected numbers above the highest it had received before it went away
+    (``away_ms``, the disconnect) and published before it was back (``connect_ms``). A
+    number lost earlier counts against delivery, not against every later catch-up. A
+    replay may reach the client just before its connect event (socket.io's CSR sends
+    the missed packets ahead of the CONNECT reply), hence the floor at 0.
     """
     due = bisect.bisect_left(sent_at_ms, connect_ms)
     first_at: dict[int, float] = {}
     held = 0
     for n, t in zip(received, received_at_ms, strict=True):
         first_at.setdefault(n, t)
-        if t < connect_ms:
+        if t < away_ms:
             held = max(held, n)
     latest = connect_ms
     missed = 0
@@ -124,6 +127,8 @@ class ClientRecord:
     received_at_ms: Sequence[float]
     connects: Sequence[tuple[float, bool]]
     """(time, resumed) of every connect; the first is the initial one."""
+    disconnects: Sequence[float] = ()
+    """When each connection was lost (ascending)."""
     foreign: int = 0
     """Messages of another room (a routing error; must be 0)."""
 
@@ -137,6 +142,7 @@ class ClientRecord:
             received=[int(n) for n in recv[0::2]],
             received_at_ms=[float(t) for t in recv[1::2]],
             connects=connects,
+            disconnects=sorted(float(d[0]) for d in raw.get("disconnects", ())),  # type: ignore[attr-defined]
             foreign=int(raw.get("foreign", 0)),  # type: ignore[call-overload]
         )
 
@@ -235,8 +241,15 @@ def score_run(
         for connect_ms, resumed in c.connects[1:]:
             totals["reconnects"] += 1
             totals["resumed"] += int(resumed)
+            i = bisect.bisect_left(c.disconnects, connect_ms)
+            away_ms = c.disconnects[i - 1] if i else connect_ms
             got = catch_up(
-                connect_ms, c.received, c.received_at_ms, sent_at_ms.get(c.room, ()), expected
+                away_ms,
+                connect_ms,
+                c.received,
+                c.received_at_ms,
+                sent_at_ms.get(c.room, ()),
+                expected,
             )
             if got.missed:
                 totals["missed_while_away"] += 1

@@ -62,31 +62,39 @@ def test_catch_up_is_the_last_missed_message_after_the_reconnect() -> None:
     # had 1 and 2, away while 3 and 4 were sent, reconnected at 350; 3 came at 360, 4 at
     # 370 (the replay), 5 live at 410 (sent after the reconnect: not part of catching up)
     received, at = [1, 2, 3, 4, 5], [10.0, 110.0, 360.0, 370.0, 410.0]
-    got = catch_up(350.0, received, at, sent, expected_numbers(5))
+    got = catch_up(150.0, 350.0, received, at, sent, expected_numbers(5))
     assert got.missed == 2
     assert got.ms == pytest.approx(20.0)
 
 
 def test_nothing_missed_is_caught_up_at_once() -> None:
     sent = [0.0, 100.0]
-    got = catch_up(150.0, [1, 2], [10.0, 110.0], sent, expected_numbers(2))
+    got = catch_up(120.0, 150.0, [1, 2], [10.0, 110.0], sent, expected_numbers(2))
     assert (got.missed, got.ms) == (0, 0.0)
 
 
 def test_a_missed_message_that_never_comes_is_never_caught_up() -> None:
     sent = [0.0, 100.0, 200.0, 300.0]
     # reconnected at 250 without resuming: 3 (sent at 200) is lost, 4 arrives live
-    got = catch_up(250.0, [1, 2, 4], [10.0, 110.0, 310.0], sent, expected_numbers(4))
+    got = catch_up(150.0, 250.0, [1, 2, 4], [10.0, 110.0, 310.0], sent, expected_numbers(4))
     assert (got.missed, got.ms) == (1, None)
 
 
 def test_an_older_loss_does_not_block_a_later_catch_up() -> None:
     sent = [0.0, 100.0, 200.0, 300.0, 400.0]
-    # 2 was lost long ago; at the reconnect (350) the client held up to 3 and missed 4
+    # 2 was lost long ago; away at 250 holding up to 3, back at 350: it missed 4
     received, at = [1, 3, 4, 5], [10.0, 210.0, 360.0, 410.0]
-    got = catch_up(350.0, received, at, sent, expected_numbers(5))
+    got = catch_up(250.0, 350.0, received, at, sent, expected_numbers(5))
     assert got.missed == 1
     assert got.ms == pytest.approx(10.0)
+
+
+def test_a_replay_just_before_the_connect_event_is_caught_up_at_once() -> None:
+    # socket.io CSR sends the missed packets ahead of its CONNECT reply
+    sent = [0.0, 100.0, 200.0, 300.0]
+    received, at = [1, 2, 3, 4], [10.0, 110.0, 349.5, 349.7]
+    got = catch_up(150.0, 350.0, received, at, sent, expected_numbers(4))
+    assert (got.missed, got.ms) == (2, 0.0)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -105,6 +113,7 @@ def test_score_run_sums_clients_and_counts_reconnects_and_resumes() -> None:
             "room": "a",
             "recv": [1, 10, 2, 110, 3, 260, 4, 310],
             "connects": [[0, False, 0], [250, True, 250]],
+            "disconnects": [[200, "forced close", True]],
         }
     )
     fresh = ClientRecord.from_report(
@@ -113,6 +122,7 @@ def test_score_run_sums_clients_and_counts_reconnects_and_resumes() -> None:
             "room": "b",
             "recv": [1, 10, 2, 110, 4, 310, 4, 311],
             "connects": [[0, False, 0], [250, False, 270]],
+            "disconnects": [[200, "forced close", True]],
         }
     )
     run = score_run([resumed, fresh], sent)
