@@ -13,8 +13,10 @@ under ``bench/results/tmp/``). Loopback only; every process it starts is stopped
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"log: {log_path.relative_to(REPO_ROOT)}; {opts}")
     results: dict[str, dict[str, Any]] = {}
 
-    async def entry() -> None:
+    async def variants() -> None:
         with log_path.open("a", buffering=1) as log:
             for name in names:
                 variant = VARIANTS[name]
@@ -94,11 +96,22 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"{name}: {variant.label.strip()}")
                 results[name] = await run_variant(variant, opts, log)
 
+    async def entry() -> None:
+        """Ctrl-C or SIGTERM cancels the variant in progress, which stops its processes."""
+        task = asyncio.ensure_future(variants())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            progress("interrupted: every process of the variant in progress was stopped")
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
     started = time.perf_counter()
-    try:
-        run(entry)
-    except KeyboardInterrupt:
-        progress("interrupted: every process of the variant in progress was stopped")
+    run(entry)
     text = table(results)
     record = {
         "timestamp": stamp,
