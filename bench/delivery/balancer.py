@@ -39,12 +39,17 @@ class Balancer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def replace(self, old: int, new: int) -> None:
-        """Swap a backend port (a server restarted on a new port) in place."""
-        self.backends = [new if p == old else p for p in self.backends]
+    def replace(self, old: int | None, new: int | None) -> None:
+        """Take backend ``old`` out of the rotation and/or put ``new`` in (a server
+        stopping, or back on a new port), as a Service's endpoints follow its pods."""
+        self.backends = [p for p in self.backends if p != old]
+        if new is not None:
+            self.backends.append(new)
 
     async def _connect_backend(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self.backends)):
+            if not self.backends:
+                break
             port = self.backends[self._next % len(self.backends)]
             self._next += 1
             try:

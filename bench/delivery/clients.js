@@ -60,6 +60,7 @@ function Client(index, room) {
   this.disconnects = [];   // [t_ms, reason, forced (bool)]
   this.foreign = 0;        // events of another room (must stay 0)
   this.joinFailures = 0;
+  this.connectErrors = 0;
   this.joined = false;
   this.connected = false;
   this.killTimer = null;
@@ -135,7 +136,7 @@ Client.prototype.report = function () {
   return {
     index: this.index, kind: cfg.kind, room: this.room, recv: this.recv,
     connects: this.connects, disconnects: this.disconnects, foreign: this.foreign,
-    join_failures: this.joinFailures,
+    join_failures: this.joinFailures, connect_errors: this.connectErrors,
   };
 };
 
@@ -162,6 +163,14 @@ function openV4(client) {
   socket.on(EVENT, function (msg) { client.onMessage(msg); });
   socket.on('connect', function () { client.onConnect(socket.recovered === true); });
   socket.on('disconnect', function (reason) { client.onDisconnect(reason); });
+  socket.on('connect_error', function () {
+    client.connectErrors++;
+    // Refused by the server (e.g. a draining gateway): socket.io-client 4 does not retry
+    // that by itself; an app does, and so does this one, after the same delay.
+    if (!socket.active) {
+      setTimeout(function () { socket.connect(); }, cfg.offlineS * 1000);
+    }
+  });
 }
 
 // -- sails.io.js 1.2.1 on socket.io-client 2.0.3 (+ the add-on when the gateway has it) --
@@ -215,6 +224,8 @@ function openSails(client) {
   };
   client.close = function () { sock.disconnect(); };
   sock.on(EVENT, function (msg) { client.onMessage(msg); });
+  sock.on('connect_error', function () { client.connectErrors++; });
+  sock.on('error', function () { client.connectErrors++; });
   sock.on('disconnect', function (reason) {
     if (client.sessionWait) { clearTimeout(client.sessionWait.timer); client.sessionWait = null; }
     client.onDisconnect(reason);

@@ -42,6 +42,8 @@ class Options:
     jitter: float
     offline_s: float
     grace_s: float
+    raw_dir: Path | None = None
+    """Where to keep each client process's report (what every client received)."""
 
 
 def progress(text: str) -> None:
@@ -165,6 +167,13 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
                 await c.command(f"report {path}")
                 await c.expect("reported", 60)
                 reports += orjson.loads(path.read_bytes())["clients"]
+                if opts.raw_dir is not None:
+                    opts.raw_dir.mkdir(parents=True, exist_ok=True)
+                    kept = opts.raw_dir / f"{variant.name}-{c.child.name}.json"
+                    kept.write_bytes(path.read_bytes())
+        if opts.raw_dir is not None:
+            sent = {"sent_at_ms": published.sent_at_ms, "failed": published.failed}
+            (opts.raw_dir / f"{variant.name}-published.json").write_bytes(orjson.dumps(sent))
         records = [ClientRecord.from_report(r) for r in reports]
         record["scores"] = {
             "all": score_run(records, published.sent_at_ms, published.failed).summary(),
@@ -183,6 +192,7 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
         }
         record["disconnect_reasons"] = _reasons(reports)
         record["join_failures"] = sum(int(r.get("join_failures", 0)) for r in reports)
+        record["connect_errors"] = sum(int(r.get("connect_errors", 0)) for r in reports)
         record["balancer"] = {
             "routed": {str(p): n for p, n in balancer.routed.items()},
             "refused": balancer.refused,

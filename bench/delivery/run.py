@@ -54,10 +54,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--offline-s", type=float, default=2.0, help="reconnect delay")
     p.add_argument("--grace-s", type=float, help="wait after publishing (default offline + 4)")
     p.add_argument("--out", type=Path, help="results directory")
+    p.add_argument(
+        "--keep-raw",
+        action="store_true",
+        help="keep what every client received and the publisher's send log (JSON, beside "
+        "the log under bench/results/tmp/delivery-<timestamp>/)",
+    )
     return p.parse_args(argv)
 
 
-def options_from(args: argparse.Namespace) -> Options:
+def options_from(args: argparse.Namespace, raw_dir: Path | None = None) -> Options:
     return Options(
         clients=args.clients or (100 if args.quick else 1000),
         rooms=args.rooms or (4 if args.quick else 10),
@@ -67,16 +73,18 @@ def options_from(args: argparse.Namespace) -> Options:
         jitter=args.jitter,
         offline_s=args.offline_s,
         grace_s=args.grace_s if args.grace_s is not None else args.offline_s + 4.0,
+        raw_dir=raw_dir,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    opts = options_from(args)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     if bad := [n for n in names if n not in VARIANTS]:
         raise SystemExit(f"unknown variant(s): {bad}; known: {list(VARIANTS)}")
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    raw_dir = RESULTS_DIR / "tmp" / f"delivery-{stamp}" if args.keep_raw else None
+    opts = options_from(args, raw_dir)
     out_dir: Path = args.out or (RESULTS_DIR / "tmp" if args.quick else RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = RESULTS_DIR / "tmp" / f"delivery-{stamp}.log"
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": stamp,
         "mode": "quick" if args.quick else "full",
         "elapsed_s": time.perf_counter() - started,
-        "options": opts.__dict__,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
         "environment": {
             "python": sys.version.split()[0],
             "platform": platform.platform(),

@@ -76,6 +76,8 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{load['driver_cpu_s']:.1f} s over {load['wall_s']:.0f} s; machine "
                 f"{100 * load['machine_busy_share']:.0f} % busy"
             )
+        if errors := rec.get("connect_errors"):
+            notes.append(f"{name}: {errors} connect errors (refused connects, retried)")
         failed = rec.get("published", {}).get("failed", 0)
         if failed:
             notes.append(f"{name}: {failed} publishes failed (not expected of clients)")

@@ -60,8 +60,9 @@ class Target(ABC):
     def __init__(self, procs: Processes) -> None:
         self.procs = procs
         self.servers = []
-        self.on_backend_change: Callable[[int, int], None] | None = None
-        """Called with (old port, new port) when a server restarts on a new port."""
+        self.on_backend_change: Callable[[int | None, int | None], None] | None = None
+        """Called with (port, None) when a server is being stopped and (None, port)
+        when it is back: the balancer follows, as a Service's endpoints do."""
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -209,14 +210,18 @@ class SailcastTarget(Target):
         return out
 
     async def rolling_restart(self) -> list[str]:
-        """SIGTERM each gateway in turn (it drains), restart it, wait for its ready line."""
+        """Each gateway in turn: out of the balancer and SIGTERM (as Kubernetes removes a
+        terminating pod from the Service's endpoints while it drains), restart it, wait
+        for its ready line, back into the balancer."""
         done: list[str] = []
         for i, old in enumerate(list(self.servers)):
+            if self.on_backend_change is not None:
+                self.on_backend_change(old.port, None)
             code = await old.stop(signal.SIGTERM, timeout_s=DRAIN_WAIT_S)
             new = await self._start_gateway(i)
             self.servers[i] = new
             if self.on_backend_change is not None:
-                self.on_backend_change(old.port, new.port)
+                self.on_backend_change(None, new.port)
             done.append(f"{time.strftime('%H:%M:%S')} {old.name} exit {code}, back on {new.port}")
         return done
 
@@ -237,7 +242,9 @@ class SailcastTarget(Target):
             lines[child.name] = [
                 ln
                 for ln in body.decode(errors="replace").splitlines()
-                if not ln.startswith("#") and any(w in ln for w in METRIC_WORDS)
+                if not ln.startswith("#")
+                and "_created" not in ln
+                and any(w in ln for w in METRIC_WORDS)
             ]
         return {"gateway_metrics": lines}
 
