@@ -26,6 +26,8 @@ class Balancer:
         """Connections handed to each backend port."""
         self.refused = 0
         """Client connections closed because no backend accepted."""
+        self.errors: Counter[str] = Counter()
+        """Failed backend connects, by port and error."""
         self._next = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,14 +49,17 @@ class Balancer:
             self.backends.append(new)
 
     async def _connect_backend(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        for _ in range(len(self.backends)):
-            if not self.backends:
-                break
-            port = self.backends[self._next % len(self.backends)]
-            self._next += 1
+        # Each connection walks the whole list from its own start: a shared cursor,
+        # advanced by concurrent accepts, could show one connection only dead backends.
+        backends = list(self.backends)
+        start = self._next
+        self._next += 1
+        for k in range(len(backends)):
+            port = backends[(start + k) % len(backends)]
             try:
                 streams = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
+            except OSError as exc:
+                self.errors[f"{port}: {type(exc).__name__}: {exc.strerror or exc}"] += 1
                 continue
             self.routed[port] += 1
             return streams

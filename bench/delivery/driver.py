@@ -196,6 +196,7 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
         record["balancer"] = {
             "routed": {str(p): n for p, n in balancer.routed.items()},
             "refused": balancer.refused,
+            "backend_errors": dict(balancer.errors),
         }
         record["facts"] = await target.facts()
     except (ProcessError, OSError, TimeoutError, NotImplementedError) as exc:
