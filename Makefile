@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.sailcast-installed
 SAILS_IO_JS_VERSION := 1.2.1
 SAILS_IO_JS := .tools/sails.io.js/dist/sails.io.js
 
-.PHONY: install demo-client run test test-fast lint typecheck test-tools bench bench-quick clean
+.PHONY: install demo-client run test test-fast lint typecheck test-tools bench bench-quick bench-delivery clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench: install
 bench-quick: install
 	bash bench/setup.sh
 	$(PY) -m bench.run --quick
+
+# Delivery under forced disconnects (docs/benchmarks.md); ARGS="--quick" for a short run.
+bench-delivery: install
+	bash bench/setup.sh
+	$(PY) -m bench.delivery $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -21,4 +21,8 @@ if [ -f bench/node/package-lock.json ] && command -v npm >/dev/null 2>&1 \
     && [ ! -d bench/node/node_modules ]; then
   (cd bench/node && npm ci --silent --no-audit --no-fund)
 fi
+if [ -f bench/delivery/package-lock.json ] && command -v npm >/dev/null 2>&1 \
+    && [ ! -d bench/delivery/node_modules ]; then
+  (cd bench/delivery && npm ci --silent --no-audit --no-fund)  # delivery benchmark clients
+fi
 echo "bench setup: ok"

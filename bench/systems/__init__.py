@@ -20,11 +20,13 @@ from bench.systems.node_redis import NodeSocketioRedis
 from bench.systems.plain import PlainAiohttp
 from bench.systems.psio_redis import PythonSocketioRedis
 from bench.systems.sailcast import Sailcast
+from bench.systems.sailcast_history import SailcastHistory
 
 SYSTEMS: dict[str, type[ServerProcessSystem]] = {
     cls.name: cls
     for cls in (FloorReference, PlainAiohttp, PythonSocketioRedis, NodeSocketioRedis, Sailcast)
 }
+SYSTEMS[SailcastHistory.name] = SailcastHistory  # issue 11: history on, beside sailcast
 REFERENCE: str = PlainAiohttp.name
 SECOND_REFERENCE: str = PythonSocketioRedis.name
 FLOOR: str = FloorReference.name
