@@ -190,5 +190,20 @@ class GatewayMetrics:
             buckets=VREQ_BUCKETS_S,
             registry=r,
         )
+        # connection-state recovery (gateway/recovery/)
+        self.recoveries = Counter(
+            p + "recoveries_total",
+            "Connects that presented a session: recovered (reason ok) or given a fresh "
+            "session, by reason (expired, epoch, history_trimmed, ...)",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.session_writes = Counter(
+            p + "session_writes_total",
+            "Session record writes to the KV bucket, by outcome (ok, conflict: taken "
+            "over elsewhere, error: retried)",
+            ["outcome"],
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

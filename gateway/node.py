@@ -39,6 +39,7 @@ from shared.control import (
     Disconnect,
     Done,
     ErrorCode,
+    Evict,
     Join,
     Leave,
     LeaveAll,
@@ -111,6 +112,11 @@ class Gateway:
         self._slow: set[str] = set()
         self.draining = False
         self.last_round_trip: float = 0.0
+        self.on_membership: Callable[[str, Collection[str], Collection[str]], None] | None = None
+        """Told (sid, rooms joined, rooms left) when a socket's rooms change through a
+        request (gateway/recovery keeps its session record in step)."""
+        self.on_evicted: Callable[[str], None] | None = None
+        """Told the sid of a socket evicted by a takeover (no after-disconnect hook)."""
         # labelled children looked up once: these are hit for every message
         self._received = {
             k: metrics.broker_messages.labels(k) for k in ("room", "multi_room", "blast")
@@ -161,13 +167,16 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     # -- connections -----------------------------------------------------------------
-    async def socket_connected(self, conn: Connection) -> None:
+    async def socket_connected(self, conn: Connection, *, join_own_room: bool = True) -> None:
         """Register a connection and its own-id room; return once both are routable.
-        Raises TransportError, with nothing left registered, if NATS refuses them."""
+        Raises TransportError, with nothing left registered, if NATS refuses them.
+        A recovering socket (`join_own_room=False`) gets its own-id room's subscription
+        but becomes a member only with its other rooms (`join_restored`)."""
         sid = conn.sid
         self.rooms.add_socket(sid)
         self.fanout.attach(conn)
-        self.rooms.join(sid, sid)
+        if join_own_room:
+            self.rooms.join(sid, sid)
         try:
             await self.socket_interest.want(sid)
             await self.room_interest.want(sid)
@@ -192,6 +201,40 @@ class Gateway:
 
     def connection(self, sid: str) -> Connection | None:
         return self.fanout.get(sid)
+
+    # -- recovery (gateway/recovery) ---------------------------------------------------
+    async def subscribe_rooms(self, rooms: Iterable[str]) -> None:
+        """Hold NATS interest in rooms nobody here is a member of yet (a recovering
+        socket's: its live messages are followed while its replay is fetched).
+        TransportError when NATS refuses one; `release_rooms` undoes it."""
+        for room in rooms:
+            await self.room_interest.want(room)
+
+    def release_rooms(self, rooms: Iterable[str]) -> None:
+        for room in rooms:
+            self.room_interest.unwant(room)
+
+    def join_restored(self, sid: str, rooms: Collection[str]) -> None:
+        """Make a recovered socket a member of its rooms at once (no await: nothing
+        may be delivered between this and its replay). Their interest is held."""
+        if not self.rooms.has_socket(sid):
+            return
+        for room in rooms:
+            self.rooms.join(sid, room)
+        if self.on_membership is not None:
+            self.on_membership(sid, rooms, ())
+
+    async def evict(self, sid: str) -> bool:
+        """A takeover: close the socket's connection as if it had never gone (no
+        disconnect reported), forget it; False when it is not here."""
+        conn = self.fanout.get(sid)
+        if conn is None:
+            return False
+        conn.evict()
+        await self.socket_disconnected(sid)
+        if self.on_evicted is not None:
+            self.on_evicted(sid)
+        return True
 
     def connections(self) -> list[Connection]:
         return self.fanout.connections()
@@ -387,6 +430,9 @@ class Gateway:
         if isinstance(req, Disconnect):
             self._disconnect(sid)
             return Done()
+        if isinstance(req, Evict):
+            await self.evict(sid)
+            return Done()
         return Refused(ErrorCode.UNKNOWN_KIND, req.kind.value)  # a cluster kind
 
     async def _join_all(self, sid: str, rooms: Iterable[str]) -> None:
@@ -404,6 +450,8 @@ class Gateway:
         except TransportError:
             self._leave(sid, added)
             raise
+        if added and self.on_membership is not None and self.rooms.has_socket(sid):
+            self.on_membership(sid, added, ())
 
     async def _apply_cluster_request(self, req: SocketRequest | ClusterRequest) -> Reply:
         gw, peers = self.settings.gateway_id, tuple(self.peers.alive())
@@ -458,9 +506,15 @@ class Gateway:
         return refused
 
     def _leave(self, sid: str, rooms: Iterable[str]) -> None:
+        left: list[str] = []
+        current = self.rooms.rooms_of(sid)
         for room in rooms:
+            if room in current:
+                left.append(room)
             if self.rooms.leave(sid, room):
                 self.room_interest.unwant(room)
+        if left and self.on_membership is not None:
+            self.on_membership(sid, (), left)
 
     # -- peers and readiness ---------------------------------------------------------
     def _on_heartbeat(self, data: bytes) -> None:
