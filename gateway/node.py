@@ -24,6 +24,7 @@ from typing import Any, Final
 from gateway.broker import Broker, BrokerEvent
 from gateway.engine import Connection, event_packet
 from gateway.fanout import Fanout
+from gateway.history.stream import HistoryStream
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -85,8 +86,11 @@ class Gateway:
         *,
         scheduler: Scheduler | None = None,
         clock: Callable[[], float] = time.monotonic,
+        history_stream: HistoryStream | None = None,
     ) -> None:
         self.settings = settings
+        self.history_stream = history_stream
+        """The history stream (gateway/history/stream.py); None when history is off."""
         self.subjects = settings.subjects
         self.broker = broker
         self.metrics = metrics
