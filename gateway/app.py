@@ -178,7 +178,7 @@ class GatewayApp:
             broker=self.broker,
             subjects=s.subjects,
             gateway_id=s.gateway_id,
-            replay_limits=s.engine.max_buffered_bytes,
+            replay_max_bytes=s.engine.max_buffered_bytes,
             count=lambda outcome, reason: self.metrics.recoveries.labels(outcome, reason).inc(),
         )
         self.gateway.on_evicted = self._evicted

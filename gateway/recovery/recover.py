@@ -78,7 +78,15 @@ class HistoryFeed(Protocol):
 
     def join_position(self, room: str) -> int: ...
 
-    async def replay_for(self, starts: Mapping[str, int], limits: Any) -> Any: ...
+    async def replay_for(
+        self,
+        starts: Mapping[str, int],
+        *,
+        sid: str,
+        rooms_of_socket: Collection[str],
+        max_bytes: int,
+    ) -> Any:
+        """The replay, or a refusal (an object with a `reason`)."""
 
     def go_live(self, sid: str, replay: Any) -> Sequence[OutboundPacket]: ...
 
@@ -135,7 +143,7 @@ class Recovery:
         broker: Broker,
         subjects: Subjects,
         gateway_id: str,
-        replay_limits: Any,
+        replay_max_bytes: int,
         count: Any,
     ) -> None:
         self.gateway = gateway
@@ -145,7 +153,7 @@ class Recovery:
         self.broker = broker
         self.subjects = subjects
         self.gateway_id = gateway_id
-        self.replay_limits = replay_limits
+        self.replay_max_bytes = replay_max_bytes
         self._count = count
         """`count(outcome, reason)`: recoveries_total."""
         self._warnings = Throttled(log)
@@ -228,7 +236,12 @@ class Recovery:
         }
         try:
             await self.gateway.subscribe_rooms(rooms)
-            replay = await self.feed.replay_for(starts, self.replay_limits)
+            replay = await self.feed.replay_for(
+                starts, sid=sid, rooms_of_socket=[sid, *rooms], max_bytes=self.replay_max_bytes
+            )
+            refused = getattr(replay, "reason", None)
+            if isinstance(refused, str):
+                raise RecoveryRefused(refused)
         except BaseException as exc:
             await self.gateway.socket_disconnected(sid)
             self.gateway.release_rooms(rooms)

@@ -1,0 +1,99 @@
+'use strict';
+// One long-lived npm client that reconnects by itself, driven by
+// tests/e2e/test_recovery.py (the test cuts its connection through a TCP proxy).
+//
+//   node recovery_client.js <url> <stack> <events>
+//
+// stack:
+//   v4            socket.io-client 4 (its own connection-state recovery)
+//   sails-addon   sails.io.js 1.2.1 + socket.io-client 2.0.3 + the add-on the gateway
+//                 serves at /sailcast/recovery.js (fetched from <url>, as a page would)
+//   sails-stock   sails.io.js 1.2.1 + socket.io-client 2.0.3, nothing else
+// events: comma-separated event names to listen to (sails.io.js has no catch-all).
+//
+// Prints one JSON object per line: {"step":"connect","id","recovered"} on every
+// (re)connect, {"step":"session",...} for the add-on's sailcast:session,
+// {"step":"event","event","args"} for every event in arrival order, and
+// {"step":"disconnect","reason"}. Exits when stdin closes.
+
+const http = require('http');
+
+const [url, stack, eventList] = process.argv.slice(2);
+const events = eventList.split(',').filter(Boolean);
+const SDK_QUERY = '__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript';
+const RECONNECT = { reconnectionDelay: 100, reconnectionDelayMax: 300 };
+
+function out(step, fields) {
+  process.stdout.write(JSON.stringify(Object.assign({ step: step }, fields)) + '\n');
+}
+
+function fetchText(target) {
+  return new Promise(function (resolve, reject) {
+    http.get(target, function (res) {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', function (chunk) { body += chunk; });
+      res.on('end', function () {
+        if (res.statusCode !== 200) { reject(new Error(target + ': ' + res.statusCode)); }
+        else { resolve(body); }
+      });
+    }).on('error', reject);
+  });
+}
+
+function startV4() {
+  const { io } = require('socket.io-client-v4');
+  const socket = io(url, Object.assign({ transports: ['websocket'], query: SDK_QUERY }, RECONNECT));
+  socket.on('connect', function () {
+    out('connect', { id: socket.id, recovered: socket.recovered });
+  });
+  socket.on('disconnect', function (reason) { out('disconnect', { reason: reason }); });
+  socket.onAny(function (event) {
+    out('event', { event: event, args: Array.prototype.slice.call(arguments, 1) });
+  });
+  return function () { socket.disconnect(); };
+}
+
+async function startSails(addon) {
+  const sio = require('socket.io-client');
+  const io = require('sails.io.js')(sio);
+  io.sails.autoConnect = false;  // connected below, once the add-on is in
+  if (addon) {
+    const source = await fetchText(url + '/sailcast/recovery.js');
+    const mod = { exports: {} };
+    new Function('module', 'exports', source)(mod, mod.exports);
+    mod.exports(sio);
+  }
+  io.sails.url = url;
+  io.sails.environment = 'production';
+  io.sails.transports = ['websocket'];
+  io.sails.reconnection = true;
+  io.sails.reconnectionDelay = RECONNECT.reconnectionDelay;
+  io.sails.reconnectionDelayMax = RECONNECT.reconnectionDelayMax;
+  const socket = io.socket = io.sails.connect();
+  socket.on('connect', function () {
+    out('connect', { id: socket._raw.id, recovered: socket.recovered === undefined ? null : socket.recovered });
+  });
+  socket.on('disconnect', function (reason) { out('disconnect', { reason: String(reason) }); });
+  socket.on('sailcast:session', function (session) {
+    out('session', { session: session, id: socket._raw.id, recovered: socket.recovered === true });
+  });
+  events.forEach(function (name) {
+    socket.on(name, function () {
+      out('event', { event: name, args: Array.prototype.slice.call(arguments) });
+    });
+  });
+  return function () { socket.disconnect(); };
+}
+
+(async function main() {
+  const stop = stack === 'v4' ? startV4() : await startSails(stack === 'sails-addon');
+  process.stdin.resume();
+  process.stdin.on('end', function () {
+    stop();
+    setTimeout(function () { process.exit(0); }, 50);
+  });
+})().catch(function (err) {
+  out('error', { message: String(err && err.stack || err) });
+  process.exit(1);
+});
