@@ -88,6 +88,13 @@ class Connection(Protocol):
     @property
     def transport(self) -> Transport: ...
 
+    offsets: bool
+    """This client takes stream positions (issue 11, docs/recovery.md "Positions and the
+    live path"): every history event it is sent carries `"<epoch>:<seq>"` as its last
+    argument, and a non-history event that socket.io-client would mistake for one carries
+    a trailing `null` instead (v4: when its last argument is a string; v3 add-on: every
+    event). False (the default): packets exactly as before."""
+
     @property
     def closed(self) -> bool:
         """True once closing began: sends are dropped from then on."""

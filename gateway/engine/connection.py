@@ -212,6 +212,7 @@ class EngineConnection:
         "closed",
         "eio_sid",
         "ip",
+        "offsets",
         "protocol",
         "reason",
         "request",
@@ -255,6 +256,8 @@ class EngineConnection:
         self._deadline: asyncio.TimerHandle | None = None
         self.ip: str | None = None
         """The client IP the session is counted under (admission.py), while it is."""
+        self.offsets = False
+        """api.Connection.offsets: set by the gateway at connect, read by the fanout."""
         self._limiter = shared.limiter("", time.monotonic())
 
     def __repr__(self) -> str:

@@ -66,6 +66,7 @@ class RecordingConnection:
     def __init__(self, sid: str, protocol: int = 4) -> None:
         self._sid = sid
         self._protocol = protocol
+        self.offsets = False
         self.sent: list[Any] = []
         self.emitted: list[tuple[str, Any]] = []
         self.disconnected = False

@@ -1,0 +1,6 @@
+"""Per-room history on JetStream, the gateway's side (docs/recovery.md).
+
+`feed.py`: the live path of history rooms (positions, duplicates, gap repair, the
+offsets) and the recovery API (`join_position`, `replay_for`, `go_live`);
+`direct_get.py`: batched Direct Gets, a room's stored messages after a position.
+"""
