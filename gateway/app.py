@@ -30,11 +30,12 @@ from gateway.engine import (
     OutboundPacket,
 )
 from gateway.fd_reserve import FD_RESERVE, FdReserve
+from gateway.history.feed import HistoryFeed
 from gateway.history.stream import HistoryStream
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
-from gateway.recovery.recover import Claim, HistoryFeed, Lookup, Recovery, read_claim
+from gateway.recovery.recover import Claim, Lookup, Recovery, read_claim
 from gateway.recovery.sessions import SessionStore, open_bucket
 from gateway.settings import GatewaySettings
 from gateway.vrequests import VirtualRequests
@@ -184,8 +185,8 @@ class GatewayApp:
         self.gateway.on_evicted = self._evicted
 
     def _history_feed(self) -> HistoryFeed | None:
-        """The live history path (gateway/history/feed.py, branch hist-live)."""
-        return None
+        """The live history path (gateway/history/feed.py)."""
+        return self.gateway.feed if self.gateway is not None else None
 
     def _evicted(self, sid: str) -> None:
         """Taken over: the socket lives on elsewhere; no after-disconnect notice."""

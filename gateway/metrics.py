@@ -212,5 +212,32 @@ class GatewayMetrics:
             ["outcome"],
             registry=r,
         )
+        # history rooms on the live path (gateway/history/feed.py, docs/recovery.md)
+        self.history_gaps = Counter(
+            p + "history_gaps_total",
+            "Position gaps seen on history rooms (a message missing between NATS and us)",
+            registry=r,
+        )
+        self.history_repaired = Counter(
+            p + "history_repaired_messages_total",
+            "Missing history messages fetched from the stream and delivered in order",
+            registry=r,
+        )
+        self.history_lost = Counter(
+            p + "history_lost_total",
+            "History gaps that could not be repaired, by reason (trimmed, unavailable)",
+            ["reason"],
+            registry=r,
+        )
+        self.history_duplicates = Counter(
+            p + "history_duplicates_total",
+            "History messages dropped because their position was already delivered",
+            registry=r,
+        )
+        self.replayed_messages = Counter(
+            p + "replayed_messages_total",
+            "Missed messages replayed to recovered sockets",
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -88,16 +88,18 @@ class Connection(Protocol):
     @property
     def transport(self) -> Transport: ...
 
+    offsets: bool
+    """This client takes stream positions (issue 11, docs/recovery.md "Positions and the
+    live path"): every history event it is sent carries `"<epoch>:<seq>"` as its last
+    argument, and a non-history event that socket.io-client would mistake for one carries
+    a trailing `null` instead (v4: when its last argument is a string; v3 add-on: every
+    event). False (the default): packets exactly as before."""
+
     @property
     def pid(self) -> str:
         """The socket's private session id for connection-state recovery ("" when it
         has none): sent in the CONNECT reply (v4) and presented by the client on its
         next connect to get the same socket back (docs/recovery.md)."""
-
-    offsets: bool
-    """True when the client takes a position: every history event it is sent ends with
-    `"<epoch>:<seq>"`, and the engine keeps its other events unambiguous (a trailing
-    null, docs/recovery.md). v4 sockets with a pid, v3 sockets of the add-on."""
 
     @property
     def closed(self) -> bool:

@@ -232,8 +232,6 @@ class EngineConnection:
         """The Socket.IO id, set at CONNECT (v2: the Engine.IO sid), or restored."""
         self.pid = ""
         """The recovery session id (docs/recovery.md); "" without one."""
-        self.offsets = False
-        """History events carry an offset; other events are kept unambiguous."""
         self.protocol = request.protocol
         self.transport = transport
         self.request: HandshakeRequest | None = request
@@ -261,6 +259,8 @@ class EngineConnection:
         self._deadline: asyncio.TimerHandle | None = None
         self.ip: str | None = None
         """The client IP the session is counted under (admission.py), while it is."""
+        self.offsets = False
+        """api.Connection.offsets: set by the gateway at connect, read by the fanout."""
         self._limiter = shared.limiter("", time.monotonic())
 
     def __repr__(self) -> str:

@@ -24,15 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
 from gateway.broker import Broker
 from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.engine.api import HandshakeRequest
+from gateway.history.feed import NO_HISTORY, HistoryFeed
+from gateway.history.feed import RecoveryRefused as Refusal
 from gateway.logs import Throttled
 from gateway.node import Gateway
 from gateway.recovery.sessions import SessionStore, StoredSession, is_pid, new_pid
@@ -68,27 +70,6 @@ class RecoveryRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class HistoryFeed(Protocol):
-    """What recovery needs of the live history path (gateway/history/feed.py)."""
-
-    @property
-    def epoch(self) -> str: ...
-
-    def join_position(self, room: str) -> int: ...
-
-    async def replay_for(
-        self,
-        starts: Mapping[str, int],
-        *,
-        sid: str,
-        rooms_of_socket: Collection[str],
-        max_bytes: int,
-    ) -> Any:
-        """The replay, or a refusal (an object with a `reason`)."""
-
-    def go_live(self, sid: str, replay: Any) -> Sequence[OutboundPacket]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +220,10 @@ class Recovery:
             replay = await self.feed.replay_for(
                 starts, sid=sid, rooms_of_socket=[sid, *rooms], max_bytes=self.replay_max_bytes
             )
-            refused = getattr(replay, "reason", None)
-            if isinstance(refused, str):
-                raise RecoveryRefused(refused)
+            if isinstance(replay, Refusal):
+                raise RecoveryRefused(
+                    REASON_NO_HISTORY if replay.reason == NO_HISTORY else replay.reason
+                )
         except BaseException as exc:
             await self.gateway.socket_disconnected(sid)
             self.gateway.release_rooms(rooms)

@@ -40,7 +40,7 @@ async def test_subscriptions_are_keyed_by_subject_and_feed_one_handler(
     broker: NatsBroker, prefix: str
 ) -> None:
     got: list[tuple[bytes, bytes, bytes]] = []
-    broker.set_handler(lambda subject, reply, data: got.append((subject, reply, data)))
+    broker.set_handler(lambda subject, reply, data, headers: got.append((subject, reply, data)))
     a, b = f"{prefix}.a", f"{prefix}.b"
     await broker.subscribe(a)
     await broker.subscribe(a)  # idempotent: still one subscription, one delivery
@@ -68,7 +68,7 @@ async def test_subscriptions_are_keyed_by_subject_and_feed_one_handler(
 async def test_a_raising_handler_does_not_stop_delivery(broker: NatsBroker, prefix: str) -> None:
     got: list[bytes] = []
 
-    def handler(subject: bytes, reply: bytes, data: bytes) -> None:
+    def handler(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if data == b"boom":
             raise RuntimeError("boom")
         got.append(data)
@@ -92,7 +92,7 @@ async def test_requests_map_no_responders_and_timeouts(
     try:
         answering: set[asyncio.Future[None]] = set()
 
-        def answer(subject: bytes, reply: bytes, data: bytes) -> None:
+        def answer(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
             if data == b"ping":
                 task = asyncio.ensure_future(other.publish(reply.decode(), b"pong"))
                 answering.add(task)
@@ -121,7 +121,7 @@ async def test_jetstream_works_on_the_brokers_own_connection(
     """The recovery feature reads a room's history from JetStream through
     `broker.client`; our direct subscriptions and nats-py's own ones coexist."""
     direct: list[bytes] = []
-    broker.set_handler(lambda subject, reply, data: direct.append(data))
+    broker.set_handler(lambda subject, reply, data, headers: direct.append(data))
     live = f"{prefix}.live"
     await broker.subscribe(live)
 
@@ -159,7 +159,7 @@ async def test_connection_state_events_come_through_one_channel(prefix: str) -> 
         events.append(event)
 
     broker.set_listener(listen)
-    broker.set_handler(lambda subject, reply, data: got.append(data))
+    broker.set_handler(lambda subject, reply, data, headers: got.append(data))
     try:
         await broker.subscribe(f"{prefix}.x")
         own.stop()

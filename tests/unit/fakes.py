@@ -66,12 +66,12 @@ class RecordingConnection:
     def __init__(self, sid: str, protocol: int = 4) -> None:
         self._sid = sid
         self._protocol = protocol
+        self.offsets = False
         self.sent: list[Any] = []
         self.emitted: list[tuple[str, Any]] = []
         self.disconnected = False
         self.went_away = False
         self.evicted = False
-        self.offsets = False
         self._pid = ""
 
     @property
