@@ -5,8 +5,8 @@
 * recover.py — the recovery at CONNECT: the client's claim (pid and offset: v4 CONNECT
   payload, v3 add-on handshake query), the session looked up, a takeover of a socket
   still open elsewhere, the replay, and the fresh session when any of it fails.
-* addon.py — the sails.io.js add-on script (`/sailcast/recovery.js`) and the
-  `sailcast:session` event it reads.
+* the sails.io.js add-on is gateway/static/recovery.js, served at
+  `/sailcast/recovery.js` (gateway/pages.py); recover.py sends it `sailcast:session`.
 
 docs/recovery.md, "Sessions and recovery", says what is recovered and when.
 """
