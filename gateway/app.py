@@ -60,6 +60,9 @@ HOOK_REASONS: Final = {
     CloseReason.GOING_AWAY: "transport close",
 }
 """The reason workers' after-disconnect hook is told: Socket.IO's words, as before."""
+GOODBYES: Final = frozenset({CloseReason.CLIENT, CloseReason.SERVER})
+"""Disconnects that end a session for good, as Socket.IO 4's recovery counts them (the
+client's `disconnect()`, a worker's `sockets.disconnect`): nothing to recover."""
 
 
 class GatewayApp:
@@ -337,6 +340,8 @@ class GatewayApp:
         return replay
 
     async def disconnected(self, sid: str, reason: CloseReason) -> None:
+        if self.sessions is not None:  # recoverable for the window from now, or ended
+            self.sessions.closed(sid, recoverable=reason not in GOODBYES)
         await self._on_disconnect(sid, HOOK_REASONS.get(reason, str(reason)))
 
     async def event(self, event: ClientEvent) -> Any:
@@ -382,8 +387,6 @@ class GatewayApp:
         log.debug("disconnected", extra={"sid": sid, "reason": reason})
         rooms = list(self.gateway.rooms.rooms_of(sid))
         handshake = self.vrequests.forget(sid) if self.vrequests is not None else None
-        if self.sessions is not None:
-            self.sessions.closed(sid)  # recoverable for the window from now
         await self.gateway.socket_disconnected(sid)
         if handshake is not None and self.hooks is not None:
             self.hooks.disconnected(sid, handshake, reason, rooms)  # after_disconnect

@@ -256,6 +256,8 @@ class Gateway:
         if conn is None:
             return False
         conn.evict()
+        # its subject goes now, not after the linger: the new holder answers for it
+        self.socket_interest.unwant(sid, now=True)
         await self.socket_disconnected(sid)
         if self.on_evicted is not None:
             self.on_evicted(sid)

@@ -146,6 +146,8 @@ class Recovery:
             return Lookup(None, None)
         if not is_pid(claim.pid):
             return Lookup(None, REASON_UNKNOWN)
+        if self.store.ended(claim.pid):  # said goodbye here a moment ago
+            return Lookup(None, REASON_EXPIRED)
         try:
             session = await self.store.get(claim.pid)
         except Exception as exc:  # NATS away, a JetStream error: no recovery this time

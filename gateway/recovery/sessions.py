@@ -137,6 +137,8 @@ class _Tracked:
     revision: int | None
     """What our last write returned; None: not written yet (created, not updated)."""
     live: bool = True
+    ended: bool = False
+    """Closed for good (the client or the server said goodbye): deleted, not kept."""
     dirty_at: float | None = None
     """When it first changed since its last write (None: clean)."""
     writing: bool = False
@@ -188,6 +190,8 @@ class SessionStore:
         self._dirty: dict[str, None] = {}
         """Sids waiting for a write, oldest change first (an ordered set)."""
         self._refresh: list[tuple[float, str]] = []
+        self._ending: set[str] = set()
+        """Pids of sessions ended here whose record is not deleted yet."""
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self._warnings = Throttled(log)
@@ -273,16 +277,30 @@ class SessionStore:
                 t.rooms.pop(room, None)
             self._mark(sid)
 
-    def closed(self, sid: str) -> None:
-        """The socket went: its record says so (live: false) and stays until the TTL."""
+    def closed(self, sid: str, *, recoverable: bool = True) -> None:
+        """The socket went: its record says so (live: false) and stays until the TTL;
+        not `recoverable` (a goodbye, as Socket.IO 4 counts it), the record is deleted."""
         t = self._tracked.get(sid)
         if t is not None and t.live:
             t.live = False
+            t.ended = not recoverable
+            if t.ended:
+                self._ending.add(t.pid)
             self._mark(sid)
+            if not t.writing:  # at once: the client may be back within milliseconds
+                self._dirty.pop(sid, None)
+                self._start(sid, t)
+
+    def ended(self, pid: str) -> bool:
+        """Whether a local socket with this pid said goodbye (its record may not be
+        deleted yet)."""
+        return pid in self._ending
 
     def forget(self, sid: str) -> None:
         """Taken over elsewhere: nothing more is written for it."""
-        self._tracked.pop(sid, None)
+        t = self._tracked.pop(sid, None)
+        if t is not None:
+            self._ending.discard(t.pid)
         self._dirty.pop(sid, None)
 
     def pid_of(self, sid: str) -> str | None:
@@ -331,20 +349,27 @@ class SessionStore:
             if t.dirty_at is not None and not flush and now - t.dirty_at < COALESCE_S:
                 break  # oldest change first: the rest changed later still
             del self._dirty[sid]
-            t.dirty_at = None
-            t.writing = True
             started += 1
-            task = asyncio.ensure_future(self._write(sid, t))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._start(sid, t)
         return started
+
+    def _start(self, sid: str, t: _Tracked) -> None:
+        t.dirty_at = None
+        t.writing = True
+        task = asyncio.ensure_future(self._write(sid, t))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _write(self, sid: str, t: _Tracked) -> None:
         record = SessionRecord(
             sid, t.rooms, t.data, self._epoch(), self._gw, t.live, self._wall()
         ).encode()
         try:
-            if t.revision is None:
+            if t.ended:
+                if t.revision is not None:
+                    await self._kv.delete(t.pid, last=t.revision)
+                revision = t.revision
+            elif t.revision is None:
                 revision = await self._kv.create(t.pid, record)
             else:
                 revision = await self._kv.update(t.pid, record, last=t.revision)
@@ -371,6 +396,7 @@ class SessionStore:
             return
         if not t.live and t.dirty_at is None:
             del self._tracked[sid]  # its last word is written; the TTL ends it
+            self._ending.discard(t.pid)
             return
         t.refresh_at = self._clock() + self._refresh_s
         heapq.heappush(self._refresh, (t.refresh_at, sid))

@@ -134,6 +134,10 @@ class NodeClient:
     def received(self) -> list[dict[str, Any]]:
         return [s for s in self.steps if s["step"] == "event"]
 
+    def command(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd.encode() + b"\n")
+
     async def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
@@ -291,6 +295,50 @@ async def test_v4_recovers_on_another_gateway_after_a_sigkill(
     assert back == {"step": "connect", "id": first["id"], "recovered": True}
     await publish(publisher, js, "chat", 4)
     assert numbers(await client.events(4)) == [1, 2, 3, 4]
+
+
+async def test_v4_recovers_on_another_gateway_after_a_drain(
+    gateway_factory: Callable[..., GatewayProcess],
+    proxies: Callable[[int], Any],
+    node_clients: Callable[..., Any],
+    publisher: Publisher,
+    js: JetStreamContext,
+) -> None:
+    gwa = gateway_factory("gwa", **HISTORY)
+    gwb = gateway_factory("gwb", **HISTORY)
+    proxy = await proxies(gwa.port)
+    client = await node_clients(proxy.url, "v4")
+    first = await client.next("connect")
+    await joined(publisher, first["id"])
+    proxy.down = True
+    gwa.proc.send_signal(signal.SIGTERM)  # a rolling restart: 1001 to every client
+    assert await asyncio.to_thread(gwa.proc.wait, 20) == 0
+    await client.next("disconnect")
+    await publish(publisher, js, "chat", 1)
+    proxy.target = gwb.port
+    proxy.down = False
+    back = await client.next("connect")
+    assert back == {"step": "connect", "id": first["id"], "recovered": True}
+    await publish(publisher, js, "chat", 2)
+    assert numbers(await client.events(2)) == [1, 2]
+
+
+async def test_v4_said_goodbye_so_its_next_connect_is_fresh(
+    gateway_factory: Callable[..., GatewayProcess],
+    proxies: Callable[[int], Any],
+    node_clients: Callable[..., Any],
+    publisher: Publisher,
+) -> None:
+    """As Socket.IO 4: the client's own disconnect() ends the session."""
+    gwa = gateway_factory("gwa", **HISTORY)
+    proxy = await proxies(gwa.port)
+    client = await node_clients(proxy.url, "v4")
+    first = await client.next("connect")
+    await joined(publisher, first["id"])
+    client.command("bounce")
+    back = await client.next("connect")
+    assert back["recovered"] is False
+    assert back["id"] != first["id"]
 
 
 async def test_v4_gets_a_fresh_session_when_the_window_has_passed(

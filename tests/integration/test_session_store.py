@@ -94,6 +94,20 @@ async def test_a_session_is_written_coalesced_and_read_back(
         await eventually(closed)
         assert len(store) == 0  # its last word written: nothing more to do
         assert await store.get(new_pid()) is None
+
+        ended = new_pid()  # a goodbye (client or server disconnect): nothing to recover
+        store.track("s2", ended, data=None, rooms={}, revision=None)
+
+        async def made() -> bool:
+            return await store.get(ended) is not None
+
+        await eventually(made)
+        store.closed("s2", recoverable=False)
+
+        async def deleted() -> bool:
+            return await store.get(ended) is None
+
+        await eventually(deleted)
     finally:
         await store.stop()
 

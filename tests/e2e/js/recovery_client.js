@@ -14,7 +14,8 @@
 // Prints one JSON object per line: {"step":"connect","id","recovered"} on every
 // (re)connect, {"step":"session",...} for the add-on's sailcast:session,
 // {"step":"event","event","args"} for every event in arrival order, and
-// {"step":"disconnect","reason"}. Exits when stdin closes.
+// {"step":"disconnect","reason"}. Reads commands from stdin, one a line ("bounce": v4
+// only, `socket.disconnect()` then `socket.connect()`); exits when stdin closes.
 
 const http = require('http');
 
@@ -51,7 +52,13 @@ function startV4() {
   socket.onAny(function (event) {
     out('event', { event: event, args: Array.prototype.slice.call(arguments, 1) });
   });
-  return function () { socket.disconnect(); };
+  return {
+    stop: function () { socket.disconnect(); },
+    bounce: function () {  // a goodbye, then a connect of the same socket
+      socket.disconnect();
+      setTimeout(function () { socket.connect(); }, 50);
+    },
+  };
 }
 
 async function startSails(addon) {
@@ -83,14 +90,24 @@ async function startSails(addon) {
       out('event', { event: name, args: Array.prototype.slice.call(arguments) });
     });
   });
-  return function () { socket.disconnect(); };
+  return { stop: function () { socket.disconnect(); }, bounce: null };
 }
 
 (async function main() {
-  const stop = stack === 'v4' ? startV4() : await startSails(stack === 'sails-addon');
-  process.stdin.resume();
+  const client = stack === 'v4' ? startV4() : await startSails(stack === 'sails-addon');
+  let pending = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', function (chunk) {  // one command a line: "bounce"
+    pending += chunk;
+    let nl;
+    while ((nl = pending.indexOf('\n')) !== -1) {
+      const cmd = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      if (cmd && client[cmd]) { client[cmd](); }
+    }
+  });
   process.stdin.on('end', function () {
-    stop();
+    client.stop();
     setTimeout(function () { process.exit(0); }, 50);
   });
 })().catch(function (err) {
