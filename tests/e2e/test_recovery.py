@@ -16,10 +16,12 @@ import contextlib
 import json
 import shutil
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 import nats
 import pytest
 import pytest_asyncio
@@ -113,7 +115,12 @@ class NodeClient:
         """The next line of kind `step`; the lines before it are kept in `steps`."""
         assert self.proc.stdout is not None
         while True:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), STEP_TIMEOUT_S)
+            try:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), STEP_TIMEOUT_S)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no {step!r} in {STEP_TIMEOUT_S}s: {self.steps[-8:]}"
+                ) from None
             if not line:
                 err = await self.proc.stderr.read() if self.proc.stderr else b""
                 raise AssertionError(f"client exited: {self.steps[-5:]} {err.decode()[-2000:]}")
@@ -168,7 +175,7 @@ async def node_clients() -> AsyncIterator[Callable[..., Any]]:
     made: list[NodeClient] = []
     node = shutil.which("node")
 
-    async def start(url: str, stack: str, events: str = "m") -> NodeClient:
+    async def start(url: str, stack: str, events: str = "m", token: str = "") -> NodeClient:
         if node is None or not (JS_DIR / "node_modules" / "socket.io-client-v4").is_dir():
             pytest.fail("the npm clients are missing: run `bash tests/e2e/setup.sh` (needs node)")
         proc = await asyncio.create_subprocess_exec(
@@ -177,6 +184,7 @@ async def node_clients() -> AsyncIterator[Callable[..., Any]]:
             url,
             stack,
             events,
+            *([token] if token else []),
             cwd=JS_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -266,6 +274,8 @@ async def test_v4_recovers_id_rooms_and_missed_events_in_order(
     assert gwb.metric('sailcast_gateway_recoveries_total{outcome="recovered",reason="ok"}') == 1
     if where == "other_unnoticed":  # the old connection was evicted by gwb's takeover
         assert gwa.metric("sailcast_gateway_connections") == 0
+        evicted = 'sailcast_gateway_control_requests_total{kind="evict",outcome="ok"}'
+        assert gwa.metric(evicted) == 1
 
 
 async def test_v4_recovers_on_another_gateway_after_a_sigkill(
@@ -414,6 +424,79 @@ async def test_v4_gets_a_fresh_session_when_the_replay_is_over_its_bound(
         gwa.metric('sailcast_gateway_recoveries_total{outcome="fresh",reason="replay_too_large"}')
         == 1
     )
+
+
+async def test_v4_gets_a_fresh_session_when_its_history_was_trimmed(
+    gateway_factory: Callable[..., GatewayProcess],
+    proxies: Callable[[int], Any],
+    node_clients: Callable[..., Any],
+    publisher: Publisher,
+    js: JetStreamContext,
+) -> None:
+    gwa = gateway_factory("gwa", history="chat*=3/2m", history_storage="memory")
+    proxy = await proxies(gwa.port)
+    client = await node_clients(proxy.url, "v4")
+    first = await client.next("connect")
+    await joined(publisher, first["id"])
+    await away(proxy, client)
+    for n in range(5):  # the room keeps 3: two were pushed out
+        await publish(publisher, js, "chat", n)
+    proxy.down = False
+    back = await client.next("connect")
+    assert back["recovered"] is False
+    fresh = gwa.metrics()
+    assert (
+        sum(
+            v
+            for k, v in fresh.items()
+            if k.startswith('sailcast_gateway_recoveries_total{outcome="fresh"')
+            and ("history_trimmed" in k or "history_exceeded" in k)
+        )
+        == 1
+    )
+    await asyncio.sleep(0.3)
+    assert client.received() == []  # nothing of a partial replay
+
+
+def token(secret: str, ttl_s: float) -> str:
+    return str(jwt.encode({"sub": "u7", "exp": int(time.time() + ttl_s)}, secret, "HS256"))
+
+
+@pytest.mark.parametrize("skip_hook", [False, True])
+async def test_the_connect_check_runs_on_recovery_unless_told_not_to(
+    gateway_factory: Callable[..., GatewayProcess],
+    proxies: Callable[[int], Any],
+    node_clients: Callable[..., Any],
+    publisher: Publisher,
+    skip_hook: bool,
+) -> None:
+    """A token valid at connect and expired by the reconnect: the check refuses the
+    recovery (by default), or is not asked (--recovery-skip-connect-hook)."""
+    secret = "a-32-byte-or-longer-secret-for-the-recovery-test"
+    gwa = gateway_factory(
+        "gwa",
+        before_connect="jwt",
+        jwt_secret=secret,
+        jwt_leeway_s=0,
+        recovery_skip_connect_hook=str(skip_hook).lower(),
+        **HISTORY,
+    )
+    proxy = await proxies(gwa.port)
+    client = await node_clients(proxy.url, "v4", "m", token(secret, 2.0))
+    first = await client.next("connect")
+    await joined(publisher, first["id"])
+    await away(proxy, client)
+    await asyncio.sleep(2.5)  # the token expires
+    proxy.down = False
+    if skip_hook:
+        back = await client.next("connect")
+        assert back == {"step": "connect", "id": first["id"], "recovered": True}
+    else:
+        refused = await client.next("connect_error")
+        while refused["message"] in ("websocket error", "timeout"):  # proxy down
+            refused = await client.next("connect_error")
+        assert refused["message"] == "Unauthorized: token expired"
+        assert [s for s in client.steps if s["step"] == "connect"] == [first]
 
 
 # -- sails.io.js -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // One long-lived npm client that reconnects by itself, driven by
 // tests/e2e/test_recovery.py (the test cuts its connection through a TCP proxy).
 //
-//   node recovery_client.js <url> <stack> <events>
+//   node recovery_client.js <url> <stack> <events> [<token>]
 //
 // stack:
 //   v4            socket.io-client 4 (its own connection-state recovery)
@@ -10,6 +10,7 @@
 //                 serves at /sailcast/recovery.js (fetched from <url>, as a page would)
 //   sails-stock   sails.io.js 1.2.1 + socket.io-client 2.0.3, nothing else
 // events: comma-separated event names to listen to (sails.io.js has no catch-all).
+// token: v4 only, sent as auth {token} (the before-connect JWT check).
 //
 // Prints one JSON object per line: {"step":"connect","id","recovered"} on every
 // (re)connect, {"step":"session",...} for the add-on's sailcast:session,
@@ -19,7 +20,7 @@
 
 const http = require('http');
 
-const [url, stack, eventList] = process.argv.slice(2);
+const [url, stack, eventList, token] = process.argv.slice(2);
 const events = eventList.split(',').filter(Boolean);
 const SDK_QUERY = '__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript';
 const RECONNECT = { reconnectionDelay: 100, reconnectionDelayMax: 300 };
@@ -44,7 +45,10 @@ function fetchText(target) {
 
 function startV4() {
   const { io } = require('socket.io-client-v4');
-  const socket = io(url, Object.assign({ transports: ['websocket'], query: SDK_QUERY }, RECONNECT));
+  const options = { transports: ['websocket'], query: SDK_QUERY };
+  if (token) { options.auth = { token: token }; }
+  const socket = io(url, Object.assign(options, RECONNECT));
+  socket.on('connect_error', function (err) { out('connect_error', { message: err.message }); });
   socket.on('connect', function () {
     out('connect', { id: socket.id, recovered: socket.recovered });
   });
