@@ -151,9 +151,9 @@ class HistoryFeed:
         self._subjects = subjects
         self._deliver = deliver
         self._metrics = metrics
-        self._hold_max_messages = hold_max_messages
-        self._hold_max_bytes = hold_max_bytes
-        self._retry_delays_s = retry_delays_s
+        self.hold_max_messages = hold_max_messages
+        self.hold_max_bytes = hold_max_bytes
+        self.retry_delays_s = retry_delays_s
         self._wall = wall_clock
         self._epoch = stream.epoch
         self._last: dict[str, int] = {}
@@ -163,6 +163,8 @@ class HistoryFeed:
         self._held_bytes = 0
         self._paused = False
         self._repairing: asyncio.Task[None] | None = None
+        self._current: _Held | None = None
+        """The message whose gap is being repaired (it counts as held)."""
         self._skip: dict[str, int] = {}
         self._skip_max = 0
         self._warnings = Throttled(log)
@@ -252,14 +254,16 @@ class HistoryFeed:
     # -- the live path ---------------------------------------------------------------
     def offer(self, room: str, data: bytes, seq: int, prev: int) -> None:
         """One history message from the broker (inline in its reader)."""
-        if self._paused:
-            self._hold(_Held(room, data, seq, prev))
-            return
         item = _Held(room, data, seq, prev)
+        if self._paused:
+            self._hold(item)
+            return
         if self._step(item):
             return
-        self._paused = True
-        self._repairing = asyncio.ensure_future(self._repair_loop(item))
+        self._paused = True  # a gap: this message waits first in the hold
+        self._held.append(item)
+        self._held_bytes += len(data)
+        self._repairing = asyncio.ensure_future(self._repair_loop())
 
     def unskipped(self, sids: Collection[str], seq: int) -> Collection[str]:
         """Recipients of the live message at `seq`, without the sockets that got it in
@@ -295,8 +299,8 @@ class HistoryFeed:
 
     @property
     def holding(self) -> int:
-        """Messages held behind a repair now."""
-        return len(self._held)
+        """Messages waiting for a repair now (the one that revealed it included)."""
+        return len(self._held) + (self._current is not None)
 
     # -- internals -------------------------------------------------------------------
     def _step(self, item: _Held) -> bool:
@@ -323,8 +327,8 @@ class HistoryFeed:
 
     def _hold(self, item: _Held) -> None:
         size = len(item.data)
-        if len(self._held) >= self._hold_max_messages or (
-            self._held_bytes + size > self._hold_max_bytes
+        if self.holding >= self.hold_max_messages or (
+            self._held_bytes + size > self.hold_max_bytes
         ):
             self._metrics.drops.labels("history_hold_full").inc()
             self._warnings.warning(
@@ -334,17 +338,18 @@ class HistoryFeed:
         self._held.append(item)
         self._held_bytes += size
 
-    async def _repair_loop(self, item: _Held) -> None:
-        """Repair the gap `item` revealed, then work through what was held meanwhile
-        (which may reveal more gaps), then resume the live path."""
+    async def _repair_loop(self) -> None:
+        """Repair the gap the first held message revealed, then work through what was
+        held meanwhile (which may reveal more gaps), then resume the live path."""
         try:
-            await self._repair(item)
             held = self._held
             while held:
                 nxt = held.popleft()
                 self._held_bytes -= len(nxt.data)
                 if not self._step(nxt):
+                    self._current = nxt
                     await self._repair(nxt)
+                    self._current = None
         except asyncio.CancelledError:
             raise
         except Exception:  # never leave the pipeline paused
@@ -353,6 +358,7 @@ class HistoryFeed:
                 nxt = self._held.popleft()
                 self._hand_on(nxt.room, nxt.data, nxt.seq)
         finally:
+            self._current = None
             self._held_bytes = 0
             self._paused = False
             self._repairing = None
@@ -365,9 +371,9 @@ class HistoryFeed:
         subject = self._subjects.history(room)
         wanted = item.prev
         error: str | None = None
-        for attempt in range(len(self._retry_delays_s) + 1):
+        for attempt in range(len(self.retry_delays_s) + 1):
             if attempt:
-                await asyncio.sleep(self._retry_delays_s[attempt - 1])
+                await asyncio.sleep(self.retry_delays_s[attempt - 1])
             try:
                 while last < wanted:
                     page = await self._reader.after(
