@@ -28,6 +28,7 @@ from gateway.engine import (
     HandshakeRequest,
 )
 from gateway.fd_reserve import FD_RESERVE, FdReserve
+from gateway.history.stream import HistoryStream
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
@@ -71,6 +72,8 @@ class GatewayApp:
         )
         self.gateway: Gateway | None = None
         self.broker: NatsBroker | None = None
+        self.history_stream: HistoryStream | None = None
+        self._history_refresh: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
         self._servers: list[asyncio.Server] = []
         self.port = 0
@@ -96,7 +99,9 @@ class GatewayApp:
         )
 
         self.broker = await self._connect_nats()
-        self.gateway = Gateway(s, self.broker, self.metrics)
+        if s.history.enabled:
+            self.history_stream = await self._ensure_history(self.broker)
+        self.gateway = Gateway(s, self.broker, self.metrics, history_stream=self.history_stream)
         await self.gateway.start()
         self.metrics.nats_connected.set(1)
         # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)
@@ -165,6 +170,16 @@ class GatewayApp:
                 log.error("NATS unreachable, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_NATS_RETRY_S)
+
+    async def _ensure_history(self, broker: NatsBroker) -> HistoryStream:
+        """Create or reconcile the history stream (TransportError naming JetStream when
+        it cannot: the gateway does not start half-configured), then keep it read."""
+        s = self.settings
+        stream = await HistoryStream.ensure(broker.client, s.subjects, s.history)
+        self.metrics.history_stream_messages.set_function(lambda: stream.messages)
+        self.metrics.history_stream_bytes.set_function(lambda: stream.bytes)
+        self._history_refresh = asyncio.create_task(stream.keep_fresh(), name="history-refresh")
+        return stream
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -346,6 +361,9 @@ class GatewayApp:
         self.engine.close()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self._history_refresh is not None:
+            self._history_refresh.cancel()
+            await asyncio.gather(self._history_refresh, return_exceptions=True)
         if self.api_publisher is not None:
             await self.api_publisher.close()
         if self.broker is not None:

@@ -11,7 +11,7 @@ import orjson
 
 from gateway import logs
 from gateway.settings import from_argv
-from shared.errors import ConfigError
+from shared.errors import ConfigError, TransportError
 from shared.version import __version__
 
 USAGE = """usage: sailcast {gateway,worker,dev,version} [options]
@@ -58,8 +58,12 @@ def run_gateway(argv: Sequence[str]) -> None:
     logs.configure(settings.logs)
     from gateway.app import serve
 
-    with contextlib.suppress(KeyboardInterrupt):
-        _run(serve(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(serve(settings))
+    except TransportError as exc:  # at start only: the history stream (JetStream)
+        sys.stderr.write(f"sailcast gateway: {exc}\n")
+        raise SystemExit(1) from None
 
 
 def _run(coro: object) -> None:

@@ -156,6 +156,13 @@ class GatewayMetrics:
         )
         self.nats_connected = Gauge(p + "nats_connected", "1 while NATS is connected", registry=r)
         self.ready = Gauge(p + "ready", "1 while /readyz answers 200", registry=r)
+        # the history stream (gateway/history/stream.py), as last read (every ~10 s)
+        self.history_stream_messages = Gauge(
+            p + "history_stream_messages", "Messages in the history stream", registry=r
+        )
+        self.history_stream_bytes = Gauge(
+            p + "history_stream_bytes", "Bytes in the history stream", registry=r
+        )
         # virtual requests and connection hooks (gateway/vrequests.py, gateway/auth.py)
         self.virtual_requests = Counter(
             p + "virtual_requests_total",

@@ -64,7 +64,7 @@ NO_HISTORY: Final = "no_history"
 HISTORY_UNAVAILABLE: Final = "history_unavailable"
 
 
-class StreamView(Protocol):
+class StreamLike(Protocol):
     """What the feed reads of the history stream (gateway.history.stream.HistoryStream)."""
 
     @property
@@ -135,7 +135,7 @@ def with_offset(args: bytes, offset: str) -> bytes:
 class HistoryFeed:
     def __init__(
         self,
-        stream: StreamView,
+        stream: StreamLike,
         reader: StoredReader,
         subjects: Subjects,
         deliver: Deliver,
@@ -495,6 +495,6 @@ __all__ = [
     "RecoveryRefused",
     "Replay",
     "StoredReader",
-    "StreamView",
+    "StreamLike",
     "with_offset",
 ]
