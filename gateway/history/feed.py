@@ -53,6 +53,8 @@ FETCH_RETRY_DELAYS_S: Final = (0.05, 0.25, 1.0)
 """Waits before the 2nd, 3rd and 4th attempt of a repair fetch."""
 FETCH_PAGE_BYTES: Final = 1024 * 1024
 """max_bytes of one batched Direct Get."""
+EPOCH_CHECK_S: Final = 1.0
+"""At most one stream re-read per this many seconds when positions go back."""
 REPLAY_PASSES_MAX: Final = 8
 """Catch-up passes of a replay before it gives up (`history_unavailable`)."""
 
@@ -80,6 +82,9 @@ class StreamLike(Protocol):
     def max_msgs_per_subject(self) -> int: ...
 
     async def first_seq(self) -> int: ...
+
+    async def refresh(self) -> bool:
+        """Read the stream again; True when its epoch changed (it was recreated)."""
 
 
 class StoredReader(Protocol):
@@ -167,6 +172,8 @@ class HistoryFeed:
         """The message whose gap is being repaired (it counts as held)."""
         self._skip: dict[str, int] = {}
         self._skip_max = 0
+        self._epoch_check: asyncio.Task[None] | None = None
+        self._epoch_checked_at = -EPOCH_CHECK_S
         self._warnings = Throttled(log)
 
     # -- recovery API ----------------------------------------------------------------
@@ -292,10 +299,10 @@ class HistoryFeed:
             log.warning("history stream state unavailable at start: %s", exc)
 
     async def stop(self) -> None:
-        task = self._repairing
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._repairing, self._epoch_check):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     @property
     def holding(self) -> int:
@@ -313,6 +320,7 @@ class HistoryFeed:
                     self._reset()
                     return self._step(item)
                 self._metrics.history_duplicates.inc()
+                self._check_epoch_soon()
                 return True
             if item.prev > last:
                 return False
@@ -471,6 +479,28 @@ class HistoryFeed:
             replay.items.append((seq, msg.args))
             replay.size += len(msg.args)
         return replay
+
+    def _check_epoch_soon(self) -> None:
+        """Positions going back may mean a recreated stream, whose new epoch the
+        periodic refresh would only see seconds later: ask now (at most once a second;
+        duplicates are rare, so this costs nothing in steady state)."""
+        now = time.monotonic()
+        if self._epoch_check is not None or now - self._epoch_checked_at < EPOCH_CHECK_S:
+            return
+        self._epoch_checked_at = now
+        self._epoch_check = asyncio.ensure_future(self._check_epoch())
+
+    async def _check_epoch(self) -> None:
+        try:
+            await self._stream.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("history stream not re-read after positions went back: %s", exc)
+        finally:
+            self._epoch_check = None
+        if self._stream.epoch != self._epoch:
+            self._reset()
 
     def _reset(self) -> None:
         log.warning(

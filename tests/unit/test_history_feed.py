@@ -63,6 +63,9 @@ class FakeStream:
         self.gate: asyncio.Event | None = None
         """While set to an unset event, the next read waits for it (once)."""
         self.reads = 0
+        self.refreshes = 0
+        self.next_epoch = EPOCH
+        """What the next `refresh` reads (the epoch of the stream on the server)."""
 
     def store(self, room: str, body: bytes, *, at: float | None = None) -> tuple[int, int]:
         subject = S.history(room)
@@ -81,6 +84,19 @@ class FakeStream:
 
     async def first_seq(self) -> int:
         return self.first
+
+    async def refresh(self) -> bool:
+        self.refreshes += 1
+        changed, self.epoch = self.epoch != self.next_epoch, self.next_epoch
+        return changed
+
+    def recreate(self) -> None:
+        """The stream deleted and created again: positions start over, new epoch."""
+        self.messages.clear()
+        self._last_on.clear()
+        self.seq = 0
+        self.first = 1
+        self.next_epoch = "e2"
 
     async def last_seq(self) -> int:
         return self.seq
@@ -484,3 +500,17 @@ async def test_replay_catches_up_with_what_the_live_path_handed_on_meanwhile(
     assert isinstance(replay, Replay)
     assert [s for s, _ in replay.items] == published
     assert replay.upto == published[0]
+
+
+async def test_a_recreated_stream_is_noticed_when_positions_go_back(bench: Bench) -> None:
+    a = await bench.connect("a", 4, "chat")
+    for i in range(3):
+        await bench.publish("chat", "m", i)
+    bench.stream.recreate()
+    await bench.publish("chat", "m", 3)  # position 1 again: dropped, the stream re-read
+    await settle()
+    assert bench.stream.refreshes == 1
+    assert bench.feed.epoch == "e2"
+    s = await bench.publish("chat", "m", 4)
+    assert received(a)[-1] == ["m", 4, f"e2:{s}"]
+    assert [r[1] for r in received(a)] == [0, 1, 2, 4]
