@@ -13,10 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 import socketio
 
 from publisher import SyncPublisher
+from shared.history import METADATA_KEY, stream_name
+from shared.subjects import Subjects
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +128,17 @@ async def test_dev_serves_a_client_and_ctrl_c_stops_everything(dev: Dev) -> None
         finally:
             pub.close()
         assert await asyncio.wait_for(got.get(), 10) == {"from": "worker"}
+        # ... through the history stream: `sailcast dev` keeps history for every room
+        nc = await nats.connect(nats_url)
+        try:
+            own = Subjects(f"dev{os.getpid()}").history(str(client.get_sid()))
+            info = await nc.jetstream().stream_info(
+                stream_name(f"dev{os.getpid()}"), subjects_filter=own
+            )
+        finally:
+            await nc.close()
+        assert (info.config.metadata or {})[METADATA_KEY] == "*=100/2m"
+        assert info.state.subjects == {own: 1}
     finally:
         await client.disconnect()
 
