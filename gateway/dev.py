@@ -1,6 +1,7 @@
-"""`sailcast dev`: everything on one laptop — an embedded nats-server, one gateway on
-127.0.0.1:1337 serving the live demo page, and the demo worker (publisher.demo) —
-with instructions for connecting a client."""
+"""`sailcast dev`: everything on one laptop — an embedded nats-server (with JetStream),
+one gateway on 127.0.0.1:1337 serving the live demo page, with history on for every room
+(`--history '*=100/2m'`, so a reconnecting client recovers what it missed), and the demo
+worker (publisher.demo) — with instructions for connecting a client."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import orjson
 
@@ -22,10 +24,14 @@ from gateway.settings import LogSettings, option
 
 log = logging.getLogger("sailcast.dev")
 
+DEV_HISTORY: Final = "*=100/2m"
+"""Every room keeps its last 100 messages for 2 minutes: recovery works out of the box."""
+
 HELP_TEXT = """
 Sailcast dev stack is up.
   Demo     http://{host}:{port}/  (open it in two windows: a shared list, edited live)
-  NATS     {nats}
+  NATS     {nats}  (JetStream)
+  History  {history}  (rooms=messages/age kept for recovery: docs/recovery.md)
   Gateway  http://{host}:{port}/socket.io/  (sails.io.js, Socket.IO v2 and v4 clients;
            metrics http://{host}:{mport}/metrics)
 {client_note}
@@ -83,6 +89,13 @@ def main(argv: Sequence[str]) -> None:
         help="port of the embedded nats-server (0 = a free one)",
     )
     p.add_argument("--metrics-port", type=int, default=0, help="ops port (0 = a free one; printed)")
+    history = option("history")
+    p.add_argument(
+        "--history",
+        default=os.environ.get(history.env, DEV_HISTORY),
+        help=f"history rules of the gateway [env {history.env}; default {DEV_HISTORY!r} "
+        "here, '' = no history]",
+    )
     p.add_argument("--no-demo", action="store_true", help="do not start the demo worker")
     args = p.parse_args(list(argv))
     logs.configure(LogSettings())
@@ -93,6 +106,7 @@ def main(argv: Sequence[str]) -> None:
     env[option("nats_url").env] = nats.url
     env[option("static_dir").env] = str(Path(__file__).resolve().parent / "static")
     env[option("sails_io_js").env] = bundle
+    env[history.env] = args.history
     # no load balancer to tell on a laptop: stop at once (a user's setting still wins)
     env.setdefault(option("drain_delay_s").env, "0")
     worker: subprocess.Popen[bytes] | None = None
@@ -129,6 +143,7 @@ def main(argv: Sequence[str]) -> None:
         print(
             HELP_TEXT.format(
                 nats=nats.url,
+                history=args.history or "off",
                 host=args.host,
                 port=ready["port"],
                 mport=ready["metrics_port"],

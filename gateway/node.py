@@ -30,7 +30,7 @@ from gateway.broker import Broker, BrokerEvent
 from gateway.broker.headers import header_int
 from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.fanout import NULL_SUFFIX, Fanout, Variants, last_arg_is_string, offset_suffix
-from gateway.history.feed import HistoryFeed, StoredReader, StreamView
+from gateway.history.feed import HistoryFeed, StoredReader, StreamLike
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -92,7 +92,7 @@ class Gateway:
         *,
         scheduler: Scheduler | None = None,
         clock: Callable[[], float] = time.monotonic,
-        history_stream: StreamView | None = None,
+        history_stream: StreamLike | None = None,
         history_reader: StoredReader | None = None,
     ) -> None:
         self.settings = settings
@@ -674,7 +674,7 @@ class Gateway:
         await self._check_round_trip()
 
 
-def _direct_get(broker: Broker, stream: StreamView) -> StoredReader:
+def _direct_get(broker: Broker, stream: StreamLike) -> StoredReader:
     """The production reader: batched Direct Gets on the broker's own NATS connection."""
     from gateway.broker.nats_broker import NatsBroker
     from gateway.history.direct_get import DirectGet

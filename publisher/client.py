@@ -19,6 +19,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from publisher.hold import DEFAULT_HOLD_MAX_BYTES, DEFAULT_HOLD_TIMEOUT_S, OutageHold
 from publisher.models.model import Model
 from publisher.stats import PublisherStats
+from publisher.stored import StoredPublishing
 from shared.config import NatsSettings, parse_servers
 from shared.control import (
     Applied,
@@ -44,6 +45,7 @@ from shared.errors import (
     PublisherClosed,
     TransportError,
 )
+from shared.history import HistoryRules
 from shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,13 @@ class Publisher:
         self._release: asyncio.Task[None] | None = None
         self._inbox = ""
         self.sockets = Sockets(self)
+        self._stored = StoredPublishing(
+            nc,
+            prefix=prefix,
+            timeout_s=request_timeout_s,
+            stats=stats,
+            apply=self.sockets.use_history,
+        )
 
     @classmethod
     async def connect(
@@ -188,6 +197,8 @@ class Publisher:
         except Exception as exc:
             await _close_quietly(nc)
             raise TransportError(f"cannot subscribe to the gateways' heartbeats: {exc}") from exc
+        await pub._stored.read_rules()  # which rooms keep history (publisher/stored.py)
+        pub._stored.start()
         built.append(pub)
         return pub
 
@@ -206,6 +217,12 @@ class Publisher:
     def known_gateways(self) -> list[str]:
         """The gateways heard from lately: the ones an outage hold would wait for."""
         return self._hold.gateways()
+
+    @property
+    def history_rules(self) -> HistoryRules:
+        """The rooms whose broadcasts are stored (read from the history stream the
+        gateways keep; empty: no stream, every room on the core path)."""
+        return self._stored.rules
 
     @property
     def failed_total(self) -> int:
@@ -232,6 +249,7 @@ class Publisher:
         if self._closed:
             return
         self._closed = True
+        self._stored.stop()
         if self._hold.active:
             await self._hold.wait_released(self._hold.timeout_s)
             if self._release is not None:
@@ -296,6 +314,7 @@ class Publisher:
         await self._nc.subscribe(self._inbox, cb=on_answer)
 
     def _reconnected(self) -> None:
+        self._stored.reread_soon()
         if self._release is not None:
             self._release.cancel()
         if self._hold.active:
@@ -357,6 +376,15 @@ class Publisher:
             self.stats.error(kind)
             raise TransportError(f"publish failed ({kind}): {exc}") from exc
         self.stats.published(kind)
+
+    async def publish_stored(
+        self, subject: str, body: bytes, kind: str, headers: dict[str, str]
+    ) -> None:
+        """A history room's message: stored through JetStream, returning once confirmed
+        (not held through an outage: publisher/stored.py says why)."""
+        if self._closed:
+            raise PublisherClosed("this publisher was closed")
+        await self._stored.publish(subject, body, kind, headers)
 
     async def ask_socket(self, socket_id: str, req: SocketRequest) -> Done | RoomsOf:
         """Ask the gateway holding socket_id; NoSuchSocket at once if none does."""

@@ -36,6 +36,7 @@ from shared.envelope import (
     encode_data,
 )
 from shared.errors import InvalidRoomName, LimitExceeded, UsageError
+from shared.history import HistoryRules
 from shared.subjects import Subjects, check_socket_id, room_token
 
 ROOM_SUBJECT_CACHE: Final = 65536
@@ -48,6 +49,11 @@ DEFAULT_EVENT: Final = "message"
 """Sails' `sails.sockets.DEFAULT_EVENT_NAME`."""
 
 OneOrMany = str | Iterable[str]
+Outgoing = tuple[str, bytes, dict[str, str] | None]
+"""One message to send: (subject, body, headers). Headers None: a core publish; a dict
+(empty without a msg_id): a history room's copy, stored through JetStream
+(publisher/stored.py)."""
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
 
 
 def as_rooms(rooms: OneOrMany, what: str = "rooms") -> list[str]:
@@ -84,6 +90,12 @@ def _shown(value: object) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def _check_msg_id(msg_id: object) -> None:
+    """A msg_id travels as a NATS header value: one non-empty line."""
+    if not isinstance(msg_id, str) or not msg_id or "\r" in msg_id or "\n" in msg_id:
+        raise UsageError(f"msg_id must be a non-empty one-line string, got {_shown(msg_id)}")
+
+
 def as_socket_ids(ids: OneOrMany | None) -> list[str]:
     if ids is None:
         return []
@@ -110,6 +122,10 @@ class Wire(Protocol):
 
     async def publish_raw(self, subject: str, body: bytes, kind: str) -> None: ...
 
+    async def publish_stored(
+        self, subject: str, body: bytes, kind: str, headers: dict[str, str]
+    ) -> None: ...
+
     async def ask_socket(self, socket_id: str, req: SocketRequest) -> Done | RoomsOf: ...
 
     async def ask_all_gateways(self, req: ClusterRequest) -> list[Applied]: ...
@@ -119,6 +135,34 @@ class Sockets:
     def __init__(self, pub: Wire) -> None:
         self._pub = pub
         self._room_subjects: dict[str, str] = {}
+        self._history = HistoryRules()
+        self._history_on = False
+        """Any rule at all: without one, a broadcast does not look rooms up."""
+        self._history_subjects: dict[str, str | None] = {}
+
+    def use_history(self, rules: HistoryRules) -> None:
+        """Route by these rules from now on (the publisher reads them from the history
+        stream: publisher/stored.py); rooms without a rule keep the core path."""
+        if rules != self._history:
+            self._history = rules
+            self._history_subjects = {}
+        self._history_on = bool(rules)
+
+    @property
+    def history_rules(self) -> HistoryRules:
+        return self._history
+
+    def _history_subject(self, name: str) -> str | None:
+        """The history subject of a room with a rule; None: the room keeps no history."""
+        try:
+            return self._history_subjects[name]
+        except KeyError:
+            pass
+        subject = self._pub.subjects.history(name) if self._history.rule_for(name) else None
+        if len(self._history_subjects) >= ROOM_SUBJECT_CACHE:
+            self._history_subjects.clear()
+        self._history_subjects[name] = subject
+        return subject
 
     def _room_subject(self, name: str) -> str:
         """The room's subject (checking the name), kept for the rooms a worker uses
@@ -171,20 +215,36 @@ class Sockets:
         data: Any = None,
         *,
         omit: OneOrMany | None = None,
-    ) -> list[tuple[str, bytes]]:
-        """Validate and encode a broadcast: the (subject, body) pairs to publish. Pure,
-        so every caller mistake raises here, before anything is sent. Below
-        MULTI_ROOM_MIN_ROOMS rooms, a copy per room subject; from there on, one message
-        on the multi-room subject."""
+        msg_id: str | None = None,
+    ) -> list[Outgoing]:
+        """Validate and encode a broadcast: the messages to publish. Pure, so every
+        caller mistake raises here, before anything is sent. Below MULTI_ROOM_MIN_ROOMS
+        rooms, a copy per room subject; from there on, one message on the multi-room
+        subject. A room with a history rule gets its own copy on its history subject
+        instead (`_prepare_with_history`)."""
         event, data = event_and_data(event, data)
+        if msg_id is not None:
+            _check_msg_id(msg_id)
         # one room name is the common case: no list to de-duplicate; the subject
         # encoding checks every name (room_token) exactly once
         kind = KIND_BROADCAST
         if isinstance(rooms, str):
             targets = [rooms]
+            if self._history_on:
+                stored = self._history_subject(rooms)
+                if stored is not None:
+                    return self._prepare_with_history(
+                        targets, [(rooms, stored)], [], event, data, omit, msg_id
+                    )
             subjects = [self._room_subject(rooms)]
         else:
             targets = _unique(rooms, "rooms")
+            if self._history_on:
+                history, core = self._split(targets)
+                if history:
+                    return self._prepare_with_history(
+                        targets, history, core, event, data, omit, msg_id
+                    )
             if len(targets) >= MULTI_ROOM_MIN_ROOMS:  # once, O(R) bytes: docs/protocol.md
                 for room in targets:
                     room_token(room)
@@ -200,11 +260,70 @@ class Sockets:
             omit=as_socket_ids(omit) if omit is not None else (),
             max_bytes=self._pub.max_payload_bytes,
         )
-        return [(subject, body) for subject in subjects]
+        return [(subject, body, None) for subject in subjects]
+
+    def _split(self, targets: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        """(history rooms with their history subjects, the other rooms), in order."""
+        history: list[tuple[str, str]] = []
+        core: list[str] = []
+        for room in targets:
+            stored = self._history_subject(room)
+            if stored is None:
+                core.append(room)
+            else:
+                history.append((room, stored))
+        return history, core
+
+    def _prepare_with_history(
+        self,
+        targets: list[str],
+        history: list[tuple[str, str]],
+        core: list[str],
+        event: str,
+        data: Any,
+        omit: OneOrMany | None,
+        msg_id: str | None,
+    ) -> list[Outgoing]:
+        """A copy per history room on its history subject, each listing every target
+        room, so a gateway's "first room" rule still gives a socket in several of them
+        the message once. The other rooms go as they would alone: a copy per room, or
+        one multi-room message from MULTI_ROOM_MIN_ROOMS of them on. A multi-room
+        message reaches every member of its rooms, so then the copies list those rooms
+        first (their members get it from the multi-room message); otherwise the history
+        rooms come first, so a socket also in a core room gets the stored copy (which a
+        recovery can replay). With a msg_id and several rooms, each copy's id is
+        `<msg_id>:<room>`."""
+        args = encode_args(event, data)
+        now = time.time()
+        omitted = as_socket_ids(omit) if omit is not None else ()
+        limit = self._pub.max_payload_bytes
+        out: list[Outgoing] = []
+        history_rooms = [room for room, _ in history]
+        if len(core) >= MULTI_ROOM_MIN_ROOMS:
+            for room in core:
+                room_token(room)
+            multi = encode_data(
+                KIND_MULTI_ROOM, args, ts=now, rooms=core, omit=omitted, max_bytes=limit
+            )
+            out.append((self._pub.subjects.multi_room, multi, None))
+            order = core + history_rooms
+        else:
+            order = history_rooms + core
+        body = encode_data(KIND_BROADCAST, args, ts=now, rooms=order, omit=omitted, max_bytes=limit)
+        several = len(targets) > 1
+        for room, subject in history:
+            headers = {}
+            if msg_id is not None:
+                headers[MSG_ID_HEADER] = f"{msg_id}:{room}" if several else msg_id
+            out.append((subject, body, headers))
+        if len(core) < MULTI_ROOM_MIN_ROOMS:
+            out.extend((self._room_subject(room), body, None) for room in core)
+        return out
 
     def prepare_blast(
         self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None
-    ) -> list[tuple[str, bytes]]:
+    ) -> list[Outgoing]:
+        """Blasts are never stored: they reach every socket, in no room's history."""
         event, data = event_and_data(event, data)
         body = encode_data(
             KIND_BLAST,
@@ -213,7 +332,7 @@ class Sockets:
             omit=as_socket_ids(omit),
             max_bytes=self._pub.max_payload_bytes,
         )
-        return [(self._pub.subjects.blast, body)]
+        return [(self._pub.subjects.blast, body, None)]
 
     async def broadcast(
         self,
@@ -222,17 +341,29 @@ class Sockets:
         data: Any = None,
         *,
         omit: OneOrMany | None = None,
+        msg_id: str | None = None,
     ) -> None:
         """Send `event` with `data` to every socket in the room(s), once each, except
-        `omit`. A socket id is a room: broadcasting to it messages that socket."""
-        for subject, body in self.prepare_broadcast(rooms, event, data, omit=omit):
-            await self._pub.publish_raw(subject, body, "broadcast")
+        `omit`. A socket id is a room: broadcasting to it messages that socket.
+
+        A room with history (the gateways' `--history` rules) is stored first: this
+        returns once JetStream confirmed it (TransportError if it could not). `msg_id`
+        makes a retry safe: within the duplicate window a message with the same id is
+        stored, and delivered, once (rooms without history ignore it)."""
+        pub = self._pub
+        for subject, body, headers in self.prepare_broadcast(
+            rooms, event, data, omit=omit, msg_id=msg_id
+        ):
+            if headers is None:
+                await pub.publish_raw(subject, body, "broadcast")
+            else:
+                await pub.publish_stored(subject, body, "broadcast", headers)
 
     async def blast(
         self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None
     ) -> None:
         """Send to every connected socket on every gateway, except `omit`."""
-        for subject, body in self.prepare_blast(event, data, omit=omit):
+        for subject, body, _ in self.prepare_blast(event, data, omit=omit):
             await self._pub.publish_raw(subject, body, "blast")
 
     # -- room membership, cluster-wide -----------------------------------------------

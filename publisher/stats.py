@@ -25,6 +25,7 @@ class PublisherStats:
         self._requests: Any = None
         self._errors: Any = None
         self._latency: Any = None
+        self._stored_duplicates: Any = None
         if registry is not None:
             from prometheus_client import Counter, Histogram
 
@@ -44,12 +45,24 @@ class PublisherStats:
             self._latency = Histogram(
                 p + "request_duration_seconds", "Request round trips", ["kind"], registry=registry
             )
+            self._stored_duplicates = Counter(
+                p + "stored_duplicates_total",
+                "Stored publishes JetStream had already stored (a retry with the same msg_id)",
+                ["kind"],
+                registry=registry,
+            )
             registry.register(_Reconnects(self))
 
     def published(self, kind: str) -> None:
         self.messages += 1
         if self._messages is not None:
             self._messages.labels(kind).inc()
+
+    def stored(self, kind: str, *, duplicate: bool) -> None:
+        """A history room's message confirmed stored (publisher/stored.py)."""
+        self.published(kind)
+        if duplicate and self._stored_duplicates is not None:
+            self._stored_duplicates.labels(kind).inc()
 
     def error(self, kind: str) -> None:
         if self._errors is not None:

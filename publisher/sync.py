@@ -55,7 +55,7 @@ from publisher.failures import failed_publish
 from publisher.models.model import Model, ModelRooms
 from publisher.models.planner import Planner
 from publisher.models.registry import ModelRegistry, default_registry
-from publisher.sockets import Sockets
+from publisher.sockets import Outgoing, Sockets
 from shared.config import NatsSettings, parse_servers
 from shared.errors import (
     FailedPublish,
@@ -176,7 +176,7 @@ class SyncPublisher:
         self._thread: _LoopThread | None = None
         self._pub: Publisher | None = None
         self._closed = False
-        self._outbox: collections.deque[tuple[str, bytes, str]] = collections.deque()
+        self._outbox: collections.deque[tuple[Outgoing, str]] = collections.deque()
         self._outbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._drain_lock: asyncio.Lock | None = None
@@ -258,7 +258,7 @@ class SyncPublisher:
         return thread.run(in_order(), self._timeout)
 
     # -- fire-and-forget publishing ---------------------------------------------------
-    def send(self, items: list[tuple[str, bytes]], kind: str) -> None:
+    def send(self, items: list[Outgoing], kind: str) -> None:
         """Queue encoded messages for the loop thread without waiting for it; while NATS
         is unreachable (or the gateways not back after it), publish them now instead, so
         that a refusal (the outage hold full) raises here."""
@@ -267,22 +267,22 @@ class SyncPublisher:
             self._publish_now(thread, pub, items, kind)
             return
         with self._outbox_lock:
-            self._outbox.extend((subject, body, kind) for subject, body in items)
+            self._outbox.extend((item, kind) for item in items)
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
         thread.loop.call_soon_threadsafe(self._schedule_drain, pub)
 
     def _publish_now(
-        self, thread: _LoopThread, pub: Publisher, items: list[tuple[str, bytes]], kind: str
+        self, thread: _LoopThread, pub: Publisher, items: list[Outgoing], kind: str
     ) -> None:
         """After the outbox (order kept), hand `items` to nats-py and wait: it buffers or
         refuses at once when disconnected, so this costs one trip to the loop thread."""
 
         async def in_order() -> None:
             await self._drain(pub)
-            for subject, body in items:
-                await pub.publish_raw(subject, body, kind)
+            for item in items:
+                await _publish(pub, item, kind)
 
         try:
             thread.run(in_order(), self._timeout)
@@ -308,11 +308,11 @@ class SyncPublisher:
                         return
                     batch = list(self._outbox)
                     self._outbox.clear()
-                for subject, body, kind in batch:
+                for item, kind in batch:
                     try:
-                        await pub.publish_raw(subject, body, kind)
+                        await _publish(pub, item, kind)
                     except Exception as exc:
-                        self._failed(subject, body, kind, exc)
+                        self._failed(item[0], item[1], kind, exc)
 
     def _failed(self, subject: str, body: bytes, kind: str, exc: Exception) -> None:
         """Report one queued message that did not reach NATS (see the module docstring)."""
@@ -452,8 +452,18 @@ def blocking(
     return call
 
 
+async def _publish(pub: Publisher, item: Outgoing, kind: str) -> None:
+    """One prepared message: core, or stored through JetStream (its PubAck awaited, so
+    the outbox keeps its order)."""
+    subject, body, headers = item
+    if headers is None:
+        await pub.publish_raw(subject, body, kind)
+    else:
+        await pub.publish_stored(subject, body, kind, headers)
+
+
 def queued(
-    prepare: Callable[Concatenate[Sockets, P], list[tuple[str, bytes]]], kind: str
+    prepare: Callable[Concatenate[Sockets, P], list[Outgoing]], kind: str
 ) -> Callable[Concatenate[SyncSockets, P], None]:
     """A fire-and-forget verb: `prepare` validates and encodes in the caller's thread,
     the result joins the outbox; nothing waits for the loop thread."""

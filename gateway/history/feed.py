@@ -53,6 +53,8 @@ FETCH_RETRY_DELAYS_S: Final = (0.05, 0.25, 1.0)
 """Waits before the 2nd, 3rd and 4th attempt of a repair fetch."""
 FETCH_PAGE_BYTES: Final = 1024 * 1024
 """max_bytes of one batched Direct Get."""
+EPOCH_CHECK_S: Final = 1.0
+"""At most one stream re-read per this many seconds when positions go back."""
 REPLAY_PASSES_MAX: Final = 8
 """Catch-up passes of a replay before it gives up (`history_unavailable`)."""
 
@@ -64,7 +66,7 @@ NO_HISTORY: Final = "no_history"
 HISTORY_UNAVAILABLE: Final = "history_unavailable"
 
 
-class StreamView(Protocol):
+class StreamLike(Protocol):
     """What the feed reads of the history stream (gateway.history.stream.HistoryStream)."""
 
     @property
@@ -80,6 +82,9 @@ class StreamView(Protocol):
     def max_msgs_per_subject(self) -> int: ...
 
     async def first_seq(self) -> int: ...
+
+    async def refresh(self) -> bool:
+        """Read the stream again; True when its epoch changed (it was recreated)."""
 
 
 class StoredReader(Protocol):
@@ -135,7 +140,7 @@ def with_offset(args: bytes, offset: str) -> bytes:
 class HistoryFeed:
     def __init__(
         self,
-        stream: StreamView,
+        stream: StreamLike,
         reader: StoredReader,
         subjects: Subjects,
         deliver: Deliver,
@@ -151,9 +156,9 @@ class HistoryFeed:
         self._subjects = subjects
         self._deliver = deliver
         self._metrics = metrics
-        self._hold_max_messages = hold_max_messages
-        self._hold_max_bytes = hold_max_bytes
-        self._retry_delays_s = retry_delays_s
+        self.hold_max_messages = hold_max_messages
+        self.hold_max_bytes = hold_max_bytes
+        self.retry_delays_s = retry_delays_s
         self._wall = wall_clock
         self._epoch = stream.epoch
         self._last: dict[str, int] = {}
@@ -163,8 +168,12 @@ class HistoryFeed:
         self._held_bytes = 0
         self._paused = False
         self._repairing: asyncio.Task[None] | None = None
+        self._current: _Held | None = None
+        """The message whose gap is being repaired (it counts as held)."""
         self._skip: dict[str, int] = {}
         self._skip_max = 0
+        self._epoch_check: asyncio.Task[None] | None = None
+        self._epoch_checked_at = -EPOCH_CHECK_S
         self._warnings = Throttled(log)
 
     # -- recovery API ----------------------------------------------------------------
@@ -252,14 +261,16 @@ class HistoryFeed:
     # -- the live path ---------------------------------------------------------------
     def offer(self, room: str, data: bytes, seq: int, prev: int) -> None:
         """One history message from the broker (inline in its reader)."""
-        if self._paused:
-            self._hold(_Held(room, data, seq, prev))
-            return
         item = _Held(room, data, seq, prev)
+        if self._paused:
+            self._hold(item)
+            return
         if self._step(item):
             return
-        self._paused = True
-        self._repairing = asyncio.ensure_future(self._repair_loop(item))
+        self._paused = True  # a gap: this message waits first in the hold
+        self._held.append(item)
+        self._held_bytes += len(data)
+        self._repairing = asyncio.ensure_future(self._repair_loop())
 
     def unskipped(self, sids: Collection[str], seq: int) -> Collection[str]:
         """Recipients of the live message at `seq`, without the sockets that got it in
@@ -288,15 +299,15 @@ class HistoryFeed:
             log.warning("history stream state unavailable at start: %s", exc)
 
     async def stop(self) -> None:
-        task = self._repairing
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._repairing, self._epoch_check):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     @property
     def holding(self) -> int:
-        """Messages held behind a repair now."""
-        return len(self._held)
+        """Messages waiting for a repair now (the one that revealed it included)."""
+        return len(self._held) + (self._current is not None)
 
     # -- internals -------------------------------------------------------------------
     def _step(self, item: _Held) -> bool:
@@ -309,6 +320,7 @@ class HistoryFeed:
                     self._reset()
                     return self._step(item)
                 self._metrics.history_duplicates.inc()
+                self._check_epoch_soon()
                 return True
             if item.prev > last:
                 return False
@@ -323,8 +335,8 @@ class HistoryFeed:
 
     def _hold(self, item: _Held) -> None:
         size = len(item.data)
-        if len(self._held) >= self._hold_max_messages or (
-            self._held_bytes + size > self._hold_max_bytes
+        if self.holding >= self.hold_max_messages or (
+            self._held_bytes + size > self.hold_max_bytes
         ):
             self._metrics.drops.labels("history_hold_full").inc()
             self._warnings.warning(
@@ -334,17 +346,18 @@ class HistoryFeed:
         self._held.append(item)
         self._held_bytes += size
 
-    async def _repair_loop(self, item: _Held) -> None:
-        """Repair the gap `item` revealed, then work through what was held meanwhile
-        (which may reveal more gaps), then resume the live path."""
+    async def _repair_loop(self) -> None:
+        """Repair the gap the first held message revealed, then work through what was
+        held meanwhile (which may reveal more gaps), then resume the live path."""
         try:
-            await self._repair(item)
             held = self._held
             while held:
                 nxt = held.popleft()
                 self._held_bytes -= len(nxt.data)
                 if not self._step(nxt):
+                    self._current = nxt
                     await self._repair(nxt)
+                    self._current = None
         except asyncio.CancelledError:
             raise
         except Exception:  # never leave the pipeline paused
@@ -353,6 +366,7 @@ class HistoryFeed:
                 nxt = self._held.popleft()
                 self._hand_on(nxt.room, nxt.data, nxt.seq)
         finally:
+            self._current = None
             self._held_bytes = 0
             self._paused = False
             self._repairing = None
@@ -365,9 +379,9 @@ class HistoryFeed:
         subject = self._subjects.history(room)
         wanted = item.prev
         error: str | None = None
-        for attempt in range(len(self._retry_delays_s) + 1):
+        for attempt in range(len(self.retry_delays_s) + 1):
             if attempt:
-                await asyncio.sleep(self._retry_delays_s[attempt - 1])
+                await asyncio.sleep(self.retry_delays_s[attempt - 1])
             try:
                 while last < wanted:
                     page = await self._reader.after(
@@ -466,6 +480,28 @@ class HistoryFeed:
             replay.size += len(msg.args)
         return replay
 
+    def _check_epoch_soon(self) -> None:
+        """Positions going back may mean a recreated stream, whose new epoch the
+        periodic refresh would only see seconds later: ask now (at most once a second;
+        duplicates are rare, so this costs nothing in steady state)."""
+        now = time.monotonic()
+        if self._epoch_check is not None or now - self._epoch_checked_at < EPOCH_CHECK_S:
+            return
+        self._epoch_checked_at = now
+        self._epoch_check = asyncio.ensure_future(self._check_epoch())
+
+    async def _check_epoch(self) -> None:
+        try:
+            await self._stream.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("history stream not re-read after positions went back: %s", exc)
+        finally:
+            self._epoch_check = None
+        if self._stream.epoch != self._epoch:
+            self._reset()
+
     def _reset(self) -> None:
         log.warning(
             "history stream epoch changed (%s → %s): positions start over",
@@ -489,6 +525,6 @@ __all__ = [
     "RecoveryRefused",
     "Replay",
     "StoredReader",
-    "StreamView",
+    "StreamLike",
     "with_offset",
 ]

@@ -86,18 +86,26 @@ class Model(ModelRooms):
         self.plan = Planner(registry or default_registry, identity)
         self.identity = self.plan.identity
 
-    async def run(self, steps: Iterable[Step]) -> None:
+    async def run(self, steps: Iterable[Step], *, msg_id: str | None = None) -> None:
         """Carry out planned steps in order (see `Planner`, `publisher.blueprints`).
 
         A join refused by a gateway's room limit does not stop the sequence (the other
-        sockets still get their messages): the first such refusal is raised at the end."""
+        sockets still get their messages): the first such refusal is raised at the end.
+        `msg_id`: an idempotency key for the broadcasts to history rooms, so running the
+        same steps again (a retry) stores them once; the n-th broadcast of several gets
+        `<msg_id>#<n>` (see `Sockets.broadcast`)."""
         sockets = self._pub.sockets
         refused: LimitExceeded | None = None
-        for step in merge(steps):
+        planned = merge(steps)
+        emits = sum(isinstance(step, Emit) for step in planned)
+        n = 0
+        for step in planned:
             try:
                 if isinstance(step, Emit):
+                    key = msg_id if msg_id is None or emits == 1 else f"{msg_id}#{n}"
+                    n += 1
                     await sockets.broadcast(
-                        list(step.rooms), step.event, step.payload, omit=list(step.omit)
+                        list(step.rooms), step.event, step.payload, omit=list(step.omit), msg_id=key
                     )
                 elif isinstance(step, Join | Leave):
                     verb = sockets.join if isinstance(step, Join) else sockets.leave

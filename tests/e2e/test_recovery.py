@@ -206,13 +206,28 @@ async def js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
     await nc.close()
 
 
-async def publish(
-    publisher: Publisher, js: JetStreamContext, room: str, n: int, event: str = "m"
-) -> None:
-    """A history room's message as a worker sends it: to `<p>.h.<room>` through
-    JetStream, stored once the ack is back."""
-    for _, body in publisher.sockets.prepare_broadcast(room, event, {"n": n}):
-        await js.publish(publisher.subjects.history(room), body)
+class Worker:
+    """An app worker's publisher, connected at its first broadcast: after the gateways
+    created the history stream, so it reads their rules at connect and sends history
+    rooms' broadcasts through JetStream (stored once the ack is back)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url, self.prefix = url, prefix
+        self.pub: Publisher | None = None
+
+    async def publish(self, room: str, n: int, **extra: Any) -> None:
+        if self.pub is None:
+            self.pub = await Publisher.connect(self.url, prefix=self.prefix)
+            assert self.pub.history_rules, "the worker sees no history rules"
+        await self.pub.sockets.broadcast(room, "m", {"n": n, **extra})
+
+
+@pytest_asyncio.fixture
+async def worker(nats_server: EmbeddedNats, prefix: str) -> AsyncIterator[Worker]:
+    w = Worker(nats_server.url, prefix)
+    yield w
+    if w.pub is not None:
+        await w.pub.close()
 
 
 def numbers(events: list[dict[str, Any]]) -> list[int]:
@@ -243,7 +258,7 @@ async def test_v4_recovers_id_rooms_and_missed_events_in_order(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
     where: str,
 ) -> None:
     gwa = gateway_factory("gwa", **HISTORY)
@@ -253,17 +268,17 @@ async def test_v4_recovers_id_rooms_and_missed_events_in_order(
     first = await client.next("connect")
     assert first["recovered"] is False
     await joined(publisher, first["id"])
-    await publish(publisher, js, "chat", 1)
+    await worker.publish("chat", 1)
     assert numbers(await client.events(1)) == [1]
 
     await away(proxy, client, tell_gateway=where != "other_unnoticed")
     for n in (2, 3):
-        await publish(publisher, js, "chat", n)
+        await worker.publish("chat", n)
     proxy.target = gwb.port
     proxy.down = False
     back = await client.next("connect")
     assert back == {"step": "connect", "id": first["id"], "recovered": True}
-    await publish(publisher, js, "chat", 4)  # the room was kept: live again
+    await worker.publish("chat", 4)  # the room was kept: live again
     got = await client.events(4)
     assert numbers(got) == [1, 2, 3, 4]  # missed ones first, in order, once
     positions = offsets_of(got)
@@ -283,7 +298,7 @@ async def test_v4_recovers_on_another_gateway_after_a_sigkill(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", **HISTORY)
     gwb = gateway_factory("gwb", **HISTORY)
@@ -291,19 +306,19 @@ async def test_v4_recovers_on_another_gateway_after_a_sigkill(
     client = await node_clients(proxy.url, "v4")
     first = await client.next("connect")
     await joined(publisher, first["id"])
-    await publish(publisher, js, "chat", 1)
+    await worker.publish("chat", 1)
     await client.events(1)
     proxy.down = True
     gwa.proc.send_signal(signal.SIGKILL)  # nothing written on the way out
     await asyncio.to_thread(gwa.proc.wait, 10)
     await client.next("disconnect")
     for n in (2, 3):
-        await publish(publisher, js, "chat", n)
+        await worker.publish("chat", n)
     proxy.target = gwb.port
     proxy.down = False
     back = await client.next("connect")
     assert back == {"step": "connect", "id": first["id"], "recovered": True}
-    await publish(publisher, js, "chat", 4)
+    await worker.publish("chat", 4)
     assert numbers(await client.events(4)) == [1, 2, 3, 4]
 
 
@@ -312,7 +327,7 @@ async def test_v4_recovers_on_another_gateway_after_a_drain(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", **HISTORY)
     gwb = gateway_factory("gwb", **HISTORY)
@@ -324,12 +339,12 @@ async def test_v4_recovers_on_another_gateway_after_a_drain(
     gwa.proc.send_signal(signal.SIGTERM)  # a rolling restart: 1001 to every client
     assert await asyncio.to_thread(gwa.proc.wait, 20) == 0
     await client.next("disconnect")
-    await publish(publisher, js, "chat", 1)
+    await worker.publish("chat", 1)
     proxy.target = gwb.port
     proxy.down = False
     back = await client.next("connect")
     assert back == {"step": "connect", "id": first["id"], "recovered": True}
-    await publish(publisher, js, "chat", 2)
+    await worker.publish("chat", 2)
     assert numbers(await client.events(2)) == [1, 2]
 
 
@@ -356,7 +371,7 @@ async def test_v4_gets_a_fresh_session_when_the_window_has_passed(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", recovery_window_s=1, **HISTORY)
     proxy = await proxies(gwa.port)
@@ -364,7 +379,7 @@ async def test_v4_gets_a_fresh_session_when_the_window_has_passed(
     first = await client.next("connect")
     await joined(publisher, first["id"])
     await away(proxy, client)
-    await publish(publisher, js, "chat", 2)
+    await worker.publish("chat", 2)
     await asyncio.sleep(2.5)  # the session record's TTL ends it
     proxy.down = False
     back = await client.next("connect")
@@ -380,6 +395,7 @@ async def test_v4_gets_a_fresh_session_when_the_stream_was_recreated(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
+    worker: Worker,
     js: JetStreamContext,
 ) -> None:
     gwa = gateway_factory("gwa", **HISTORY)
@@ -387,7 +403,7 @@ async def test_v4_gets_a_fresh_session_when_the_stream_was_recreated(
     client = await node_clients(proxy.url, "v4")
     first = await client.next("connect")
     await joined(publisher, first["id"])
-    await publish(publisher, js, "chat", 1)
+    await worker.publish("chat", 1)
     await client.events(1)
     await away(proxy, client)
     await js.delete_stream(stream_name(publisher.subjects.prefix))
@@ -405,7 +421,7 @@ async def test_v4_gets_a_fresh_session_when_the_replay_is_over_its_bound(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", max_buffered_bytes=20_000, **HISTORY)
     proxy = await proxies(gwa.port)
@@ -415,8 +431,7 @@ async def test_v4_gets_a_fresh_session_when_the_replay_is_over_its_bound(
     await away(proxy, client)
     big = "x" * 1000
     for n in range(40):  # ~40 KB missed, twice the socket's outbound bound
-        for _, body in publisher.sockets.prepare_broadcast("chat", "m", {"n": n, "pad": big}):
-            await js.publish(publisher.subjects.history("chat"), body)
+        await worker.publish("chat", n, pad=big)
     proxy.down = False
     back = await client.next("connect")
     assert back["recovered"] is False
@@ -431,7 +446,7 @@ async def test_v4_gets_a_fresh_session_when_its_history_was_trimmed(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", history="chat*=3/2m", history_storage="memory")
     proxy = await proxies(gwa.port)
@@ -440,7 +455,7 @@ async def test_v4_gets_a_fresh_session_when_its_history_was_trimmed(
     await joined(publisher, first["id"])
     await away(proxy, client)
     for n in range(5):  # the room keeps 3: two were pushed out
-        await publish(publisher, js, "chat", n)
+        await worker.publish("chat", n)
     proxy.down = False
     back = await client.next("connect")
     assert back["recovered"] is False
@@ -507,7 +522,7 @@ async def test_sails_io_js_with_the_add_on_recovers(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", **HISTORY)
     gwb = gateway_factory("gwb", **HISTORY)
@@ -518,19 +533,19 @@ async def test_sails_io_js_with_the_add_on_recovers(
     sid = first["session"]["sid"]
     assert first["id"] == sid
     await joined(publisher, sid)
-    await publish(publisher, js, "chat", 1)
+    await worker.publish("chat", 1)
     got = await client.events(1)
     assert got[0]["args"] == [{"n": 1}]  # the position was popped before the handler
     await away(proxy, client)
     for n in (2, 3):
-        await publish(publisher, js, "chat", n)
+        await worker.publish("chat", n)
     proxy.target = gwb.port
     proxy.down = False
     back = await client.next("session")
     assert back["session"] == {"pid": first["session"]["pid"], "sid": sid, "recovered": True}
     assert back["id"] == sid
     assert back["recovered"] is True  # io.socket.recovered
-    await publish(publisher, js, "chat", 4)
+    await worker.publish("chat", 4)
     got = await client.events(4)
     assert [e["args"] for e in got] == [[{"n": n}] for n in (1, 2, 3, 4)]
 
@@ -540,7 +555,7 @@ async def test_stock_sails_io_js_is_unchanged(
     proxies: Callable[[int], Any],
     node_clients: Callable[..., Any],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     gwa = gateway_factory("gwa", **HISTORY)
     proxy = await proxies(gwa.port)
@@ -548,15 +563,15 @@ async def test_stock_sails_io_js_is_unchanged(
     first = await client.next("connect")
     assert first["recovered"] is None
     await joined(publisher, first["id"])
-    await publish(publisher, js, "chat", 1)
+    await worker.publish("chat", 1)
     got = await client.events(1)
     assert got[0]["args"] == [{"n": 1}]  # exactly what was sent: no position added
     await away(proxy, client)
-    await publish(publisher, js, "chat", 2)
+    await worker.publish("chat", 2)
     proxy.down = False
     back = await client.next("connect")
     assert back["id"] != first["id"]  # a new socket, as today
-    await publish(publisher, js, "chat", 3)
+    await worker.publish("chat", 3)
     await publisher.sockets.broadcast(back["id"], "m", {"n": 9})
     got = await client.events(2)
     assert [e["args"] for e in got] == [[{"n": 1}], [{"n": 9}]]  # no room, no replay
@@ -566,7 +581,7 @@ async def test_stock_sails_io_js_is_unchanged(
 async def test_python_socketio_connects_and_receives_as_before(
     gateway_factory: Callable[..., GatewayProcess],
     publisher: Publisher,
-    js: JetStreamContext,
+    worker: Worker,
 ) -> None:
     """python-socketio has no recovery: it ignores the pid, and a reconnect is a new
     socket. A history event ends with its position (as any Socket.IO 4 server with
@@ -575,7 +590,7 @@ async def test_python_socketio_connects_and_receives_as_before(
     client = await connect_client(gwa.url)
     try:
         await publisher.sockets.join(client.sid, "chat")
-        await publish(publisher, js, "chat", 1)
+        await worker.publish("chat", 1)
         await publisher.sockets.broadcast(client.sid, "plain", {"n": 2})
         await client.wait_count(2)
         (hist,) = client.named("m")

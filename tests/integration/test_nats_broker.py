@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from gateway.broker import BrokerEvent
+from gateway.broker.headers import encode_headers, header_int, header_value
+from gateway.broker.memory import MemoryBroker
 from gateway.broker.nats_broker import NatsBroker
 from gateway.embedded_nats import EmbeddedNats
 from shared.config import NatsSettings, parse_servers
@@ -174,3 +176,33 @@ async def test_connection_state_events_come_through_one_channel(prefix: str) -> 
     finally:
         await broker.close()
         own.close()
+
+
+async def test_the_handler_gets_the_raw_header_block_or_none(
+    broker: NatsBroker, prefix: str
+) -> None:
+    """Headers cross the seam unparsed (the history feed reads two of them); a message
+    without headers brings None, as MemoryBroker delivers them too."""
+    got: list[tuple[bytes, bytes | None]] = []
+    broker.set_handler(lambda subject, reply, data, headers: got.append((data, headers)))
+    subject = f"{prefix}.h"
+    await broker.subscribe(subject)
+    await broker.publish(subject, b"plain")
+    await broker.publish(subject, b"headed", headers={"Nats-Sequence": "7", "X-A": "b"})
+    await broker.flush()
+    await wait_until(lambda: len(got) == 2)
+    assert got[0] == (b"plain", None)
+    data, block = got[1]
+    assert data == b"headed"
+    assert block is not None
+    assert block.startswith(b"NATS/1.0\r\n")
+    assert header_int(block, b"Nats-Sequence") == 7
+    assert header_value(block, b"x-a") == b"b"
+    assert header_value(block, b"Missing") is None
+    memory = MemoryBroker()
+    memory_got: list[bytes | None] = []
+    memory.set_handler(lambda subject, reply, data, headers: memory_got.append(headers))
+    await memory.subscribe(subject)
+    await memory.publish(subject, b"headed", headers={"Nats-Sequence": "7", "X-A": "b"})
+    assert memory_got == [encode_headers({"Nats-Sequence": "7", "X-A": "b"})]
+    assert header_int(memory_got[0] or b"", b"Nats-Sequence") == 7

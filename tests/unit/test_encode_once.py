@@ -21,8 +21,8 @@ def test_a_broadcast_to_many_rooms_is_serialized_once() -> None:
     pub = SimpleNamespace(subjects=Subjects("t"), max_payload_bytes=1 << 20)
     sockets = Sockets(pub)
     pairs = sockets.prepare_broadcast(["a", "b.c", "d e"], "chat", {"text": "hi"})
-    assert len({subject for subject, _ in pairs}) == 3
-    assert len({id(body) for _, body in pairs}) == 1  # one bytes object for every subject
+    assert len({subject for subject, _, _ in pairs}) == 3
+    assert len({id(body) for _, body, _ in pairs}) == 1  # one bytes object for every subject
     assert decode_data(pairs[0][1]).rooms == ("a", "b.c", "d e")
 
 
@@ -32,14 +32,14 @@ def test_a_broadcast_to_many_rooms_is_one_message_naming_each_room_once() -> Non
     pub = SimpleNamespace(subjects=Subjects("t"), max_payload_bytes=1 << 20)
     sockets = Sockets(pub)
     below = [f"room{i}" for i in range(MULTI_ROOM_MIN_ROOMS - 1)]
-    assert [s for s, _ in sockets.prepare_broadcast(below, "e", 1)] == [
+    assert [s for s, _, _ in sockets.prepare_broadcast(below, "e", 1)] == [
         pub.subjects.room(r) for r in below
     ]
     sizes = {}
     for n in (MULTI_ROOM_MIN_ROOMS, 1000, 4000):
         rooms = [f"room{i:05d}" for i in range(n)]
         pairs = sockets.prepare_broadcast([*rooms, rooms[0]], "chat", {"text": "hi"}, omit="x")
-        assert [s for s, _ in pairs] == ["t.mr"]
+        assert [s for s, _, _ in pairs] == ["t.mr"]
         msg = decode_data(pairs[0][1])
         assert (msg.kind, msg.rooms, msg.omit) == (KIND_MULTI_ROOM, tuple(rooms), frozenset({"x"}))
         sizes[n] = len(pairs[0][1])

@@ -318,7 +318,13 @@ class FakeSockets:
         self.sent: list[tuple[list[str], str, object, list[str]]] = []
 
     async def broadcast(
-        self, rooms: list[str], event: str, data: object, *, omit: list[str]
+        self,
+        rooms: list[str],
+        event: str,
+        data: object,
+        *,
+        omit: list[str],
+        msg_id: str | None = None,
     ) -> None:
         self.sent.append((rooms, event, data, omit))
 

@@ -44,6 +44,9 @@ class Unreachable:
     async def publish_raw(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("a message was published for an invalid room argument")
 
+    async def publish_stored(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a message was stored for an invalid room argument")
+
 
 @pytest.fixture
 def sockets() -> Sockets:
@@ -105,7 +108,7 @@ def test_good_room_arguments_still_work(sockets: Sockets) -> None:
         ((r for r in ["x", "y"]), ["x", "y"]),
     ]:
         pairs = sockets.prepare_broadcast(rooms, "ev", 1)
-        assert [s.rsplit(".", 1)[-1] for s, _ in pairs] == expected
+        assert [s.rsplit(".", 1)[-1] for s, _, _ in pairs] == expected
 
 
 def test_empty_room_arguments_are_still_refused(sockets: Sockets) -> None:

@@ -1,0 +1,139 @@
+"""Broadcasts to history rooms: published through JetStream, their storage confirmed.
+
+Which rooms keep history is the gateways' setting (`--history`): they write the rules'
+text into the history stream's metadata (shared.history.METADATA_KEY), and a publisher
+reads it there at connect, every HISTORY_RULES_REFRESH_S and after a reconnect. No
+stream (or no JetStream) means no history: every room takes today's core path.
+
+A history room's message goes to `<p>.h.<room>` as a JetStream publish awaiting its
+PubAck, so the caller learns it is stored (and has a position) or gets TransportError.
+It is not held through an outage (publisher.hold): JetStream stores it whoever is
+subscribed, and the gateways' gap repair and recovery deliver it, so holding it for
+the gateways would only delay it. While NATS is unreachable it waits for the PubAck
+like any request, up to the publisher's `request_timeout_s`; a timeout says that it
+may have been stored, and a retry with the same `msg_id` (header `Nats-Msg-Id`) is
+stored once within the stream's duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+
+from publisher.stats import PublisherStats
+from shared.errors import ConfigError, TransportError
+from shared.history import METADATA_KEY, HistoryRules, stream_name
+
+log = logging.getLogger(__name__)
+
+HISTORY_RULES_REFRESH_S: Final = 10.0
+"""How often a publisher re-reads the rules (a gateway with new rules updated them)."""
+RULES_READ_TIMEOUT_S: Final = 2.0
+
+
+class StoredPublishing:
+    """The JetStream side of one publisher: the rules it routes by and the stored
+    publish. `rules` is empty until read, and whenever no stream answers."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        prefix: str,
+        timeout_s: float,
+        stats: PublisherStats,
+        apply: Callable[[HistoryRules], None],
+    ) -> None:
+        """`apply(rules)` hears every reading (the publisher routes by it)."""
+        self._js = nc.jetstream(timeout=RULES_READ_TIMEOUT_S)
+        self.stream = stream_name(prefix)
+        self.timeout_s = timeout_s
+        self._stats = stats
+        self._apply = apply
+        self.rules = HistoryRules()
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def read_rules(self) -> HistoryRules:
+        """Read the rules from the stream's metadata. No stream or no JetStream: none.
+        A read that fails otherwise (timeout) keeps the rules we had."""
+        try:
+            info = await self._js.stream_info(self.stream)
+        except (NotFoundError, ServiceUnavailableError):
+            rules = HistoryRules()
+        except Exception as exc:
+            log.warning("history rules not re-read from stream %s: %s", self.stream, exc)
+            return self.rules
+        else:
+            text = (info.config.metadata or {}).get(METADATA_KEY, "")
+            try:
+                rules = HistoryRules.parse(text)
+            except ConfigError:
+                log.warning("stream %s holds rules %r that do not parse", self.stream, text)
+                rules = HistoryRules()
+        if rules != self.rules:
+            log.info("history rules: %s", rules.text or "none (no history stream)")
+        self.rules = rules
+        self._apply(rules)
+        return rules
+
+    def start(self) -> None:
+        """Re-read the rules every HISTORY_RULES_REFRESH_S."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(HISTORY_RULES_REFRESH_S)
+                await self.read_rules()
+
+        self._refresh = asyncio.ensure_future(loop())
+
+    def reread_soon(self) -> None:
+        """After a reconnect, or a publish no stream answered: the stream may have
+        changed (deleted, recreated with other rules)."""
+        task = asyncio.ensure_future(self.read_rules())
+        task.add_done_callback(_quiet)
+
+    def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+
+    async def publish(self, subject: str, body: bytes, kind: str, headers: dict[str, str]) -> None:
+        """Store one message; return once JetStream confirmed it (TransportError if not:
+        counted in `sailcast_publisher_errors_total`)."""
+        try:
+            ack = await self._js.publish(
+                subject, body, timeout=self.timeout_s, headers=headers or None
+            )
+        except NoStreamResponseError as exc:
+            self._stats.error(kind)
+            self.reread_soon()
+            raise TransportError(
+                f"{kind} not stored: no history stream answered on {subject} (the stream "
+                "was deleted or is not there yet; the rules are re-read)"
+            ) from exc
+        except (NatsTimeoutError, TimeoutError) as exc:
+            self._stats.error(kind)
+            raise TransportError(
+                f"{kind} not confirmed stored within {self.timeout_s}s (it may have been "
+                "stored: retry with the same msg_id to have it stored once)"
+            ) from exc
+        except APIError as exc:
+            self._stats.error(kind)
+            raise TransportError(
+                f"JetStream refused to store {kind}: {exc.description or exc}"
+            ) from exc
+        except Exception as exc:
+            self._stats.error(kind)
+            raise TransportError(f"stored publish failed ({kind}): {exc}") from exc
+        self._stats.stored(kind, duplicate=bool(ack.duplicate))
+
+
+def _quiet(task: asyncio.Future[HistoryRules]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("history rules not re-read", exc_info=task.exception())
