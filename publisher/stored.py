@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 HISTORY_RULES_REFRESH_S: Final = 10.0
 """How often a publisher re-reads the rules (a gateway with new rules updated them)."""
+RULES_RETRY_S: Final = 1.0
+"""After a failed read (a timeout, JetStream electing a leader), the next one comes this
+soon: meanwhile the rules read last stay in force."""
 RULES_READ_TIMEOUT_S: Final = 2.0
 
 
@@ -57,18 +60,24 @@ class StoredPublishing:
         self._stats = stats
         self._apply = apply
         self.rules = HistoryRules()
+        self._read_failed = False
         self._refresh: asyncio.Task[None] | None = None
 
     async def read_rules(self) -> HistoryRules:
-        """Read the rules from the stream's metadata. No stream or no JetStream: none.
-        A read that fails otherwise (timeout) keeps the rules we had."""
+        """Read the rules from the stream's metadata. No stream, or no JetStream at all
+        (nothing answers its API): none. A read that fails otherwise (a timeout, JetStream
+        present but unavailable while it elects a leader) keeps the rules we had, so a
+        NATS failover does not switch history off."""
         try:
             info = await self._js.stream_info(self.stream)
-        except (NotFoundError, ServiceUnavailableError):
+        except NotFoundError:
             rules = HistoryRules()
+        except ServiceUnavailableError as exc:
+            if exc.code is not None:  # JetStream answered "unavailable": try again soon
+                return self._keep(exc)
+            rules = HistoryRules()  # no responders: this NATS runs no JetStream
         except Exception as exc:
-            log.warning("history rules not re-read from stream %s: %s", self.stream, exc)
-            return self.rules
+            return self._keep(exc)
         else:
             text = (info.config.metadata or {}).get(METADATA_KEY, "")
             try:
@@ -76,18 +85,30 @@ class StoredPublishing:
             except ConfigError:
                 log.warning("stream %s holds rules %r that do not parse", self.stream, text)
                 rules = HistoryRules()
+        self._read_failed = False
         if rules != self.rules:
             log.info("history rules: %s", rules.text or "none (no history stream)")
         self.rules = rules
         self._apply(rules)
         return rules
 
+    def _keep(self, exc: Exception) -> HistoryRules:
+        self._read_failed = True
+        log.warning(
+            "history rules not re-read from stream %s (keeping %s): %s",
+            self.stream,
+            self.rules.text or "none",
+            exc,
+        )
+        return self.rules
+
     def start(self) -> None:
-        """Re-read the rules every HISTORY_RULES_REFRESH_S."""
+        """Re-read the rules every HISTORY_RULES_REFRESH_S (RULES_RETRY_S after a failed
+        read)."""
 
         async def loop() -> None:
             while True:
-                await asyncio.sleep(HISTORY_RULES_REFRESH_S)
+                await asyncio.sleep(RULES_RETRY_S if self._read_failed else HISTORY_RULES_REFRESH_S)
                 await self.read_rules()
 
         self._refresh = asyncio.ensure_future(loop())

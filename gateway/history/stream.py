@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 STREAM_NAME_IN_USE: Final = 10058
 """JetStream's err_code for a create whose name exists with another config."""
-ENSURE_ATTEMPTS: Final = 8
-"""Create / read / update rounds before giving up (a stream deleted between our create
-and our read, or a JetStream leader being elected, needs another round)."""
+ENSURE_DEADLINE_S: Final = 60.0
+"""How long a start keeps trying while JetStream is there but not ready (a cluster
+electing its leaders, a stream deleted under us); then it fails, naming JetStream."""
 ENSURE_RETRY_S: Final = 0.5
 JS_API_TIMEOUT_S: Final = 5.0
 REFRESH_INTERVAL_S: Final = 10.0
@@ -280,7 +280,8 @@ async def _ensure(
     desired = desired_config(subjects, settings)
     name = desired.name
     last: Exception | None = None
-    for _ in range(ENSURE_ATTEMPTS):
+    deadline = time.monotonic() + ENSURE_DEADLINE_S
+    while True:
         try:
             return await _ensure_once(js, desired)
         except ServiceUnavailableError as exc:
@@ -295,8 +296,13 @@ async def _ensure(
             last = exc
         except _Retry as exc:
             last = exc
+        if time.monotonic() >= deadline:
+            raise TransportError(
+                f"JetStream: cannot create the history stream {name} within "
+                f"{ENSURE_DEADLINE_S:g}s: {last}"
+            ) from last
+        log.info("history stream %s not ready yet (%s); trying again", name, last)
         await asyncio.sleep(ENSURE_RETRY_S)
-    raise TransportError(f"JetStream: cannot create the history stream {name}: {last}") from last
 
 
 class _Retry(Exception):

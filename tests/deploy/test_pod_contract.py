@@ -85,6 +85,17 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "default": Variant({}),
+    # history on: the gateway creates its JetStream stream at start, or does not start
+    "history": Variant(
+        {
+            "gateway": {
+                "history": "chat:*=300/2m,sails_model_*=100/10m",
+                "historyReplicas": 1,  # one nats-server here
+                "historyStorage": "memory",
+            }
+        },
+        ["-js", "-sd", "{tmp}/jetstream"],
+    ),
     "token-secret": Variant(
         {"nats": {"auth": {"mode": "token", "token": "s3cret-token"}}},
         ["--auth", "s3cret-token"],
@@ -153,7 +164,7 @@ def nats_server(tmp: Path, auth: list[str]) -> Iterator[str]:
             "-1",
             "--ports_file_dir",
             str(ports_dir),
-            *auth,
+            *(arg.replace("{tmp}", str(tmp)) for arg in auth),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+import publisher.stored
 from gateway.embedded_nats import EmbeddedNats
 from gateway.history.stream import HistoryStream
 from gateway.settings import HistorySettings
@@ -44,9 +45,11 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
     await client.close()
 
 
-async def make_stream(nc: NatsClient, prefix: str, rules: str = RULES) -> HistoryStream:
+async def make_stream(
+    nc: NatsClient, prefix: str, rules: str = RULES, storage: str = "memory"
+) -> HistoryStream:
     return await HistoryStream.ensure(
-        nc, Subjects(prefix), HistorySettings(history=rules, history_storage="memory")
+        nc, Subjects(prefix), HistorySettings(history=rules, history_storage=storage)
     )
 
 
@@ -136,12 +139,17 @@ async def test_rules_are_read_from_the_stream_a_gateway_created_and_followed(
     nc: NatsClient,
     nats_server: EmbeddedNats,
     prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(publisher.stored, "HISTORY_RULES_REFRESH_S", 0.05)  # not 10 s
     gateway_factory(history="sails_model_*=100/10m,chat:*=5/1m", history_storage="memory")
     async with await Publisher.connect(nats_server.url, prefix=prefix) as pub:
         assert pub.history_rules.text == "sails_model_*=100/10m,chat:*=5/1m"
         await make_stream(nc, prefix, "*=10/1m")  # another gateway with newer rules
-        await pub._stored.read_rules()  # what the 10 s refresh does
+        for _ in range(250):
+            if pub.history_rules.text == "*=10/1m":
+                break
+            await asyncio.sleep(0.02)
         assert pub.history_rules.text == "*=10/1m"
         assert pub.sockets.history_rules == pub.history_rules
 
@@ -264,3 +272,27 @@ async def test_every_socket_gets_a_split_broadcast_once(
         ("last", 3, 6),
         ("many", 2, None),
     ]
+
+
+async def test_rules_are_read_again_after_a_reconnect(prefix: str) -> None:
+    """The stream was replaced while the publisher was cut off: it follows at once after
+    the reconnect, not at its next 10 s refresh."""
+    server = EmbeddedNats().start()
+    try:
+        admin = await nats.connect(server.url)
+        await make_stream(admin, prefix, "chat:*=5/1m")
+        async with await Publisher.connect(server.url, prefix=prefix) as pub:
+            assert pub.history_rules.text == "chat:*=5/1m"
+            await admin.jetstream().delete_stream(stream_name(prefix))
+            await make_stream(admin, prefix, "*=10/1m", storage="file")  # kept over a restart
+            await admin.close()
+            server.stop()
+            await asyncio.to_thread(server.start)  # same port, same store
+            for _ in range(250):
+                if pub.history_rules.text == "*=10/1m":
+                    break
+                await asyncio.sleep(0.02)
+            assert pub.history_rules.text == "*=10/1m"
+            assert pub.stats.reconnects == 1
+    finally:
+        server.close()
