@@ -36,6 +36,7 @@ from typing import Final, Protocol
 
 from gateway.engine import event_packet
 from gateway.engine.api import OutboundPacket
+from gateway.fanout import offset_suffix, with_suffix
 from gateway.history.direct_get import Page
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -133,8 +134,8 @@ class _Held:
 
 
 def with_offset(args: bytes, offset: str) -> bytes:
-    """`["ev",…]` → `["ev",…,"<offset>"]` (offsets are [0-9a-z:] only: no escaping)."""
-    return b'%b,"%b"]' % (args[: args.rindex(b"]")], offset.encode())
+    """`["ev",…]` → `["ev",…,"<offset>"]`, as the live path's offset variant."""
+    return with_suffix(args, offset_suffix(offset))
 
 
 class HistoryFeed:
