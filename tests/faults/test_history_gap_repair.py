@@ -68,8 +68,13 @@ async def test_a_lost_history_message_is_repaired_in_order_without_a_disconnect(
         await client.wait_count(1)
         proxy.drop_next(subjects.room("chat"), b"drop-me")
         seqs.append(await store(2, "drop-me"))  # never reaches the gateway live
+        started = time.monotonic()
         seqs.append(await store(3))
         events = await client.wait_count(3, timeout=10)
+        print(
+            f"gap seen and repaired: the lost message and the next one delivered "
+            f"{(time.monotonic() - started) * 1000:.1f} ms after the next was stored"
+        )
         assert proxy.dropped == [subjects.room("chat").encode()]
         assert [e for e, _ in events] == ["m", "m", "m"]
         assert [d[0]["i"] for _, d in events] == [1, 2, 3]
