@@ -16,8 +16,10 @@ it handed on, last[R]:
   and logged, and the chain is taken up again after it. The hold is bounded: past it the
   newest message is dropped (counted), and its room's next message shows the gap again.
 
-So every socket gets history messages in increasing position order, across rooms too,
-and `high_water` is the highest position handed on. Recovery (gateway.recovery) reads
+So every socket gets each room's history messages once, in increasing position order,
+and across rooms too except around a loss (seen only when the lost message's room
+speaks again, or after a NATS reconnect: `catch_up`); `high_water` is the highest
+position handed on. Recovery (gateway.recovery) reads
 from here: `join_position(room)` when a socket joins, `replay_for(starts, …)` to fetch
 what a returning socket missed, and `go_live(sid, replay)`, which installs a per-socket
 skip (live messages at or below the replay's end are not sent to that socket again) and
