@@ -31,6 +31,11 @@ def last_arg_is_string(args: bytes) -> bool:
     return body[:-1].rstrip().endswith(b'"')
 
 
+def with_suffix(args: bytes, suffix: bytes) -> bytes:
+    """`["ev",…]` with its closing `]` replaced by `suffix` (one more argument)."""
+    return args[: args.rindex(b"]")] + suffix
+
+
 def offset_suffix(offset: str) -> bytes:
     """What replaces the closing `]` to append an offset (offsets are [0-9a-z:] only)."""
     return b',"' + offset.encode() + b'"]'
@@ -59,8 +64,7 @@ class Variants:
     @property
     def marked(self) -> OutboundPacket:
         if self._marked is None:
-            args = self._args
-            self._marked = event_packet(args[: args.rindex(b"]")] + self._suffix)
+            self._marked = event_packet(with_suffix(self._args, self._suffix))
         return self._marked
 
     def for_connection(self, conn: Connection) -> OutboundPacket:

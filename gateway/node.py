@@ -662,6 +662,8 @@ class Gateway:
             return
         # nats-py re-sent every SUB; check the path at once so readiness recovers fast.
         log.info("NATS reconnected; subscriptions restored")
+        if self.feed is not None:  # quiet history rooms: fetch what the outage took
+            self._spawn(self.feed.catch_up())
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
         # Say so at once: the SUBs went out first, so this heartbeat proves they are in

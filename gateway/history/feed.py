@@ -16,8 +16,10 @@ it handed on, last[R]:
   and logged, and the chain is taken up again after it. The hold is bounded: past it the
   newest message is dropped (counted), and its room's next message shows the gap again.
 
-So every socket gets history messages in increasing position order, across rooms too,
-and `high_water` is the highest position handed on. Recovery (gateway.recovery) reads
+So every socket gets each room's history messages once, in increasing position order,
+and across rooms too except around a loss (seen only when the lost message's room
+speaks again, or after a NATS reconnect: `catch_up`); `high_water` is the highest
+position handed on. Recovery (gateway.recovery) reads
 from here: `join_position(room)` when a socket joins, `replay_for(starts, …)` to fetch
 what a returning socket missed, and `go_live(sid, replay)`, which installs a per-socket
 skip (live messages at or below the replay's end are not sent to that socket again) and
@@ -36,6 +38,7 @@ from typing import Final, Protocol
 
 from gateway.engine import event_packet
 from gateway.engine.api import OutboundPacket
+from gateway.fanout import offset_suffix, with_suffix
 from gateway.history.direct_get import Page
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -133,8 +136,8 @@ class _Held:
 
 
 def with_offset(args: bytes, offset: str) -> bytes:
-    """`["ev",…]` → `["ev",…,"<offset>"]` (offsets are [0-9a-z:] only: no escaping)."""
-    return b'%b,"%b"]' % (args[: args.rindex(b"]")], offset.encode())
+    """`["ev",…]` → `["ev",…,"<offset>"]`, as the live path's offset variant."""
+    return with_suffix(args, offset_suffix(offset))
 
 
 class HistoryFeed:
@@ -282,6 +285,38 @@ class HistoryFeed:
             return sids
         skip = self._skip
         return [s for s in sids if skip.get(s, 0) < seq]
+
+    async def catch_up(self) -> int:
+        """After the NATS connection came back: a quiet room's lost messages would show
+        only with its next message, so read each followed room's messages after its
+        last position and hand on what we missed (through the pipeline, in order).
+        Returns how many were missed."""
+        missed = 0
+        cap = self._stream.max_msgs_per_subject
+        for room, last in list(self._last.items()):
+            try:
+                page = await self._reader.after(
+                    self._subjects.history(room), last, batch=cap, max_bytes=FETCH_PAGE_BYTES
+                )
+            except (SailcastError, OSError) as exc:
+                log.warning("history catch-up after a reconnect stopped: %s", exc)
+                break
+            now = self._last.get(room)
+            if now is None:
+                continue  # let go of meanwhile
+            prev = last
+            fresh = [m for m in page.messages if m.seq > now]
+            if fresh:
+                self._metrics.history_gaps.inc()
+                self._metrics.history_repaired.inc(len(fresh))
+                missed += len(fresh)
+            for m in page.messages:
+                if m.seq > now:  # as if it arrived now, with its place in the room's chain
+                    self.offer(room, m.data, m.seq, prev)
+                prev = m.seq
+        if missed:
+            log.info("history: %d messages missed while NATS was away, delivered", missed)
+        return missed
 
     def forget_room(self, room: str) -> None:
         """The room's subscription is gone: its next message starts a new chain."""

@@ -440,6 +440,11 @@ class MsgDroppingProxy:
     def drop_next(self, subject: str, marker: bytes) -> None:
         self._rules.append((subject.encode(), marker))
 
+    def cut(self) -> None:
+        """Drop every connection through the proxy at once (the client reconnects)."""
+        for t in list(self._tasks):
+            t.cancel()
+
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         try:
             b_reader, b_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
