@@ -60,7 +60,8 @@ class StoredPublishing:
         self._stats = stats
         self._apply = apply
         self.rules = HistoryRules()
-        self._read_failed = False
+        self._failures = 0
+        """Failed reads in a row: the next read comes sooner, the log line only once."""
         self._refresh: asyncio.Task[None] | None = None
 
     async def read_rules(self) -> HistoryRules:
@@ -85,7 +86,9 @@ class StoredPublishing:
             except ConfigError:
                 log.warning("stream %s holds rules %r that do not parse", self.stream, text)
                 rules = HistoryRules()
-        self._read_failed = False
+        if self._failures:
+            log.info("history rules read again from stream %s", self.stream)
+        self._failures = 0
         if rules != self.rules:
             log.info("history rules: %s", rules.text or "none (no history stream)")
         self.rules = rules
@@ -93,22 +96,29 @@ class StoredPublishing:
         return rules
 
     def _keep(self, exc: Exception) -> HistoryRules:
-        self._read_failed = True
-        log.warning(
-            "history rules not re-read from stream %s (keeping %s): %s",
+        self._failures += 1
+        log.log(
+            logging.WARNING if self._failures == 1 else logging.DEBUG,
+            "history rules not read from stream %s (keeping %s; retrying): %s",
             self.stream,
             self.rules.text or "none",
-            exc,
+            exc or type(exc).__name__,
         )
         return self.rules
 
+    def _next_read_s(self) -> float:
+        """RULES_RETRY_S after a failure, doubling while they go on, at most the period."""
+        if not self._failures:
+            return HISTORY_RULES_REFRESH_S
+        backoff: float = RULES_RETRY_S * 2.0 ** min(self._failures - 1, 10)
+        return min(HISTORY_RULES_REFRESH_S, backoff)
+
     def start(self) -> None:
-        """Re-read the rules every HISTORY_RULES_REFRESH_S (RULES_RETRY_S after a failed
-        read)."""
+        """Re-read the rules every HISTORY_RULES_REFRESH_S (sooner after a failed read)."""
 
         async def loop() -> None:
             while True:
-                await asyncio.sleep(RULES_RETRY_S if self._read_failed else HISTORY_RULES_REFRESH_S)
+                await asyncio.sleep(self._next_read_s())
                 await self.read_rules()
 
         self._refresh = asyncio.ensure_future(loop())

@@ -174,6 +174,7 @@ class HistoryStream:
         self._settings = settings
         self._view = self._read(info)
         self._read_at = time.monotonic()
+        self._first_seq_lock = asyncio.Lock()
 
     # -- what the rest of the gateway reads -------------------------------------------
     @property
@@ -201,9 +202,13 @@ class HistoryStream:
         return self._view.bytes
 
     async def first_seq(self) -> int:
-        """The stream's first stored sequence (read at most every FIRST_SEQ_CACHE_S)."""
+        """The stream's first stored sequence, read at most every FIRST_SEQ_CACHE_S
+        however many reconnecting sockets ask at once (they wait for one read).
+        TransportError when JetStream cannot be read."""
         if time.monotonic() - self._read_at >= FIRST_SEQ_CACHE_S:
-            await self.refresh()
+            async with self._first_seq_lock:
+                if time.monotonic() - self._read_at >= FIRST_SEQ_CACHE_S:
+                    await self.refresh()
         return self._view.first_seq
 
     async def refresh(self) -> bool:

@@ -15,7 +15,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from gateway.embedded_nats import EmbeddedNats
-from gateway.history.stream import HistoryStream
+from gateway.history.stream import FIRST_SEQ_CACHE_S, HistoryStream
 from gateway.settings import HistorySettings
 from shared.errors import TransportError
 from shared.history import METADATA_KEY, stream_name
@@ -182,3 +182,26 @@ def test_a_gateway_with_history_and_no_jetstream_says_so(tmp_path: Path, prefix:
     finally:
         server.close()
     assert "JetStream is not enabled" in log.read_text()
+
+
+async def test_first_seq_is_read_once_for_many_askers_and_follows_the_stream(
+    nc: NatsClient, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subjects = Subjects(prefix)
+    stream = await HistoryStream.ensure(nc, subjects, history("*=2/1m"))
+    js = nc.jetstream()
+    for n in range(3):  # the room keeps 2: the first one is dropped
+        await js.publish(subjects.history("chat:1"), str(n).encode())
+    await asyncio.sleep(FIRST_SEQ_CACHE_S)  # what ensure read is stale now
+    reads = 0
+    read = stream.refresh
+
+    async def counted() -> bool:
+        nonlocal reads
+        reads += 1
+        return await read()
+
+    monkeypatch.setattr(stream, "refresh", counted)
+    firsts = await asyncio.gather(*(stream.first_seq() for _ in range(20)))
+    assert firsts == [2] * 20
+    assert reads == 1  # askers arriving during a read wait for it

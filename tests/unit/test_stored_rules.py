@@ -64,3 +64,15 @@ async def test_no_jetstream_at_all_means_no_history() -> None:
 async def test_rules_that_do_not_parse_mean_no_history() -> None:
     s, _ = stored("chat:*=lots")
     assert not await s.read_rules()
+
+
+async def test_failed_reads_come_back_sooner_then_back_off_to_the_period() -> None:
+    s, _ = stored("*=1/1m", *[NatsTimeoutError() for _ in range(5)], "*=1/1m")
+    await s.read_rules()
+    waits = [s._next_read_s()]
+    for _ in range(5):
+        await s.read_rules()
+        waits.append(s._next_read_s())
+    await s.read_rules()
+    waits.append(s._next_read_s())
+    assert waits == [10.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
