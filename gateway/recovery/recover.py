@@ -199,8 +199,12 @@ class Recovery:
     ) -> list[OutboundPacket]:
         record = session.record
         sid = record.sid
-        await self._take_over(sid, record.gw, record.live)
-        revision = await self.store.claim(session, data=data)
+        try:
+            await self._take_over(sid, record.gw, record.live)
+            revision = await self.store.claim(session, data=data)
+        except Exception as exc:  # NATS or JetStream failed us: a fresh session
+            self._warnings.warning("claim", "session takeover failed: %s", exc)
+            raise RecoveryRefused(REASON_ERROR) from exc
         if revision is None:
             raise RecoveryRefused(REASON_EXPIRED)
         fresh_sid = conn.sid
