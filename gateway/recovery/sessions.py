@@ -41,10 +41,13 @@ RECORD_VERSION: Final = 1
 COALESCE_S: Final = 0.1
 """Membership changes of one socket within this long become one write."""
 MAX_WRITES_PER_TICK: Final = 256
-"""Writes started per tick at most; the rest wait for the next ticks, in order."""
+"""Writes in flight at most (started per tick, and at once for a disconnect); the rest
+wait for the next ticks, in order."""
 RETRY_AFTER_ERROR_S: Final = 1.0
 """A write that failed for a transport reason is tried again this much later."""
 CLAIM_ATTEMPTS: Final = 3
+STOP_WRITES_S: Final = 2.0
+"""At stop, how long pending writes (a drain's disconnects) may take."""
 PID_BYTES: Final = 18
 """24 URL-safe characters: unguessable, and a valid KV key ([A-Za-z0-9_-])."""
 
@@ -206,9 +209,14 @@ class SessionStore:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self.tick(flush=True)
-        if self._writes:
-            await asyncio.wait(set(self._writes), timeout=2.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_WRITES_S
+        while (self._dirty or self._writes) and loop.time() < deadline:
+            self.tick(flush=True)
+            if self._writes:
+                await asyncio.wait(set(self._writes), timeout=COALESCE_S)
+            else:
+                await asyncio.sleep(COALESCE_S)  # only retries wait: their turn comes
 
     # -- reading ---------------------------------------------------------------------
     async def get(self, pid: str) -> StoredSession | None:
@@ -287,8 +295,8 @@ class SessionStore:
             if t.ended:
                 self._ending.add(t.pid)
             self._mark(sid)
-            if not t.writing:  # at once: the client may be back within milliseconds
-                self._dirty.pop(sid, None)
+            if not t.writing and len(self._writes) < MAX_WRITES_PER_TICK:
+                self._dirty.pop(sid, None)  # at once: the client may be back in a moment
                 self._start(sid, t)
 
     def ended(self, pid: str) -> bool:
@@ -337,8 +345,9 @@ class SessionStore:
             t = self._tracked.get(sid)
             if t is not None and t.live and t.refresh_at <= now:
                 self._mark(sid)
+        budget = MAX_WRITES_PER_TICK - len(self._writes)  # in flight count too
         for sid in list(self._dirty):
-            if started >= MAX_WRITES_PER_TICK:
+            if started >= budget:
                 break
             t = self._tracked.get(sid)
             if t is None:
