@@ -29,7 +29,12 @@ from typing import Any, Final
 import orjson
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from gateway.logs import Throttled
@@ -151,8 +156,8 @@ class _Tracked:
 
 async def open_bucket(js: JetStreamContext, bucket: str, settings: HistorySettings) -> KeyValue:
     """The sessions bucket, created when missing (idempotent: gateways starting at
-    once create the same config; a bucket made with other settings is used as it is,
-    with a warning)."""
+    once create the same config); one made with another window or replica count is
+    updated to this gateway's (the last gateway started wins, as for the stream)."""
     storage = StorageType.MEMORY if settings.history_storage == "memory" else StorageType.FILE
     config = KeyValueConfig(
         bucket=bucket,
@@ -163,9 +168,23 @@ async def open_bucket(js: JetStreamContext, bucket: str, settings: HistorySettin
     )
     try:
         return await js.create_key_value(config)
-    except BadRequestError as exc:
-        log.warning("sessions bucket %s exists with other settings (%s); using it", bucket, exc)
-        return await js.key_value(bucket)
+    except BadRequestError:
+        pass  # made before with other settings (another window, more replicas)
+    name = f"KV_{bucket}"
+    current = (await js.stream_info(name)).config
+    if current.max_age != settings.recovery_window_s or (
+        current.num_replicas != settings.history_replicas
+    ):
+        current.max_age = settings.recovery_window_s
+        current.num_replicas = settings.history_replicas
+        if current.duplicate_window and current.duplicate_window > current.max_age:
+            current.duplicate_window = current.max_age  # JetStream's own rule
+        try:
+            await js.update_stream(current)
+            log.info("sessions bucket %s updated: window %ss", bucket, current.max_age)
+        except APIError as exc:  # e.g. more replicas than servers
+            log.warning("sessions bucket %s kept as it is: %s", bucket, exc)
+    return await js.key_value(bucket)
 
 
 class SessionStore:

@@ -187,3 +187,12 @@ async def test_the_window_ends_a_session_unless_it_is_refreshed(
         assert writes.count("ok") >= 4  # two creates, a close, refreshes
     finally:
         await store.stop()
+
+
+async def test_a_new_window_updates_the_bucket(broker: NatsBroker, prefix: str) -> None:
+    js = broker.client.jetstream()
+    name = sessions_bucket(prefix)
+    await open_bucket(js, name, HistorySettings(history="*=1/1m", recovery_window_s=60))
+    await open_bucket(js, name, HistorySettings(history="*=1/1m", recovery_window_s=30))
+    info = await js.stream_info(f"KV_{name}")
+    assert info.config.max_age == 30
