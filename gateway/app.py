@@ -7,6 +7,7 @@ import logging
 import resource
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -26,16 +27,21 @@ from gateway.engine import (
     Engine,
     EngineOptions,
     HandshakeRequest,
+    OutboundPacket,
 )
 from gateway.fd_reserve import FD_RESERVE, FdReserve
+from gateway.history.feed import HistoryFeed
 from gateway.history.stream import HistoryStream
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
+from gateway.recovery.recover import Claim, Lookup, Recovery, read_claim
+from gateway.recovery.sessions import SessionStore, open_bucket
 from gateway.settings import GatewaySettings
 from gateway.vrequests import VirtualRequests
 from publisher.client import Publisher
 from shared.errors import TransportError
+from shared.history import sessions_bucket
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,9 @@ HOOK_REASONS: Final = {
     CloseReason.GOING_AWAY: "transport close",
 }
 """The reason workers' after-disconnect hook is told: Socket.IO's words, as before."""
+GOODBYES: Final = frozenset({CloseReason.CLIENT, CloseReason.SERVER})
+"""Disconnects that end a session for good, as Socket.IO 4's recovery counts them (the
+client's `disconnect()`, a worker's `sockets.disconnect`): nothing to recover."""
 
 
 class GatewayApp:
@@ -81,6 +90,8 @@ class GatewayApp:
         self.api_port = 0
         self.api_publisher: Publisher | None = None
         self.hooks: ConnectHooks | None = None
+        self.sessions: SessionStore | None = None
+        self.recovery: Recovery | None = None
         self.vrequests: VirtualRequests | None = None
         self.client_events: ClientEvents | None = None
         self._warnings = Throttled(log)
@@ -122,6 +133,8 @@ class GatewayApp:
             emit=self._emit_to,
         )
         self._vrequest_events = frozenset(self.vrequests.events)
+        if s.history.enabled:
+            await self._start_recovery()
         self.client_events = ClientEvents(
             self.vrequests,
             gateway_id=s.gateway_id,
@@ -139,6 +152,51 @@ class GatewayApp:
         if s.api.enabled:
             self.api_port = await self._start_api()
         self.metrics.ready.set(1 if self.gateway.ready else 0)
+
+    async def _start_recovery(self) -> None:
+        """Sessions and recovery (gateway/recovery/), when history is on: the sessions
+        bucket is created (or bound) before the first client connects."""
+        s = self.settings
+        assert self.gateway is not None
+        assert self.broker is not None
+        feed = self._history_feed()
+        if feed is None:
+            log.warning("history is on but no history feed runs: connection-state recovery off")
+            return
+        bucket = await open_bucket(
+            self.broker.client.jetstream(), sessions_bucket(s.prefix), s.history
+        )
+        self.sessions = SessionStore(
+            bucket,
+            gateway_id=s.gateway_id,
+            window_s=s.history.recovery_window_s,
+            epoch=lambda: feed.epoch,
+            on_write=lambda result: self.metrics.session_writes.labels(result).inc(),
+        )
+        self.sessions.start()
+        self.recovery = Recovery(
+            gateway=self.gateway,
+            store=self.sessions,
+            feed=feed,
+            rules=s.history.rules,
+            broker=self.broker,
+            subjects=s.subjects,
+            gateway_id=s.gateway_id,
+            replay_max_bytes=s.engine.max_buffered_bytes,
+            count=lambda outcome, reason: self.metrics.recoveries.labels(outcome, reason).inc(),
+        )
+        self.gateway.on_evicted = self._evicted
+
+    def _history_feed(self) -> HistoryFeed | None:
+        """The live history path (gateway/history/feed.py)."""
+        return self.gateway.feed if self.gateway is not None else None
+
+    def _evicted(self, sid: str) -> None:
+        """Taken over: the socket lives on elsewhere; no after-disconnect notice."""
+        if self.vrequests is not None:
+            self.vrequests.forget(sid)
+        if self.sessions is not None:
+            self.sessions.forget(sid)
 
     async def _start_api(self) -> int:
         """The HTTP server API (gateway/api.py) on its own port, on a publisher of its
@@ -228,35 +286,62 @@ class GatewayApp:
         )
 
     # -- EngineEvents ------------------------------------------------------------------
-    async def connected(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
+    async def connected(
+        self, conn: Connection, request: HandshakeRequest, auth: Any
+    ) -> Sequence[OutboundPacket] | None:
         try:
-            await self._admit(conn, request, auth)
+            return await self._admit(conn, request, auth)
         except ConnectionRefusedError as exc:  # the client sees this message
             raise ConnectRefused(str(exc)) from None
 
-    async def _admit(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
+    async def _admit(
+        self, conn: Connection, request: HandshakeRequest, auth: Any
+    ) -> Sequence[OutboundPacket] | None:
         assert self.gateway is not None
         assert self.hooks is not None
         assert self.vrequests is not None
         sid = conn.sid
         self._check_room_for(sid)  # before asking anyone
-        handshake = await self.hooks.admit(sid, request, auth)  # origins, before-connect
+        recovery = self.recovery
+        claim: Claim | None = None
+        lookup: Lookup | None = None
+        granted: Any = {}
+        if recovery is not None:
+            claim, auth = read_claim(conn.protocol, request, auth)
+            if claim.capable:
+                conn.offsets = True
+                lookup = await recovery.look_up(claim)
+                session = lookup.session
+                if session is not None:
+                    sid = session.record.sid  # the hook is asked about the socket it was
+                    if self.settings.history.recovery_skip_connect_hook:
+                        granted = {"granted": session.record.data}
+        handshake = await self.hooks.admit(sid, request, auth, **granted)  # origins, check
         if conn.closed:  # left while a worker was deciding
             raise ConnectionRefusedError("gone")
         # Again: other sockets may have been admitted, or a drain begun, while this one
         # waited for its before-connect check. From here to the registration in
         # socket_connected nothing awaits, so the limit cannot be overshot.
         self._check_room_for(sid)
+        replay: Sequence[OutboundPacket] | None = None
         try:
-            await self.gateway.socket_connected(conn)
+            if recovery is not None and claim is not None and lookup is not None:
+                # recovered (old sid, its rooms, what it missed) or fresh (new pid)
+                replay = await recovery.admit(conn, claim, lookup, handshake.claims)
+            else:
+                await self.gateway.socket_connected(conn)
         except TransportError as exc:
-            log.warning("refused socket: %s", exc, extra={"sid": sid})
+            log.warning("refused socket: %s", exc, extra={"sid": conn.sid})
             raise ConnectionRefusedError("gateway cannot reach NATS; reconnect") from exc
+        sid = conn.sid
         self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
+        return replay
 
     async def disconnected(self, sid: str, reason: CloseReason) -> None:
+        if self.sessions is not None:  # recoverable for the window from now, or ended
+            self.sessions.closed(sid, recoverable=reason not in GOODBYES)
         await self._on_disconnect(sid, HOOK_REASONS.get(reason, str(reason)))
 
     async def event(self, event: ClientEvent) -> Any:
@@ -359,6 +444,8 @@ class GatewayApp:
         for runner in self._runners:
             await runner.cleanup()
         self.engine.close()
+        if self.sessions is not None:
+            await self.sessions.stop()  # the drain's disconnects written
         if self.gateway is not None:
             await self.gateway.stop()
         if self._history_refresh is not None:

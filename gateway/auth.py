@@ -56,6 +56,8 @@ from shared.vrequest import (
 log = logging.getLogger(__name__)
 
 TOKEN_QUERY_PARAM: Final = "token"
+_CHECK: Final[Any] = object()
+"""`admit`'s default: run the configured check."""
 
 
 class ConnectRejected(SailcastError, ConnectionRefusedError):
@@ -205,18 +207,24 @@ class ConnectHooks:
         self._background: set[asyncio.Task[None]] = set()
         self._warnings = Throttled(log)
 
-    async def admit(self, sid: str, request: HandshakeRequest, auth: Any = None) -> Handshake:
-        """The socket's handshake (with what the check granted), or ConnectRejected."""
+    async def admit(
+        self, sid: str, request: HandshakeRequest, auth: Any = None, *, granted: Any = _CHECK
+    ) -> Handshake:
+        """The socket's handshake (with what the check granted), or ConnectRejected.
+        `granted`: a recovered session's data, when --recovery-skip-connect-hook says
+        not to ask again (the origin rules still apply)."""
         handshake = handshake_from_request(request, auth, self._trust)
         try:
             self._check_origin(handshake)
-            if self._jwt is not None:
+            if granted is not _CHECK:
+                claims: Any = granted
+            elif self._jwt is not None:
                 token = token_from(handshake)
                 if token is None:
                     raise ConnectRejected(
                         "Unauthorized: no token (send auth {token}, ?token= or a Bearer header)"
                     )
-                claims: Any = self._jwt.verify(token)
+                claims = self._jwt.verify(token)
             elif self.settings.before_connect == "workers":
                 claims = await self._ask_workers(sid, handshake)
             else:

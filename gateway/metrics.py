@@ -197,5 +197,47 @@ class GatewayMetrics:
             buckets=VREQ_BUCKETS_S,
             registry=r,
         )
+        # connection-state recovery (gateway/recovery/)
+        self.recoveries = Counter(
+            p + "recoveries_total",
+            "Connects that presented a session: recovered (reason ok) or given a fresh "
+            "session, by reason (expired, epoch, history_trimmed, ...)",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.session_writes = Counter(
+            p + "session_writes_total",
+            "Session record writes to the KV bucket, by outcome (ok, conflict: taken "
+            "over elsewhere, error: retried)",
+            ["outcome"],
+            registry=r,
+        )
+        # history rooms on the live path (gateway/history/feed.py, docs/recovery.md)
+        self.history_gaps = Counter(
+            p + "history_gaps_total",
+            "Position gaps seen on history rooms (a message missing between NATS and us)",
+            registry=r,
+        )
+        self.history_repaired = Counter(
+            p + "history_repaired_messages_total",
+            "Missing history messages fetched from the stream and delivered in order",
+            registry=r,
+        )
+        self.history_lost = Counter(
+            p + "history_lost_total",
+            "History gaps that could not be repaired, by reason (trimmed, unavailable)",
+            ["reason"],
+            registry=r,
+        )
+        self.history_duplicates = Counter(
+            p + "history_duplicates_total",
+            "History messages dropped because their position was already delivered",
+            registry=r,
+        )
+        self.replayed_messages = Counter(
+            p + "replayed_messages_total",
+            "Missed messages replayed to recovered sockets",
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -9,6 +9,11 @@ each only once any NATS subscription it needed has been sent ahead of the reply
 (control path, shared.control); heartbeats update the peers; a ping on this gateway's
 own subject is answered at once.
 
+A room message WITH headers is a history room's, re-published by the history stream with
+its position (gateway.history.feed): it goes through the feed, one ordered pipeline that
+repairs gaps, then back here to be fanned out with the offset variants
+(`_deliver_history`). A message without headers takes today's path, unchanged.
+
 The core knows connections only as `gateway.engine.api.Connection`, and the bus only as
 `gateway.broker.Broker`: unit-tested on MemoryBroker with recording connections.
 """
@@ -22,9 +27,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
 
 from gateway.broker import Broker, BrokerEvent
-from gateway.engine import Connection, event_packet
-from gateway.fanout import Fanout
-from gateway.history.stream import HistoryStream
+from gateway.broker.headers import header_int
+from gateway.engine import Connection, OutboundPacket, event_packet
+from gateway.fanout import NULL_SUFFIX, Fanout, Variants, last_arg_is_string, offset_suffix
+from gateway.history.feed import HistoryFeed, StoredReader, StreamLike
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -40,6 +46,7 @@ from shared.control import (
     Disconnect,
     Done,
     ErrorCode,
+    Evict,
     Join,
     Leave,
     LeaveAll,
@@ -85,11 +92,10 @@ class Gateway:
         *,
         scheduler: Scheduler | None = None,
         clock: Callable[[], float] = time.monotonic,
-        history_stream: HistoryStream | None = None,
+        history_stream: StreamLike | None = None,
+        history_reader: StoredReader | None = None,
     ) -> None:
         self.settings = settings
-        self.history_stream = history_stream
-        """The history stream (gateway/history/stream.py); None when history is off."""
         self.subjects = settings.subjects
         self.broker = broker
         self.metrics = metrics
@@ -98,10 +104,18 @@ class Gateway:
         self.fanout = Fanout(metrics)
         self.pacer = Pacer(self.fanout, self._backlog_full)
         self._clock = clock
+        self.history_stream = history_stream
+        """The history stream (gateway.history.stream), None with history off."""
+        self.feed: HistoryFeed | None = None
+        if history_stream is not None:
+            reader = history_reader or _direct_get(broker, history_stream)
+            self.feed = HistoryFeed(
+                history_stream, reader, self.subjects, self._deliver_history, metrics
+            )
         self.room_interest = Interest(
             broker,
             self.subjects.room,
-            lambda room: bool(self.rooms.members(room)),
+            self._room_wanted,
             settings.core.unsubscribe_linger_s,
             scheduler,
         )
@@ -115,6 +129,11 @@ class Gateway:
         self._slow: set[str] = set()
         self.draining = False
         self.last_round_trip: float = 0.0
+        self.on_membership: Callable[[str, Collection[str], Collection[str]], None] | None = None
+        """Told (sid, rooms joined, rooms left) when a socket's rooms change through a
+        request (gateway/recovery keeps its session record in step)."""
+        self.on_evicted: Callable[[str], None] | None = None
+        """Told the sid of a socket evicted by a takeover (no after-disconnect hook)."""
         # labelled children looked up once: these are hit for every message
         self._received = {
             k: metrics.broker_messages.labels(k) for k in ("room", "multi_room", "blast")
@@ -135,6 +154,8 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         s = self.subjects
+        if self.feed is not None:
+            await self.feed.start()
         for subject in (s.blast, s.multi_room, s.gateways, s.heartbeat, self._own_subject):
             await self.broker.subscribe(subject)
         await self.broker.publish(s.heartbeat, self.peers.beat(hello=True))
@@ -150,6 +171,8 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.feed is not None:
+            await self.feed.stop()
         self.room_interest.close()
         self.socket_interest.close()
         if self.broker.connected:
@@ -165,13 +188,18 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     # -- connections -----------------------------------------------------------------
-    async def socket_connected(self, conn: Connection) -> None:
+    async def socket_connected(self, conn: Connection, *, join_own_room: bool = True) -> None:
         """Register a connection and its own-id room; return once both are routable.
-        Raises TransportError, with nothing left registered, if NATS refuses them."""
+        Raises TransportError, with nothing left registered, if NATS refuses them.
+        A recovering socket (`join_own_room=False`) gets its own-id room's subscription
+        but becomes a member only with its other rooms (`join_restored`)."""
         sid = conn.sid
+        if self.feed is not None and conn.protocol == 4:
+            conn.offsets = True  # CSR is on for v4 clients (v3: only with the add-on)
         self.rooms.add_socket(sid)
         self.fanout.attach(conn)
-        self.rooms.join(sid, sid)
+        if join_own_room:
+            self.rooms.join(sid, sid)
         try:
             await self.socket_interest.want(sid)
             await self.room_interest.want(sid)
@@ -189,6 +217,8 @@ class Gateway:
         """Forget a connection and its rooms; returns it if it was registered."""
         conn = self.fanout.detach(sid)
         self._slow.discard(sid)
+        if self.feed is not None:
+            self.feed.forget_socket(sid)
         for room in self.rooms.remove_socket(sid):
             self.room_interest.unwant(room, now=room == sid)
         self.socket_interest.unwant(sid)
@@ -196,6 +226,42 @@ class Gateway:
 
     def connection(self, sid: str) -> Connection | None:
         return self.fanout.get(sid)
+
+    # -- recovery (gateway/recovery) ---------------------------------------------------
+    async def subscribe_rooms(self, rooms: Iterable[str]) -> None:
+        """Hold NATS interest in rooms nobody here is a member of yet (a recovering
+        socket's: its live messages are followed while its replay is fetched).
+        TransportError when NATS refuses one; `release_rooms` undoes it."""
+        for room in rooms:
+            await self.room_interest.want(room)
+
+    def release_rooms(self, rooms: Iterable[str]) -> None:
+        for room in rooms:
+            self.room_interest.unwant(room)
+
+    def join_restored(self, sid: str, rooms: Collection[str]) -> None:
+        """Make a recovered socket a member of its rooms at once (no await: nothing
+        may be delivered between this and its replay). Their interest is held."""
+        if not self.rooms.has_socket(sid):
+            return
+        for room in rooms:
+            self.rooms.join(sid, room)
+        if self.on_membership is not None:
+            self.on_membership(sid, rooms, ())
+
+    async def evict(self, sid: str) -> bool:
+        """A takeover: close the socket's connection as if it had never gone (no
+        disconnect reported), forget it; False when it is not here."""
+        conn = self.fanout.get(sid)
+        if conn is None:
+            return False
+        conn.evict()
+        # its subject goes now, not after the linger: the new holder answers for it
+        self.socket_interest.unwant(sid, now=True)
+        await self.socket_disconnected(sid)
+        if self.on_evicted is not None:
+            self.on_evicted(sid)
+        return True
 
     def connections(self) -> list[Connection]:
         return self.fanout.connections()
@@ -217,7 +283,7 @@ class Gateway:
             self._spawn(conn.disconnect())
 
     # -- the one message handler -----------------------------------------------------
-    def _on_message(self, subject: bytes, reply: bytes, data: bytes) -> None:
+    def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         try:
             parsed = self._parse(subject)
             if parsed is None:
@@ -225,7 +291,10 @@ class Gateway:
                 return
             kind = parsed.kind
             if kind is SubjectKind.ROOM:
-                self._on_room_message(parsed.name, data)
+                if headers is None:
+                    self._on_room_message(parsed.name, data)
+                else:
+                    self._on_room_headers(parsed.name, data, headers)
             elif kind is SubjectKind.MULTI_ROOM:
                 self._on_multi_room(data)
             elif kind is SubjectKind.BLAST:
@@ -262,9 +331,56 @@ class Gateway:
         recipients: Collection[str] = members
         if len(msg.rooms) > 1:
             recipients = self._first_room_members(room, members, msg.rooms)
-        self.pacer.submit(event_packet(msg.args), recipients, msg.omit, len(msg.args))
+        self.pacer.submit(self._packet(msg.args), recipients, msg.omit, len(msg.args))
         if msg.ts is not None:  # optional for foreign publishers: no lag to measure
             self._observe_lag(max(0.0, time.time() - msg.ts))
+
+    def _packet(self, args: bytes) -> OutboundPacket | Variants:
+        """A non-history message's packet: with history on, offsets sockets may need a
+        trailing null (gateway.fanout.Variants)."""
+        if self.feed is None:
+            return event_packet(args)
+        return Variants(args, NULL_SUFFIX, v4=last_arg_is_string(args))
+
+    def _on_room_headers(self, room: str, data: bytes, headers: bytes) -> None:
+        """A room message with headers: the history stream's, with its position, goes
+        through the feed; anything else (a publisher's own headers) is a core message."""
+        feed = self.feed
+        seq = header_int(headers, b"Nats-Sequence") if feed is not None else None
+        if feed is None or seq is None:
+            self._on_room_message(room, data)
+            return
+        prev = header_int(headers, b"Nats-Last-Sequence")
+        feed.offer(room, data, seq, prev or 0)
+
+    def _deliver_history(self, room: str, data: bytes, seq: int) -> None:
+        """The feed hands on one history message, in position order: to the room's
+        members but the sockets that had it in their replay, with its offset for the
+        sockets that take one."""
+        msg = self._decode(data, "room")
+        if msg is None:
+            return
+        members = self.rooms.members(room)
+        if not members:
+            return
+        recipients: Collection[str] = members
+        if len(msg.rooms) > 1:
+            recipients = self._first_room_members(room, members, msg.rooms)
+        assert self.feed is not None
+        recipients = self.feed.unskipped(recipients, seq)
+        packets = Variants(msg.args, offset_suffix(self.feed.offset(seq)), v4=True)
+        self.pacer.submit(packets, recipients, msg.omit, len(msg.args))
+        if msg.ts is not None:
+            self._observe_lag(max(0.0, time.time() - msg.ts))
+
+    def _room_wanted(self, room: str) -> bool:
+        """Interest asks before unsubscribing a room: a room let go starts a new
+        position chain when it is subscribed again."""
+        if self.rooms.members(room):
+            return True
+        if self.feed is not None:
+            self.feed.forget_room(room)
+        return False
 
     def _backlog_full(self) -> None:
         self.metrics.drops.labels("fanout_backlog").inc()
@@ -302,7 +418,7 @@ class Gateway:
                 recipients.update(members)
         if not recipients:
             return
-        self.pacer.submit(event_packet(msg.args), recipients, msg.omit, len(msg.args))
+        self.pacer.submit(self._packet(msg.args), recipients, msg.omit, len(msg.args))
         if msg.ts is not None:
             self._observe_lag(max(0.0, time.time() - msg.ts))
 
@@ -315,7 +431,7 @@ class Gateway:
             log.warning("dropped a %r message sent to the blast subject", msg.kind)
             return
         self.pacer.submit(
-            event_packet(msg.args), list(self.rooms.sockets()), msg.omit, len(msg.args)
+            self._packet(msg.args), list(self.rooms.sockets()), msg.omit, len(msg.args)
         )
         if msg.ts is not None:  # optional for foreign publishers: no lag to measure
             self._observe_lag(max(0.0, time.time() - msg.ts))
@@ -391,6 +507,9 @@ class Gateway:
         if isinstance(req, Disconnect):
             self._disconnect(sid)
             return Done()
+        if isinstance(req, Evict):
+            await self.evict(sid)
+            return Done()
         return Refused(ErrorCode.UNKNOWN_KIND, req.kind.value)  # a cluster kind
 
     async def _join_all(self, sid: str, rooms: Iterable[str]) -> None:
@@ -408,6 +527,8 @@ class Gateway:
         except TransportError:
             self._leave(sid, added)
             raise
+        if added and self.on_membership is not None and self.rooms.has_socket(sid):
+            self.on_membership(sid, added, ())
 
     async def _apply_cluster_request(self, req: SocketRequest | ClusterRequest) -> Reply:
         gw, peers = self.settings.gateway_id, tuple(self.peers.alive())
@@ -462,9 +583,15 @@ class Gateway:
         return refused
 
     def _leave(self, sid: str, rooms: Iterable[str]) -> None:
+        left: list[str] = []
+        current = self.rooms.rooms_of(sid)
         for room in rooms:
+            if room in current:
+                left.append(room)
             if self.rooms.leave(sid, room):
                 self.room_interest.unwant(room)
+        if left and self.on_membership is not None:
+            self.on_membership(sid, (), left)
 
     # -- peers and readiness ---------------------------------------------------------
     def _on_heartbeat(self, data: bytes) -> None:
@@ -535,6 +662,8 @@ class Gateway:
             return
         # nats-py re-sent every SUB; check the path at once so readiness recovers fast.
         log.info("NATS reconnected; subscriptions restored")
+        if self.feed is not None:  # quiet history rooms: fetch what the outage took
+            self._spawn(self.feed.catch_up())
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
         # Say so at once: the SUBs went out first, so this heartbeat proves they are in
@@ -545,3 +674,13 @@ class Gateway:
         except SailcastError:
             log.debug("reconnect heartbeat not sent", exc_info=True)
         await self._check_round_trip()
+
+
+def _direct_get(broker: Broker, stream: StreamLike) -> StoredReader:
+    """The production reader: batched Direct Gets on the broker's own NATS connection."""
+    from gateway.broker.nats_broker import NatsBroker
+    from gateway.history.direct_get import DirectGet
+
+    if not isinstance(broker, NatsBroker):
+        raise TypeError("history on a broker without NATS needs a history_reader")
+    return DirectGet(broker.client, stream.name)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection
 from typing import Final
 
 from gateway.engine.api import OutboundPacket
-from gateway.fanout import Fanout
+from gateway.fanout import Fanout, Variants
 
 SLICE_COST_BYTES: Final = 8 * 1024 * 1024
 """Frame bytes (payload x recipients) handed to sockets per loop tick."""
@@ -49,7 +49,11 @@ class _Pending:
     __slots__ = ("next", "omit", "packet", "recipients", "size")
 
     def __init__(
-        self, packet: OutboundPacket, recipients: list[str], omit: frozenset[str], size: int
+        self,
+        packet: OutboundPacket | Variants,
+        recipients: list[str],
+        omit: frozenset[str],
+        size: int,
     ) -> None:
         self.packet = packet
         self.recipients = recipients
@@ -85,7 +89,11 @@ class Pacer:
         return len(self._backlog)
 
     def submit(
-        self, packet: OutboundPacket, recipients: Collection[str], omit: frozenset[str], size: int
+        self,
+        packet: OutboundPacket | Variants,
+        recipients: Collection[str],
+        omit: frozenset[str],
+        size: int,
     ) -> None:
         """Deliver `packet` (`size` bytes of payload) to `recipients`, now if this tick's
         budget allows and nothing waits, else in order in a later slice."""

@@ -3,7 +3,8 @@
 `GET /__getcookie` answers `_sailsIoJSConnect();` as Sails' shadow route does: a
 browser page on another origin than its socket (sails.io.js `io.sails.url`) loads it
 as a script and waits for that callback before connecting at all. Sailcast keeps no
-session, so no cookie is set.
+session, so no cookie is set. `GET /sailcast/recovery.js` is the sails.io.js
+connection-state recovery add-on (gateway/static/recovery.js, docs/recovery.md).
 
 The rest is off unless configured: `--static-dir DIR` serves `DIR/index.html` at `/`
 and the other files of DIR (no sub-directories) at `/<name>`; `--sails-io-js FILE`
@@ -25,6 +26,9 @@ from gateway.settings import PagesSettings
 from shared.errors import ConfigError
 
 SAILS_IO_JS_PATH: Final = "/js/dependencies/sails.io.js"
+RECOVERY_JS_PATH: Final = "/sailcast/recovery.js"
+RECOVERY_JS: Final = Path(__file__).parent / "static" / "recovery.js"
+"""The sails.io.js recovery add-on (docs/recovery.md), served by every gateway."""
 GET_COOKIE_PATH: Final = "/__getcookie"
 GET_COOKIE_JS: Final = b"_sailsIoJSConnect();"
 _TYPES: Final = {
@@ -38,8 +42,10 @@ _TYPES: Final = {
 
 
 def add_routes(app: web.Application, settings: PagesSettings) -> None:
-    """The Sails cookie route; the page and the client bundle when configured."""
+    """The Sails cookie route and the recovery add-on; the page and the client bundle
+    when configured."""
     app.router.add_get(GET_COOKIE_PATH, _get_cookie)
+    app.router.add_get(RECOVERY_JS_PATH, _file_handler(RECOVERY_JS))
     if settings.sails_io_js:
         bundle = Path(settings.sails_io_js)
         if not bundle.is_file():

@@ -22,14 +22,17 @@ from shared.version import WIRE_VERSION
 
 
 class RequestKind(StrEnum):
-    """`k` of a control request. The first four go to one socket (`<p>.s.<socket>`),
+    """`k` of a control request. The first five go to one socket (`<p>.s.<socket>`),
     the others to every gateway (`<p>.gw.all`); `ping` also to one gateway's own
-    subject (`<p>.gw.id.<id>`), the readiness round trip and the publisher's probe."""
+    subject (`<p>.gw.id.<id>`), the readiness round trip and the publisher's probe.
+    `evict` is sent by a gateway recovering the socket's session (gateway/recovery/),
+    not by workers."""
 
     JOIN = "join"
     LEAVE = "leave"
     ROOMS = "rooms"
     DISCONNECT = "disconnect"
+    EVICT = "evict"
     ADD_MEMBERS = "addm"
     REMOVE_MEMBERS = "remm"
     LEAVE_ALL = "leaveall"
@@ -89,6 +92,16 @@ class Disconnect:
 
 
 @dataclass(frozen=True, slots=True)
+class Evict:
+    """A takeover: the socket's client came back on another connection (possibly on
+    another gateway) before this one noticed it had gone. The gateway holding the
+    socket closes that connection without telling workers it left (no
+    after-disconnect notice: the socket lives on) and stops writing its session."""
+
+    kind: ClassVar[RequestKind] = RequestKind.EVICT
+
+
+@dataclass(frozen=True, slots=True)
 class AddMembers:
     """Every local member of `src` joins `dst`; each gateway answers `Applied`."""
 
@@ -120,12 +133,18 @@ class Ping:
     kind: ClassVar[RequestKind] = RequestKind.PING
 
 
-SocketRequest = Join | Leave | Rooms | Disconnect
+SocketRequest = Join | Leave | Rooms | Disconnect | Evict
 ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping
 Request = SocketRequest | ClusterRequest
 
 SOCKET_KINDS: Final = frozenset(
-    {RequestKind.JOIN, RequestKind.LEAVE, RequestKind.ROOMS, RequestKind.DISCONNECT}
+    {
+        RequestKind.JOIN,
+        RequestKind.LEAVE,
+        RequestKind.ROOMS,
+        RequestKind.DISCONNECT,
+        RequestKind.EVICT,
+    }
 )
 
 
@@ -163,6 +182,8 @@ def decode_request(body: bytes) -> Request:
         return Rooms()
     if known is RequestKind.DISCONNECT:
         return Disconnect()
+    if known is RequestKind.EVICT:
+        return Evict()
     if known is RequestKind.PING:
         return Ping()
     src = _room(obj.get("src"), "src")

@@ -14,14 +14,19 @@ unit tests of the gateway core and single-process use).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
 from typing import Protocol
 
-Handler = Callable[[bytes, bytes, bytes], None]
-"""Called with (subject, reply, data) for every message on a subscribed subject. It runs
-inline in the broker's reader: it must not block, and should not raise (a broker logs
-and swallows what it raises, so one bad message never stops delivery)."""
+Handler = Callable[[bytes, bytes, bytes, bytes | None], None]
+"""Called with (subject, reply, data, headers) for every message on a subscribed subject.
+`headers` is the message's raw NATS header block (`NATS/1.0\r\nName: value\r\n…`) as
+the server sent it, or None for a message without headers (every core-path message):
+nothing is parsed here, so a message without headers costs what it did before, and the
+one consumer that reads headers (the history feed: `gateway.broker.headers`) parses only
+the two it needs. It runs inline in the broker's reader: it must not block, and should
+not raise (a broker logs and swallows what it raises, so one bad message never stops
+delivery)."""
 
 
 class BrokerEvent(Enum):
@@ -52,7 +57,14 @@ class Broker(Protocol):
     async def unsubscribe(self, subject: str) -> None:
         """Unsubscribe (no-op if not subscribed). Never raises for a closed connection."""
 
-    async def publish(self, subject: str, data: bytes, reply: str = "") -> None: ...
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """`headers` (rarely used by the gateway itself) go out as NATS headers (HPUB)."""
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         """One answer's body; TransportError when nobody listens on `subject`,

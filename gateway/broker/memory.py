@@ -4,6 +4,7 @@ a test client on one bus, no processes) and any single-process use.
 
 Semantics follow NATS where the gateway relies on them: exact-subject pub/sub, a
 message published by a connection reaches its own subscriptions too (NATS echo),
+headers as nats-server delivers them (the raw block, `gateway.broker.headers`),
 request/reply with "no responders" (TransportError) and a timeout (GatewayTimeout)
 mapped as NatsBroker maps them, and nothing is delivered to a disconnected broker.
 Delivery is synchronous: `publish` returns once every subscriber's handler has run,
@@ -17,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from gateway.broker import Broker, BrokerEvent, EventListener, Handler
+from gateway.broker.headers import encode_headers
 from shared.errors import GatewayTimeout, TransportError
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,11 @@ class MemoryBus:
             if not subs:
                 del self._subscribers[subject]
 
-    def deliver(self, subject: str, data: bytes, reply: str = "") -> int:
-        """Hand a message to every connected subscriber; returns how many got it."""
+    def deliver(
+        self, subject: str, data: bytes, reply: str = "", headers: bytes | None = None
+    ) -> int:
+        """Hand a message (with its raw header block, if any) to every connected
+        subscriber; returns how many got it."""
         future = self._inboxes.pop(subject, None)
         if future is not None:
             if not future.done():
@@ -62,7 +67,7 @@ class MemoryBus:
         subject_b, reply_b = subject.encode(), reply.encode()
         for broker in list(self._subscribers.get(subject, ())):
             if broker.connected:
-                broker._receive(subject_b, reply_b, data)
+                broker._receive(subject_b, reply_b, data, headers)
                 got += 1
         return got
 
@@ -76,7 +81,7 @@ class MemoryBus:
         self._inboxes.pop(inbox, None)
 
 
-def _no_handler(subject: bytes, reply: bytes, data: bytes) -> None:
+def _no_handler(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
     log.debug("message on %s before a handler was set", subject[:200])
 
 
@@ -94,7 +99,7 @@ class MemoryBroker:
         self._listener: EventListener = _ignore
         self._connected = True
         self._closed = False
-        self._held: list[tuple[str, bytes, str]] = []
+        self._held: list[tuple[str, bytes, str, bytes | None]] = []
         self.fail_subscribe: Callable[[str], bool] = lambda subject: False
         """Tests: subjects whose subscribe raises TransportError (as a closed or
         refusing NATS connection does)."""
@@ -129,13 +134,20 @@ class MemoryBroker:
             self._subjects.discard(subject)
             self.bus._remove(subject, self)
 
-    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         if self._closed:
             raise TransportError(f"publish to {subject[:120]} failed: broker is closed")
+        block = encode_headers(headers) if headers else None  # as nats-server delivers them
         if not self._connected:  # nats-py buffers while reconnecting: so do we
-            self._held.append((subject, data, reply))
+            self._held.append((subject, data, reply, block))
             return
-        self.bus.deliver(subject, data, reply)
+        self.bus.deliver(subject, data, reply, block)
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         if not self.connected:
@@ -182,13 +194,13 @@ class MemoryBroker:
         if not self._connected and not self._closed:
             self._connected = True
             held, self._held = self._held, []
-            for subject, data, reply in held:
-                self.bus.deliver(subject, data, reply)
+            for subject, data, reply, block in held:
+                self.bus.deliver(subject, data, reply, block)
             await self._listener(BrokerEvent.RECONNECTED)
 
-    def _receive(self, subject: bytes, reply: bytes, data: bytes) -> None:
+    def _receive(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         try:
-            self._handler(subject, reply, data)
+            self._handler(subject, reply, data, headers)
         except Exception:  # as NatsBroker: one bad message never stops delivery
             log.exception("message handler failed on %s", subject[:200])
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
 from nats.aio.client import Client as NatsClient
@@ -84,7 +85,7 @@ class _LiteSub:
             self._conn._remove_sub(self._id)
 
 
-def _no_handler(subject: bytes, reply: bytes, data: bytes) -> None:
+def _no_handler(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
     log.debug("message on %s before a handler was set", subject[:200])
 
 
@@ -103,7 +104,7 @@ class _DirectClient(NatsClient):
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         try:
-            self.handler(subject, reply, data)
+            self.handler(subject, reply, data, headers)  # the raw header block, unparsed
         except Exception:  # a bad message must never stop the reader
             log.exception("message handler failed on %s", subject[:200])
 
@@ -217,9 +218,17 @@ class NatsBroker:
             self._nc._subs.pop(sid, None)
         return sid
 
-    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         try:
-            await self._nc.publish(subject, data, reply=reply)
+            await self._nc.publish(
+                subject, data, reply=reply, headers=dict(headers) if headers else None
+            )
         except Exception as exc:
             raise TransportError(f"publish to {subject[:120]} failed: {exc}") from exc
 

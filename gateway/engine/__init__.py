@@ -18,16 +18,15 @@ clients do through `EngineEvents`. Inside, one concept per module:
   --max-connections + --max-pending-connections, and per client IP.
 * origins.py, options.py — the Origin check and CORS headers; the engine's settings.
 
-Connection-state recovery (Socket.IO v4, next issue) plugs in without new hooks:
-the client's CONNECT payload (`{"pid":..., "offset":...}` next to any auth) reaches
-`EngineEvents.connected` as `auth`; the engine builds the CONNECT reply itself
-(`sio_codec.connect_reply` takes the payload dict, so `pid` is one more key); the
-socket id is a plain attribute the engine assigns before asking the gateway, so the
-recovery issue adds one member to the seam (say `Connection.restore(sid, pid)`,
-called from `connected` before the socket is registered) and the engine answers
-`40{"sid":<old>,"pid":<pid>}`; an offset travels as one more element of the event's
-args (the fanout's `args_json`), so `event_packet` needs no change. Nothing of this
-needs a private hook: the engine is ours.
+Connection-state recovery (docs/recovery.md) adds two members to the seam and no
+private hook: `Connection.restore(sid, pid)` (called from `EngineEvents.connected`
+before the socket is registered) gives the socket its old id and its pid, so the engine
+answers `40{"sid":<old>,"pid":<pid>}`; the packets `connected` returns (the replay) are
+sent right after that reply, with nothing in between; `Connection.evict()` closes a
+connection taken over elsewhere without reporting a disconnect. The client's CONNECT
+payload (`{"pid":..., "offset":...}` next to any auth) reaches `connected` as `auth`; an
+offset travels as one more element of the event's args, so `event_packet` needs no
+change.
 """
 
 from gateway.engine.api import (

@@ -13,7 +13,7 @@ recording connections and no sockets at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -88,6 +88,19 @@ class Connection(Protocol):
     @property
     def transport(self) -> Transport: ...
 
+    offsets: bool
+    """This client takes stream positions (issue 11, docs/recovery.md "Positions and the
+    live path"): every history event it is sent carries `"<epoch>:<seq>"` as its last
+    argument, and a non-history event that socket.io-client would mistake for one carries
+    a trailing `null` instead (v4: when its last argument is a string; v3 add-on: every
+    event). False (the default): packets exactly as before."""
+
+    @property
+    def pid(self) -> str:
+        """The socket's private session id for connection-state recovery ("" when it
+        has none): sent in the CONNECT reply (v4) and presented by the client on its
+        next connect to get the same socket back (docs/recovery.md)."""
+
     @property
     def closed(self) -> bool:
         """True once closing began: sends are dropped from then on."""
@@ -104,6 +117,16 @@ class Connection(Protocol):
 
     async def going_away(self) -> None:
         """Drop the transport as a restarting server would: the client reconnects."""
+
+    def restore(self, sid: str, pid: str) -> None:
+        """Give the socket its id and recovery pid before it is registered (called from
+        `EngineEvents.connected`): a recovered session's old ones, or a fresh pid. The
+        CONNECT reply then says `{"sid": sid, "pid": pid}` (v4)."""
+
+    def evict(self) -> None:
+        """A takeover: its client is back on another connection. Drop the transport
+        and do NOT report a disconnect (`EngineEvents.disconnected` is not called):
+        the socket lives on elsewhere."""
 
 
 class ConnectRefused(Exception):
@@ -129,9 +152,14 @@ class ClientEvent:
 class EngineEvents(Protocol):
     """What the engine tells the gateway. Implemented by gateway.app."""
 
-    async def connected(self, conn: Connection, request: HandshakeRequest, auth: Any) -> None:
+    async def connected(
+        self, conn: Connection, request: HandshakeRequest, auth: Any
+    ) -> Sequence[OutboundPacket] | None:
         """A Socket.IO CONNECT; raise ConnectRefused to refuse it. The socket is
-        routable (reachable by the fanout) once this returns."""
+        routable (reachable by the fanout) once this returns. The packets returned (a
+        recovered session's missed events) are sent right after the CONNECT reply,
+        with nothing in between: return synchronously after the socket became a member
+        of its rooms, so no live message can overtake them."""
 
     async def disconnected(self, sid: str, reason: CloseReason) -> None:
         """The connection ended, for whatever reason; called once per connected sid."""

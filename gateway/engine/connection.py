@@ -212,6 +212,8 @@ class EngineConnection:
         "closed",
         "eio_sid",
         "ip",
+        "offsets",
+        "pid",
         "protocol",
         "reason",
         "request",
@@ -227,7 +229,9 @@ class EngineConnection:
         self._shared = shared
         self.eio_sid = new_id()
         self.sid = ""
-        """The Socket.IO id, set at CONNECT (v2: the Engine.IO sid)."""
+        """The Socket.IO id, set at CONNECT (v2: the Engine.IO sid), or restored."""
+        self.pid = ""
+        """The recovery session id (docs/recovery.md); "" without one."""
         self.protocol = request.protocol
         self.transport = transport
         self.request: HandshakeRequest | None = request
@@ -255,6 +259,8 @@ class EngineConnection:
         self._deadline: asyncio.TimerHandle | None = None
         self.ip: str | None = None
         """The client IP the session is counted under (admission.py), while it is."""
+        self.offsets = False
+        """api.Connection.offsets: set by the gateway at connect, read by the fanout."""
         self._limiter = shared.limiter("", time.monotonic())
 
     def __repr__(self) -> str:
@@ -271,8 +277,24 @@ class EngineConnection:
 
     def emit(self, event: str, data: Any) -> None:
         if self.socket_connected and not self.closed:
-            for pkt in sio_codec.encode_data(sio_codec.EVENT, [event, data]):
+            args = [event, data]
+            if self.offsets and (self.protocol == 3 or isinstance(data, str)):
+                # not an offset: the v3 add-on pops one trailing argument of every
+                # event, socket.io-client v4 takes a trailing string for one
+                args.append(None)
+            for pkt in sio_codec.encode_data(sio_codec.EVENT, args):
                 self.send_packet(pkt)
+
+    def restore(self, sid: str, pid: str) -> None:
+        self.sid = sid
+        self.pid = pid
+
+    def evict(self) -> None:
+        """Closed as a takeover: the gateway is not told (it already forgot it)."""
+        self.socket_connected = False
+        if self._tr is not None:
+            self._tr.abort()
+        self.close(CloseReason.SERVER, [], close_ws=False)
 
     async def disconnect(self) -> None:
         """Socket.IO DISCONNECT (`41`), then the transport is closed."""
@@ -632,7 +654,7 @@ class EngineConnection:
         if self.protocol == 3:
             self.sid = self.eio_sid
         try:
-            await self._shared.events.connected(self, request, auth)
+            replay = await self._shared.events.connected(self, request, auth)
         except ConnectRefused as exc:
             self._refuse(exc.message)
             return
@@ -645,8 +667,12 @@ class EngineConnection:
         if self.closed:  # it left while the gateway was deciding: it was registered
             await self._shared.events.disconnected(self.sid, self.reason)
             return
-        payload = None if self.protocol == 3 else {"sid": self.sid}
+        payload: dict[str, Any] | None = None
+        if self.protocol == 4:
+            payload = {"sid": self.sid, "pid": self.pid} if self.pid else {"sid": self.sid}
         self.send_packet(sio_codec.connect_reply(self.protocol, payload))
+        for packet in replay or ():  # nothing between the reply and these
+            self.send(packet)
 
     def _refuse(self, message: str) -> None:
         self.sid = ""

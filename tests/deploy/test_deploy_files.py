@@ -49,7 +49,22 @@ DOCKERFILES = {
 
 # Gateway metrics the dashboard may use beyond CONTRACT_METRICS (exported by the gateway
 # today; the pod contract test checks every dashboard metric against a live /metrics).
-EXTRA_GATEWAY_METRICS = frozenset({"sailcast_gateway_ready", "sailcast_gateway_nats_connected"})
+EXTRA_GATEWAY_METRICS = frozenset(
+    {
+        "sailcast_gateway_ready",
+        "sailcast_gateway_nats_connected",
+        # history and recovery (issue 11, docs/recovery.md "Metrics")
+        "sailcast_gateway_recoveries_total",
+        "sailcast_gateway_replayed_messages_total",
+        "sailcast_gateway_session_writes_total",
+        "sailcast_gateway_history_gaps_total",
+        "sailcast_gateway_history_repaired_messages_total",
+        "sailcast_gateway_history_lost_total",
+        "sailcast_gateway_history_duplicates_total",
+        "sailcast_gateway_history_stream_messages",
+        "sailcast_gateway_history_stream_bytes",
+    }
+)
 # Standard kubelet/cAdvisor series (kube-prometheus) used for the resources row.
 KUBELET_METRICS = frozenset(
     {"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}

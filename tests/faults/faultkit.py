@@ -408,3 +408,90 @@ class GatedProxy:
             self._server.close()
         for t in list(self._tasks):
             t.cancel()
+
+
+# -- a NATS proxy that loses chosen messages -----------------------------------------------
+
+
+class MsgDroppingProxy:
+    """A TCP proxy between one NATS client and its server that reads the server's side
+    as NATS protocol and drops chosen messages: the next MSG/HMSG on `subject` whose
+    payload contains `marker` (`drop_next`). Everything else passes byte for byte. It
+    stands for a core message lost between NATS and a gateway (a slow-consumer drop, a
+    route hiccup), which JetStream history must repair."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.backend_port = backend_port
+        self.port = 0
+        self.dropped: list[bytes] = []
+        self._rules: list[tuple[bytes, bytes]] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> MsgDroppingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def drop_next(self, subject: str, marker: bytes) -> None:
+        self._rules.append((subject.encode(), marker))
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy at once (the client reconnects)."""
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        try:
+            b_reader, b_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        except OSError:
+            c_writer.transport.abort()
+            return
+        pipes = {
+            asyncio.ensure_future(_pipe(c_reader, b_writer)),
+            asyncio.ensure_future(self._filter(b_reader, c_writer)),
+        }
+        self._tasks |= pipes
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        for p in pipes:
+            p.cancel()
+        for w in (b_writer, c_writer):
+            w.transport.abort()
+        self._tasks -= pipes
+
+    async def _filter(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(
+            ConnectionError, asyncio.CancelledError, asyncio.IncompleteReadError
+        ):
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                op = line[:4].upper()
+                if op not in (b"MSG ", b"HMSG"):
+                    writer.write(line)  # INFO, PING, PONG, +OK, -ERR
+                    await writer.drain()
+                    continue
+                fields = line.split()
+                size = int(fields[-1])  # HMSG: total (headers + payload); MSG: payload
+                body = await reader.readexactly(size + 2)
+                if self._drops(fields[1], body):
+                    self.dropped.append(fields[1])
+                    continue
+                writer.write(line + body)
+                await writer.drain()
+
+    def _drops(self, subject: bytes, body: bytes) -> bool:
+        for i, (want, marker) in enumerate(self._rules):
+            if subject == want and marker in body:
+                del self._rules[i]
+                return True
+        return False
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()

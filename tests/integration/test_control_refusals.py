@@ -43,7 +43,7 @@ async def fake_gateway(nats_server: EmbeddedNats) -> AsyncIterator[StartFake]:
         )
         brokers.append(broker)
 
-        def handle(subject: bytes, reply: bytes, data: bytes) -> None:
+        def handle(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
             body = encode_reply(answer(subject.decode(), decode_request(data)))
             task = asyncio.ensure_future(broker.publish(reply.decode(), body))
             tasks.add(task)

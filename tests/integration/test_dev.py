@@ -18,7 +18,7 @@ import pytest
 import socketio
 
 from publisher import SyncPublisher
-from shared.history import METADATA_KEY, stream_name
+from shared.history import METADATA_KEY, parse_offset, stream_name
 from shared.subjects import Subjects
 
 pytestmark = pytest.mark.integration
@@ -113,8 +113,8 @@ async def test_dev_serves_a_client_and_ctrl_c_stops_everything(dev: Dev) -> None
     assert len(children) == 3, dev.output()  # nats-server, gateway, demo worker
 
     client = socketio.AsyncClient(reconnection=False)
-    got: asyncio.Queue[object] = asyncio.Queue()
-    client.on("hello", got.put_nowait)
+    got: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+    client.on("hello", lambda *args: got.put_nowait(args))
     await client.connect(f"{gateway_url}?__sails_io_sdk_version=1.2.1", transports=["websocket"])
     try:
         # the demo worker answers a virtual request (publisher.router over NATS)
@@ -127,7 +127,10 @@ async def test_dev_serves_a_client_and_ctrl_c_stops_everything(dev: Dev) -> None
             pub.sockets.broadcast(client.get_sid(), "hello", {"from": "worker"})
         finally:
             pub.close()
-        assert await asyncio.wait_for(got.get(), 10) == {"from": "worker"}
+        data, offset = await asyncio.wait_for(got.get(), 10)
+        assert data == {"from": "worker"}
+        # ... through the history stream: stored events carry their offset (CSR is on)
+        assert parse_offset(offset) is not None, offset
         # ... through the history stream: `sailcast dev` keeps history for every room
         nc = await nats.connect(nats_url)
         try:

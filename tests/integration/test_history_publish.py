@@ -21,7 +21,7 @@ from gateway.history.stream import HistoryStream
 from gateway.settings import HistorySettings
 from publisher import Publisher, SyncPublisher, TransportError
 from shared.envelope import KIND_BROADCAST, KIND_MULTI_ROOM, MULTI_ROOM_MIN_ROOMS, decode_data
-from shared.history import stream_name
+from shared.history import parse_offset, stream_name
 from shared.subjects import Subjects
 from tests.helpers import GatewayProcess, RecordingClient
 
@@ -162,6 +162,19 @@ async def joined(
     return client
 
 
+def offsets_stripped(events: list[tuple[str, Any]]) -> list[tuple[str, Any, int | None]]:
+    """(event, data, position): the position from the offset a stored event carries as
+    its last argument (None for an event that carries none)."""
+    out: list[tuple[str, Any, int | None]] = []
+    for event, data in events:
+        offset = parse_offset(data[-1]) if isinstance(data, list) and len(data) == 2 else None
+        if offset is None:
+            out.append((event, data, None))
+        else:
+            out.append((event, data[0], offset[1]))
+    return out
+
+
 async def test_a_retried_msg_id_is_stored_and_delivered_once(
     gateway_factory: Callable[..., GatewayProcess],
     client_factory: Callable[..., Any],
@@ -175,8 +188,9 @@ async def test_a_retried_msg_id_is_stored_and_delivered_once(
         for _ in range(3):  # the worker timed out and retried, twice
             await pub.sockets.broadcast("chat:1", "paid", {"order": 42}, msg_id="order-42-paid")
         await pub.sockets.broadcast("chat:1", "after", {}, msg_id="order-43")
-        await client.wait_for(lambda ev: ("after", {}) in ev)
-        assert client.named("paid") == [{"order": 42}]
+        await client.wait_for(lambda ev: "after" in [e for e, _ in ev])
+        # a v4 client gets each stored event with its offset as last argument
+        assert offsets_stripped(client.events) == [("paid", {"order": 42}, 1), ("after", {}, 2)]
         assert await stored(nc, prefix) == {h(prefix, "chat:1"): 2}
         # without a msg_id a repeat is a new message, as before
         await pub.sockets.broadcast("chat:1", "again", 1)
@@ -247,11 +261,17 @@ async def test_every_socket_gets_a_split_broadcast_once(
         await pub.sockets.broadcast([*core, "chat:1", "chat:2"], "many", 2)
         await pub.sockets.broadcast(["chat:1", "chat:2", "room0", "lobby"], "last", 3)
         for c in clients:
-            await c.wait_for(lambda ev: ("last", 3) in ev)
+            await c.wait_for(lambda ev: "last" in [e for e, _ in ev])
         await asyncio.sleep(0.3)  # a duplicate would have arrived by now
-    assert only_history.events == [("few", 1), ("many", 2), ("last", 3)]
-    assert only_core.events == [("many", 2), ("last", 3)]
-    assert sorted(both.events) == [("few", 1), ("last", 3), ("many", 2)]
+    # stored copies carry their position: chat:1's copy, then chat:2's, per broadcast
+    assert offsets_stripped(only_history.events) == [("few", 1, 1), ("many", 2, 3), ("last", 3, 5)]
+    assert offsets_stripped(only_core.events) == [("many", 2, None), ("last", 3, None)]
+    # `both` gets "many" from room5's core copy: room5 comes before chat:2 in its list
+    assert sorted(offsets_stripped(both.events)) == [
+        ("few", 1, 2),
+        ("last", 3, 6),
+        ("many", 2, None),
+    ]
 
 
 async def test_rules_are_read_again_after_a_reconnect(prefix: str) -> None:

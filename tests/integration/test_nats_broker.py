@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from gateway.broker import BrokerEvent
+from gateway.broker.headers import encode_headers, header_int, header_value
+from gateway.broker.memory import MemoryBroker
 from gateway.broker.nats_broker import NatsBroker
 from gateway.embedded_nats import EmbeddedNats
 from shared.config import NatsSettings, parse_servers
@@ -40,7 +42,7 @@ async def test_subscriptions_are_keyed_by_subject_and_feed_one_handler(
     broker: NatsBroker, prefix: str
 ) -> None:
     got: list[tuple[bytes, bytes, bytes]] = []
-    broker.set_handler(lambda subject, reply, data: got.append((subject, reply, data)))
+    broker.set_handler(lambda subject, reply, data, headers: got.append((subject, reply, data)))
     a, b = f"{prefix}.a", f"{prefix}.b"
     await broker.subscribe(a)
     await broker.subscribe(a)  # idempotent: still one subscription, one delivery
@@ -68,7 +70,7 @@ async def test_subscriptions_are_keyed_by_subject_and_feed_one_handler(
 async def test_a_raising_handler_does_not_stop_delivery(broker: NatsBroker, prefix: str) -> None:
     got: list[bytes] = []
 
-    def handler(subject: bytes, reply: bytes, data: bytes) -> None:
+    def handler(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if data == b"boom":
             raise RuntimeError("boom")
         got.append(data)
@@ -92,7 +94,7 @@ async def test_requests_map_no_responders_and_timeouts(
     try:
         answering: set[asyncio.Future[None]] = set()
 
-        def answer(subject: bytes, reply: bytes, data: bytes) -> None:
+        def answer(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
             if data == b"ping":
                 task = asyncio.ensure_future(other.publish(reply.decode(), b"pong"))
                 answering.add(task)
@@ -121,7 +123,7 @@ async def test_jetstream_works_on_the_brokers_own_connection(
     """The recovery feature reads a room's history from JetStream through
     `broker.client`; our direct subscriptions and nats-py's own ones coexist."""
     direct: list[bytes] = []
-    broker.set_handler(lambda subject, reply, data: direct.append(data))
+    broker.set_handler(lambda subject, reply, data, headers: direct.append(data))
     live = f"{prefix}.live"
     await broker.subscribe(live)
 
@@ -159,7 +161,7 @@ async def test_connection_state_events_come_through_one_channel(prefix: str) -> 
         events.append(event)
 
     broker.set_listener(listen)
-    broker.set_handler(lambda subject, reply, data: got.append(data))
+    broker.set_handler(lambda subject, reply, data, headers: got.append(data))
     try:
         await broker.subscribe(f"{prefix}.x")
         own.stop()
@@ -174,3 +176,33 @@ async def test_connection_state_events_come_through_one_channel(prefix: str) -> 
     finally:
         await broker.close()
         own.close()
+
+
+async def test_the_handler_gets_the_raw_header_block_or_none(
+    broker: NatsBroker, prefix: str
+) -> None:
+    """Headers cross the seam unparsed (the history feed reads two of them); a message
+    without headers brings None, as MemoryBroker delivers them too."""
+    got: list[tuple[bytes, bytes | None]] = []
+    broker.set_handler(lambda subject, reply, data, headers: got.append((data, headers)))
+    subject = f"{prefix}.h"
+    await broker.subscribe(subject)
+    await broker.publish(subject, b"plain")
+    await broker.publish(subject, b"headed", headers={"Nats-Sequence": "7", "X-A": "b"})
+    await broker.flush()
+    await wait_until(lambda: len(got) == 2)
+    assert got[0] == (b"plain", None)
+    data, block = got[1]
+    assert data == b"headed"
+    assert block is not None
+    assert block.startswith(b"NATS/1.0\r\n")
+    assert header_int(block, b"Nats-Sequence") == 7
+    assert header_value(block, b"x-a") == b"b"
+    assert header_value(block, b"Missing") is None
+    memory = MemoryBroker()
+    memory_got: list[bytes | None] = []
+    memory.set_handler(lambda subject, reply, data, headers: memory_got.append(headers))
+    await memory.subscribe(subject)
+    await memory.publish(subject, b"headed", headers={"Nats-Sequence": "7", "X-A": "b"})
+    assert memory_got == [encode_headers({"Nats-Sequence": "7", "X-A": "b"})]
+    assert header_int(memory_got[0] or b"", b"Nats-Sequence") == 7

@@ -66,14 +66,27 @@ class RecordingConnection:
     def __init__(self, sid: str, protocol: int = 4) -> None:
         self._sid = sid
         self._protocol = protocol
+        self.offsets = False
         self.sent: list[Any] = []
         self.emitted: list[tuple[str, Any]] = []
         self.disconnected = False
         self.went_away = False
+        self.evicted = False
+        self._pid = ""
 
     @property
     def sid(self) -> str:
         return self._sid
+
+    @property
+    def pid(self) -> str:
+        return self._pid
+
+    def restore(self, sid: str, pid: str) -> None:
+        self._sid, self._pid = sid, pid
+
+    def evict(self) -> None:
+        self.evicted = True
 
     @property
     def protocol(self) -> int:
@@ -85,7 +98,7 @@ class RecordingConnection:
 
     @property
     def closed(self) -> bool:
-        return self.disconnected or self.went_away
+        return self.disconnected or self.went_away or self.evicted
 
     def send(self, packet: Any) -> None:
         self.sent.append(packet)

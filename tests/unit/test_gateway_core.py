@@ -105,7 +105,7 @@ class Cluster:
         got: list[Applied | Refused] = []
         done = asyncio.Event()
 
-        def collect(subject: bytes, reply: bytes, data: bytes) -> None:
+        def collect(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
             got.append(decode_reply(data, Applied))
             if len(got) >= answers:
                 done.set()

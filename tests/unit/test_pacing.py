@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.engine.frames import event_packet
-from gateway.fanout import Fanout
+from gateway.fanout import Fanout, Variants
 from gateway.metrics import GatewayMetrics
 from gateway.pacing import BACKLOG_MAX_BYTES, SLICE_COST_BYTES, SLICE_PAYLOAD_BYTES, Pacer
 from tests.unit.fakes import RecordingConnection
@@ -88,3 +88,27 @@ async def test_a_full_backlog_drops_new_messages_and_counts_them() -> None:
     assert len(drops) == 2  # one inline, BACKLOG_MAX_BYTES waiting, the last two dropped
     await _ticks_until_idle(pacer)
     assert len(conns[0].sent) == count - 2
+
+
+async def test_variants_wait_in_the_backlog_and_each_socket_gets_its_own_packet() -> None:
+    """With history on, a message is `Variants`: a backlogged one still goes to each
+    socket as the packet it takes (here: the offset for `offsets` sockets)."""
+    pacer, conns, drops = _setup(3)
+    conns[1].offsets = True
+    conns[2].offsets = True
+    conns[2]._protocol = 3
+    sids = [c.sid for c in conns]
+    size = SLICE_PAYLOAD_BYTES // 2 + 1
+    items = [
+        Variants(f'["e",{i}]'.encode(), b',"x:' + str(i).encode() + b'"]', v4=True)
+        for i in range(3)
+    ]
+    for v in items:
+        pacer.submit(v, sids, frozenset(), size)
+    assert pacer.backlog == 2
+    await _ticks_until_idle(pacer)
+    assert [p.text for p in conns[0].sent] == ['42["e",0]', '42["e",1]', '42["e",2]']
+    for c in conns[1:]:
+        assert [p.text for p in c.sent] == [f'42["e",{i},"x:{i}"]' for i in range(3)]
+    assert conns[1].sent[0] is conns[2].sent[0]  # built once, shared
+    assert not drops
