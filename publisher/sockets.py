@@ -218,9 +218,12 @@ class Sockets:
         *,
         omit: OneOrMany | None = None,
         msg_id: str | None = None,
+        wait_stored: bool = False,
     ) -> list[Outgoing]:
         """Validate and encode a broadcast: the messages to publish. Pure, so every
-        caller mistake raises here, before anything is sent. Below MULTI_ROOM_MIN_ROOMS
+        caller mistake raises here, before anything is sent (`wait_stored` says how the
+        caller waits, not what is sent: it is taken here so both publishers' broadcast
+        have these parameters). Below MULTI_ROOM_MIN_ROOMS
         rooms, a copy per room subject; from there on, one message on the multi-room
         subject. A room with a history rule gets its own copy on its history subject
         instead (`_prepare_with_history`)."""

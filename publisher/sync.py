@@ -275,6 +275,32 @@ class SyncPublisher:
             self._drain_scheduled = True
         thread.loop.call_soon_threadsafe(self._schedule_drain, pub)
 
+    def send_and_wait(self, items: list[Outgoing], kind: str) -> None:
+        """`broadcast(..., wait_stored=True)`: publish after the outbox (order kept) and
+        wait until the history rooms' copies are stored; TransportError here if not."""
+        thread, pub = self._ensure()
+
+        async def in_order() -> None:
+            await self._drain(pub)
+            acks = []
+            for subject, body, headers in items:
+                if headers is None:
+                    await pub.publish_raw(subject, body, kind)
+                else:
+                    ack = await pub.publish_stored(subject, body, kind, headers, wait=True)
+                    if ack is not None:
+                        acks.append(ack)
+            for result in await asyncio.gather(*acks, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
+
+        try:
+            thread.run(in_order(), self._timeout)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{kind} was not confirmed stored within {self._timeout}s (it may still be)"
+            ) from exc
+
     def _publish_now(
         self, thread: _LoopThread, pub: Publisher, items: list[Outgoing], kind: str
     ) -> None:
@@ -467,13 +493,18 @@ def queued(
 
     def send(self: SyncSockets, /, *args: P.args, **kwargs: P.kwargs) -> None:
         _, pub = self._owner._ensure()
-        self._owner.send(prepare(pub.sockets, *args, **kwargs), kind)
+        items = prepare(pub.sockets, *args, **kwargs)
+        if kwargs.get("wait_stored"):
+            self._owner.send_and_wait(items, kind)
+        else:
+            self._owner.send(items, kind)
 
     functools.update_wrapper(send, prepare)  # its signature, for help() and inspect
     send.__name__ = send.__qualname__ = kind
     send.__doc__ = (
         f"Queue a {kind} (arguments of `Sockets.{kind}`): validated and encoded here, so "
-        "a mistake raises at once; published by the loop thread in call order."
+        "a mistake raises at once; published by the loop thread in call order. With "
+        "wait_stored=True, blocks until its history-room copies are confirmed stored."
     )
     return send
 

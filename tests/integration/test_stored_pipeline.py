@@ -238,6 +238,8 @@ def test_the_sync_twins_flush_waits_for_the_acks(nats_server: EmbeddedNats, pref
                 await admin.close()
 
         assert asyncio.run(count()) == 500  # stored when flush returned
+        sync.sockets.broadcast("chat:2", "sure", 1, wait_stored=True)
+        assert asyncio.run(count()) == 501  # stored when the call returned
 
         # acks that never come: flush returns only once they are given up on
         async def hang() -> None:
