@@ -116,6 +116,9 @@ class Publisher:
         self._inbox = ""
         self._stored_failures = FailureBook()
         """Stored publishes that failed after their call, for the next flush."""
+        self.keeps_stored_failures = True
+        """False: only on_error hears of them (a SyncPublisher's, which keeps them for
+        its own flush; its queued broadcasts never call `raise_stored_failures`)."""
         self.sockets = Sockets(self)
         self._stored = StoredPublishing(
             nc,
@@ -402,7 +405,8 @@ class Publisher:
     def _stored_failed(self, failure: FailedPublish) -> None:
         """A stored publish failed after its call returned: kept for the next flush,
         then reported as any other."""
-        self._stored_failures.add(failure)
+        if self.keeps_stored_failures:
+            self._stored_failures.add(failure)
         self._report(failure, counted=True)
 
     def _report(self, failure: FailedPublish, *, counted: bool = False) -> None:

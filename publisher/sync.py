@@ -236,6 +236,7 @@ class SyncPublisher:
                         self._timeout,
                         cancel_late=True,
                     )
+                    self._pub.keeps_stored_failures = False  # we keep them (_report)
                 except TransportError as exc:
                     raise TransportError(
                         f"{exc} (SyncPublisher connects on first use; it tries again on the "

@@ -112,6 +112,11 @@ async def test_a_deleted_stream_surfaces_from_flush_as_publish_failed_and_is_cou
     async with await Publisher.connect(
         nats_server.url, prefix=prefix, registry=registry, on_error=heard.append
     ) as pub:
+        for _ in range(2):  # a retry: stored once, its PubAck says "duplicate"
+            await pub.sockets.broadcast("chat:1", "paid", 1, msg_id="order-1")
+        await pub.flush()
+        assert value(registry, "sailcast_publisher_stored_duplicates_total", kind="broadcast") == 1
+        assert await stored_count(nc, prefix) == 1
         await nc.jetstream().delete_stream(stream_name(prefix))
         for i in range(3):
             await pub.sockets.broadcast("chat:1", "said", {"n": i})  # returns once sent
