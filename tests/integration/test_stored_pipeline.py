@@ -267,3 +267,38 @@ def test_the_sync_twins_flush_waits_for_the_acks(nats_server: EmbeddedNats, pref
         hung.join()
     finally:
         sync.close()
+
+
+async def test_a_nats_outage_reports_the_unconfirmed_and_a_retry_with_msg_id_stores_once(
+    prefix: str,
+) -> None:
+    """NATS stopped under pipelined stored publishes: their acks never come, flush raises
+    them (after NATS is back), and retrying them with their msg_id stores each once,
+    including those nats-py sent from its reconnect buffer meanwhile."""
+    server = EmbeddedNats().start()
+    try:
+        admin = await nats.connect(server.url)
+        await HistoryStream.ensure(
+            admin, Subjects(prefix), HistorySettings(history=RULES, history_storage="file")
+        )
+        await admin.close()
+        async with await Publisher.connect(server.url, prefix=prefix, request_timeout_s=1.0) as pub:
+            for i in range(50):
+                await pub.sockets.broadcast("chat:1", "said", i, msg_id=f"m{i}")
+            await pub.flush()
+            server.stop()
+            for i in range(50, 70):  # sent (or buffered by nats-py) while NATS is down
+                await pub.sockets.broadcast("chat:1", "said", i, msg_id=f"m{i}")
+            await asyncio.sleep(1.5)  # their acks are overdue
+            await asyncio.to_thread(server.start)  # same port, same store
+            with pytest.raises(PublishFailed, match="not confirmed stored") as failed:
+                await pub.flush(timeout=10)
+            assert failed.value.count == 20
+            for i in range(50, 70):  # the worker retries what flush reported
+                await pub.sockets.broadcast("chat:1", "said", i, msg_id=f"m{i}")
+            await pub.flush(timeout=10)
+        admin = await nats.connect(server.url)
+        assert await stored_count(admin, prefix) == 70  # each once
+        await admin.close()
+    finally:
+        server.close()
