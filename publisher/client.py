@@ -16,8 +16,10 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from publisher.failures import FailureBook
 from publisher.hold import DEFAULT_HOLD_MAX_BYTES, DEFAULT_HOLD_TIMEOUT_S, OutageHold
 from publisher.models.model import Model
+from publisher.pipeline import DEFAULT_STORED_WINDOW
 from publisher.stats import PublisherStats
 from publisher.stored import StoredPublishing
 from shared.config import NatsSettings, parse_servers
@@ -74,7 +76,14 @@ class Publisher:
     `hold_max_bytes` in all (beyond that they raise TransportError at their call). Held
     messages published before every gateway was back are reported, one `FailedPublish`
     each, to `on_error` (else logged) and counted in `failed_total` and
-    `sailcast_publisher_errors_total`."""
+    `sailcast_publisher_errors_total`.
+
+    A broadcast to a history room returns once sent; its PubAck is checked in the
+    background, at most `stored_window` awaiting theirs at a time (publisher/pipeline.py).
+    One that fails (not stored, or not confirmed within `request_timeout_s`) is reported
+    the same way, and raised as PublishFailed by the next `flush()` (which waits for
+    every pending ack) or, if that comes first, by the next `broadcast`/`blast` before
+    it sends anything. `broadcast(..., wait_stored=True)` waits for its own ack."""
 
     def __init__(
         self,
@@ -87,6 +96,7 @@ class Publisher:
         on_error: OnError | None = None,
         hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
         hold_max_bytes: int = DEFAULT_HOLD_MAX_BYTES,
+        stored_window: int = DEFAULT_STORED_WINDOW,
     ) -> None:
         from publisher.sockets import Sockets
 
@@ -104,6 +114,11 @@ class Publisher:
         )
         self._release: asyncio.Task[None] | None = None
         self._inbox = ""
+        self._stored_failures = FailureBook()
+        """Stored publishes that failed after their call, for the next flush."""
+        self.keeps_stored_failures = True
+        """False: only on_error hears of them (a SyncPublisher's, which keeps them for
+        its own flush; its queued broadcasts never call `raise_stored_failures`)."""
         self.sockets = Sockets(self)
         self._stored = StoredPublishing(
             nc,
@@ -111,6 +126,8 @@ class Publisher:
             timeout_s=request_timeout_s,
             stats=stats,
             apply=self.sockets.use_history,
+            window=stored_window,
+            report=self._stored_failed,
         )
 
     @classmethod
@@ -128,6 +145,7 @@ class Publisher:
         on_error: OnError | None = None,
         hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
         hold_max_bytes: int = DEFAULT_HOLD_MAX_BYTES,
+        stored_window: int = DEFAULT_STORED_WINDOW,
     ) -> Publisher:
         """Fails with TransportError if no server answers within connect_timeout_s;
         once connected, reconnects forever by itself.
@@ -135,12 +153,15 @@ class Publisher:
         `registry`: a prometheus_client CollectorRegistry to expose our counters on.
         `on_error(failure)`: hears of every message that failed after its call returned
         (see the class docstring); it runs on this event loop: keep it short.
-        `hold_timeout_s`, `hold_max_bytes`: the bounds of the outage hold."""
+        `hold_timeout_s`, `hold_max_bytes`: the bounds of the outage hold.
+        `stored_window`: history-room publishes awaiting their PubAck at most."""
         settings = nats_settings or NatsSettings(servers=parse_servers(servers))
         stats = PublisherStats(registry)
         Subjects(prefix)  # validate before connecting
         if hold_timeout_s < 0 or hold_max_bytes < 0:
             raise ValueError("hold_timeout_s and hold_max_bytes cannot be negative")
+        if stored_window < 1:
+            raise ValueError(f"stored_window must be at least 1, got {stored_window}")
 
         errors: list[Exception] = []
         built: list[Publisher] = []
@@ -191,6 +212,7 @@ class Publisher:
             on_error=on_error,
             hold_timeout_s=hold_timeout_s,
             hold_max_bytes=hold_max_bytes,
+            stored_window=stored_window,
         )
         try:
             await pub._watch_gateways()
@@ -225,6 +247,11 @@ class Publisher:
         return self._stored.rules
 
     @property
+    def stored_pending(self) -> int:
+        """History-room publishes sent and still awaiting their PubAck."""
+        return self._stored.pipeline.pending
+
+    @property
     def failed_total(self) -> int:
         """Messages reported as failed after their call returned (see the class)."""
         return self._failed_total
@@ -245,7 +272,8 @@ class Publisher:
 
     async def close(self) -> None:
         """Flush what was published, then disconnect. What an outage still holds gets
-        up to `hold_timeout_s` to go out; what remains is reported as failed."""
+        up to `hold_timeout_s` to go out, and stored publishes up to `request_timeout_s`
+        for their acks; what remains is reported as failed."""
         if self._closed:
             return
         self._closed = True
@@ -255,6 +283,9 @@ class Publisher:
             if self._release is not None:
                 self._release.cancel()
             self._hold.give_up("the publisher was closed while NATS was unreachable")
+        pipeline = self._stored.pipeline
+        await pipeline.settle(self.request_timeout_s + 0.5)  # each one times out by then
+        pipeline.close()
         try:
             await self._nc.drain()
         except Exception:
@@ -262,7 +293,34 @@ class Publisher:
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until NATS has received everything published so far, held messages
-        included (TransportError if they are still held after `timeout`)."""
+        included, and every stored publish has its PubAck (TransportError if not all
+        within `timeout`). Raises PublishFailed if stored publishes failed since the
+        last flush (the flush's own failure, if any, as its cause)."""
+        self._check_open()
+        flush_error: TransportError | None = None
+        try:
+            await self.settle(timeout)
+        except TransportError as exc:
+            flush_error = exc
+        failed = self._stored_failures.take()
+        if failed is not None:
+            raise failed from flush_error
+        if flush_error is not None:
+            raise flush_error
+
+    def raise_stored_failures(self) -> None:
+        """Raise PublishFailed if stored publishes failed since the last flush (taking
+        them: a flush does not raise them again). `broadcast` and `blast` call it before
+        sending anything, so a worker that never flushes hears of them at its next
+        publish, whose own message then was not sent."""
+        if self._stored_failures.count:
+            failed = self._stored_failures.take()
+            if failed is not None:
+                raise failed
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """`flush` without raising the stored failures: for the SyncPublisher, which
+        hears of them through on_error and raises them from its own flush."""
         self._check_open()
         started = time.monotonic()
         if not await self._hold.wait_released(timeout):
@@ -275,6 +333,13 @@ class Publisher:
             await self._nc.flush(timeout=math.ceil(remaining))
         except Exception as exc:
             raise TransportError(f"flush failed: {exc}") from exc
+        remaining = max(0.001, timeout - (time.monotonic() - started))
+        pipeline = self._stored.pipeline
+        if not await pipeline.settle(remaining):
+            raise TransportError(
+                f"flush: {pipeline.pending} stored publish(es) still without their PubAck "
+                f"after {timeout}s"
+            )
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -337,10 +402,18 @@ class Publisher:
             raise TransportError(f"publish failed ({kind}): {exc}") from exc
         self.stats.published(kind)
 
-    def _report(self, failure: FailedPublish) -> None:
+    def _stored_failed(self, failure: FailedPublish) -> None:
+        """A stored publish failed after its call returned: kept for the next flush,
+        then reported as any other."""
+        if self.keeps_stored_failures:
+            self._stored_failures.add(failure)
+        self._report(failure, counted=True)
+
+    def _report(self, failure: FailedPublish, *, counted: bool = False) -> None:
         """One message that failed after its call returned: counted, then on_error."""
         self._failed_total += 1
-        self.stats.error(failure.kind)
+        if not counted:  # publisher/pipeline.py counts its own (with a reason)
+            self.stats.error(failure.kind)
         if self._on_error is not None:
             try:
                 self._on_error(failure)
@@ -378,13 +451,14 @@ class Publisher:
         self.stats.published(kind)
 
     async def publish_stored(
-        self, subject: str, body: bytes, kind: str, headers: dict[str, str]
-    ) -> None:
-        """A history room's message: stored through JetStream, returning once confirmed
-        (not held through an outage: publisher/stored.py says why)."""
+        self, subject: str, body: bytes, kind: str, headers: dict[str, str], *, wait: bool = False
+    ) -> asyncio.Future[None] | None:
+        """A history room's message, stored through JetStream: returns once sent, its
+        ack checked in the background (publisher/pipeline.py); with `wait`, a future
+        of the ack (not held through an outage: publisher/stored.py says why)."""
         if self._closed:
             raise PublisherClosed("this publisher was closed")
-        await self._stored.publish(subject, body, kind, headers)
+        return await self._stored.publish(subject, body, kind, headers, wait=wait)
 
     async def ask_socket(self, socket_id: str, req: SocketRequest) -> Done | RoomsOf:
         """Ask the gateway holding socket_id; NoSuchSocket at once if none does."""

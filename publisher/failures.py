@@ -6,13 +6,49 @@ report names the message by kind, event and room, read back from the bytes we en
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Final
 
 import orjson
 
 from shared.envelope import KIND_MULTI_ROOM, decode_data
-from shared.errors import FailedPublish
+from shared.errors import FailedPublish, PublishFailed
 from shared.subjects import room_name
+
+MAX_KEPT_FAILURES: Final = 1000
+"""Failed messages kept for the next flush() (all are counted)."""
+
+
+class FailureBook:
+    """The failures since the last flush, raised by it as one PublishFailed: the count
+    (exact) and the first MAX_KEPT_FAILURES of them. Thread-safe (a SyncPublisher adds
+    on its loop thread and takes in the caller's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: list[FailedPublish] = []
+        self._count = 0
+
+    def add(self, failure: FailedPublish) -> int:
+        """Keep one failure; returns how many since the last `take`."""
+        with self._lock:
+            self._count += 1
+            if len(self._failures) < MAX_KEPT_FAILURES:
+                self._failures.append(failure)
+            return self._count
+
+    @property
+    def count(self) -> int:
+        """Failures since the last `take` (read without the lock: a hint)."""
+        return self._count
+
+    def take(self) -> PublishFailed | None:
+        """The failures since the last take, as one error (None if none); starts anew."""
+        with self._lock:
+            count, failures = self._count, self._failures
+            self._count, self._failures = 0, []
+        return PublishFailed(count, failures) if count else None
 
 
 def failed_publish(subject: str, body: bytes, kind: str, error: Exception) -> FailedPublish:

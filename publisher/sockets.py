@@ -123,10 +123,12 @@ class Wire(Protocol):
     async def publish_raw(self, subject: str, body: bytes, kind: str) -> None: ...
 
     async def publish_stored(
-        self, subject: str, body: bytes, kind: str, headers: dict[str, str]
-    ) -> None: ...
+        self, subject: str, body: bytes, kind: str, headers: dict[str, str], *, wait: bool = False
+    ) -> asyncio.Future[None] | None: ...
 
     async def ask_socket(self, socket_id: str, req: SocketRequest) -> Done | RoomsOf: ...
+
+    def raise_stored_failures(self) -> None: ...
 
     async def ask_all_gateways(self, req: ClusterRequest) -> list[Applied]: ...
 
@@ -216,9 +218,12 @@ class Sockets:
         *,
         omit: OneOrMany | None = None,
         msg_id: str | None = None,
+        wait_stored: bool = False,
     ) -> list[Outgoing]:
         """Validate and encode a broadcast: the messages to publish. Pure, so every
-        caller mistake raises here, before anything is sent. Below MULTI_ROOM_MIN_ROOMS
+        caller mistake raises here, before anything is sent (`wait_stored` says how the
+        caller waits, not what is sent: it is taken here so both publishers' broadcast
+        have these parameters). Below MULTI_ROOM_MIN_ROOMS
         rooms, a copy per room subject; from there on, one message on the multi-room
         subject. A room with a history rule gets its own copy on its history subject
         instead (`_prepare_with_history`)."""
@@ -342,28 +347,45 @@ class Sockets:
         *,
         omit: OneOrMany | None = None,
         msg_id: str | None = None,
+        wait_stored: bool = False,
     ) -> None:
         """Send `event` with `data` to every socket in the room(s), once each, except
         `omit`. A socket id is a room: broadcasting to it messages that socket.
 
-        A room with history (the gateways' `--history` rules) is stored first: this
-        returns once JetStream confirmed it (TransportError if it could not). `msg_id`
-        makes a retry safe: within the duplicate window a message with the same id is
-        stored, and delivered, once (rooms without history ignore it)."""
+        A room with history (the gateways' `--history` rules) is stored through
+        JetStream: this returns once it is sent, and its PubAck is checked in the
+        background (a failure goes to on_error and is raised as PublishFailed by the
+        next `pub.flush()`, which waits for every ack, or the next broadcast or blast,
+        which then sends nothing). `wait_stored=True` returns only once
+        JetStream confirmed it, raising TransportError if it could not. `msg_id` makes a
+        retry safe: within the duplicate window a message with the same id is stored,
+        and delivered, once (rooms without history ignore it)."""
         pub = self._pub
-        for subject, body, headers in self.prepare_broadcast(
-            rooms, event, data, omit=omit, msg_id=msg_id
-        ):
+        outgoing = self.prepare_broadcast(rooms, event, data, omit=omit, msg_id=msg_id)
+        pub.raise_stored_failures()
+        acks: list[asyncio.Future[None]] = []
+        for subject, body, headers in outgoing:
             if headers is None:
                 await pub.publish_raw(subject, body, "broadcast")
             else:
-                await pub.publish_stored(subject, body, "broadcast", headers)
+                ack = await pub.publish_stored(
+                    subject, body, "broadcast", headers, wait=wait_stored
+                )
+                if ack is not None:
+                    acks.append(ack)
+        if acks:
+            results = await asyncio.gather(*acks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def blast(
         self, event: Any = DEFAULT_EVENT, data: Any = None, *, omit: OneOrMany | None = None
     ) -> None:
         """Send to every connected socket on every gateway, except `omit`."""
-        for subject, body, _ in self.prepare_blast(event, data, omit=omit):
+        outgoing = self.prepare_blast(event, data, omit=omit)
+        self._pub.raise_stored_failures()  # as broadcast: stored ones that failed before
+        for subject, body, _ in outgoing:
             await self._pub.publish_raw(subject, body, "blast")
 
     # -- room membership, cluster-wide -----------------------------------------------

@@ -26,6 +26,7 @@ class PublisherStats:
         self._errors: Any = None
         self._latency: Any = None
         self._stored_duplicates: Any = None
+        self._stored_failures: Any = None
         if registry is not None:
             from prometheus_client import Counter, Histogram
 
@@ -51,6 +52,13 @@ class PublisherStats:
                 ["kind"],
                 registry=registry,
             )
+            self._stored_failures = Counter(
+                p + "stored_failures_total",
+                "Stored publishes not confirmed stored, by reason (no_stream, refused, "
+                "timeout, not_sent, closed); each is also in errors_total",
+                ["reason"],
+                registry=registry,
+            )
             registry.register(_Reconnects(self))
 
     def published(self, kind: str) -> None:
@@ -63,6 +71,11 @@ class PublisherStats:
         self.published(kind)
         if duplicate and self._stored_duplicates is not None:
             self._stored_duplicates.labels(kind).inc()
+
+    def stored_failure(self, reason: str) -> None:
+        """Why a stored publish failed (publisher/pipeline.py); `error` counts it too."""
+        if self._stored_failures is not None:
+            self._stored_failures.labels(reason).inc()
 
     def error(self, kind: str) -> None:
         if self._errors is not None:

@@ -5,29 +5,31 @@ text into the history stream's metadata (shared.history.METADATA_KEY), and a pub
 reads it there at connect, every HISTORY_RULES_REFRESH_S and after a reconnect. No
 stream (or no JetStream) means no history: every room takes today's core path.
 
-A history room's message goes to `<p>.h.<room>` as a JetStream publish awaiting its
-PubAck, so the caller learns it is stored (and has a position) or gets TransportError.
-It is not held through an outage (publisher.hold): JetStream stores it whoever is
-subscribed, and the gateways' gap repair and recovery deliver it, so holding it for
-the gateways would only delay it. While NATS is unreachable it waits for the PubAck
-like any request, up to the publisher's `request_timeout_s`; a timeout says that it
-may have been stored, and a retry with the same `msg_id` (header `Nats-Msg-Id`) is
-stored once within the stream's duplicate window.
+A history room's message goes to `<p>.h.<room>` as a JetStream publish whose PubAck
+is checked in the background (publisher/pipeline.py): the call returns once it is sent;
+a failure is reported (on_error, the next flush raises PublishFailed), or raised at the
+call with `wait=True`. It is not held through an outage (publisher.hold): JetStream
+stores it whoever is subscribed, and the gateways' gap repair and recovery deliver it,
+so holding it for the gateways would only delay it. While NATS is unreachable its ack
+is missing and it fails after the publisher's `request_timeout_s`; that says it may
+have been stored, and a retry with the same `msg_id` (header `Nats-Msg-Id`) is stored
+once within the stream's duplicate window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Final
 
 from nats.aio.client import Client as NatsClient
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from publisher.pipeline import DEFAULT_STORED_WINDOW, Report, StoredPipeline
 from publisher.stats import PublisherStats
-from shared.errors import ConfigError, TransportError
+from shared.errors import ConfigError, FailedPublish
 from shared.history import METADATA_KEY, HistoryRules, stream_name
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ RULES_RETRY_S: Final = 1.0
 """After a failed read (a timeout, JetStream electing a leader), the next one comes this
 soon: meanwhile the rules read last stay in force."""
 RULES_READ_TIMEOUT_S: Final = 2.0
+NO_STREAM_REREAD_S: Final = 1.0
+"""A burst of publishes no stream answered re-reads the rules once per this, not each."""
 
 
 class StoredPublishing:
@@ -52,13 +56,25 @@ class StoredPublishing:
         timeout_s: float,
         stats: PublisherStats,
         apply: Callable[[HistoryRules], None],
+        window: int = DEFAULT_STORED_WINDOW,
+        report: Report | None = None,
     ) -> None:
-        """`apply(rules)` hears every reading (the publisher routes by it)."""
+        """`apply(rules)` hears every reading (the publisher routes by it); `window`
+        and `report`: the stored publishes' (publisher/pipeline.py; without `report`,
+        a failure is only counted and logged)."""
         self._js = nc.jetstream(timeout=RULES_READ_TIMEOUT_S)
         self.stream = stream_name(prefix)
         self.timeout_s = timeout_s
-        self._stats = stats
         self._apply = apply
+        self._reread_at = 0.0
+        self.pipeline = StoredPipeline(
+            nc,
+            window=window,
+            timeout_s=timeout_s,
+            stats=stats,
+            report=report or _ignore,
+            no_stream=self._no_stream,
+        )
         self.rules = HistoryRules()
         self._failures = 0
         """Failed reads in a row: the next read comes sooner, the log line only once."""
@@ -134,37 +150,25 @@ class StoredPublishing:
             self._refresh.cancel()
             self._refresh = None
 
-    async def publish(self, subject: str, body: bytes, kind: str, headers: dict[str, str]) -> None:
-        """Store one message; return once JetStream confirmed it (TransportError if not:
-        counted in `sailcast_publisher_errors_total`)."""
-        try:
-            ack = await self._js.publish(
-                subject, body, timeout=self.timeout_s, headers=headers or None
-            )
-        except NoStreamResponseError as exc:
-            self._stats.error(kind)
+    def _no_stream(self) -> None:
+        """A stored publish no stream answered: re-read the rules (once a burst)."""
+        now = time.monotonic()
+        if now >= self._reread_at:
+            self._reread_at = now + NO_STREAM_REREAD_S
             self.reread_soon()
-            raise TransportError(
-                f"{kind} not stored: no history stream answered on {subject} (the stream "
-                "was deleted or is not there yet; the rules are re-read)"
-            ) from exc
-        except (NatsTimeoutError, TimeoutError) as exc:
-            self._stats.error(kind)
-            raise TransportError(
-                f"{kind} not confirmed stored within {self.timeout_s}s (it may have been "
-                "stored: retry with the same msg_id to have it stored once)"
-            ) from exc
-        except APIError as exc:
-            self._stats.error(kind)
-            raise TransportError(
-                f"JetStream refused to store {kind}: {exc.description or exc}"
-            ) from exc
-        except Exception as exc:
-            self._stats.error(kind)
-            raise TransportError(f"stored publish failed ({kind}): {exc}") from exc
-        self._stats.stored(kind, duplicate=bool(ack.duplicate))
+
+    async def publish(
+        self, subject: str, body: bytes, kind: str, headers: dict[str, str], *, wait: bool
+    ) -> asyncio.Future[None] | None:
+        """Store one message: returns once sent (publisher/pipeline.py); with `wait`, a
+        future of its ack that raises TransportError if it was not stored."""
+        return await self.pipeline.send(subject, body, kind, headers, wait=wait)
 
 
 def _quiet(task: asyncio.Future[HistoryRules]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("history rules not re-read", exc_info=task.exception())
+
+
+def _ignore(failure: FailedPublish) -> None:
+    """No one to report to: the pipeline has counted and logged it."""

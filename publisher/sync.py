@@ -31,6 +31,9 @@ Failures are never silent and never misattributed. Every message is reported onc
   every FAILURE_LOG_INTERVAL_S), and raised by the next `flush()` (or `close()`) as one
   `PublishFailed` carrying the count since the last flush and the failed messages (the
   first MAX_KEPT_FAILURES of them).
+- A queued broadcast to a history room is sent without waiting for its PubAck
+  (publisher/pipeline.py); an ack that says it was not stored, or that does not come
+  within `request_timeout_s`, is reported the same way, and `flush()` waits for them.
 - No other call raises it: a broadcast, join or leave raises only for itself, and its own
   message is sent whatever failed before it.
 """
@@ -51,7 +54,8 @@ from types import TracebackType
 from typing import Any, Concatenate, Final, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
 from publisher.client import Publisher
-from publisher.failures import failed_publish
+from publisher.failures import MAX_KEPT_FAILURES as MAX_KEPT_FAILURES  # re-exported
+from publisher.failures import FailureBook, failed_publish
 from publisher.models.model import Model, ModelRooms
 from publisher.models.planner import Planner
 from publisher.models.registry import ModelRegistry, default_registry
@@ -75,8 +79,6 @@ A = TypeVar("A")
 
 DEFAULT_CALL_TIMEOUT_S: Final = 30.0
 """How long a blocking call waits for the loop thread (connecting included)."""
-MAX_KEPT_FAILURES: Final = 1000
-"""Failed queued messages kept for the next flush() (all are counted)."""
 FAILURE_LOG_INTERVAL_S: Final = 5.0
 """A burst of failed queued messages (an outage) logs one line per interval, not one each."""
 
@@ -98,6 +100,7 @@ class ConnectOptions(TypedDict, total=False):
     connect_timeout_s: float
     hold_timeout_s: float
     hold_max_bytes: int
+    stored_window: int
 
 
 class _LoopThread:
@@ -183,8 +186,7 @@ class SyncPublisher:
         self._drain_tasks: set[asyncio.Future[None]] = set()
         self._on_error = on_error
         self._failures_lock = threading.Lock()
-        self._failures: list[FailedPublish] = []  # since the last flush, the first ones
-        self._unflushed = 0  # failed since the last flush (all of them)
+        self._book = FailureBook()  # since the last flush
         self._failed_total = 0
         self._log_after = 0.0
         self.sockets = SyncSockets(self)
@@ -234,6 +236,7 @@ class SyncPublisher:
                         self._timeout,
                         cancel_late=True,
                     )
+                    self._pub.keeps_stored_failures = False  # we keep them (_report)
                 except TransportError as exc:
                     raise TransportError(
                         f"{exc} (SyncPublisher connects on first use; it tries again on the "
@@ -272,6 +275,32 @@ class SyncPublisher:
                 return
             self._drain_scheduled = True
         thread.loop.call_soon_threadsafe(self._schedule_drain, pub)
+
+    def send_and_wait(self, items: list[Outgoing], kind: str) -> None:
+        """`broadcast(..., wait_stored=True)`: publish after the outbox (order kept) and
+        wait until the history rooms' copies are stored; TransportError here if not."""
+        thread, pub = self._ensure()
+
+        async def in_order() -> None:
+            await self._drain(pub)
+            acks = []
+            for subject, body, headers in items:
+                if headers is None:
+                    await pub.publish_raw(subject, body, kind)
+                else:
+                    ack = await pub.publish_stored(subject, body, kind, headers, wait=True)
+                    if ack is not None:
+                        acks.append(ack)
+            for result in await asyncio.gather(*acks, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
+
+        try:
+            thread.run(in_order(), self._timeout)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{kind} was not confirmed stored within {self._timeout}s (it may still be)"
+            ) from exc
 
     def _publish_now(
         self, thread: _LoopThread, pub: Publisher, items: list[Outgoing], kind: str
@@ -324,10 +353,7 @@ class SyncPublisher:
         kind = failure.kind
         with self._failures_lock:
             self._failed_total += 1
-            self._unflushed += 1
-            if len(self._failures) < MAX_KEPT_FAILURES:
-                self._failures.append(failure)
-            unflushed = self._unflushed
+        unflushed = self._book.add(failure)
         now = time.monotonic()
         if now >= self._log_after:
             self._log_after = now + FAILURE_LOG_INTERVAL_S
@@ -346,23 +372,21 @@ class SyncPublisher:
 
     def _take_failures(self) -> PublishFailed | None:
         """The failures since the last flush, as one error; starts a new count."""
-        with self._failures_lock:
-            count, failures = self._unflushed, self._failures
-            self._unflushed, self._failures = 0, []
-        return PublishFailed(count, failures) if count else None
+        return self._book.take()
 
     def model(self, identity: str, *, registry: ModelRegistry | None = None) -> SyncModel:
         """`pub.model(identity)`, blocking (see publisher.models)."""
         return SyncModel(self, identity, registry=registry)
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until NATS has received everything published so far (queued too).
+        """Wait until NATS has received everything published so far (queued too), and
+        every history-room broadcast has its PubAck.
 
         Raises PublishFailed if queued messages failed since the last flush (with the
         NATS flush's own failure as its cause, if it failed too)."""
         flush_error: SailcastError | None = None
         try:
-            self.call(lambda p: p.flush(timeout))
+            self.call(lambda p: p.settle(timeout))  # its failures reach us via on_error
         except TransportError as exc:
             flush_error = exc
         failed = self._take_failures()
@@ -406,8 +430,8 @@ class SyncPublisher:
         self._thread = None
         self._pub = None
         self._failures_lock = threading.Lock()  # the parent reports its own failures
-        self._failures = []
-        self._unflushed = self._failed_total = 0
+        self._book = FailureBook()
+        self._failed_total = 0
 
     def __enter__(self) -> SyncPublisher:
         return self
@@ -453,8 +477,8 @@ def blocking(
 
 
 async def _publish(pub: Publisher, item: Outgoing, kind: str) -> None:
-    """One prepared message: core, or stored through JetStream (its PubAck awaited, so
-    the outbox keeps its order)."""
+    """One prepared message: core, or stored through JetStream (sent in outbox order,
+    its PubAck checked in the background: publisher/pipeline.py)."""
     subject, body, headers = item
     if headers is None:
         await pub.publish_raw(subject, body, kind)
@@ -470,13 +494,18 @@ def queued(
 
     def send(self: SyncSockets, /, *args: P.args, **kwargs: P.kwargs) -> None:
         _, pub = self._owner._ensure()
-        self._owner.send(prepare(pub.sockets, *args, **kwargs), kind)
+        items = prepare(pub.sockets, *args, **kwargs)
+        if kwargs.get("wait_stored"):
+            self._owner.send_and_wait(items, kind)
+        else:
+            self._owner.send(items, kind)
 
     functools.update_wrapper(send, prepare)  # its signature, for help() and inspect
     send.__name__ = send.__qualname__ = kind
     send.__doc__ = (
         f"Queue a {kind} (arguments of `Sockets.{kind}`): validated and encoded here, so "
-        "a mistake raises at once; published by the loop thread in call order."
+        "a mistake raises at once; published by the loop thread in call order. With "
+        "wait_stored=True, blocks until its history-room copies are confirmed stored."
     )
     return send
 

@@ -125,7 +125,7 @@ async def test_a_deleted_stream_is_an_error_at_the_call_then_no_history(
     async with await Publisher.connect(nats_server.url, prefix=prefix) as pub:
         await nc.jetstream().delete_stream(stream.name)
         with pytest.raises(TransportError, match="no history stream answered"):
-            await pub.sockets.broadcast("chat:1", "said", 1)
+            await pub.sockets.broadcast("chat:1", "said", 1, wait_stored=True)
         for _ in range(250):  # the failure made it read the rules again
             if not pub.history_rules:
                 break

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 
 from publisher import FailedPublish, PublishFailed, TransportError
+from publisher.failures import MAX_KEPT_FAILURES, FailureBook
 
 
 def failure(i: int, room: str | None = "lobby") -> FailedPublish:
@@ -46,3 +47,17 @@ def test_it_survives_pickling() -> None:
         ("ev2", "lobby", 1.5e9 + 2),
     ]
     assert str(back) == str(err)
+
+
+def test_the_failure_book_counts_all_keeps_the_first_and_starts_anew() -> None:
+    book = FailureBook()
+    assert book.take() is None
+    for n in range(MAX_KEPT_FAILURES + 5):
+        assert book.add(failure(n)) == n + 1
+    taken = book.take()
+    assert taken is not None
+    assert taken.count == MAX_KEPT_FAILURES + 5
+    assert len(taken.failures) == MAX_KEPT_FAILURES
+    assert [f.event for f in taken.failures[:2]] == ["ev0", "ev1"]
+    assert book.count == 0
+    assert book.take() is None  # raised once

@@ -47,6 +47,9 @@ class Unreachable:
     async def publish_stored(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("a message was stored for an invalid room argument")
 
+    def raise_stored_failures(self) -> None:
+        raise AssertionError("a message was about to be sent for an invalid room argument")
+
 
 @pytest.fixture
 def sockets() -> Sockets:
