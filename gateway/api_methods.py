@@ -112,7 +112,15 @@ def _code(exc: Exception) -> str:
 
 
 async def _broadcast(s: Sockets, a: Mapping[str, Any]) -> None:
-    await s.broadcast(a["rooms"], a.get("event", DEFAULT_EVENT), a.get("data"), omit=a.get("omit"))
+    # wait_stored: a 200 means a history room's copy is stored, and a failure is this
+    # call's own (pipelined, it would surface in some later request)
+    await s.broadcast(
+        a["rooms"],
+        a.get("event", DEFAULT_EVENT),
+        a.get("data"),
+        omit=a.get("omit"),
+        wait_stored=True,
+    )
 
 
 async def _blast(s: Sockets, a: Mapping[str, Any]) -> None:
