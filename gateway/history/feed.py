@@ -34,12 +34,14 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, Protocol
 
 from gateway.engine import event_packet
 from gateway.engine.api import OutboundPacket
 from gateway.fanout import offset_suffix, with_suffix
 from gateway.history.direct_get import Page
+from gateway.history.transient import ELECTION_BUDGET_S, retrying
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
 from shared.envelope import decode_data
@@ -163,6 +165,8 @@ class HistoryFeed:
         self.hold_max_bytes = hold_max_bytes
         self.retry_delays_s = retry_delays_s
         self._wall = wall_clock
+        self.retry_budget_s = ELECTION_BUDGET_S
+        """How long a recovery read is retried over a JetStream leader election."""
         self._epoch = stream.epoch
         self._last: dict[str, int] = {}
         self.high_water = 0
@@ -219,7 +223,7 @@ class HistoryFeed:
             picked[room] = []
             cursors[room] = start
         try:
-            first = await self._stream.first_seq()
+            first = await retrying(self._stream.first_seq, budget_s=self.retry_budget_s)
         except (SailcastError, OSError) as exc:
             log.warning("recovery: stream state unavailable: %s", exc)
             return RecoveryRefused(HISTORY_UNAVAILABLE)
@@ -461,8 +465,15 @@ class HistoryFeed:
         out: list[tuple[int, bytes, float]] = []
         while True:
             try:
-                page = await self._reader.after(
-                    subject, cursor, batch=cap + 1, max_bytes=min(max_bytes + 1, FETCH_PAGE_BYTES)
+                page = await retrying(
+                    partial(
+                        self._reader.after,
+                        subject,
+                        cursor,
+                        batch=cap + 1,
+                        max_bytes=min(max_bytes + 1, FETCH_PAGE_BYTES),
+                    ),
+                    budget_s=self.retry_budget_s,
                 )
             except (SailcastError, OSError) as exc:
                 log.warning("recovery: history of a room unavailable: %s", exc)

@@ -35,6 +35,7 @@ from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.engine.api import HandshakeRequest
 from gateway.history.feed import NO_HISTORY, HistoryFeed
 from gateway.history.feed import RecoveryRefused as Refusal
+from gateway.history.transient import retrying
 from gateway.logs import Throttled
 from gateway.node import Gateway
 from gateway.recovery.sessions import SessionStore, StoredSession, is_pid, new_pid
@@ -148,8 +149,9 @@ class Recovery:
             return Lookup(None, REASON_UNKNOWN)
         if self.store.ended(claim.pid):  # said goodbye here a moment ago
             return Lookup(None, REASON_EXPIRED)
+        pid = claim.pid
         try:
-            session = await self.store.get(claim.pid)
+            session = await retrying(lambda: self.store.get(pid))
         except Exception as exc:  # NATS away, a JetStream error: no recovery this time
             self._warnings.warning("lookup", "session lookup failed: %s", exc)
             return Lookup(None, REASON_ERROR)
@@ -201,7 +203,7 @@ class Recovery:
         sid = record.sid
         try:
             await self._take_over(sid, record.gw, record.live)
-            revision = await self.store.claim(session, data=data)
+            revision = await retrying(lambda: self.store.claim(session, data=data))
         except Exception as exc:  # NATS or JetStream failed us: a fresh session
             self._warnings.warning("claim", "session takeover failed: %s", exc)
             raise RecoveryRefused(REASON_ERROR) from exc

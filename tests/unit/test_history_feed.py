@@ -482,6 +482,9 @@ async def test_replay_refusals(bench: Bench) -> None:
     assert await replay({"chat:busy": 0}) == RecoveryRefused(HISTORY_TRIMMED)
     stream.purge_before(stream.seq)
     assert await replay({"chat": 1}) == RecoveryRefused(HISTORY_TRIMMED)
+    stream.fail_reads = 1  # a read failing for a moment (a leader election): retried
+    assert await replay({"chat": stream.seq}) == Replay("r", stream.seq)
+    feed.retry_budget_s = 0.0  # a failure outlasting the retry budget refuses the recovery
     stream.fail_reads = 1
     assert await replay({"chat": stream.seq}) == RecoveryRefused(HISTORY_UNAVAILABLE)
     assert await replay({"chat": stream.seq}) == Replay("r", stream.seq)
