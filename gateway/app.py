@@ -28,6 +28,7 @@ from gateway.engine import (
     EngineOptions,
     HandshakeRequest,
     OutboundPacket,
+    new_id,
 )
 from gateway.fd_reserve import FD_RESERVE, FdReserve
 from gateway.history.feed import HistoryFeed
@@ -237,6 +238,13 @@ class GatewayApp:
         self.metrics.history_stream_messages.set_function(lambda: stream.messages)
         self.metrics.history_stream_bytes.set_function(lambda: stream.bytes)
         self._history_refresh = asyncio.create_task(stream.keep_fresh(), name="history-refresh")
+        if stream.rules.rule_for(new_id()) is None:
+            log.warning(
+                "history rules %r do not cover socket ids: what a worker sends to one "
+                "socket's id while it is away is not stored, so a recovered socket does not "
+                "get it (add a '*=N/AGE' rule to store it; docs/recovery.md)",
+                stream.rules.text,
+            )
         return stream
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:

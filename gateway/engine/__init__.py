@@ -39,6 +39,7 @@ from gateway.engine.api import (
     OutboundPacket,
     Transport,
 )
+from gateway.engine.connection import new_id
 from gateway.engine.frames import event_packet
 from gateway.engine.options import EngineOptions
 from gateway.engine.server import Engine
@@ -55,4 +56,5 @@ __all__ = [
     "OutboundPacket",
     "Transport",
     "event_packet",
+    "new_id",
 ]
