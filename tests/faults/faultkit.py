@@ -130,6 +130,14 @@ def cluster_args(name: str, my_port: int, peer_ports: list[int]) -> tuple[str, .
     return ("--cluster", f"nats://127.0.0.1:{my_port}", "--routes", routes, "--cluster_name", name)
 
 
+def node_of(nodes: list[MonitoredNats], client_name: str) -> int | None:
+    """The index of the live node the named client connection is on."""
+    for i, n in enumerate(nodes):
+        if n.alive and client_name in n.client_names():
+            return i
+    return None
+
+
 class NatsCluster:
     """`size` MonitoredNats nodes routed into one cluster on loopback, with JetStream
     (each node named `n<i>`, its own store) or without. Nodes start when told to (a
@@ -179,10 +187,7 @@ class NatsCluster:
 
     def node_of(self, client_name: str) -> int | None:
         """The live node the named client connection is on."""
-        for i, n in enumerate(self.nodes):
-            if n.alive and client_name in n.client_names():
-                return i
-        return None
+        return node_of(self.nodes, client_name)
 
     def stream_cluster(self, stream: str) -> dict[str, Any]:
         """The stream's `cluster` block (leader, replicas) as a live node reports it."""
