@@ -19,6 +19,7 @@ from tests.helpers import (
     start_gateway,
     unique_prefix,
 )
+from tests.recovery_harness import CutProxy, NodeClient, start_node_client
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +99,37 @@ async def client_factory() -> AsyncIterator[Callable[..., Any]]:
     yield connect
     for c in clients:
         await c.disconnect()
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[[int], Awaitable[CutProxy]]]:
+    """`await proxies(gateway_port)`: a cutting proxy (tests/recovery_harness.py)."""
+    made: list[CutProxy] = []
+
+    async def make(target: int) -> CutProxy:
+        proxy = CutProxy(target)
+        await proxy.start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for p in made:
+        await p.close()
+
+
+@pytest.fixture
+async def node_clients() -> AsyncIterator[Callable[..., Awaitable[NodeClient]]]:
+    """`await node_clients(url, stack)`: an npm recovery client, closed at the end."""
+    made: list[NodeClient] = []
+
+    async def start(url: str, stack: str, events: str = "m", token: str = "") -> NodeClient:
+        client = await start_node_client(url, stack, events, token)
+        made.append(client)
+        return client
+
+    yield start
+    for c in made:
+        await c.close()
 
 
 # -- measured figures ---------------------------------------------------------------

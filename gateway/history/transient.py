@@ -23,8 +23,15 @@ from shared.errors import GatewayTimeout, TransportError
 
 T = TypeVar("T")
 
-ELECTION_BUDGET_S: Final = 6.0
-"""How long a recovery step keeps retrying (a JetStream leader election takes ~2-5 s)."""
+ELECTION_BUDGET_S: Final = 15.0
+"""How long a recovery step keeps retrying: longer than one JetStream leader election.
+nats-server's followers wait a random 4-9 s after the leader's last heartbeat (sent
+every 1 s) before they campaign (0.1-0.8 s): up to ~11 s after the node is lost
+(server/raft.go, minElectionTimeout..maxElectionTimeout), and the last retry may come
+up to MAX_DELAY_S before the budget ends. At 6 s, a SIGKILLed leader still cost the
+sockets returning right after it their sessions (tests/faults/test_recovery_cluster.py
+measured 6-11 s). Meanwhile the CONNECT is being answered: the handshake timeout has
+stopped, and socket.io-client waits for the answer."""
 FIRST_DELAY_S: Final = 0.05
 MAX_DELAY_S: Final = 1.0
 

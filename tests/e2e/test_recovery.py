@@ -12,13 +12,9 @@ published to the history rooms as workers publish them (JetStream, awaiting the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -31,172 +27,13 @@ from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher
 from shared.history import parse_offset, stream_name
 from tests.helpers import GatewayProcess, connect_client
+from tests.recovery_harness import away, numbers
 
 pytestmark = pytest.mark.e2e
 
-JS_DIR = Path(__file__).parent / "js"
-STEP_TIMEOUT_S = 15.0
 HISTORY = {"history": "chat*=100/2m", "history_storage": "memory"}
 SESSION_WRITTEN_S = 0.4
 """Longer than the session store's coalescing (0.1 s) and a KV round trip."""
-
-
-class CutProxy:
-    """127.0.0.1:<port> → 127.0.0.1:<target>, byte for byte, with a few scissors."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.down = False
-        self.port = 0
-        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self._held: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.down:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = (writer, up_writer)
-        self._pairs.append(pair)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        if not dst.transport.is_closing() and dst not in self._held:
-            dst.transport.abort()
-
-    def cut(self, *, tell_gateway: bool = True) -> None:
-        """Drop every client connection; the gateway's side is closed too, or left
-        open and unread (the gateway sees nothing: a dead network path)."""
-        for client, upstream in self._pairs:
-            if not tell_gateway:
-                self._held.append(upstream)
-            client.transport.abort()
-            if tell_gateway:
-                upstream.transport.abort()
-        self._pairs.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        for w in self._held:
-            w.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._server is not None:
-            self._server.close()
-
-
-class NodeClient:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.steps: list[dict[str, Any]] = []
-
-    async def next(self, step: str) -> dict[str, Any]:
-        """The next line of kind `step`; the lines before it are kept in `steps`."""
-        assert self.proc.stdout is not None
-        while True:
-            try:
-                line = await asyncio.wait_for(self.proc.stdout.readline(), STEP_TIMEOUT_S)
-            except TimeoutError:
-                raise AssertionError(
-                    f"no {step!r} in {STEP_TIMEOUT_S}s: {self.steps[-8:]}"
-                ) from None
-            if not line:
-                err = await self.proc.stderr.read() if self.proc.stderr else b""
-                raise AssertionError(f"client exited: {self.steps[-5:]} {err.decode()[-2000:]}")
-            if not line.startswith(b"{"):
-                continue
-            data: dict[str, Any] = json.loads(line)
-            assert data["step"] != "error", data
-            self.steps.append(data)
-            if data["step"] == step:
-                return data
-
-    async def events(self, n: int) -> list[dict[str, Any]]:
-        """Every event so far, once there are `n`."""
-        while len(self.received()) < n:
-            await self.next("event")
-        return self.received()
-
-    def received(self) -> list[dict[str, Any]]:
-        return [s for s in self.steps if s["step"] == "event"]
-
-    def command(self, cmd: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd.encode() + b"\n")
-
-    async def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-@pytest_asyncio.fixture
-async def proxies() -> AsyncIterator[Callable[[int], Any]]:
-    made: list[CutProxy] = []
-
-    async def make(target: int) -> CutProxy:
-        proxy = CutProxy(target)
-        await proxy.start()
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for p in made:
-        await p.close()
-
-
-@pytest_asyncio.fixture
-async def node_clients() -> AsyncIterator[Callable[..., Any]]:
-    made: list[NodeClient] = []
-    node = shutil.which("node")
-
-    async def start(url: str, stack: str, events: str = "m", token: str = "") -> NodeClient:
-        if node is None or not (JS_DIR / "node_modules" / "socket.io-client-v4").is_dir():
-            pytest.fail("the npm clients are missing: run `bash tests/e2e/setup.sh` (needs node)")
-        proc = await asyncio.create_subprocess_exec(
-            node,
-            str(JS_DIR / "recovery_client.js"),
-            url,
-            stack,
-            events,
-            *([token] if token else []),
-            cwd=JS_DIR,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        client = NodeClient(proc)
-        made.append(client)
-        return client
-
-    yield start
-    for c in made:
-        await c.close()
 
 
 @pytest_asyncio.fixture
@@ -230,10 +67,6 @@ async def worker(nats_server: EmbeddedNats, prefix: str) -> AsyncIterator[Worker
         await w.pub.close()
 
 
-def numbers(events: list[dict[str, Any]]) -> list[int]:
-    return [e["args"][0]["n"] for e in events]
-
-
 def offsets_of(events: list[dict[str, Any]]) -> list[tuple[str, int] | None]:
     return [parse_offset(e["args"][-1]) for e in events]
 
@@ -241,12 +74,6 @@ def offsets_of(events: list[dict[str, Any]]) -> list[tuple[str, int] | None]:
 async def joined(publisher: Publisher, sid: str, room: str = "chat") -> None:
     await publisher.sockets.join(sid, room)
     await asyncio.sleep(SESSION_WRITTEN_S)  # the session record has the room
-
-
-async def away(proxy: CutProxy, client: NodeClient, *, tell_gateway: bool = True) -> None:
-    proxy.down = True
-    proxy.cut(tell_gateway=tell_gateway)
-    await client.next("disconnect")
 
 
 # -- socket.io-client 4 ------------------------------------------------------------------

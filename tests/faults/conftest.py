@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.faults.faultkit import MonitoredNats
+from tests.faults.faultkit import MonitoredNats, NatsCluster
 
 
 @pytest.fixture
@@ -16,3 +16,15 @@ def monitored_nats() -> Iterator[MonitoredNats]:
     server = MonitoredNats().start()
     yield server
     server.close()
+
+
+@pytest.fixture
+async def js_cluster() -> AsyncIterator[NatsCluster]:
+    """Three JetStream nodes routed into one cluster, formed, with a meta leader (ask
+    for it before gateway_factory, so that the gateways stop before it does)."""
+    cluster = NatsCluster(jetstream=True).start()
+    try:
+        await cluster.formed()
+        yield cluster
+    finally:
+        cluster.close()

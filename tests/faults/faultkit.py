@@ -130,6 +130,94 @@ def cluster_args(name: str, my_port: int, peer_ports: list[int]) -> tuple[str, .
     return ("--cluster", f"nats://127.0.0.1:{my_port}", "--routes", routes, "--cluster_name", name)
 
 
+def node_of(nodes: list[MonitoredNats], client_name: str) -> int | None:
+    """The index of the live node the named client connection is on."""
+    for i, n in enumerate(nodes):
+        if n.alive and client_name in n.client_names():
+            return i
+    return None
+
+
+class NatsCluster:
+    """`size` MonitoredNats nodes routed into one cluster on loopback, with JetStream
+    (each node named `n<i>`, its own store) or without. Nodes start when told to (a
+    test may want its clients on one node before the others exist)."""
+
+    def __init__(self, size: int = 3, *, jetstream: bool = False, name: str = "sc") -> None:
+        self.jetstream = jetstream
+        cports = [free_port() for _ in range(size)]
+        self.nodes = [
+            MonitoredNats(
+                free_port(),
+                jetstream=jetstream,
+                extra_args=(
+                    *cluster_args(name, cports[i], [p for j, p in enumerate(cports) if j != i]),
+                    *(("--server_name", f"n{i}") if jetstream else ()),
+                ),
+            )
+            for i in range(size)
+        ]
+
+    def url(self, i: int) -> str:
+        return f"nats://127.0.0.1:{self.nodes[i].requested_port}"
+
+    @property
+    def urls(self) -> str:
+        """Every node's client URL, comma-separated (SAILCAST_NATS_URL's form)."""
+        return ",".join(self.url(i) for i in range(len(self.nodes)))
+
+    def start(self, *which: int) -> NatsCluster:
+        for i in which or range(len(self.nodes)):
+            self.nodes[i].start()
+        return self
+
+    async def formed(self, timeout: float = 20.0) -> None:
+        """Every node routed to every other (and, with JetStream, a meta leader known to
+        every node: before that a stream cannot be created)."""
+
+        def ready() -> bool:
+            want = len(self.nodes) - 1
+            if not all(len(n.route_peers()) == want for n in self.nodes):
+                return False
+            return not self.jetstream or all(
+                n.monitor("/jsz").get("meta_cluster", {}).get("leader") for n in self.nodes
+            )
+
+        await wait_until(lambda: _quietly(ready), timeout, "cluster formation")
+
+    def node_of(self, client_name: str) -> int | None:
+        """The live node the named client connection is on."""
+        return node_of(self.nodes, client_name)
+
+    def stream_cluster(self, stream: str) -> dict[str, Any]:
+        """The stream's `cluster` block (leader, replicas) as a live node reports it."""
+        for n in self.nodes:
+            if not n.alive:
+                continue
+            for account in n.monitor("/jsz?streams=true")["account_details"]:
+                for detail in account.get("stream_detail") or ():
+                    if detail["name"] == stream:
+                        return dict(detail.get("cluster") or {})
+        raise AssertionError(f"no live node reports the stream {stream}")
+
+    def leader_of(self, stream: str) -> int | None:
+        """The index of the node leading `stream` (None during an election)."""
+        leader = self.stream_cluster(stream).get("leader")
+        return int(leader[1:]) if leader else None
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+
+
+def _quietly(cond: Callable[[], bool]) -> bool:
+    """cond(), False while a monitoring endpoint is not answering yet."""
+    try:
+        return cond()
+    except OSError:
+        return False
+
+
 # -- a raw websocket client ---------------------------------------------------------------
 
 

@@ -31,10 +31,10 @@ from publisher import Publisher
 from shared.errors import TransportError
 from tests.faults.faultkit import (
     MonitoredNats,
+    NatsCluster,
     ametric,
     astatus,
-    cluster_args,
-    free_port,
+    node_of,
     wait_until,
 )
 from tests.helpers import GatewayProcess, RecordingClient, quiet
@@ -97,13 +97,6 @@ class Pacer:
                 self.errors += 1  # counted as lost by the receivers anyway
 
 
-def node_of(nodes: list[MonitoredNats], client_name: str) -> int | None:
-    for i, n in enumerate(nodes):
-        if n.alive and client_name in n.client_names():
-            return i
-    return None
-
-
 NAMES = ("sailcast-gateway-fa", "sailcast-gateway-fb", "sailcast-publisher")
 
 
@@ -124,30 +117,19 @@ async def cluster_rig(
 ) -> AsyncIterator[Rig]:
     """Three clustered nodes, everyone connected to node 0, four members of `feed` on two
     gateways, and the pacer publishing to it (for STEADY_S already when this yields)."""
-    cports = [free_port() for _ in range(3)]
-    nodes = [
-        MonitoredNats(
-            free_port(),
-            extra_args=cluster_args("sc", cports[i], [p for j, p in enumerate(cports) if j != i]),
-        )
-        for i in range(3)
-    ]
+    cluster = NatsCluster()
+    nodes = cluster.nodes
     pub: Publisher | None = None
     gws: list[GatewayProcess] = []
     task: asyncio.Task[None] | None = None
     pacer: Pacer | None = None
     try:
-        nodes[0].start()
-        urls = ",".join(f"nats://127.0.0.1:{n.requested_port}" for n in nodes)
+        cluster.start(0)
+        urls = cluster.urls
         gws = [gateway_factory(gid, nats_url=urls) for gid in ("fa", "fb")]
         pub = await Publisher.connect(urls.split(","), prefix=prefix)
-        for n in nodes[1:]:
-            n.start()
-
-        def formed() -> bool:
-            return all(len(n.route_peers()) == 2 for n in nodes)
-
-        await wait_until(formed, 15, "cluster formation")
+        cluster.start(1, 2)
+        await cluster.formed(15)
         assert {node_of(nodes, n) for n in NAMES} == {0}, "everyone starts on node 0"
 
         clients = [await client_factory(gws[i % 2]) for i in range(4)]
@@ -174,8 +156,7 @@ async def cluster_rig(
             await pub.close()
         for g in gws:  # before NATS goes, so that they drain quickly
             g.stop()
-        for n in nodes:
-            n.close()
+        cluster.close()
 
 
 async def test_cluster_node_killed_under_load(
