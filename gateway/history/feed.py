@@ -62,6 +62,12 @@ EPOCH_CHECK_S: Final = 1.0
 """At most one stream re-read per this many seconds when positions go back."""
 REPLAY_PASSES_MAX: Final = 8
 """Catch-up passes of a replay before it gives up (`history_unavailable`)."""
+RECENT_PER_ROOM: Final = 32
+"""Messages of each room the live path handed on last, kept so that a replay can be
+closed against the live path in memory (`_close_from_recent`) instead of by one more
+fetch that busy rooms may outrun."""
+LIVE_CATCH_UP_S: Final = 1.0
+"""How long a replay waits for the live path to hand on what its fetch already read."""
 
 # recovery refusal reasons (docs/recovery.md; also metric labels)
 HISTORY_TRIMMED: Final = "history_trimmed"
@@ -179,6 +185,8 @@ class HistoryFeed:
         """The message whose gap is being repaired (it counts as held)."""
         self._skip: dict[str, int] = {}
         self._skip_max = 0
+        self._recent: dict[str, collections.deque[tuple[int, int | None, bytes, float]]] = {}
+        """Per room: (position, the room's position before it, envelope, handed on at)."""
         self._epoch_check: asyncio.Task[None] | None = None
         self._epoch_checked_at = -EPOCH_CHECK_S
         self._warnings = Throttled(log)
@@ -250,11 +258,72 @@ class HistoryFeed:
             live = max((self._last.get(r, 0) for r in starts), default=0)
             if bound is not None and live <= bound:
                 return self._build(sid, bound, picked, rooms_of_socket)
+            # The live path may have handed on more of these rooms meanwhile, and
+            # under load (every socket of a lost gateway recovering at once) another
+            # fetch can be outrun again and again: close the replay against what the
+            # live path handed on, in memory, when it still holds it.
+            deadline = time.monotonic() + LIVE_CATCH_UP_S
+            # a bounded poll on a rare path: an Event set per message would cost them all
+            while self.high_water < upto and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)  # it hands on what the fetch read shortly
+            if self.high_water >= upto:
+                closed = self._close_from_recent(
+                    sid, cursors, picked, size, max_bytes, rooms_of_socket
+                )
+                if closed is not None:
+                    return closed
             # every room is complete up to `bound` after the next pass
             bound = max(upto, live)
             upto = bound
         log.warning("recovery: rooms too busy to catch up in %d passes", REPLAY_PASSES_MAX)
         return RecoveryRefused(HISTORY_UNAVAILABLE)
+
+    def _close_from_recent(
+        self,
+        sid: str,
+        cursors: dict[str, int],
+        picked: dict[str, list[tuple[int, bytes, float]]],
+        size: int,
+        max_bytes: int,
+        rooms_of_socket: Collection[str],
+    ) -> Replay | RecoveryRefused | None:
+        """Complete every room up to the high-water mark T from the messages the live
+        path handed on after the fetch (synchronous: nothing is handed on in between).
+
+        The live path hands on in position order, so every message at or below T of a
+        subscribed room was handed on, unless it came before this gateway followed the
+        room (then the fetch, made after the subscription, read it). A room is complete
+        up to T when the recent messages after its cursor reach back to it unbroken (the
+        first one's predecessor in its room is at or below the cursor). None when a
+        room's recent messages do not reach back: fetch again."""
+        extra: dict[str, list[tuple[int, bytes, float]]] = {}
+        for room, cursor in cursors.items():
+            last = self._last.get(room)
+            if last is None or last <= cursor:
+                continue
+            got = self._recent_after(room, cursor)
+            if got is None:
+                return None
+            extra[room] = got
+        for room, got in extra.items():
+            picked[room].extend(got)
+            cursors[room] = got[-1][0]
+            size += sum(len(d) for _, d, _ in got)
+            refused = self._check(room, picked[room], size, max_bytes)
+            if refused is not None:
+                return refused
+        return self._build(sid, self.high_water, picked, rooms_of_socket)
+
+    def _recent_after(self, room: str, cursor: int) -> list[tuple[int, bytes, float]] | None:
+        recent = self._recent.get(room)
+        if not recent:
+            return None
+        for i, (seq, before, _, _) in enumerate(recent):
+            if seq > cursor:
+                if before is None or before > cursor:
+                    return None  # something of the room between the cursor and it
+                return [(s, d, t) for s, _, d, t in list(recent)[i:]]
+        return None
 
     def go_live(self, sid: str, replay: Replay) -> list[OutboundPacket]:
         """The socket is a member of its rooms now: from here on live messages at or
@@ -325,6 +394,7 @@ class HistoryFeed:
     def forget_room(self, room: str) -> None:
         """The room's subscription is gone: its next message starts a new chain."""
         self._last.pop(room, None)
+        self._recent.pop(room, None)
 
     def forget_socket(self, sid: str) -> None:
         self._skip.pop(sid, None)
@@ -367,6 +437,10 @@ class HistoryFeed:
         return True
 
     def _hand_on(self, room: str, data: bytes, seq: int) -> None:
+        recent = self._recent.get(room)
+        if recent is None:
+            recent = self._recent[room] = collections.deque(maxlen=RECENT_PER_ROOM)
+        recent.append((seq, self._last.get(room), data, self._wall()))
         self._last[room] = seq
         if seq > self.high_water:
             self.high_water = seq
@@ -556,6 +630,7 @@ class HistoryFeed:
         )
         self._epoch = self._stream.epoch
         self._last.clear()
+        self._recent.clear()
         self._skip.clear()
         self._skip_max = 0
         self.high_water = 0
