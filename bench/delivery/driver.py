@@ -188,6 +188,7 @@ async def run_variant(variant: Variant, opts: Options, log: TextIO) -> dict[str,
         record["published"] = {
             "per_room": {r: len(t) for r, t in published.sent_at_ms.items()},
             "failed": sum(len(f) for f in published.failed.values()),
+            "retries": published.retries,
             "errors": published.errors,
         }
         record["disconnect_reasons"] = _reasons(reports)

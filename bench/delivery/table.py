@@ -81,6 +81,8 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
         failed = rec.get("published", {}).get("failed", 0)
         if failed:
             notes.append(f"{name}: {failed} publishes failed (not expected of clients)")
+        if retries := rec.get("published", {}).get("retries", 0):
+            notes.append(f"{name}: {retries} stored publishes retried with their msg_id")
     legend = (
         "delivered % = distinct expected messages received / expected; lost = expected not "
         "received; dup = extra copies; ooo = first receptions below an earlier number; "

@@ -31,6 +31,8 @@ JOIN_PATH: Final = "/bench/join"
 HISTORY_RULES: Final = "*=100/2m"
 RECOVERY_WINDOW_S: Final = 120
 PUBLISH_TIMEOUT_S: Final = 5.0
+STORED_RETRY_S: Final = 30.0
+"""How long a stored publish is retried (same msg_id) before it counts as failed."""
 DRAIN_WAIT_S: Final = 40.0
 """How long a SIGTERMed gateway may drain (its default --drain-timeout-s is 25 s)."""
 ADDON_PATH: Final = "/sailcast/recovery.js"
@@ -44,6 +46,8 @@ class Published:
 
     sent_at_ms: dict[str, list[float]] = field(default_factory=dict)
     failed: dict[str, list[int]] = field(default_factory=dict)
+    retries: int = 0
+    """Stored publishes tried again with the same msg_id (history on)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -181,18 +185,46 @@ class SailcastTarget(Target):
         loop = asyncio.get_running_loop()
         start = loop.time()
 
+        stored = bool(self._pub.history_rules)
+        in_order = {room: asyncio.Lock() for room in rooms}  # FIFO: a retry keeps its place
+
+        def failed(room: str, n: int, exc: Exception) -> None:
+            out.failed[room].append(n)  # counted and shown: the publish is not expected
+            if len(out.errors) < 20:
+                out.errors.append(f"{room}#{n}: {type(exc).__name__}: {exc}")
+
+        async def stored_once(room: str, n: int, data: dict[str, float]) -> None:
+            """As a worker that must not lose a message does (docs/recovery.md,
+            "Idempotent publish"): wait until stored, and retry a failure (a JetStream
+            leader election: seconds) with the same msg_id, in the room's order."""
+            deadline = loop.time() + STORED_RETRY_S
+            while True:
+                try:
+                    await self._pub.sockets.broadcast(
+                        room, EVENT, data, msg_id=f"{room}#{n}", wait_stored=True
+                    )
+                    return
+                except Exception as exc:
+                    out.retries += 1
+                    if loop.time() > deadline:
+                        failed(room, n, exc)
+                        return
+                    await asyncio.sleep(0.25)
+
         async def one(r: int, room: str, n: int) -> None:
             t = now_ms()
             out.sent_at_ms[room].append(t)
+            data = {"r": r, "n": n, "t": t}
+            if stored:
+                async with in_order[room]:
+                    await stored_once(room, n, data)
+                return
             try:
                 await asyncio.wait_for(
-                    self._pub.sockets.broadcast(room, EVENT, {"r": r, "n": n, "t": t}),
-                    PUBLISH_TIMEOUT_S,
+                    self._pub.sockets.broadcast(room, EVENT, data), PUBLISH_TIMEOUT_S
                 )
-            except Exception as exc:  # counted and shown: the publish is not expected
-                out.failed[room].append(n)
-                if len(out.errors) < 20:
-                    out.errors.append(f"{room}#{n}: {type(exc).__name__}: {exc}")
+            except Exception as exc:
+                failed(room, n, exc)
 
         pending: set[asyncio.Task[None]] = set()
         for n in range(1, total + 1):
