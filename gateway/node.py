@@ -31,6 +31,7 @@ from gateway.broker.headers import header_int
 from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.fanout import NULL_SUFFIX, Fanout, Variants, last_arg_is_string, offset_suffix
 from gateway.history.feed import HistoryFeed, StoredReader, StreamLike
+from gateway.identities import Identities
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -100,6 +101,8 @@ class Gateway:
         self.broker = broker
         self.metrics = metrics
         self.rooms = LocalRooms()
+        self.identities = Identities()
+        """Each local socket's user id and presence info (set at admission)."""
         self.peers = Peers(settings.gateway_id, settings.core.heartbeat_interval_s, clock)
         self.fanout = Fanout(metrics)
         self.pacer = Pacer(self.fanout, self._backlog_full)
@@ -217,6 +220,7 @@ class Gateway:
         """Forget a connection and its rooms; returns it if it was registered."""
         conn = self.fanout.detach(sid)
         self._slow.discard(sid)
+        self.identities.forget(sid)
         if self.feed is not None:
             self.feed.forget_socket(sid)
         for room in self.rooms.remove_socket(sid):

@@ -3,6 +3,7 @@
 SailcastError
 ├── UsageError             a caller mistake, raised before anything is sent
 │   ├── InvalidRoomName    empty, too long, not a string, or not encodable
+│   │   └── ReservedRoom   a `sailcast:` room (users' rooms) named where a worker may not
 │   ├── InvalidSocketId    empty or not a string
 │   ├── PayloadTooLarge    the encoded message exceeds the size limit
 │   ├── NotSerializable    data orjson cannot encode
@@ -36,6 +37,11 @@ class UsageError(SailcastError, ValueError):
 
 class InvalidRoomName(UsageError):
     pass
+
+
+class ReservedRoom(InvalidRoomName):
+    """A room under `sailcast:` (shared.users) named in a join or leave: those rooms
+    are the gateway's to manage, so no client can be put in another user's room."""
 
 
 class InvalidSocketId(UsageError):
