@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from gateway.engine import event_packet
-from gateway.engine.api import Connection, OutboundPacket
+from gateway.engine.api import Connection, OutboundPacket, takes_trailing_argument
 from gateway.metrics import GatewayMetrics
 
 NULL_SUFFIX: Final = b",null]"
@@ -68,7 +68,7 @@ class Variants:
         return self._marked
 
     def for_connection(self, conn: Connection) -> OutboundPacket:
-        if conn.offsets and (self.v4 or conn.protocol == 3):
+        if takes_trailing_argument(conn.offsets, conn.protocol, self.v4):
             return self.marked
         return self.plain
 

@@ -19,6 +19,15 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 
+def takes_trailing_argument(offsets: bool, protocol: int, last_is_string: bool) -> bool:
+    """Whether an event to a socket that takes positions (`Connection.offsets`) needs one
+    more trailing argument (its offset, or `null`): always on v3, where the recovery
+    add-on pops one trailing argument of every event; on v4 when the last argument is a
+    string, which socket.io-client would otherwise take for an offset. The one rule
+    behind both the fanout's packet variants and `Connection.emit`."""
+    return offsets and (protocol == 3 or last_is_string)
+
+
 class Transport(StrEnum):
     POLLING = "polling"
     WEBSOCKET = "websocket"

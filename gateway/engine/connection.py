@@ -46,6 +46,7 @@ from gateway.engine.api import (
     HandshakeRequest,
     OutboundPacket,
     Transport,
+    takes_trailing_argument,
 )
 from gateway.engine.frames import BINARY, text_frame, ws_frame
 from gateway.engine.heartbeat import PingSchedule
@@ -278,10 +279,8 @@ class EngineConnection:
     def emit(self, event: str, data: Any) -> None:
         if self.socket_connected and not self.closed:
             args = [event, data]
-            if self.offsets and (self.protocol == 3 or isinstance(data, str)):
-                # not an offset: the v3 add-on pops one trailing argument of every
-                # event, socket.io-client v4 takes a trailing string for one
-                args.append(None)
+            if takes_trailing_argument(self.offsets, self.protocol, isinstance(data, str)):
+                args.append(None)  # not an offset: read as none by either client
             for pkt in sio_codec.encode_data(sio_codec.EVENT, args):
                 self.send_packet(pkt)
 
