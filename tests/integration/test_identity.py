@@ -138,6 +138,7 @@ async def test_rooms_from_the_jwt_claim_are_in_effect_before_the_first_event(
     @router.after_connect
     async def welcome(c: Connected) -> None:  # a broadcast from inside the hook
         await heard.put(c)
+        assert c.user_id is not None
         await c.pub.sockets.broadcast_to_user(c.user_id, "hello", {"rooms": list(c.rooms)})
         for room in c.rooms[1:]:
             await c.pub.sockets.broadcast(room, "welcome", room)
@@ -180,7 +181,7 @@ async def test_rooms_and_identity_from_before_connect_are_in_effect_before_the_f
 
     @router.before_connect
     def check(c: ConnectCheck) -> Any:  # a plain hook runs in a thread
-        who = (c.handshake.auth or {}).get("token")
+        who = str((c.handshake.auth or {}).get("token"))
         if who == "plain":
             return {"legacy": True}  # plain claims data: accepted, anonymous, as before
         bad = {
