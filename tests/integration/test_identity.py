@@ -300,9 +300,14 @@ async def test_broadcast_to_user_reaches_every_tab_on_every_gateway_and_nobody_e
         ) as answer,
     ):
         assert answer.status == 200, await answer.text()
+    # other publishers than the marker's: wait for what must arrive, then for quiet
+    await events(other, "sync")
+    for tab in tabs:
+        await events(tab, "api")
     await quiet(everyone, publisher)
     assert other.named("sync") == [4]
     assert [c.named("api") for c in everyone] == [[5], [5], [5], [], []]
+    assert [c.named("sync") for c in everyone] == [[], [], [], [4], []]
 
 
 # -- reserved rooms ------------------------------------------------------------------------
