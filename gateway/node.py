@@ -574,8 +574,8 @@ class Gateway:
             for m in members:
                 self._leave(m, req.dst)
         else:
-            for m in members:
-                self._leave(m, [r for r in self.rooms.rooms_of(m) if r != m])
+            for m in members:  # users' rooms stay: they follow from who the socket is
+                self._leave(m, [r for r in self.rooms.rooms_of(m) if r != m and not is_reserved(r)])
         if failed:
             return self._refused(
                 ErrorCode.INTERNAL,

@@ -434,7 +434,8 @@ class Sockets:
         await self._pub.ask_all_gateways(RemoveMembers(src, tuple(dst)))
 
     async def leave_all(self, room: str) -> None:
-        """Every member of room leaves all its rooms, except its own-id room."""
+        """Every member of room leaves all its rooms, except its own-id room (and its
+        user room: reserved rooms are the gateway's)."""
         await self._pub.ask_all_gateways(LeaveAll(as_rooms(room, "room")[0]))
 
     # -- users (shared.users) --------------------------------------------------------

@@ -18,7 +18,7 @@ from gateway.identities import Identity
 from gateway.recovery.sessions import SessionRecord, StoredSession, who_of
 from publisher.router import Allow, ConnectCheck, Router
 from publisher.sockets import own_rooms, user_rooms
-from shared.control import AddMembers, Join, Leave, Refused, RemoveMembers
+from shared.control import AddMembers, Join, Leave, LeaveAll, Refused, RemoveMembers
 from shared.envelope import encode_reply
 from shared.errors import MalformedEnvelope, ReservedRoom, UsageError
 from shared.vrequest import (
@@ -188,3 +188,14 @@ async def test_the_control_path_refuses_reserved_rooms(cluster: Cluster) -> None
         assert refused.error.value == "bad_request"
         assert refused.gw == "gwa"
     assert gw.rooms.rooms_of("a") == {"a"}
+
+
+async def test_leave_all_keeps_the_user_room(cluster: Cluster) -> None:
+    gw = await cluster.gateway("gwa")
+    conn = RecordingConnection("a")
+    await gw.socket_connected(conn, identity=Identity("u1"), rooms=("team", "side"))
+    (applied,) = await cluster.ask_all(LeaveAll("team"), 1)
+    assert not isinstance(applied, Refused)
+    assert gw.rooms.rooms_of("a") == {"a", "sailcast:user:u1"}
+    await cluster.broadcast(["sailcast:user:u1"], "dm", 1)
+    assert received(conn) == [["dm", 1]]
