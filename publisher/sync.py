@@ -526,6 +526,10 @@ class SyncSockets(SyncView[Sockets]):
     leave_all = blocking(Sockets.leave_all)
     broadcast = queued(Sockets.prepare_broadcast, "broadcast")
     blast = queued(Sockets.prepare_blast, "blast")
+    members = blocking(Sockets.members)
+    count = blocking(Sockets.count)
+    sockets_of = blocking(Sockets.sockets_of)
+    subscribers = blocking(Sockets.subscribers)
 
 
 class SyncModel(ModelRooms, SyncView[Model]):
@@ -566,6 +570,8 @@ class SyncModel(ModelRooms, SyncView[Model]):
     after_add = blocking(Model.after_add)
     after_remove = blocking(Model.after_remove)
     after_replace = blocking(Model.after_replace)
+    subscribers = blocking(Model.subscribers)
+    watchers = blocking(Model.watchers)
 
 
 def _after_fork_in_child() -> None:

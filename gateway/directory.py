@@ -1,0 +1,219 @@
+"""This gateway's entries in the room directory (shared/directory.py): one per room it
+holds NATS interest in, so members and counts are asked only of the gateways holding
+a room.
+
+An entry is written when the gateway's interest in a room starts and purged when it
+ends (`gateway.interest.Interest` calls `hold` / `release` beside its SUB / UNSUB, so a
+join's reply follows its entry). A write that fails never fails the join: it is
+counted (`directory_writes_total{op,result="error"}`), logged, and retried in the
+background until the entry matches what the gateway holds; every held room is written
+again after a NATS reconnect (the stream keeps entries in memory). A peer found gone
+(its heartbeats stopped or it said `down`, and its own subject has no responder) has
+its entries purged by every live gateway; a gateway purges its own at start (a former
+process with its id) and at stop.
+
+Without JetStream there is no directory: `open_directory` logs it once and returns
+None, and publishers ask every gateway instead (docs/presence.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
+
+from gateway.logs import Throttled
+from shared.directory import (
+    directory_stream,
+    directory_subjects,
+    entry_subject,
+    gateway_filter,
+)
+
+log = logging.getLogger(__name__)
+
+JS_API_TIMEOUT_S: Final = 2.0
+RETRY_S: Final = 1.0
+"""Entries whose last write failed are written again this often."""
+OP_PUT: Final = "put"
+OP_DELETE: Final = "delete"
+OP_PURGE_PEER: Final = "purge_peer"
+RESULT_OK: Final = "ok"
+RESULT_ERROR: Final = "error"
+
+OnWrite = Callable[[str, str], None]
+"""Told (op, result) of every directory write."""
+
+
+def stream_config(prefix: str, replicas: int) -> StreamConfig:
+    """The last entry of each (room, gateway) subject, in memory: derived state that
+    the gateways write again after any loss (reconnect, restart)."""
+    return StreamConfig(
+        name=directory_stream(prefix),
+        description="Sailcast room directory: which gateways hold which rooms",
+        subjects=[directory_subjects(prefix)],
+        max_msgs_per_subject=1,
+        allow_direct=True,
+        storage=StorageType.MEMORY,
+        num_replicas=replicas,
+    )
+
+
+async def open_directory(
+    nc: NatsClient, *, prefix: str, gateway_id: str, replicas: int, on_write: OnWrite
+) -> RoomDirectory | None:
+    """Create or reconcile the directory stream (idempotent, many gateways at once);
+    None (logged once) when the server has no JetStream."""
+    js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
+    config = stream_config(prefix, replicas)
+    name = config.name
+    assert name is not None
+    try:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:  # made before with another replica count
+            current = (await js.stream_info(name)).config
+            if current.num_replicas != replicas:
+                current.num_replicas = replicas
+                try:
+                    await js.update_stream(current)
+                except APIError as exc:
+                    log.warning("directory stream %s kept as it is: %s", name, exc)
+    except ServiceUnavailableError as exc:
+        if exc.code is None:  # nothing serves the JetStream API
+            log.warning(
+                "JetStream is not enabled on the NATS server: no room directory; members "
+                "and counts ask every gateway (docs/presence.md)"
+            )
+            return None
+        raise
+    directory = RoomDirectory(js, prefix=prefix, gateway_id=gateway_id, on_write=on_write)
+    await directory.purge_gateway(gateway_id)  # a former process with our id
+    log.info("room directory %s ready (R%d)", name, replicas)
+    return directory
+
+
+class RoomDirectory:
+    def __init__(
+        self, js: JetStreamContext, *, prefix: str, gateway_id: str, on_write: OnWrite
+    ) -> None:
+        self._js = js
+        self._prefix = prefix
+        self._gw = gateway_id
+        self._stream = directory_stream(prefix)
+        self._on_write = on_write
+        self._held: set[str] = set()
+        self._dirty: set[str] = set()
+        """Rooms whose entry may not match `_held` (a write failed)."""
+        self._task: asyncio.Task[None] | None = None
+        self._warnings = Throttled(log)
+
+    @property
+    def count(self) -> int:
+        """Entries this gateway holds (the `directory_rooms` gauge)."""
+        return len(self._held)
+
+    def __contains__(self, room: str) -> bool:
+        return room in self._held
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._retry_loop(), name="directory-retry")
+
+    async def stop(self) -> None:
+        """Stop retrying; purge our entries (the peers would, once we are gone)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._held.clear()
+        self._dirty.clear()
+        await self.purge_gateway(self._gw)
+
+    async def hold(self, room: str) -> None:
+        """Our interest in `room` started: write its entry (never raises)."""
+        self._held.add(room)
+        if not await self._put(room):
+            self._dirty.add(room)
+
+    async def release(self, room: str) -> None:
+        """Our interest in `room` ended: purge its entry (never raises)."""
+        if room not in self._held:
+            return
+        self._held.discard(room)
+        if not await self._delete(room):
+            self._dirty.add(room)
+
+    async def rewrite(self) -> None:
+        """After a reconnect: every held room written again (the server may have lost
+        them); failures are retried in the background."""
+        for room in list(self._held):
+            if not await self._put(room):
+                self._dirty.add(room)
+
+    async def purge_gateway(self, gateway_id: str) -> bool:
+        """Remove every entry of one gateway (a dead peer's, or our own)."""
+        op = OP_PURGE_PEER if gateway_id != self._gw else OP_DELETE
+        try:
+            await self._js.purge_stream(
+                self._stream, subject=gateway_filter(self._prefix, gateway_id)
+            )
+        except Exception as exc:
+            self._failed(op, f"purge of gateway {gateway_id}'s entries", exc)
+            return False
+        self._on_write(op, RESULT_OK)
+        return True
+
+    async def _put(self, room: str) -> bool:
+        body = orjson.dumps({"gw": self._gw, "at": time.time()})
+        try:
+            await self._js.publish(entry_subject(self._prefix, room, self._gw), body)
+        except Exception as exc:
+            self._failed(OP_PUT, "write", exc)
+            return False
+        self._on_write(OP_PUT, RESULT_OK)
+        return True
+
+    async def _delete(self, room: str) -> bool:
+        try:
+            await self._js.purge_stream(
+                self._stream, subject=entry_subject(self._prefix, room, self._gw)
+            )
+        except Exception as exc:
+            self._failed(OP_DELETE, "delete", exc)
+            return False
+        self._on_write(OP_DELETE, RESULT_OK)
+        return True
+
+    def _failed(self, op: str, what: str, exc: Exception) -> None:
+        self._on_write(op, RESULT_ERROR)
+        self._warnings.warning(op, "room directory %s failed (retried): %r", what, exc)
+
+    async def retry(self, rooms: Iterable[str] | None = None) -> None:
+        """Bring the entries of `rooms` (default: those whose write failed) in line."""
+        for room in list(self._dirty if rooms is None else rooms):
+            self._dirty.discard(room)
+            held = room in self._held
+            ok = await self._put(room) if held else await self._delete(room)
+            if not ok or (room in self._held) != held:  # changed meanwhile: once more
+                self._dirty.add(room)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_S)
+            try:
+                await self.retry()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("room directory retry failed")
+
+
+__all__ = ["OP_DELETE", "OP_PURGE_PEER", "OP_PUT", "RoomDirectory", "open_directory"]
