@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -96,6 +96,28 @@ class _Answers:
 AskAll = Callable[[ClusterRequest], Awaitable[list[Applied]]]
 
 
+def merge_page(
+    replies: Mapping[str, MembersOf], after: Position | None, limit: int
+) -> tuple[list[Member], Position | None]:
+    """The next page from the gateways' answers: members after `after` in (gateway,
+    socket id) order, at most `limit`, and where the page stopped (None: nothing
+    follows). A gateway with members left (unsent, or beyond the page) ends the page
+    there: its next members come before any later gateway's."""
+    page: list[Member] = []
+    last: Position | None = None
+    for gw in sorted(replies):
+        reply = replies[gw]
+        fresh = [m for m in reply.members if after is None or Position(gw, m.socket_id) > after]
+        room_left = limit - len(page)
+        taken = fresh[:room_left]
+        if taken:
+            page.extend(taken)
+            last = Position(gw, taken[-1].socket_id)
+        if len(fresh) > room_left or (reply.more and fresh):
+            return page, last
+    return page, None
+
+
 class RoomQueries:
     """The reading side of presence, on the publisher's NATS connection."""
 
@@ -135,32 +157,10 @@ class RoomQueries:
             return None  # paged past it
 
         answers = await self._gather("members", room, request, partial, started)
-        page: list[Member] = []
-        last: Position | None = None
-        for gw in sorted(answers.by_gateway):
-            reply = answers.by_gateway[gw]
-            assert isinstance(reply, MembersOf)
-            fresh = [m for m in reply.members if after is None or Position(gw, m.socket_id) > after]
-            room_left = limit - len(page)
-            page.extend(fresh[:room_left])
-            if page:
-                last = Position(gw, page[-1].socket_id)
-            # more after the page's end on this gateway (left over, or not sent: cut by
-            # limit or size) come before any later gateway's: the page ends here
-            if len(fresh) > room_left or reply.more:
-                return self._page(page, last, answers, "members", started)
-        return self._page(page, None, answers, "members", started)
-
-    def _page(
-        self,
-        page: list[Member],
-        last: Position | None,
-        answers: _Answers,
-        kind: str,
-        started: float,
-    ) -> MembersPage:
+        replies = {gw: r for gw, r in answers.by_gateway.items() if isinstance(r, MembersOf)}
+        page, last = merge_page(replies, after, limit)
         missing = tuple(sorted(answers.missing))
-        self._stats.presence(kind, "partial" if missing else "ok", started)
+        self._stats.presence("members", "partial" if missing else "ok", started)
         return MembersPage(page, encode_cursor(last) if last is not None else None, missing)
 
     async def count(self, room: str, *, partial: bool) -> RoomCount:
