@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.embedded_nats import EmbeddedNats
-from publisher import Publisher
+from publisher import Publisher, SyncPublisher
 from shared.errors import InvalidRoomName
 from shared.errors import UsageError as SailcastUsageError
 from tests.helpers import GatewayProcess, RecordingClient
@@ -222,3 +223,49 @@ async def test_without_jetstream_every_gateway_is_asked(
         assert all(gw.metric(PUTS) == 0 for gw in gws)
     finally:
         await pub.close()
+
+
+async def test_sails_introspection_sync_twins_and_the_http_api(
+    gateway_factory: Callable[..., GatewayProcess],
+    nats_server: EmbeddedNats,
+    prefix: str,
+    publisher: Publisher,
+    client_factory: Connect,
+) -> None:
+    gws = [gateway_factory(f"api{i}", api_key="k-members-1", api_port=0) for i in range(2)]
+    a = await client_factory(gws[0])
+    b = await client_factory(gws[1])
+    user = publisher.model("user")
+    await user.subscribe(a.sid, 1)
+    await user.subscribe(b.sid, 1)
+    await user.watch(b.sid)
+    assert sorted(await user.subscribers(1)) == sorted([a.sid, b.sid])
+    assert await user.watchers() == [b.sid]
+    sync = SyncPublisher(nats_server.url, prefix=prefix)
+    try:
+        count = await asyncio.to_thread(sync.sockets.count, user.room(1))
+        assert (count.sockets, count.users) == (2, 0)
+        assert await asyncio.to_thread(sync.model("user").watchers) == [b.sid]
+        assert await asyncio.to_thread(sync.sockets.sockets_of, "7") == []
+    finally:
+        sync.close()
+    async with aiohttp.ClientSession(headers={"Authorization": "apikey k-members-1"}) as http:
+        url = f"http://127.0.0.1:{gws[1].api_port}/api"
+        async with http.post(f"{url}/members", json={"room": user.room(1), "limit": 1}) as r:
+            first = await r.json()
+        assert r.status == 200
+        assert len(first["result"]["members"]) == 1
+        assert first["result"]["members"][0]["user_id"] is None
+        body = {"room": user.room(1), "cursor": first["result"]["cursor"]}
+        async with http.post(f"{url}/members", json=body) as r:
+            rest = (await r.json())["result"]
+        assert rest["cursor"] is None
+        got = {m["socket_id"] for m in first["result"]["members"] + rest["members"]}
+        assert got == {a.sid, b.sid}
+        async with http.post(f"{url}/count", json={"room": user.room(1)}) as r:
+            assert (await r.json())["result"] == {"sockets": 2, "users": 0, "missing": []}
+        async with http.post(f"{url}/sockets_of", json={"user_id": 42}) as r:
+            assert (await r.json())["result"] == []
+        async with http.post(f"{url}/members", json={"room": "x", "cursor": "junk!"}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["field"] == "cursor"
