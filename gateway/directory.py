@@ -26,6 +26,7 @@ from typing import Final
 
 import orjson
 from nats.aio.client import Client as NatsClient
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
@@ -37,10 +38,15 @@ from shared.directory import (
     entry_subject,
     gateway_filter,
 )
+from shared.errors import TransportError
 
 log = logging.getLogger(__name__)
 
 JS_API_TIMEOUT_S: Final = 2.0
+HOLD_WAIT_S: Final = 0.5
+"""A join waits this long at most for its room's entry (then it is written behind)."""
+ENSURE_DEADLINE_S: Final = 30.0
+ENSURE_RETRY_S: Final = 0.5
 RETRY_S: Final = 1.0
 """Entries whose last write failed are written again this often."""
 OP_PUT: Final = "put"
@@ -71,34 +77,57 @@ async def open_directory(
     nc: NatsClient, *, prefix: str, gateway_id: str, replicas: int, on_write: OnWrite
 ) -> RoomDirectory | None:
     """Create or reconcile the directory stream (idempotent, many gateways at once);
-    None (logged once) when the server has no JetStream."""
+    None (logged once) when the server has no JetStream. JetStream there but not ready
+    (a leader election) is waited for up to ENSURE_DEADLINE_S, then TransportError: a
+    gateway that wrote no entries would be invisible to members and counts."""
     js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
     config = stream_config(prefix, replicas)
+    deadline = time.monotonic() + ENSURE_DEADLINE_S
+    while True:
+        try:
+            await _ensure(js, config)
+            break
+        except ServiceUnavailableError as exc:
+            if exc.code is None:  # no responders: nothing serves the JetStream API
+                log.warning(
+                    "JetStream is not enabled on the NATS server: no room directory; "
+                    "members and counts ask every gateway (docs/presence.md)"
+                )
+                return None
+            last: Exception = exc
+        except (NatsTimeoutError, TimeoutError) as exc:
+            last = exc
+        except APIError as exc:
+            raise TransportError(
+                f"JetStream refused the room directory {config.name}: {exc.description or exc}"
+            ) from exc
+        if time.monotonic() >= deadline:
+            raise TransportError(
+                f"JetStream: cannot create the room directory {config.name} within "
+                f"{ENSURE_DEADLINE_S:g}s: {last!r}"
+            ) from last
+        log.info("room directory %s not ready yet (%r); trying again", config.name, last)
+        await asyncio.sleep(ENSURE_RETRY_S)
+    directory = RoomDirectory(js, prefix=prefix, gateway_id=gateway_id, on_write=on_write)
+    await directory.purge_gateway(gateway_id)  # a former process with our id
+    log.info("room directory %s ready (R%d)", config.name, replicas)
+    return directory
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
     name = config.name
     assert name is not None
     try:
+        await js.add_stream(config)  # an identical one exists: success too
+    except BadRequestError:  # made before with another replica count
+        current = (await js.stream_info(name)).config
+        if current.num_replicas == config.num_replicas:
+            raise
+        current.num_replicas = config.num_replicas
         try:
-            await js.add_stream(config)
-        except BadRequestError:  # made before with another replica count
-            current = (await js.stream_info(name)).config
-            if current.num_replicas != replicas:
-                current.num_replicas = replicas
-                try:
-                    await js.update_stream(current)
-                except APIError as exc:
-                    log.warning("directory stream %s kept as it is: %s", name, exc)
-    except ServiceUnavailableError as exc:
-        if exc.code is None:  # nothing serves the JetStream API
-            log.warning(
-                "JetStream is not enabled on the NATS server: no room directory; members "
-                "and counts ask every gateway (docs/presence.md)"
-            )
-            return None
-        raise
-    directory = RoomDirectory(js, prefix=prefix, gateway_id=gateway_id, on_write=on_write)
-    await directory.purge_gateway(gateway_id)  # a former process with our id
-    log.info("room directory %s ready (R%d)", name, replicas)
-    return directory
+            await js.update_stream(current)
+        except APIError as update_error:  # e.g. more replicas than servers
+            log.warning("room directory %s kept as it is: %s", name, update_error)
 
 
 class RoomDirectory:
@@ -138,9 +167,22 @@ class RoomDirectory:
         await self.purge_gateway(self._gw)
 
     async def hold(self, room: str) -> None:
-        """Our interest in `room` started: write its entry (never raises)."""
+        """Our interest in `room` started: write its entry (never raises). Waits at
+        most HOLD_WAIT_S: a slow JetStream must not make joins time out; the write
+        goes on, and is retried if it fails."""
         self._held.add(room)
-        if not await self._put(room):
+        write = asyncio.ensure_future(self._put(room))
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(write), HOLD_WAIT_S)
+        except TimeoutError:
+            self._warnings.warning("slow", "room directory write slower than %ss", HOLD_WAIT_S)
+            write.add_done_callback(lambda done: self._settled(room, done))
+            return
+        if not ok:
+            self._dirty.add(room)
+
+    def _settled(self, room: str, write: asyncio.Future[bool]) -> None:
+        if write.cancelled() or not write.result():
             self._dirty.add(room)
 
     async def release(self, room: str) -> None:
@@ -166,7 +208,7 @@ class RoomDirectory:
                 self._stream, subject=gateway_filter(self._prefix, gateway_id)
             )
         except Exception as exc:
-            self._failed(op, f"purge of gateway {gateway_id}'s entries", exc)
+            self._failed(op, f"purge of gateway {gateway_id}'s entries", exc, retried=False)
             return False
         self._on_write(op, RESULT_OK)
         return True
@@ -192,9 +234,10 @@ class RoomDirectory:
         self._on_write(OP_DELETE, RESULT_OK)
         return True
 
-    def _failed(self, op: str, what: str, exc: Exception) -> None:
+    def _failed(self, op: str, what: str, exc: Exception, *, retried: bool = True) -> None:
         self._on_write(op, RESULT_ERROR)
-        self._warnings.warning(op, "room directory %s failed (retried): %r", what, exc)
+        then = "retried" if retried else "not retried"
+        self._warnings.warning(op, "room directory %s failed (%s): %r", what, then, exc)
 
     async def retry(self, rooms: Iterable[str] | None = None) -> None:
         """Bring the entries of `rooms` (default: those whose write failed) in line."""

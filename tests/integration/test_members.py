@@ -12,8 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.directory import stream_config
 from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher, SyncPublisher
+from shared.directory import directory_stream
 from shared.errors import InvalidRoomName
 from shared.errors import UsageError as SailcastUsageError
 from tests.helpers import GatewayProcess, RecordingClient
@@ -269,3 +271,25 @@ async def test_sails_introspection_sync_twins_and_the_http_api(
         async with http.post(f"{url}/members", json={"room": "x", "cursor": "junk!"}) as r:
             assert r.status == 400
             assert (await r.json())["error"]["field"] == "cursor"
+
+
+async def test_a_failed_directory_write_does_not_fail_the_join_and_is_retried(
+    three_gateways: list[GatewayProcess], publisher: Publisher, prefix: str, client_factory: Connect
+) -> None:
+    a = await client_factory(three_gateways[0])
+    js = publisher.nats.jetstream()
+    await js.delete_stream(directory_stream(prefix))  # JetStream lost it
+    await publisher.sockets.join(a.sid, "during")  # the write fails: the join does not
+    await publisher.sockets.broadcast("during", "hi", 1)
+    await a.wait_for(lambda events: ("hi", 1) in events)
+    errors = 'sailcast_gateway_directory_writes_total{op="put",result="error"}'
+    assert three_gateways[0].metric(errors) >= 1
+    # no directory: every gateway is asked, the member is still found
+    assert await publisher.room_queries.holders("during") is None
+    assert [m.socket_id for m in (await publisher.sockets.members("during")).members] == [a.sid]
+    await js.add_stream(stream_config(prefix, 1))  # back: the entry is written again
+    deadline = time.monotonic() + 10
+    while await publisher.room_queries.holders("during") != [three_gateways[0].gateway_id]:
+        assert time.monotonic() < deadline, "the failed write was not retried"
+        await asyncio.sleep(0.1)
+    assert (await publisher.sockets.count("during")).sockets == 1
