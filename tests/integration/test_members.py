@@ -12,13 +12,20 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.directory import stream_config
+from gateway.broker.nats_broker import NatsBroker
+from gateway.directory import open_directory, stream_config
 from gateway.embedded_nats import EmbeddedNats
+from gateway.identities import Identity
+from gateway.metrics import GatewayMetrics
+from gateway.node import Gateway
+from gateway.settings import CoreSettings, GatewaySettings
 from publisher import Publisher, SyncPublisher
+from shared.config import NatsSettings, parse_servers
 from shared.directory import directory_stream
 from shared.errors import InvalidRoomName
 from shared.errors import UsageError as SailcastUsageError
 from tests.helpers import GatewayProcess, RecordingClient
+from tests.unit.fakes import RecordingConnection
 
 pytestmark = pytest.mark.integration
 
@@ -293,3 +300,56 @@ async def test_a_failed_directory_write_does_not_fail_the_join_and_is_retried(
         assert time.monotonic() < deadline, "the failed write was not retried"
         await asyncio.sleep(0.1)
     assert (await publisher.sockets.count("during")).sockets == 1
+
+
+async def core_on_nats(url: str, prefix: str, gateway_id: str) -> Gateway:
+    """A gateway core on its own real NATS connection, with the room directory, in
+    this process: its sockets' identities can be set as admission sets them (the
+    identity part of issue 12)."""
+    settings = GatewaySettings(
+        gateway_id=gateway_id, prefix=prefix, core=CoreSettings(unsubscribe_linger_s=0.05)
+    )
+    broker = await NatsBroker.connect(
+        NatsSettings(servers=parse_servers(url)), name=f"test-{gateway_id}"
+    )
+    metrics = GatewayMetrics()
+    directory = await open_directory(
+        broker.client, prefix=prefix, gateway_id=gateway_id, replicas=1, on_write=lambda o, r: None
+    )
+    gw = Gateway(settings, broker, metrics, directory=directory)
+    await gw.start()
+    return gw
+
+
+async def test_users_with_tabs_on_two_gateways_count_once(
+    nats_server: EmbeddedNats, prefix: str, publisher: Publisher
+) -> None:
+    gws = [await core_on_nats(nats_server.url, prefix, f"core{i}") for i in range(2)]
+    try:
+        tabs = [
+            (gws[0], "s1", "42"),
+            (gws[1], "s2", "42"),
+            (gws[0], "s3", "7"),
+            (gws[1], "s4", None),
+        ]
+        for gw, sid, uid in tabs:
+            await gw.socket_connected(RecordingConnection(sid))
+            if uid is not None:
+                gw.identities.assign(sid, Identity(uid, {"name": f"user {uid}"}))
+            await publisher.sockets.join(sid, "doc:1")
+        count = await publisher.sockets.count("doc:1")
+        assert (count.sockets, count.users) == (4, 2)
+        page = await publisher.sockets.members("doc:1")
+        assert [(m.socket_id, m.user_id, m.info) for m in page.members] == [
+            ("s1", "42", {"name": "user 42"}),
+            ("s3", "7", {"name": "user 7"}),
+            ("s2", "42", {"name": "user 42"}),
+            ("s4", None, None),
+        ]
+        await publisher.sockets.leave("s1", "doc:1")
+        count = await publisher.sockets.count("doc:1")
+        assert (count.sockets, count.users) == (3, 2)  # 42 still has a tab
+    finally:
+        for gw in gws:
+            await gw.stop()
+            await gw.broker.close()
