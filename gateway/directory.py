@@ -6,8 +6,10 @@ An entry is written when the gateway's interest in a room starts and purged when
 ends (`gateway.interest.Interest` calls `hold` / `release` beside its SUB / UNSUB, so a
 join's reply follows its entry). A write that fails never fails the join: it is
 counted (`directory_writes_total{op,result="error"}`), logged, and retried in the
-background until the entry matches what the gateway holds; every held room is written
-again after a NATS reconnect (the stream keeps entries in memory). A peer found gone
+background until the entry matches what the gateway holds. The stream keeps entries in
+memory: every held room is written again after a NATS reconnect, and when the stream
+is found gone or made anew (checked every 10 s), it is made again and rewritten.
+A join waits at most HOLD_WAIT_S for its entry. A peer found gone
 (its heartbeats stopped or it said `down`, and its own subject has no responder) has
 its entries purged by every live gateway; a gateway purges its own at start (a former
 process with its id) and at stop.
@@ -29,7 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 
 from gateway.logs import Throttled
 from shared.directory import (
@@ -49,6 +51,8 @@ ENSURE_DEADLINE_S: Final = 30.0
 ENSURE_RETRY_S: Final = 0.5
 RETRY_S: Final = 1.0
 """Entries whose last write failed are written again this often."""
+CHECK_EVERY_RETRIES: Final = 10
+"""Every this many retry ticks (10 s), the stream is checked to be the same one."""
 OP_PUT: Final = "put"
 OP_DELETE: Final = "delete"
 OP_PURGE_PEER: Final = "purge_peer"
@@ -108,8 +112,11 @@ async def open_directory(
             ) from last
         log.info("room directory %s not ready yet (%r); trying again", config.name, last)
         await asyncio.sleep(ENSURE_RETRY_S)
-    directory = RoomDirectory(js, prefix=prefix, gateway_id=gateway_id, on_write=on_write)
+    directory = RoomDirectory(
+        js, prefix=prefix, gateway_id=gateway_id, on_write=on_write, config=config
+    )
     await directory.purge_gateway(gateway_id)  # a former process with our id
+    await directory.check_stream()  # which stream our entries go to
     log.info("room directory %s ready (R%d)", config.name, replicas)
     return directory
 
@@ -132,9 +139,18 @@ async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
 
 class RoomDirectory:
     def __init__(
-        self, js: JetStreamContext, *, prefix: str, gateway_id: str, on_write: OnWrite
+        self,
+        js: JetStreamContext,
+        *,
+        prefix: str,
+        gateway_id: str,
+        on_write: OnWrite,
+        config: StreamConfig | None = None,
     ) -> None:
         self._js = js
+        self._config = config
+        """The stream to make again when it is gone (a single server restarted loses a
+        memory stream); None: never made here."""
         self._prefix = prefix
         self._gw = gateway_id
         self._stream = directory_stream(prefix)
@@ -143,6 +159,8 @@ class RoomDirectory:
         self._dirty: set[str] = set()
         """Rooms whose entry may not match `_held` (a write failed)."""
         self._task: asyncio.Task[None] | None = None
+        self._created: str | None = None
+        """When the stream our entries are in was made (check_stream)."""
         self._warnings = Throttled(log)
 
     @property
@@ -194,8 +212,13 @@ class RoomDirectory:
             self._dirty.add(room)
 
     async def rewrite(self) -> None:
-        """After a reconnect: every held room written again (the server may have lost
-        them); failures are retried in the background."""
+        """After a reconnect: the stream made again if it is gone, and every held room
+        written again (the server may have lost them); failures are retried in the
+        background."""
+        await self._ensure_stream()
+        await self._write_all()
+
+    async def _write_all(self) -> None:
         for room in list(self._held):
             if not await self._put(room):
                 self._dirty.add(room)
@@ -239,8 +262,19 @@ class RoomDirectory:
         then = "retried" if retried else "not retried"
         self._warnings.warning(op, "room directory %s failed (%s): %r", what, then, exc)
 
+    async def _ensure_stream(self) -> None:
+        if self._config is None:
+            return
+        try:
+            await _ensure(self._js, self._config)
+        except Exception as exc:
+            self._warnings.warning("ensure", "room directory stream not ensured: %r", exc)
+
     async def retry(self, rooms: Iterable[str] | None = None) -> None:
-        """Bring the entries of `rooms` (default: those whose write failed) in line."""
+        """Bring the entries of `rooms` (default: those whose write failed) in line,
+        making the stream again first if it is gone."""
+        if self._dirty or rooms:
+            await self._ensure_stream()
         for room in list(self._dirty if rooms is None else rooms):
             self._dirty.discard(room)
             held = room in self._held
@@ -248,10 +282,37 @@ class RoomDirectory:
             if not ok or (room in self._held) != held:  # changed meanwhile: once more
                 self._dirty.add(room)
 
+    async def check_stream(self) -> None:
+        """Write every held entry again when the stream is not the one they were
+        written to (deleted and made again by someone, or lost by JetStream while our
+        connection stayed up); make it again when it is gone."""
+        if self._config is None:
+            return
+        try:
+            info = await self._js.stream_info(self._stream)
+        except NotFoundError:
+            await self._ensure_stream()
+            self._created = None  # the next check learns the new one's
+            await self._write_all()
+            return
+        except Exception as exc:
+            self._warnings.warning("check", "room directory stream not checked: %r", exc)
+            return
+        created = info.created.isoformat() if info.created is not None else ""
+        if self._created is not None and created != self._created:
+            log.warning("room directory stream was made again: writing our entries again")
+            self._created = created
+            await self._write_all()
+        self._created = created
+
     async def _retry_loop(self) -> None:
+        beats = 0
         while True:
             await asyncio.sleep(RETRY_S)
+            beats += 1
             try:
+                if beats % CHECK_EVERY_RETRIES == 0:
+                    await self.check_stream()
                 await self.retry()
             except asyncio.CancelledError:
                 raise

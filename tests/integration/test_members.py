@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from gateway.broker.nats_broker import NatsBroker
-from gateway.directory import open_directory, stream_config
+from gateway.directory import open_directory
 from gateway.embedded_nats import EmbeddedNats
 from gateway.identities import Identity
 from gateway.metrics import GatewayMetrics
@@ -283,23 +283,28 @@ async def test_sails_introspection_sync_twins_and_the_http_api(
 async def test_a_failed_directory_write_does_not_fail_the_join_and_is_retried(
     three_gateways: list[GatewayProcess], publisher: Publisher, prefix: str, client_factory: Connect
 ) -> None:
+    """The stream is lost (as a single server's memory stream is when it restarts): the
+    join's write fails, the join does not; the gateway makes the stream again and
+    writes the entry."""
     a = await client_factory(three_gateways[0])
     js = publisher.nats.jetstream()
-    await js.delete_stream(directory_stream(prefix))  # JetStream lost it
-    await publisher.sockets.join(a.sid, "during")  # the write fails: the join does not
+    await js.delete_stream(directory_stream(prefix))
+    await publisher.sockets.join(a.sid, "during")
     await publisher.sockets.broadcast("during", "hi", 1)
     await a.wait_for(lambda events: ("hi", 1) in events)
     errors = 'sailcast_gateway_directory_writes_total{op="put",result="error"}'
     assert three_gateways[0].metric(errors) >= 1
-    # no directory: every gateway is asked, the member is still found
-    assert await publisher.room_queries.holders("during") is None
+    # with the directory or without it (every gateway asked), the member is found
     assert [m.socket_id for m in (await publisher.sockets.members("during")).members] == [a.sid]
-    await js.add_stream(stream_config(prefix, 1))  # back: the entry is written again
     deadline = time.monotonic() + 10
     while await publisher.room_queries.holders("during") != [three_gateways[0].gateway_id]:
         assert time.monotonic() < deadline, "the failed write was not retried"
         await asyncio.sleep(0.1)
     assert (await publisher.sockets.count("during")).sockets == 1
+    # the stream made again is the one the gateways make
+    info = await js.stream_info(directory_stream(prefix))
+    assert info.config.max_msgs_per_subject == 1
+    assert info.config.allow_direct
 
 
 async def core_on_nats(url: str, prefix: str, gateway_id: str) -> Gateway:
@@ -353,3 +358,21 @@ async def test_users_with_tabs_on_two_gateways_count_once(
         for gw in gws:
             await gw.stop()
             await gw.broker.close()
+
+
+async def test_a_stream_made_anew_gets_every_entry_again(
+    three_gateways: list[GatewayProcess], publisher: Publisher, prefix: str, client_factory: Connect
+) -> None:
+    """Entries lost with the stream while every gateway stayed connected (nothing
+    failed, nothing to retry) come back within the stream check (10 s)."""
+    clients, _ = await spread(three_gateways, client_factory, [1, 1, 0])
+    for c in clients:
+        await publisher.sockets.join(c.sid, "kept")
+    js = publisher.nats.jetstream()
+    await js.delete_stream(directory_stream(prefix))
+    holders = [g.gateway_id for g in three_gateways[:2]]
+    deadline = time.monotonic() + 25
+    while await publisher.room_queries.holders("kept") != holders:
+        assert time.monotonic() < deadline, "the entries were not written again"
+        await asyncio.sleep(0.2)
+    assert (await publisher.sockets.count("kept")).sockets == 2
