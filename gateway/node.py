@@ -23,11 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
-
-import orjson
 
 from gateway.broker import Broker, BrokerEvent
 from gateway.broker.headers import header_int
@@ -38,6 +35,7 @@ from gateway.history.feed import HistoryFeed, StoredReader, StreamLike
 from gateway.identities import Identities
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
+from gateway.members import local_answer
 from gateway.metrics import GatewayMetrics
 from gateway.pacing import Pacer
 from gateway.peers import Peers
@@ -56,7 +54,6 @@ from shared.control import (
     Join,
     Leave,
     LeaveAll,
-    Member,
     Members,
     MembersOf,
     Ping,
@@ -87,9 +84,6 @@ HUNG_SERVER_ROUND_TRIPS: Final = 3
 FIXED_SUBSCRIPTIONS: Final = 5
 """blast, multi-room broadcasts, all-gateways requests, heartbeats, and this gateway's
 own subject."""
-
-MEMBERS_REPLY_MAX_BYTES: Final = 512 * 1024
-"""A members answer stops (saying `more`) past this size: under NATS' 1 MiB payload."""
 
 _CLUSTER: Final = ""
 """The control queue's target for a request on `gw.all` (a socket request names its sid)."""
@@ -659,28 +653,9 @@ class Gateway:
             log.warning("could not answer a %s question: %s", req.kind.value, exc)
 
     def _presence_answer(self, req: Members | Count) -> MembersOf | CountOf:
-        """This gateway's part of a room's members (a page, sorted by socket id) or
-        count (sockets and distinct users), from `rooms` and `identities`."""
-        gw = self.settings.gateway_id
-        members = self.rooms.members(req.room)
         self.metrics.presence_queries.labels(req.kind.value, "ok").inc()
-        if isinstance(req, Count):
-            users = self.identities.users_among(members)
-            return CountOf(gw, len(members), tuple(sorted(users)))
-        sids = sorted(members)
-        start = bisect_right(sids, req.after) if req.after is not None else 0
-        identity = self.identities.get
-        page: list[Member] = []
-        size = 0
-        for sid in sids[start:]:
-            if len(page) >= req.limit or size >= MEMBERS_REPLY_MAX_BYTES:
-                return MembersOf(gw, tuple(page), more=True)
-            who = identity(sid)
-            page.append(Member(sid, who.user_id, who.info))
-            size += len(sid) + len(who.user_id or "") + 32
-            if who.info:
-                size += len(orjson.dumps(who.info))
-        return MembersOf(gw, tuple(page))
+        members = self.rooms.members(req.room)
+        return local_answer(self.settings.gateway_id, members, self.identities, req)
 
     async def _room_held(self, room: str) -> None:
         """Our NATS interest in `room` started: its directory entry (not for a socket's
