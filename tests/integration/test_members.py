@@ -22,7 +22,7 @@ from gateway.settings import CoreSettings, GatewaySettings
 from publisher import Publisher, SyncPublisher
 from shared.config import NatsSettings, parse_servers
 from shared.directory import directory_stream
-from shared.errors import InvalidRoomName
+from shared.errors import GatewayTimeout, InvalidRoomName
 from shared.errors import UsageError as SailcastUsageError
 from tests.helpers import GatewayProcess, RecordingClient
 from tests.unit.fakes import RecordingConnection
@@ -376,3 +376,35 @@ async def test_a_stream_made_anew_gets_every_entry_again(
         assert time.monotonic() < deadline, "the entries were not written again"
         await asyncio.sleep(0.2)
     assert (await publisher.sockets.count("kept")).sockets == 2
+
+
+async def test_a_frozen_holder_fails_the_call_unless_partial(
+    three_gateways: list[GatewayProcess],
+    nats_server: EmbeddedNats,
+    prefix: str,
+    client_factory: Connect,
+) -> None:
+    """A holder that does not answer (SIGSTOP: its connection stays up) is never a
+    silently short list: GatewayTimeout naming it, or with partial=True `missing`."""
+    pub = await Publisher.connect(nats_server.url, prefix=prefix, request_timeout_s=0.5)
+    frozen = three_gateways[1]
+    try:
+        clients, _ = await spread(three_gateways, client_factory, [1, 1, 0])
+        for c in clients:
+            await pub.sockets.join(c.sid, "cold")
+        frozen.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(GatewayTimeout, match=frozen.gateway_id):
+                await pub.sockets.count("cold")
+            with pytest.raises(GatewayTimeout, match=frozen.gateway_id):
+                await pub.sockets.members("cold")
+            count = await pub.sockets.count("cold", partial=True)
+            assert (count.sockets, count.missing) == (1, (frozen.gateway_id,))
+            page = await pub.sockets.members("cold", partial=True)
+            assert [m.socket_id for m in page.members] == [clients[0].sid]
+            assert page.missing == (frozen.gateway_id,)
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+        assert (await pub.sockets.count("cold")).sockets == 2
+    finally:
+        await pub.close()
