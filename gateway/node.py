@@ -85,6 +85,11 @@ FIXED_SUBSCRIPTIONS: Final = 5
 """blast, multi-room broadcasts, all-gateways requests, heartbeats, and this gateway's
 own subject."""
 
+PURGE_RECHECK_S: Final = 30.0
+PURGE_RECHECKS: Final = 20
+"""A silent peer's subject is asked this many times, PURGE_RECHECK_S apart (10 min,
+past NATS' default 2 min × 2 pings for a connection that vanished without closing)."""
+
 _CLUSTER: Final = ""
 """The control queue's target for a request on `gw.all` (a socket request names its sid)."""
 
@@ -163,6 +168,8 @@ class Gateway:
         metrics.broker_subscriptions.set_function(
             lambda: self.room_interest.count + self.socket_interest.count + FIXED_SUBSCRIPTIONS
         )
+        self._purges: set[asyncio.Task[None]] = set()
+        """Peers' directory entries waiting to be purged (`_purge_if_gone`)."""
         if directory is not None:  # members and counts (i12-members)
             metrics.directory_rooms.set_function(lambda: directory.count)
             self.peers.on_gone = self._peer_gone
@@ -193,6 +200,8 @@ class Gateway:
             await self.feed.stop()
         self.room_interest.close()
         self.socket_interest.close()
+        for purge in list(self._purges):
+            purge.cancel()
         if self.directory is not None and self.broker.connected:
             await self.directory.stop()
         if self.broker.connected:
@@ -668,24 +677,34 @@ class Gateway:
             await self.directory.release(room)
 
     def _peer_gone(self, gateway_id: str) -> None:
-        self._spawn(self._purge_if_gone(gateway_id))
+        task = asyncio.ensure_future(self._purge_if_gone(gateway_id))
+        self._purges.add(task)
+        task.add_done_callback(self._purges.discard)
 
     async def _purge_if_gone(self, gateway_id: str) -> None:
-        """Purge a silent peer's directory entries, once NATS says nothing answers on
-        its own subject (a frozen peer still holds them: asking it times out)."""
-        if self.directory is None or not self.broker.connected:
-            return
-        try:
-            await self.broker.request(
-                self.subjects.gateway(gateway_id), encode_request(Ping()), timeout=1.0
-            )
-            return  # it answers: alive after all (a slow heartbeat)
-        except GatewayTimeout:
-            return
-        except SailcastError:
-            if not self.broker.connected:
+        """Purge a silent peer's directory entries once NATS says nothing answers on
+        its own subject. A peer that still answers is alive (a slow heartbeat); one
+        whose subject times out is frozen, or gone without closing its connection: it
+        is asked again every PURGE_RECHECK_S until the server drops that connection
+        (its ping bound), or the peer is heard from again."""
+        for _ in range(PURGE_RECHECKS):
+            if self.directory is None:
                 return
-        await self.directory.purge_gateway(gateway_id)
+            if self.broker.connected:
+                try:
+                    await self.broker.request(
+                        self.subjects.gateway(gateway_id), encode_request(Ping()), timeout=1.0
+                    )
+                    return  # it answers: alive after all
+                except GatewayTimeout:
+                    pass
+                except SailcastError:
+                    if self.broker.connected:  # no responders: gone
+                        await self.directory.purge_gateway(gateway_id)
+                        return
+            await asyncio.sleep(PURGE_RECHECK_S)
+            if gateway_id in self.peers.alive():
+                return  # heard from again
 
     async def _heartbeat_loop(self) -> None:
         while True:
