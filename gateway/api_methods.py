@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+from publisher.members import MembersPage, RoomCount
 from publisher.sockets import DEFAULT_EVENT, Sockets, as_rooms, as_socket_ids, user_rooms
+from shared.control import MAX_MEMBERS_LIMIT
+from shared.directory import decode_cursor
 from shared.errors import SailcastError, UsageError
 from shared.subjects import check_socket_id
+from shared.users import user_id_of
 
 
 class Kind(Enum):
@@ -26,6 +30,10 @@ class Kind(Enum):
     EVENT = "event"  # an event name
     DATA = "data"  # any JSON value
     USER_IDS = "user_ids"  # a user id (string or integer) or a list of them
+    CURSOR = "cursor"  # a members cursor, as a previous page returned it
+    LIMIT = "limit"  # members per page, 1 to MAX_MEMBERS_LIMIT
+    FLAG = "flag"  # true or false
+    USER_ID = "user_id"  # a user id: a string or an integer
 
 
 class FieldError(UsageError):
@@ -104,6 +112,21 @@ def _check(f: Field, value: Any) -> Any:
             if not isinstance(value, str):
                 raise UsageError(f"must be a string, got {value!r}")
             return value
+        if f.kind is Kind.CURSOR:
+            decode_cursor(value)
+            return value
+        if f.kind is Kind.LIMIT:
+            if type(value) is not int or not 1 <= value <= MAX_MEMBERS_LIMIT:
+                raise UsageError(f"must be an integer from 1 to {MAX_MEMBERS_LIMIT}, got {value!r}")
+            return value
+        if f.kind is Kind.FLAG:
+            if not isinstance(value, bool):
+                raise UsageError(f"must be true or false, got {value!r}")
+            return value
+        if f.kind is Kind.USER_ID:
+            if value is None:
+                raise UsageError("must be a user id (a string or an integer), got null")
+            return user_id_of(value)
     except SailcastError as exc:
         raise FieldError(f.name, f"field {f.name!r}: {exc}", _code(exc)) from None
     return value  # Kind.DATA: any JSON value
@@ -171,6 +194,35 @@ async def _broadcast_to_user(s: Sockets, a: Mapping[str, Any]) -> None:
     )
 
 
+def _page(page: MembersPage) -> dict[str, Any]:
+    return {
+        "members": [
+            {"socket_id": m.socket_id, "user_id": m.user_id, "info": m.info} for m in page.members
+        ],
+        "cursor": page.cursor,
+        "missing": list(page.missing),
+    }
+
+
+async def _members(s: Sockets, a: Mapping[str, Any]) -> dict[str, Any]:
+    page = await s.members(
+        a["room"],
+        cursor=a.get("cursor"),
+        limit=a.get("limit", 1000),
+        partial=a.get("partial", False),
+    )
+    return _page(page)
+
+
+async def _count(s: Sockets, a: Mapping[str, Any]) -> dict[str, Any]:
+    count: RoomCount = await s.count(a["room"], partial=a.get("partial", False))
+    return {"sockets": count.sockets, "users": count.users, "missing": list(count.missing)}
+
+
+async def _sockets_of(s: Sockets, a: Mapping[str, Any]) -> list[str]:
+    return await s.sockets_of(a["user_id"])
+
+
 _MESSAGE = (
     Field("event", Kind.EVENT, required=False),
     Field("data", Kind.DATA, required=False),
@@ -226,6 +278,29 @@ METHODS: Final[Mapping[str, Method]] = {
             (Field("user_ids", Kind.USER_IDS), *_MESSAGE),
             _broadcast_to_user,
             "Send an event to every socket of the users, on every gateway, except omit",
+        ),
+        Method(
+            "members",
+            (
+                Field("room", Kind.ROOM),
+                Field("cursor", Kind.CURSOR, required=False),
+                Field("limit", Kind.LIMIT, required=False),
+                Field("partial", Kind.FLAG, required=False),
+            ),
+            _members,
+            "One page of the room's members on every gateway, and the cursor of the next",
+        ),
+        Method(
+            "count",
+            (Field("room", Kind.ROOM), Field("partial", Kind.FLAG, required=False)),
+            _count,
+            "How many sockets, and distinct users, the room has on every gateway",
+        ),
+        Method(
+            "sockets_of",
+            (Field("user_id", Kind.USER_ID),),
+            _sockets_of,
+            "Every socket of a user, on every gateway",
         ),
     )
 }

@@ -19,6 +19,7 @@ from gateway.api import HttpApi
 from gateway.auth import ConnectHooks
 from gateway.broker.nats_broker import NatsBroker
 from gateway.client_events import ClientEvents
+from gateway.directory import open_directory
 from gateway.engine import (
     ClientEvent,
     CloseReason,
@@ -113,7 +114,16 @@ class GatewayApp:
         self.broker = await self._connect_nats()
         if s.history.enabled:
             self.history_stream = await self._ensure_history(self.broker)
-        self.gateway = Gateway(s, self.broker, self.metrics, history_stream=self.history_stream)
+        directory = await open_directory(
+            self.broker.client,
+            prefix=s.prefix,
+            gateway_id=s.gateway_id,
+            replicas=s.history.history_replicas,
+            on_write=lambda op, result: self.metrics.directory_writes.labels(op, result).inc(),
+        )
+        self.gateway = Gateway(
+            s, self.broker, self.metrics, history_stream=self.history_stream, directory=directory
+        )
         await self.gateway.start()
         self.metrics.nats_connected.set(1)
         # sails.io.js clients: connection hooks and virtual requests (auth.py, vrequests.py)

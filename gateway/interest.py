@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from gateway.broker import Broker
@@ -44,6 +44,9 @@ class Interest:
         still_wanted: Callable[[str], bool],
         linger_s: float,
         scheduler: Scheduler | None = None,
+        *,
+        on_start: Callable[[str], Awaitable[None]] | None = None,
+        on_end: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._broker = broker
         self._subject_of = subject_of
@@ -54,6 +57,11 @@ class Interest:
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._timers: dict[str, Timer] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
+        self._on_start = on_start
+        """Awaited after a key's SUB, before `want` returns (the room directory's write;
+        it must not raise)."""
+        self._on_end = on_end
+        """Awaited after a key's UNSUB (the directory's delete; must not raise)."""
 
     @property
     def count(self) -> int:
@@ -78,13 +86,18 @@ class Interest:
         if pending is not None:
             await asyncio.shield(pending)
             return
-        pending = asyncio.ensure_future(self._broker.subscribe(self._subject_of(key)))
+        pending = asyncio.ensure_future(self._subscribe(key))
         self._pending[key] = pending
         try:
             await pending
             self._subscribed.add(key)
         finally:
             self._pending.pop(key, None)
+
+    async def _subscribe(self, key: str) -> None:
+        await self._broker.subscribe(self._subject_of(key))
+        if self._on_start is not None:
+            await self._on_start(key)
 
     def unwant(self, key: str, *, now: bool = False) -> None:
         """Schedule the unsubscribe; it happens only if nobody wanted the key since."""
@@ -110,6 +123,9 @@ class Interest:
             await self._broker.unsubscribe(self._subject_of(key))
         except Exception:
             log.warning("unsubscribe of %s failed", key[:200], exc_info=True)
+        try:
+            if self._on_end is not None:
+                await self._on_end(key)
         finally:
             self._leaving.pop(key, None)
 

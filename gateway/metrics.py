@@ -255,5 +255,21 @@ class GatewayMetrics:
             ["outcome"],
             registry=r,
         )
+        # members and counts (i12-members: gateway/directory.py, docs/presence.md)
+        self.presence_queries = Counter(
+            p + "presence_queries_total",
+            "members/count questions this gateway answered, by kind and outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.directory_writes = Counter(
+            p + "directory_writes_total",
+            "Room directory writes, by op (put, delete, purge_peer) and result (ok, error)",
+            ["op", "result"],
+            registry=r,
+        )
+        self.directory_rooms = Gauge(
+            p + "directory_rooms", "Room directory entries this gateway holds", registry=r
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -28,12 +28,14 @@ from typing import Any, Final
 
 from gateway.broker import Broker, BrokerEvent
 from gateway.broker.headers import header_int
+from gateway.directory import RoomDirectory
 from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.fanout import NULL_SUFFIX, Fanout, Variants, last_arg_is_string, offset_suffix
 from gateway.history.feed import HistoryFeed, StoredReader, StreamLike
 from gateway.identities import ANONYMOUS, Identities, Identity
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
+from gateway.members import local_answer
 from gateway.metrics import GatewayMetrics
 from gateway.pacing import Pacer
 from gateway.peers import Peers
@@ -43,7 +45,8 @@ from shared.control import (
     SOCKET_KINDS,
     AddMembers,
     Applied,
-    ClusterRequest,
+    Count,
+    CountOf,
     Disconnect,
     Done,
     ErrorCode,
@@ -51,21 +54,23 @@ from shared.control import (
     Join,
     Leave,
     LeaveAll,
+    Members,
+    MembersOf,
     Ping,
     Pong,
     Refused,
     RemoveMembers,
     Reply,
+    Request,
     Rooms,
     RoomsOf,
-    SocketRequest,
     UnknownKind,
     decode_request,
     encode_reply,
     encode_request,
 )
 from shared.envelope import KIND_BLAST, KIND_MULTI_ROOM, DataMessage, decode_data
-from shared.errors import MalformedEnvelope, SailcastError, TransportError
+from shared.errors import GatewayTimeout, MalformedEnvelope, SailcastError, TransportError
 from shared.subjects import SubjectKind
 from shared.users import is_reserved, user_room
 
@@ -80,6 +85,11 @@ HUNG_SERVER_ROUND_TRIPS: Final = 3
 FIXED_SUBSCRIPTIONS: Final = 5
 """blast, multi-room broadcasts, all-gateways requests, heartbeats, and this gateway's
 own subject."""
+
+PURGE_RECHECK_S: Final = 30.0
+PURGE_RECHECKS: Final = 20
+"""A silent peer's subject is asked this many times, PURGE_RECHECK_S apart (10 min,
+past NATS' default 2 min × 2 pings for a connection that vanished without closing)."""
 
 _CLUSTER: Final = ""
 """The control queue's target for a request on `gw.all` (a socket request names its sid)."""
@@ -96,6 +106,7 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
         history_stream: StreamLike | None = None,
         history_reader: StoredReader | None = None,
+        directory: RoomDirectory | None = None,
     ) -> None:
         self.settings = settings
         self.subjects = settings.subjects
@@ -116,12 +127,16 @@ class Gateway:
             self.feed = HistoryFeed(
                 history_stream, reader, self.subjects, self._deliver_history, metrics
             )
+        self.directory = directory
+        """The room directory (gateway/directory.py); None without JetStream."""
         self.room_interest = Interest(
             broker,
             self.subjects.room,
             self._room_wanted,
             settings.core.unsubscribe_linger_s,
             scheduler,
+            on_start=self._room_held if directory is not None else None,
+            on_end=self._room_released if directory is not None else None,
         )
         self.socket_interest = Interest(
             broker, self.subjects.socket, self.rooms.has_socket, SOCKET_SUBJECT_LINGER_S, scheduler
@@ -155,6 +170,11 @@ class Gateway:
         metrics.broker_subscriptions.set_function(
             lambda: self.room_interest.count + self.socket_interest.count + FIXED_SUBSCRIPTIONS
         )
+        self._purges: set[asyncio.Task[None]] = set()
+        """Peers' directory entries waiting to be purged (`_purge_if_gone`)."""
+        if directory is not None:  # members and counts (i12-members)
+            metrics.directory_rooms.set_function(lambda: directory.count)
+            self.peers.on_gone = self._peer_gone
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,6 +185,8 @@ class Gateway:
             await self.broker.subscribe(subject)
         await self.broker.publish(s.heartbeat, self.peers.beat(hello=True))
         await self.broker.flush()
+        if self.directory is not None:
+            self.directory.start()
         self._tasks = [
             asyncio.create_task(self._control_loop(), name="control"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -180,6 +202,10 @@ class Gateway:
             await self.feed.stop()
         self.room_interest.close()
         self.socket_interest.close()
+        for purge in list(self._purges):
+            purge.cancel()
+        if self.directory is not None and self.broker.connected:
+            await self.directory.stop()
         if self.broker.connected:
             try:
                 await self.broker.publish(self.subjects.heartbeat, self.peers.beat(down=True))
@@ -326,7 +352,7 @@ class Gateway:
             elif kind is SubjectKind.HEARTBEAT:
                 self._on_heartbeat(data)
             elif kind is SubjectKind.GATEWAY:
-                self._on_direct(reply)
+                self._on_direct(reply, data)
         except Exception:  # one bad message never stops the reader
             self._handler_errors.inc()
             log.exception("message handler failed on %s", subject[:200])
@@ -506,11 +532,13 @@ class Gateway:
         """A refusal on `gw.all`: it names us and our peers, as an answer there must."""
         return Refused(code, message, self.settings.gateway_id, tuple(self.peers.alive()))
 
-    async def _apply_socket_request(self, sid: str, req: SocketRequest | ClusterRequest) -> Reply:
+    async def _apply_socket_request(self, sid: str, req: Request) -> Reply:
         if not self.rooms.has_socket(sid):
             return Refused(ErrorCode.NO_SUCH_SOCKET)
         if isinstance(req, Join | Leave) and (reserved := _reserved(req.rooms)):
             return Refused(ErrorCode.BAD_REQUEST, reserved)
+        if isinstance(req, Members | Count):  # the room named after this socket
+            return self._presence_answer(req)
         if isinstance(req, Join):
             limit = self.settings.core.max_rooms_per_socket
             if len(self.rooms.rooms_of(sid) | set(req.rooms)) > limit:
@@ -552,13 +580,12 @@ class Gateway:
         if added and self.on_membership is not None and self.rooms.has_socket(sid):
             self.on_membership(sid, added, ())
 
-    async def _apply_cluster_request(self, req: SocketRequest | ClusterRequest) -> Reply:
+    async def _apply_cluster_request(self, req: Request) -> Reply:
         gw, peers = self.settings.gateway_id, tuple(self.peers.alive())
         if isinstance(req, Ping):
             return Applied(gw, peers)
-        if req.kind in SOCKET_KINDS:
+        if req.kind in SOCKET_KINDS or not isinstance(req, AddMembers | RemoveMembers | LeaveAll):
             return self._refused(ErrorCode.UNKNOWN_KIND, req.kind.value)
-        assert isinstance(req, AddMembers | RemoveMembers | LeaveAll)
         if isinstance(req, AddMembers | RemoveMembers) and (reserved := _reserved(req.dst)):
             return self._refused(ErrorCode.BAD_REQUEST, reserved)
         members = list(self.rooms.members(req.src))
@@ -627,14 +654,82 @@ class Gateway:
         if answer_now:
             self._spawn(self.broker.publish(self.subjects.heartbeat, self.peers.beat()))
 
-    def _on_direct(self, reply: bytes) -> None:
-        if reply:
-            answer = encode_reply(Pong(self.settings.gateway_id))
-            self._spawn(self.broker.publish(reply.decode(), answer))
+    def _on_direct(self, reply: bytes, data: bytes) -> None:
+        """A request on this gateway's own subject: a ping is answered at once; members
+        and counts (read-only) in a task of their own, off the reader."""
+        if not reply:
+            return
+        answer: Reply = Pong(self.settings.gateway_id)
+        if data:
+            try:
+                req = decode_request(data)
+            except MalformedEnvelope as exc:  # an unknown kind too: say so
+                unknown = isinstance(exc, UnknownKind)
+                code = ErrorCode.UNKNOWN_KIND if unknown else ErrorCode.BAD_REQUEST
+                self.metrics.presence_queries.labels("other", "malformed").inc()
+                answer = Refused(code, str(exc)[:200], self.settings.gateway_id)
+            else:
+                if isinstance(req, Members | Count):
+                    self._spawn(self._answer_presence(reply.decode(), req))
+                    return
+        self._spawn(self.broker.publish(reply.decode(), encode_reply(answer)))
+
+    # -- members and counts (i12-members) ----------------------------------------------
+    async def _answer_presence(self, reply: str, req: Members | Count) -> None:
+        try:
+            await self.broker.publish(reply, encode_reply(self._presence_answer(req)))
+        except SailcastError as exc:
+            log.warning("could not answer a %s question: %s", req.kind.value, exc)
+
+    def _presence_answer(self, req: Members | Count) -> MembersOf | CountOf:
+        self.metrics.presence_queries.labels(req.kind.value, "ok").inc()
+        members = self.rooms.members(req.room)
+        return local_answer(self.settings.gateway_id, members, self.identities, req)
+
+    async def _room_held(self, room: str) -> None:
+        """Our NATS interest in `room` started: its directory entry (not for a socket's
+        own-id room, which its own subject answers for)."""
+        if self.directory is not None and not self.rooms.has_socket(room):
+            await self.directory.hold(room)
+
+    async def _room_released(self, room: str) -> None:
+        if self.directory is not None:
+            await self.directory.release(room)
+
+    def _peer_gone(self, gateway_id: str) -> None:
+        task = asyncio.ensure_future(self._purge_if_gone(gateway_id))
+        self._purges.add(task)
+        task.add_done_callback(self._purges.discard)
+
+    async def _purge_if_gone(self, gateway_id: str) -> None:
+        """Purge a silent peer's directory entries once NATS says nothing answers on
+        its own subject. A peer that still answers is alive (a slow heartbeat); one
+        whose subject times out is frozen, or gone without closing its connection: it
+        is asked again every PURGE_RECHECK_S until the server drops that connection
+        (its ping bound), or the peer is heard from again."""
+        for _ in range(PURGE_RECHECKS):
+            if self.directory is None:
+                return
+            if self.broker.connected:
+                try:
+                    await self.broker.request(
+                        self.subjects.gateway(gateway_id), encode_request(Ping()), timeout=1.0
+                    )
+                    return  # it answers: alive after all
+                except GatewayTimeout:
+                    pass
+                except SailcastError:
+                    if self.broker.connected:  # no responders: gone
+                        await self.directory.purge_gateway(gateway_id)
+                        return
+            await asyncio.sleep(PURGE_RECHECK_S)
+            if gateway_id in self.peers.alive():
+                return  # heard from again
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.core.heartbeat_interval_s)
+            self.peers.alive()  # expire silent peers now (their directory entries go)
             if self.broker.connected:
                 try:
                     await self.broker.publish(self.subjects.heartbeat, self.peers.beat())
@@ -688,6 +783,8 @@ class Gateway:
         log.info("NATS reconnected; subscriptions restored")
         if self.feed is not None:  # quiet history rooms: fetch what the outage took
             self._spawn(self.feed.catch_up())
+        if self.directory is not None:  # the server may have lost our entries
+            self._spawn(self.directory.rewrite())
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
         # Say so at once: the SUBs went out first, so this heartbeat proves they are in

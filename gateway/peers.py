@@ -23,6 +23,9 @@ class Peers:
         self._ttl_s = interval_s * 3
         self._clock = clock
         self._seen: dict[str, float] = {}
+        self.on_gone: Callable[[str], None] | None = None
+        """Told a peer's id when it said `down` or its heartbeats stopped (the room
+        directory purges its entries)."""
 
     def beat(self, hello: bool = False, down: bool = False) -> bytes:
         return encode_heartbeat(Heartbeat(self.self_id, hello=hello, down=down))
@@ -34,7 +37,8 @@ class Peers:
         if beat is None or beat.id == self.self_id:
             return False
         if beat.down:
-            self._seen.pop(beat.id, None)
+            if self._seen.pop(beat.id, None) is not None and self.on_gone is not None:
+                self.on_gone(beat.id)
             return False
         self._seen[beat.id] = self._clock()
         return beat.hello
@@ -44,4 +48,6 @@ class Peers:
         dead = [p for p, t in self._seen.items() if now - t > self._ttl_s]
         for p in dead:
             del self._seen[p]
+            if self.on_gone is not None:
+                self.on_gone(p)
         return sorted([self.self_id, *self._seen])

@@ -414,7 +414,9 @@ class HistorySettings:
         120.0, "how long a disconnected socket's session can be recovered", unit="s"
     )
     history_replicas: int = setting(
-        1, "replicas of the history stream and the sessions bucket (3 in a NATS cluster)"
+        1,
+        "replicas of the history stream, the sessions bucket and the room directory (3 in a "
+        "NATS cluster)",
     )
     history_storage: str = setting(
         "file", "where JetStream keeps history and sessions", choices=HISTORY_STORAGE

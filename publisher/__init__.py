@@ -12,6 +12,7 @@ tests/unit/test_public_api.py.
 """
 
 from publisher.client import Publisher
+from publisher.members import MembersPage, RoomCount
 from publisher.models import Model, ModelRegistry, define, to_many, to_one
 from publisher.router import (
     Allow,
@@ -27,6 +28,7 @@ from publisher.router import (
 from publisher.sockets import Sockets
 from publisher.sync import SyncModel, SyncPublisher, SyncSockets
 from shared.config import NatsSettings
+from shared.control import Member
 from shared.errors import (
     ConfigError,
     FailedPublish,
@@ -57,6 +59,8 @@ __all__ = [
     "InvalidRoomName",
     "InvalidSocketId",
     "LimitExceeded",
+    "Member",
+    "MembersPage",
     "Model",
     "ModelRegistry",
     "NatsSettings",
@@ -70,6 +74,7 @@ __all__ = [
     "Request",
     "ReservedRoom",
     "Response",
+    "RoomCount",
     "Router",
     "SailcastError",
     "Sockets",

@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from publisher.failures import FailureBook
 from publisher.hold import DEFAULT_HOLD_MAX_BYTES, DEFAULT_HOLD_TIMEOUT_S, OutageHold
+from publisher.members import RoomQueries
 from publisher.models.model import Model
 from publisher.pipeline import DEFAULT_STORED_WINDOW
 from publisher.stats import PublisherStats
@@ -120,6 +121,14 @@ class Publisher:
         """False: only on_error hears of them (a SyncPublisher's, which keeps them for
         its own flush; its queued broadcasts never call `raise_stored_failures`)."""
         self.sockets = Sockets(self)
+        self.room_queries = RoomQueries(
+            nc,
+            self.subjects,
+            timeout_s=request_timeout_s,
+            stats=stats,
+            ask_all=self.ask_all_gateways,
+        )
+        """Members and counts (publisher/members.py), behind `sockets.members`/`count`."""
         self._stored = StoredPublishing(
             nc,
             prefix=prefix,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
+from publisher.members import DEFAULT_PAGE, MembersPage, RoomCount, RoomQueries
 from shared.control import (
     AddMembers,
     Applied,
@@ -157,6 +158,9 @@ class Wire(Protocol):
     def raise_stored_failures(self) -> None: ...
 
     async def ask_all_gateways(self, req: ClusterRequest) -> list[Applied]: ...
+
+    @property
+    def room_queries(self) -> RoomQueries: ...
 
 
 class Sockets:
@@ -464,3 +468,45 @@ class Sockets:
         gateway — once each, except `omit`: one broadcast to their user rooms (one
         message on the multi-room subject for many users)."""
         await self.broadcast(user_rooms(user_ids), event, data, omit=omit, wait_stored=wait_stored)
+
+    # -- who is here, cluster-wide (publisher/members.py) ----------------------------
+    async def members(
+        self,
+        room: str,
+        *,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE,
+        partial: bool = False,
+    ) -> MembersPage:
+        """One page of the room's members on every gateway (`.members`, each with
+        socket_id, user_id, info) and `.cursor` for the next page (None: the last).
+        Only the gateways holding the room are asked; one that does not answer in time
+        raises GatewayTimeout naming it, unless `partial=True` (then `.missing`)."""
+        name = as_rooms(room, "room")[0]
+        return await self._pub.room_queries.members(
+            name, cursor=cursor, limit=limit, partial=partial
+        )
+
+    async def count(self, room: str, *, partial: bool = False) -> RoomCount:
+        """The room's members (`.sockets`) and distinct user ids (`.users`) on every
+        gateway; `partial` as in `members`."""
+        return await self._pub.room_queries.count(as_rooms(room, "room")[0], partial=partial)
+
+    async def sockets_of(self, user_id: str | int) -> list[str]:
+        """Every socket of a user, on every gateway (the members of its user room)."""
+        uid = user_id_of(user_id)
+        if uid is None:
+            raise UsageError("sockets_of: no user id given")
+        return await self.subscribers(user_room(uid))
+
+    async def subscribers(self, room: str) -> list[str]:
+        """The socket ids in the room, every page (Sails 0.12 `sails.sockets.subscribers`,
+        cluster-wide)."""
+        out: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.members(room, cursor=cursor)
+            out.extend(m.socket_id for m in page.members)
+            if page.cursor is None:
+                return out
+            cursor = page.cursor

@@ -27,6 +27,8 @@ class PublisherStats:
         self._latency: Any = None
         self._stored_duplicates: Any = None
         self._stored_failures: Any = None
+        self._presence: Any = None
+        self._presence_fallbacks: Any = None
         if registry is not None:
             from prometheus_client import Counter, Histogram
 
@@ -59,6 +61,18 @@ class PublisherStats:
                 ["reason"],
                 registry=registry,
             )
+            # members and counts (i12-members: publisher/members.py)
+            self._presence = Counter(
+                p + "presence_queries_total",
+                "members/count calls, by kind and outcome (ok, partial, timeout)",
+                ["kind", "outcome"],
+                registry=registry,
+            )
+            self._presence_fallbacks = Counter(
+                p + "presence_fallbacks_total",
+                "members/count calls that asked every gateway (no room directory: no JetStream)",
+                registry=registry,
+            )
             registry.register(_Reconnects(self))
 
     def published(self, kind: str) -> None:
@@ -85,6 +99,17 @@ class PublisherStats:
         if self._requests is not None:
             self._requests.labels(kind, outcome).inc()
             self._latency.labels(kind).observe(time.perf_counter() - started)
+
+    def presence(self, kind: str, outcome: str, started: float) -> None:
+        """A members/count call done (publisher/members.py); its latency goes with the
+        requests' (`request_duration_seconds{kind}`)."""
+        if self._presence is not None:
+            self._presence.labels(kind, outcome).inc()
+            self._latency.labels(kind).observe(time.perf_counter() - started)
+
+    def presence_fallback(self) -> None:
+        if self._presence_fallbacks is not None:
+            self._presence_fallbacks.inc()
 
 
 class _Reconnects:

@@ -528,6 +528,10 @@ class SyncSockets(SyncView[Sockets]):
     blast = queued(Sockets.prepare_blast, "blast")
     broadcast_to_user = queued(Sockets.prepare_broadcast_to_user, "broadcast")
     broadcast_to_user.__name__ = broadcast_to_user.__qualname__ = "broadcast_to_user"
+    members = blocking(Sockets.members)
+    count = blocking(Sockets.count)
+    sockets_of = blocking(Sockets.sockets_of)
+    subscribers = blocking(Sockets.subscribers)
 
 
 class SyncModel(ModelRooms, SyncView[Model]):
@@ -568,6 +572,8 @@ class SyncModel(ModelRooms, SyncView[Model]):
     after_add = blocking(Model.after_add)
     after_remove = blocking(Model.after_remove)
     after_replace = blocking(Model.after_replace)
+    subscribers = blocking(Model.subscribers)
+    watchers = blocking(Model.watchers)
 
 
 def _after_fork_in_child() -> None:

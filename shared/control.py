@@ -26,7 +26,8 @@ class RequestKind(StrEnum):
     the others to every gateway (`<p>.gw.all`); `ping` also to one gateway's own
     subject (`<p>.gw.id.<id>`), the readiness round trip and the publisher's probe.
     `evict` is sent by a gateway recovering the socket's session (gateway/recovery/),
-    not by workers."""
+    not by workers. `members` and `count` (read-only) go to one gateway's own subject,
+    or to a socket's subject for the room named after it (shared/directory.py)."""
 
     JOIN = "join"
     LEAVE = "leave"
@@ -37,6 +38,8 @@ class RequestKind(StrEnum):
     REMOVE_MEMBERS = "remm"
     LEAVE_ALL = "leaveall"
     PING = "ping"
+    MEMBERS = "members"
+    COUNT = "count"
 
 
 class ErrorCode(StrEnum):
@@ -133,9 +136,34 @@ class Ping:
     kind: ClassVar[RequestKind] = RequestKind.PING
 
 
+MAX_MEMBERS_LIMIT: Final = 10_000
+"""The most members one `members` request may ask a gateway for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """A room's local members on one gateway, sorted by socket id, after the socket id
+    `after` (None: from the first), at most `limit`; answered `MembersOf`."""
+
+    kind: ClassVar[RequestKind] = RequestKind.MEMBERS
+    room: str
+    after: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """How many local members a room has on one gateway, and their distinct users;
+    answered `CountOf`."""
+
+    kind: ClassVar[RequestKind] = RequestKind.COUNT
+    room: str
+
+
 SocketRequest = Join | Leave | Rooms | Disconnect | Evict
 ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping
-Request = SocketRequest | ClusterRequest
+PresenceQuery = Members | Count
+Request = SocketRequest | ClusterRequest | PresenceQuery
 
 SOCKET_KINDS: Final = frozenset(
     {
@@ -157,6 +185,13 @@ def encode_request(req: Request) -> bytes:
         body["dst"] = list(req.dst)
     elif isinstance(req, LeaveAll):
         body["src"] = req.src
+    elif isinstance(req, Members):
+        body["room"] = req.room
+        if req.after is not None:
+            body["after"] = req.after
+        body["limit"] = req.limit
+    elif isinstance(req, Count):
+        body["room"] = req.room
     return orjson.dumps(body)
 
 
@@ -186,6 +221,10 @@ def decode_request(body: bytes) -> Request:
         return Evict()
     if known is RequestKind.PING:
         return Ping()
+    if known is RequestKind.MEMBERS:
+        return _members(obj)
+    if known is RequestKind.COUNT:
+        return Count(_room(obj.get("room"), "room"))
     src = _room(obj.get("src"), "src")
     if known is RequestKind.LEAVE_ALL:
         return LeaveAll(src)
@@ -193,6 +232,15 @@ def decode_request(body: bytes) -> Request:
     if known is RequestKind.ADD_MEMBERS:
         return AddMembers(src, dst)
     return RemoveMembers(src, dst)
+
+
+def _members(obj: dict[str, Any]) -> Members:
+    after, limit = obj.get("after"), obj.get("limit", 1000)
+    if after is not None and (not isinstance(after, str) or not after):
+        raise MalformedEnvelope("after must be a non-empty string")
+    if type(limit) is not int or not 1 <= limit <= MAX_MEMBERS_LIMIT:
+        raise MalformedEnvelope(f"limit must be an integer from 1 to {MAX_MEMBERS_LIMIT}")
+    return Members(_room(obj.get("room"), "room"), after, limit)
 
 
 def _rooms(value: object, what: str) -> tuple[str, ...]:
@@ -340,8 +388,86 @@ class Refused:
         return cls(code, message, gw, None if peers is None else tuple(peers))
 
 
-Reply = Done | RoomsOf | Applied | Pong | Refused
-R = TypeVar("R", Done, RoomsOf, Applied, Pong)
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One socket in a room: its id, its user id and presence info (None: anonymous)."""
+
+    socket_id: str
+    user_id: str | None = None
+    info: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sid": self.socket_id}
+        if self.user_id is not None:
+            out["uid"] = self.user_id
+        if self.info is not None:
+            out["info"] = self.info
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object) -> Member:
+        if not isinstance(obj, dict):
+            raise MalformedEnvelope("a member is a JSON object")
+        sid, uid, info = obj.get("sid"), obj.get("uid"), obj.get("info")
+        if not isinstance(sid, str) or not sid:
+            raise MalformedEnvelope("a member names its socket id")
+        if uid is not None and not isinstance(uid, str):
+            raise MalformedEnvelope("a member's uid is a string")
+        if info is not None and not isinstance(info, dict):
+            raise MalformedEnvelope("a member's info is a JSON object")
+        return cls(sid, uid, info)
+
+
+@dataclass(frozen=True, slots=True)
+class MembersOf:
+    """One gateway's answer to `members`: its id, members sorted by socket id, and
+    `more` when it has members after the last one listed (a page cut by `limit` or by
+    the reply's size)."""
+
+    gw: str
+    members: tuple[Member, ...]
+    more: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "gw": self.gw,
+            "members": [m.to_json() for m in self.members],
+            "more": self.more,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> MembersOf:
+        gw, members = obj.get("gw"), obj.get("members")
+        if not isinstance(gw, str) or not isinstance(members, list):
+            raise MalformedEnvelope("a members answer names its gateway and lists members")
+        return cls(gw, tuple(Member.from_json(m) for m in members), obj.get("more") is True)
+
+
+@dataclass(frozen=True, slots=True)
+class CountOf:
+    """One gateway's answer to `count`: its members (`sockets`) and their distinct
+    user ids (`users`, sorted; anonymous sockets have none)."""
+
+    gw: str
+    sockets: int
+    users: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "gw": self.gw, "sockets": self.sockets, "users": list(self.users)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CountOf:
+        gw, sockets, users = obj.get("gw"), obj.get("sockets"), obj.get("users", [])
+        if not isinstance(gw, str) or type(sockets) is not int:
+            raise MalformedEnvelope("a count answer names its gateway and a socket count")
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise MalformedEnvelope("users must be a list of strings")
+        return cls(gw, sockets, tuple(users))
+
+
+Reply = Done | RoomsOf | Applied | Pong | Refused | MembersOf | CountOf
+R = TypeVar("R", Done, RoomsOf, Applied, Pong, MembersOf, CountOf)
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -151,3 +151,15 @@ class Model(ModelRooms):
     after_add = runs(blueprints.after_add)
     after_remove = runs(blueprints.after_remove)
     after_replace = runs(blueprints.after_replace)
+
+    # -- Sails 0.12 introspection, on top of `sockets.members` (docs/sails-compat.md) ---------
+    async def subscribers(self, id: IdOrRecord, context: str | None = None) -> list[str]:
+        """Sails 0.12 `Model.subscribers(record)`: the ids of the sockets subscribed to
+        the record (its room, or with `contexts=True` the room of `context`),
+        cluster-wide."""
+        return await self._pub.sockets.subscribers(self.room(id, context))
+
+    async def watchers(self) -> list[str]:
+        """Sails 0.12 `Model.watchers()`: the sockets in the class room (told of
+        creations), cluster-wide."""
+        return await self._pub.sockets.subscribers(self.class_room)

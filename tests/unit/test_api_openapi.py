@@ -14,6 +14,7 @@ from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped
 
 from gateway.api import BATCH
 from gateway.api_methods import METHODS, FieldError, Kind, Method
+from shared.directory import Position, encode_cursor
 
 DOC: Final[dict[str, Any]] = json.loads(
     (Path(__file__).resolve().parents[2] / "docs" / "api.openapi.json").read_text()
@@ -26,6 +27,10 @@ GOOD: Final[dict[Kind, list[Any]]] = {
     Kind.EVENT: ["chat", ""],
     Kind.DATA: [None, 1, "x", [1], {"a": {"b": [True]}}],
     Kind.USER_IDS: ["u1", 42, ["u1", 7, "u1"]],
+    Kind.CURSOR: [encode_cursor(Position("gw1", "sid1"))],
+    Kind.LIMIT: [1, 10_000],
+    Kind.FLAG: [True, False],
+    Kind.USER_ID: ["42", 42, "a" * 256],
 }
 BAD: Final[dict[Kind, list[Any]]] = {
     Kind.ROOMS: [5, None, "", [], [""], ["a", 3], {"a": 1}],
@@ -35,6 +40,10 @@ BAD: Final[dict[Kind, list[Any]]] = {
     Kind.EVENT: [5, None, ["chat"]],
     Kind.DATA: [],
     Kind.USER_IDS: [None, "", True, 1.5, [], [""], [None], ["u", False], {"u": 1}, "x" * 257],
+    Kind.CURSOR: [5, None, ""],
+    Kind.LIMIT: [0, 10_001, "5", None, True],
+    Kind.FLAG: [1, None, "true"],
+    Kind.USER_ID: ["", None, [1], "a" * 257, 1.5],
 }
 
 

@@ -13,8 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.control import (
+    MAX_MEMBERS_LIMIT,
     AddMembers,
     Applied,
+    Count,
+    CountOf,
     Disconnect,
     Done,
     ErrorCode,
@@ -23,6 +26,9 @@ from shared.control import (
     Join,
     Leave,
     LeaveAll,
+    Member,
+    Members,
+    MembersOf,
     Ping,
     Pong,
     Refused,
@@ -61,7 +67,13 @@ requests: st.SearchStrategy[Request] = st.one_of(
     st.builds(RemoveMembers, rooms_, room_tuples),
     st.builds(LeaveAll, rooms_),
     st.just(Ping()),
+    st.builds(Members, rooms_, st.none() | ids, st.integers(1, MAX_MEMBERS_LIMIT)),
+    st.builds(Count, rooms_),
 )
+json_objects = st.dictionaries(
+    st.text(max_size=8), st.integers(-(2**53), 2**53) | st.text(max_size=8), max_size=3
+)
+members_ = st.builds(Member, ids, st.none() | st.text(max_size=10), st.none() | json_objects)
 replies = st.one_of(
     st.just(Done()),
     st.builds(RoomsOf, room_tuples),
@@ -73,6 +85,8 @@ replies = st.one_of(
         st.integers(0, 10**6),
     ),
     st.builds(Pong, ids),
+    st.builds(MembersOf, ids, st.lists(members_, max_size=4).map(tuple), st.booleans()),
+    st.builds(CountOf, ids, st.integers(0, 10**6), st.lists(ids, max_size=4).map(tuple)),
 )
 refusals = st.builds(
     Refused,
@@ -89,7 +103,7 @@ def test_requests_round_trip(req: Request) -> None:
 
 
 @given(replies)
-def test_replies_round_trip(reply: Done | RoomsOf | Applied | Pong) -> None:
+def test_replies_round_trip(reply: Done | RoomsOf | Applied | Pong | MembersOf | CountOf) -> None:
     expected: Any = type(reply)
     assert decode_reply(encode_reply(reply), expected) == reply
 
@@ -134,6 +148,19 @@ def test_the_bytes_are_those_the_protocol_documents() -> None:
         b'{"ok":false,"error":"no_such_socket"}'
     )
     assert encode_heartbeat(Heartbeat("g1", hello=True)) == b'{"id":"g1","hello":true}'
+    assert encode_request(Members("lobby", "s1", 2)) == (
+        b'{"v":1,"k":"members","room":"lobby","after":"s1","limit":2}'
+    )
+    assert encode_request(Count("lobby")) == b'{"v":1,"k":"count","room":"lobby"}'
+    assert encode_reply(
+        MembersOf("g1", (Member("s1", "42", {"n": "Ann"}), Member("s2")), more=True)
+    ) == (
+        b'{"ok":true,"gw":"g1","members":[{"sid":"s1","uid":"42","info":{"n":"Ann"}},'
+        b'{"sid":"s2"}],"more":true}'
+    )
+    assert encode_reply(CountOf("g1", 3, ("42",))) == (
+        b'{"ok":true,"gw":"g1","sockets":3,"users":["42"]}'
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,6 +173,9 @@ def test_the_bytes_are_those_the_protocol_documents() -> None:
         (b'{"v":1,"k":"addm","src":"s","dst":"x"}', "dst must be"),
         (b'{"v":1,"k":"leave","rooms":["' + b"x" * 1025 + b'"]}', "exceeds"),
         (b"[1]", "JSON object"),
+        (b'{"v":1,"k":"members","room":"a","limit":0}', "limit must be"),
+        (b'{"v":1,"k":"members","room":"a","after":""}', "after must be"),
+        (b'{"v":1,"k":"count","room":""}', "room must be"),
     ],
 )
 def test_malformed_requests_name_what_is_wrong(body: bytes, match: str) -> None:
@@ -170,6 +200,8 @@ def test_each_kind_has_one_request_class() -> None:
         RemoveMembers("a", ("b",)),
         LeaveAll("a"),
         Ping(),
+        Members("a"),
+        Count("a"),
     ]
     assert sorted(r.kind for r in samples) == sorted(RequestKind)
 

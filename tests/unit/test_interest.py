@@ -106,3 +106,77 @@ async def test_a_failed_subscribe_leaves_nothing_and_every_waiter_hears_it() -> 
     broker.fail_subscribe = lambda subject: False
     await rooms.want("lobby")  # a later join subscribes afresh
     assert broker.subscriptions == {"room.lobby"}
+
+
+class Directory:
+    """What the room directory is told, in order, with what NATS had at that moment."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.told: list[tuple[str, str, bool]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def start(self, key: str) -> None:
+        await self.release.wait()
+        self.told.append(("start", key, f"room.{key}" in self.broker.subscriptions))
+
+    async def end(self, key: str) -> None:
+        self.told.append(("end", key, f"room.{key}" in self.broker.subscriptions))
+
+
+def hooked(
+    broker: MemoryBroker, members: set[str], clock: ManualClock
+) -> tuple[Interest, Directory]:
+    d = Directory(broker)
+    rooms = Interest(
+        broker,
+        lambda key: f"room.{key}",
+        lambda key: key in members,
+        LINGER_S,
+        clock,
+        on_start=d.start,
+        on_end=d.end,
+    )
+    return rooms, d
+
+
+async def test_the_directory_hears_of_interest_after_the_sub_and_before_want_returns() -> None:
+    broker, members, clock = MemoryBroker(), {"lobby"}, ManualClock()
+    rooms, d = hooked(broker, members, clock)
+    d.release.clear()
+    joining = asyncio.create_task(rooms.want("lobby"))
+    second = asyncio.create_task(rooms.want("lobby"))  # a concurrent join of the room
+    await run_pending()
+    assert not joining.done()
+    assert not second.done()  # both wait for the entry, not only for the SUB
+    d.release.set()
+    await asyncio.gather(joining, second)
+    assert d.told == [("start", "lobby", True)]
+    members.clear()
+    rooms.unwant("lobby")
+    clock.advance(LINGER_S)
+    await run_pending()
+    assert d.told[-1] == ("end", "lobby", False)  # after the UNSUB
+
+
+async def test_a_failed_subscribe_tells_the_directory_nothing() -> None:
+    broker, members, clock = MemoryBroker(), {"lobby"}, ManualClock()
+    broker.fail_subscribe = lambda subject: True
+    rooms, d = hooked(broker, members, clock)
+    with pytest.raises(TransportError):
+        await rooms.want("lobby")
+    assert d.told == []
+
+
+async def test_a_join_right_after_the_linger_waits_for_the_end_before_the_start() -> None:
+    broker, members, clock = MemoryBroker(), {"lobby"}, ManualClock()
+    rooms, d = hooked(broker, members, clock)
+    await rooms.want("lobby")
+    members.clear()
+    rooms.unwant("lobby")
+    clock.advance(LINGER_S)  # the UNSUB and the directory's delete start
+    members.add("lobby")
+    await rooms.want("lobby")
+    assert [what for what, _, _ in d.told] == ["start", "end", "start"]
+    assert "lobby" in rooms

@@ -22,9 +22,13 @@ from gateway.metrics import (
 )
 from publisher.stats import PublisherStats
 
-ALLOWED_LABELS = frozenset({"reason", "kind", "outcome", "status", "version", "method"})
+ALLOWED_LABELS = frozenset(
+    {"reason", "kind", "outcome", "status", "version", "method", "op", "result"}
+)
 """Each names a category whose values the code fixes, never the traffic (`method`: an
-HTTP API method name, or "unknown" for any other path: gateway/api.py)."""
+HTTP API method name, or "unknown" for any other path: gateway/api.py; `op` and
+`result`: a room directory write, put/delete/purge_peer and ok/error:
+gateway/directory.py)."""
 
 
 def label_names(owner: Any, registry: CollectorRegistry) -> dict[str, set[str]]:

@@ -50,6 +50,10 @@ class Unreachable:
     def raise_stored_failures(self) -> None:
         raise AssertionError("a message was about to be sent for an invalid room argument")
 
+    @property
+    def room_queries(self) -> Any:
+        raise AssertionError("a members/count query was sent for an invalid room argument")
+
 
 @pytest.fixture
 def sockets() -> Sockets:
