@@ -404,3 +404,36 @@ async def test_after_connect_reaches_exactly_one_of_two_workers_once(
         for gw in two_gateways
     )
     assert sent == len(sids)
+
+
+# -- members and counts of users on real gateway processes -----------------------------------
+async def test_members_count_and_sockets_of_see_users_with_tabs_on_two_gateways(
+    gateway_factory: GatewayFactory, clients: Clients, publisher: Publisher
+) -> None:
+    """Identity (this file) meets the room directory (test_members.py): a user's tabs on
+    two gateway processes are two members and one user, with the info from the token."""
+    gwa, gwb = gateway_factory("gwa", **JWT), gateway_factory("gwb", **JWT)
+    ann = [
+        await clients.connect(gw, auth=token("ann", rooms=["chat"], profile={"name": "Ann"}))
+        for gw in (gwa, gwb)
+    ]
+    bob = await clients.connect(gwb, auth=token("7", rooms=["chat"]))
+    await clients.connect(gwa, auth=token("eve"))  # in her user room only
+
+    count = await publisher.sockets.count("chat")
+    assert (count.sockets, count.users) == (3, 2)
+    page = await publisher.sockets.members("chat")
+    assert page.cursor is None
+    seen = {m.socket_id: (m.user_id, m.info) for m in page.members}
+    assert seen == {
+        ann[0].sid: ("ann", {"name": "Ann"}),
+        ann[1].sid: ("ann", {"name": "Ann"}),
+        bob.sid: ("7", None),
+    }
+    assert sorted(await publisher.sockets.sockets_of("ann")) == sorted(t.sid for t in ann)
+    assert await publisher.sockets.sockets_of(7) == [bob.sid]  # 7 and "7": one user
+
+    await ann[1].disconnect()  # a tab goes: still one user, one socket fewer
+    count = await publisher.sockets.count("chat")
+    assert (count.sockets, count.users) == (2, 2)
+    assert await publisher.sockets.sockets_of("ann") == [ann[0].sid]
