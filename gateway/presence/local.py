@@ -1,0 +1,122 @@
+"""One presence room on this gateway: its local members by presence key, what is due
+to be published, and what the members were last told (the coalescer).
+
+Pure bookkeeping, no I/O: `gateway.presence.service` drives it once per window.
+Coalescing falls out of comparing snapshots: members are told the difference between
+the view at the last window and the view now, so a key that joined and left (or left
+and came back with the same info) within one window is never announced; the
+transitions that cancelled out are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.presence.rules import Mode
+from gateway.presence.state import RoomView
+from shared.presence import Fact, Info, member_entry
+
+
+class LocalRoom:
+    __slots__ = (
+        "ask",
+        "asked_at",
+        "hello",
+        "key_of",
+        "mode",
+        "newcomers",
+        "prev",
+        "room",
+        "send_state",
+        "sids_by_key",
+        "told",
+        "told_count",
+        "view",
+    )
+
+    def __init__(self, room: str, mode: Mode) -> None:
+        self.room = room
+        self.mode = mode
+        self.view = RoomView()
+        self.key_of: dict[str, str | None] = {}
+        """Local sockets in the room → their key (None: anonymous in a count-only room)."""
+        self.sids_by_key: dict[str, set[str]] = {}
+        self.newcomers: set[str] = set()
+        """Sockets joined since the last window: they get a state (or a count), not a diff."""
+        self.told: dict[str, Info] = {}
+        self.told_count: tuple[int, int] | None = None
+        self.prev = 0
+        """`seq` of the last message this gateway sent for the room."""
+        self.send_state = True
+        """Publish the whole local state at the next window (a new room, or asked)."""
+        self.hello = True
+        """…and ask every holder for theirs (a new room, or after a reconnect)."""
+        self.ask: set[str] = set()
+        """Gateways to ask for their state at the next window (a gap was seen)."""
+        self.asked_at = float("-inf")
+
+    @property
+    def sockets(self) -> int:
+        return len(self.key_of)
+
+    def add(self, sid: str, key: str | None) -> None:
+        if sid in self.key_of:
+            return
+        self.key_of[sid] = key
+        self.newcomers.add(sid)
+        if key is not None:
+            self.sids_by_key.setdefault(key, set()).add(sid)
+
+    def remove(self, sid: str) -> None:
+        if sid not in self.key_of:
+            return
+        key = self.key_of.pop(sid)
+        self.newcomers.discard(sid)
+        if key is not None:
+            sids = self.sids_by_key[key]
+            sids.discard(sid)
+            if not sids:
+                del self.sids_by_key[key]
+
+    def local_facts(self, info_of: Callable[[str], Info]) -> dict[str, Info]:
+        """This gateway's facts now: each key with the info of its smallest socket id
+        here (count-only rooms carry no info)."""
+        if self.mode is Mode.COUNT:
+            return dict.fromkeys(self.sids_by_key)
+        return {key: info_of(min(sids)) for key, sids in self.sids_by_key.items()}
+
+    def changes(
+        self, published: dict[str, Info], now: dict[str, Info]
+    ) -> tuple[list[Fact], list[str]]:
+        add = [Fact(k, i) for k, i in now.items() if k not in published or published[k] != i]
+        remove = [k for k in published if k not in now]
+        return add, remove
+
+    def diff(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """What changed since the members were last told: (joins, leaves, transitions
+        coalesced away). Joins include a present key whose info changed (an upsert)."""
+        view, told = self.view, self.told
+        joins: list[dict[str, Any]] = []
+        leaves: list[dict[str, Any]] = []
+        new = 0
+        for key in sorted(view.touched):
+            if view.present(key):
+                info = view.info(key)
+                if key not in told or told[key] != info:
+                    new += key not in told
+                    told[key] = info
+                    joins.append(member_entry(key, info))
+            elif key in told:
+                del told[key]
+                leaves.append(member_entry(key, None, with_info=False))
+        view.touched.clear()
+        coalesced = max(0, view.transitions - new - len(leaves))
+        view.transitions = 0
+        return joins, leaves, coalesced
+
+    def members_payload(self) -> list[dict[str, Any]]:
+        return [member_entry(k, i) for k, i in sorted(self.told.items())]
+
+    def count(self) -> tuple[int, int]:
+        return self.view.sockets, self.view.users
