@@ -113,11 +113,11 @@ def test_any_interleaving_with_repeats_converges_and_announces_once(data: st.Dat
         stream = s.state(hello=True)  # a new holder starts with its whole state
         for op, a, b in data.draw(st.lists(ops, max_size=12)):
             if op == "set":
-                stream += s.set(a, b)
+                stream += s.set(str(a), b)
             elif op == "remove":
-                stream += s.remove(a)
+                stream += s.remove(str(a))
             else:
-                stream += s.state(parts=a)
+                stream += s.state(parts=int(a))
         streams.append(stream)
     local = LocalRoom("r", Mode.MEMBERS)
     view: RoomView = local.view
