@@ -24,7 +24,9 @@ from shared.subjects import Parsed, SubjectKind, Subjects
 
 ids = st.text(min_size=1, max_size=12)
 counts = st.integers(min_value=0, max_value=2**53)
-infos = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5))
+infos = st.none() | st.dictionaries(
+    st.text(max_size=5), st.integers(-1000, 1000) | st.text(max_size=5)
+)
 facts = st.tuples(st.builds(user_key, ids) | st.builds(socket_key, ids), infos).map(
     lambda t: Fact(*t)
 )
