@@ -24,6 +24,7 @@ class LocalRoom:
         "asked_at",
         "hello",
         "key_of",
+        "local_transitions",
         "mode",
         "newcomers",
         "prev",
@@ -42,6 +43,8 @@ class LocalRoom:
         self.key_of: dict[str, str | None] = {}
         """Local sockets in the room → their key (None: anonymous in a count-only room)."""
         self.sids_by_key: dict[str, set[str]] = {}
+        self.local_transitions = 0
+        """Local keys gone present or absent since the last publish (coalescing)."""
         self.newcomers: set[str] = set()
         """Sockets joined since the last window: they get a state (or a count), not a diff."""
         self.told: dict[str, Info] = {}
@@ -66,7 +69,11 @@ class LocalRoom:
         self.key_of[sid] = key
         self.newcomers.add(sid)
         if key is not None:
-            self.sids_by_key.setdefault(key, set()).add(sid)
+            sids = self.sids_by_key.get(key)
+            if sids is None:
+                sids = self.sids_by_key[key] = set()
+                self.local_transitions += 1
+            sids.add(sid)
 
     def remove(self, sid: str) -> None:
         if sid not in self.key_of:
@@ -78,6 +85,7 @@ class LocalRoom:
             sids.discard(sid)
             if not sids:
                 del self.sids_by_key[key]
+                self.local_transitions += 1
 
     def local_facts(self, info_of: Callable[[str], Info]) -> dict[str, Info]:
         """This gateway's facts now: each key with the info of its smallest socket id
@@ -88,10 +96,15 @@ class LocalRoom:
 
     def changes(
         self, published: dict[str, Info], now: dict[str, Info]
-    ) -> tuple[list[Fact], list[str]]:
+    ) -> tuple[list[Fact], list[str], int]:
+        """What to publish: (facts added or changed, keys gone, local transitions that
+        cancelled out since the last publish and are never published)."""
         add = [Fact(k, i) for k, i in now.items() if k not in published or published[k] != i]
         remove = [k for k in published if k not in now]
-        return add, remove
+        net = sum(1 for f in add if f.key not in published) + len(remove)
+        cancelled = max(0, self.local_transitions - net)
+        self.local_transitions = 0
+        return add, remove, cancelled
 
     def diff(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         """What changed since the members were last told: (joins, leaves, transitions

@@ -242,7 +242,7 @@ class Presence:
             del self.rooms[room]
             self.interest.unwant(room)
             return
-        add, remove = local.changes(mine, now)
+        add, remove, cancelled = local.changes(mine, now)
         if local.send_state:
             view.apply_own(self.gateway_id, add, remove, local.sockets)
             self._publish_state(local, now)
@@ -270,6 +270,7 @@ class Presence:
                 self._events["count"].inc(len(newcomers))
             return
         joins, leaves, coalesced = local.diff()
+        coalesced += cancelled
         if coalesced:
             self._metrics.presence_coalesced.inc(coalesced)
         if joins or leaves:
