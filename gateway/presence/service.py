@@ -61,6 +61,9 @@ PART_MAX_BYTES: Final = 256 * 1024
 1 MiB)."""
 HELLO_GRACE_S: Final = 2.0
 """After our hello, a holder new to us is not asked again: its answer is on the way."""
+DROPPED_MEMORY_S: Final = 300.0
+"""How long a dead gateway's rooms are remembered, to ask it again if it was only
+stalled (after that its next delta in a room is seen as a gap)."""
 OPS_MAX: Final = 100_000
 """Publishes and subscribes waiting for the sender; past it a room resends its state."""
 
@@ -115,9 +118,11 @@ class Presence:
         self._last_count = float("-inf")
         self._heard: dict[str, float] = {}
         """Gateway → when a presence message of it last arrived."""
-        self._dropped: dict[str, set[str]] = {}
-        """Gateways declared dead → rooms their facts were dropped from (asked again if
-        they come back)."""
+        self._known: set[str] = set()
+        """Gateways of `_heard` the heartbeats have shown alive."""
+        self._dropped: dict[str, tuple[float, set[str]]] = {}
+        """Gateways declared dead → (when, rooms their facts were dropped from): asked
+        again if they come back within DROPPED_MEMORY_S."""
         self._ops: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(OPS_MAX)
         self._sender: asyncio.Task[None] | None = None
         self._warnings = Throttled(log)
@@ -296,18 +301,28 @@ class Presence:
         self._periodic = self._scheduler.call_later(self._period_s, self._tick)
 
     def _sweep(self) -> None:
+        """A gateway the heartbeats knew and no longer do (expired, or `down`) is dead
+        now; one never heard from there, after the heartbeats' TTL since its last
+        presence message."""
         now, alive = self._clock(), set(self._alive())
-        dead = [
-            g for g, t in self._heard.items() if g not in alive and now - t > self._dead_after_s
-        ]
+        dead = []
+        for gw, heard in self._heard.items():
+            if gw in alive:
+                self._known.add(gw)
+            elif gw in self._known or now - heard > self._dead_after_s:
+                dead.append(gw)
         for gw in dead:
             del self._heard[gw]
+            self._known.discard(gw)
             for room, local in self.rooms.items():
                 if local.view.drop(gw):
-                    self._dropped.setdefault(gw, set()).add(room)
+                    self._dropped.setdefault(gw, (now, set()))[1].add(room)
                     self._touch(room)
+        for gw, (when, _) in list(self._dropped.items()):
+            if now - when > DROPPED_MEMORY_S:
+                del self._dropped[gw]
         for gw in [g for g in self._dropped if g in alive]:
-            for room in self._dropped.pop(gw):
+            for room in self._dropped.pop(gw)[1]:
                 back = self.rooms.get(room)
                 if back is not None:
                     back.ask.add(gw)

@@ -293,3 +293,16 @@ async def test_a_reconnect_resends_every_state(cluster: Cluster) -> None:
         "u:v": {"name": "user v"},
         "u:v2": {"name": "user v2"},
     }
+
+
+async def test_a_gateway_shutting_down_is_dropped_at_the_next_sweep(cluster: Cluster) -> None:
+    a, b = await cluster.gateway("gwa"), await cluster.gateway("gwb")
+    w = await cluster.connect(a, "w", user="w")
+    await cluster.connect(b, "v", user="v")
+    await cluster.join("w", "chat:6")
+    await cluster.join("v", "chat:6")
+    await cluster.windows()
+    cluster.beating.remove(b)
+    await b.stop()  # says `down`: no waiting for the heartbeats' TTL
+    await cluster.windows(int((HEARTBEAT_S + WINDOW_S) / WINDOW_S) + 1)
+    assert left_users(w, "chat:6") == ["v"]
