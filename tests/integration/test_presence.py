@@ -3,8 +3,9 @@ python-socketio clients: every member's view (its `presence_state`, then each
 `presence` diff applied) ends equal to the room's true members, under churn too;
 count-only rooms; a SIGKILLed gateway's members leave within the bound.
 
-Sockets here are anonymous (each its own presence key, `user_id: null`); user ids and
-the second-tab rule are covered through the core in tests/unit/test_presence_core.py."""
+Most sockets here are anonymous (each its own presence key, `user_id: null`); the users'
+tests connect with a JWT naming the user (`sub`), its presence info and the presence
+room to join at connect (gateway/connect_identity.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jwt
 import pytest
+import socketio
 
 from publisher import Publisher
 from tests.helpers import GatewayProcess, RecordingClient
@@ -33,6 +36,41 @@ PRESENCE = {
 DEAD_BOUND_S = 4 * HEARTBEAT_S + 0.1 + 1.0
 """Peers' TTL (3 heartbeats) + one sweep (a heartbeat) + a window, and 1 s of slack
 for a loaded machine."""
+
+
+SECRET = "a-presence-test-secret-of-reasonable-length-0123"
+JWT = {
+    "before_connect": "jwt",
+    "jwt_secret": SECRET,
+    "jwt_rooms_claim": "rooms",
+    "jwt_info_claim": "profile",
+}
+
+
+async def connect_as(gw: GatewayProcess, user: str, *rooms: str) -> RecordingClient:
+    """A real client whose JWT names its user, presence info and rooms at connect."""
+    body = {"exp": int(time.time()) + 300, "sub": user, "profile": {"name": user.title()}}
+    body["rooms"] = list(rooms)
+    client = socketio.AsyncClient(reconnection=False)
+    rc = RecordingClient(client)
+
+    async def on_any(event: str, *args: Any) -> None:
+        rc.events.append((event, args[0] if len(args) == 1 else list(args)))
+        rc._changed.set()
+
+    client.on("*", on_any)
+    auth = {"token": jwt.encode(body, SECRET, algorithm="HS256")}
+    await client.connect(gw.url, auth=auth, transports=["websocket"], wait_timeout=10)
+    return rc
+
+
+def user_events(client: RecordingClient, room: str, field: str) -> list[str]:
+    return [
+        str(m["user_id"])
+        for name, p in client.events
+        if name == "presence" and p["room"] == room
+        for m in p[field]
+    ]
 
 
 def view(client: RecordingClient, room: str) -> set[str]:
@@ -145,3 +183,35 @@ async def test_a_sigkilled_gateways_members_leave_within_the_bound(
     await converge([watcher], "chat:kill", {watcher.sid}, timeout=DEAD_BOUND_S + 2)
     took = time.monotonic() - killed
     assert took <= DEAD_BOUND_S, f"leaves took {took:.2f}s, bound {DEAD_BOUND_S:.2f}s"
+
+
+async def test_a_users_second_tab_on_another_gateway_is_not_a_second_join(
+    gateway_factory: Callable[..., GatewayProcess],
+) -> None:
+    a = gateway_factory("gwa", **PRESENCE, **JWT)
+    b = gateway_factory("gwb", **PRESENCE, **JWT)
+    made: list[RecordingClient] = []
+    try:
+        ann = await connect_as(a, "ann", "chat:tabs")
+        bob = await connect_as(b, "bob", "chat:tabs")
+        made += [ann, bob]
+        await converge([ann, bob], "chat:tabs", {"ann", "bob"})
+        assert {"user_id": "ann", "info": {"name": "Ann"}} in [
+            m
+            for n, p in bob.events
+            if n in ("presence", "presence_state")
+            for m in p.get("joins", p.get("members", []))
+        ]
+        ann2 = await connect_as(b, "ann", "chat:tabs")  # Ann's second tab, on gwb
+        made.append(ann2)
+        await converge([ann, bob, ann2], "chat:tabs", {"ann", "bob"})
+        await ann.disconnect()  # her first tab goes: she is still here
+        await asyncio.sleep(1.0)  # several windows on both gateways
+        assert user_events(bob, "chat:tabs", "leaves") == []
+        await ann2.disconnect()  # her last tab: now she leaves, once
+        await converge([bob], "chat:tabs", {"bob"})
+        assert user_events(bob, "chat:tabs", "leaves") == ["ann"]
+        assert user_events(bob, "chat:tabs", "joins").count("ann") <= 1
+    finally:
+        for c in made:
+            await c.disconnect()

@@ -1,6 +1,7 @@
 """Presence events through the gateway core (gateway.node + gateway.presence) on a
 MemoryBroker: several gateways, recording connections, one manual clock. Sockets get
-user ids the way admission gives them (`gateway.identities.assign`); anonymous sockets
+user ids the way admission gives them (`Gateway.socket_connected(identity=...)`, which
+also puts them in their reserved user room); anonymous sockets
 are their own key. Asserts what each connection received."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import orjson
 import pytest
 
 from gateway.broker.memory import MemoryBroker, MemoryBus
-from gateway.identities import Identity
+from gateway.identities import ANONYMOUS, Identity
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import CoreSettings, GatewaySettings, PresenceSettings
@@ -109,9 +110,8 @@ class Cluster:
 
     async def connect(self, gw: Gateway, sid: str, user: str | None = None) -> RecordingConnection:
         conn = RecordingConnection(sid)
-        if user is not None:
-            gw.identities.assign(sid, Identity(user, {"name": f"user {user}"}))
-        await gw.socket_connected(conn)
+        identity = Identity(user, {"name": f"user {user}"}) if user is not None else ANONYMOUS
+        await gw.socket_connected(conn, identity=identity)  # as admission does
         return conn
 
     async def join(self, sid: str, *rooms: str) -> None:
