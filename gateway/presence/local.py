@@ -10,7 +10,7 @@ transitions that cancelled out are counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.presence.rules import Mode
@@ -22,6 +22,7 @@ class LocalRoom:
     __slots__ = (
         "ask",
         "asked_at",
+        "dirty",
         "hello",
         "key_of",
         "local_transitions",
@@ -43,6 +44,8 @@ class LocalRoom:
         self.key_of: dict[str, str | None] = {}
         """Local sockets in the room → their key (None: anonymous in a count-only room)."""
         self.sids_by_key: dict[str, set[str]] = {}
+        self.dirty: set[str] = set()
+        """Keys whose sockets here changed since the last publish."""
         self.local_transitions = 0
         """Local keys gone present or absent since the last publish (coalescing)."""
         self.newcomers: set[str] = set()
@@ -69,6 +72,7 @@ class LocalRoom:
         self.key_of[sid] = key
         self.newcomers.add(sid)
         if key is not None:
+            self.dirty.add(key)
             sids = self.sids_by_key.get(key)
             if sids is None:
                 sids = self.sids_by_key[key] = set()
@@ -81,6 +85,7 @@ class LocalRoom:
         key = self.key_of.pop(sid)
         self.newcomers.discard(sid)
         if key is not None:
+            self.dirty.add(key)
             sids = self.sids_by_key[key]
             sids.discard(sid)
             if not sids:
@@ -89,19 +94,34 @@ class LocalRoom:
 
     def local_facts(self, info_of: Callable[[str], Info]) -> dict[str, Info]:
         """This gateway's facts now: each key with the info of its smallest socket id
-        here (count-only rooms carry no info)."""
-        if self.mode is Mode.COUNT:
-            return dict.fromkeys(self.sids_by_key)
-        return {key: info_of(min(sids)) for key, sids in self.sids_by_key.items()}
+        here (count-only rooms carry no info). For a whole state."""
+        return {key: self._info(sids, info_of) for key, sids in self.sids_by_key.items()}
+
+    def _info(self, sids: set[str], info_of: Callable[[str], Info]) -> Info:
+        return None if self.mode is Mode.COUNT else info_of(min(sids))
 
     def changes(
-        self, published: dict[str, Info], now: dict[str, Info]
+        self, published: Mapping[str, Info], info_of: Callable[[str], Info]
     ) -> tuple[list[Fact], list[str], int]:
-        """What to publish: (facts added or changed, keys gone, local transitions that
-        cancelled out since the last publish and are never published)."""
-        add = [Fact(k, i) for k, i in now.items() if k not in published or published[k] != i]
-        remove = [k for k in published if k not in now]
-        net = sum(1 for f in add if f.key not in published) + len(remove)
+        """What to publish, looking only at the keys that changed here: (facts added or
+        changed, keys gone, local transitions that cancelled out since the last publish
+        and are never published)."""
+        add: list[Fact] = []
+        remove: list[str] = []
+        net = 0
+        for key in self.dirty:
+            sids = self.sids_by_key.get(key)
+            if sids:
+                info = self._info(sids, info_of)
+                if key not in published:
+                    net += 1
+                    add.append(Fact(key, info))
+                elif published[key] != info:
+                    add.append(Fact(key, info))
+            elif key in published:
+                net += 1
+                remove.append(key)
+        self.dirty.clear()
         cancelled = max(0, self.local_transitions - net)
         self.local_transitions = 0
         return add, remove, cancelled

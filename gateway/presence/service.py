@@ -240,17 +240,16 @@ class Presence:
     def _flush(self, local: LocalRoom) -> None:
         room, view = local.room, local.view
         mine = view.facts_of(self.gateway_id)
-        now = local.local_facts(self._info)
         if not local.key_of:  # nobody here any more: say so, and let the room go
             if local.prev:  # it published something: its facts and sockets go
                 self._publish_delta(local, [], list(mine), 0)
             del self.rooms[room]
             self.interest.unwant(room)
             return
-        add, remove, cancelled = local.changes(mine, now)
+        add, remove, cancelled = local.changes(mine, self._info)
         if local.send_state:
             view.apply_own(self.gateway_id, add, remove, local.sockets)
-            self._publish_state(local, now)
+            self._publish_state(local, local.local_facts(self._info))
         elif add or remove or view.sockets_of(self.gateway_id) != local.sockets:
             view.apply_own(self.gateway_id, add, remove, local.sockets)
             self._publish_delta(local, add, remove, local.sockets)

@@ -16,6 +16,7 @@ shows the same info for a user whose tabs disagree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.presence import Fact, Info, PresenceDelta, PresenceState, is_user_key
@@ -70,9 +71,10 @@ class RoomView:
     def holders_of(self, key: str) -> frozenset[str]:
         return frozenset(self._by_key.get(key, ()))
 
-    def facts_of(self, gw: str) -> dict[str, Info]:
+    def facts_of(self, gw: str) -> Mapping[str, Info]:
+        """What `gw` holds (read-only, not a copy)."""
         holder = self._holders.get(gw)
-        return dict(holder.facts) if holder is not None else {}
+        return holder.facts if holder is not None else {}
 
     def sockets_of(self, gw: str) -> int:
         holder = self._holders.get(gw)
