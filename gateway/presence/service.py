@@ -125,6 +125,7 @@ class Presence:
         again if they come back within DROPPED_MEMORY_S."""
         self._ops: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(OPS_MAX)
         self._sender: asyncio.Task[None] | None = None
+        self._stopped = False
         self._warnings = Throttled(log)
         self._sent = metrics.presence_deltas.labels("sent")
         self._received = metrics.presence_deltas.labels("received")
@@ -137,6 +138,7 @@ class Presence:
         self._sender = asyncio.create_task(self._send_loop(), name="presence")
 
     async def stop(self) -> None:
+        self._stopped = True
         for timer in (self._window, self._periodic):
             if timer is not None:
                 timer.cancel()
@@ -213,6 +215,8 @@ class Presence:
 
     # -- windows ---------------------------------------------------------------------
     def _touch(self, room: str) -> None:
+        if self._stopped:  # sockets still leaving during shutdown: peers drop us on `down`
+            return
         self._dirty.add(room)
         if self._window is None:
             self._window = self._scheduler.call_later(self.settings.presence_interval_s, self.flush)
@@ -293,10 +297,14 @@ class Presence:
         """Every heartbeat interval (or count interval, if shorter) while rooms are
         held: drop dead gateways' facts, send counts that changed."""
         self._periodic = None
-        if not self.rooms:
+        if not self.rooms or self._stopped:
             return
-        self._sweep()
-        self._counts()
+        try:
+            self._sweep()
+            self._counts()
+        except Exception:  # never stops the next tick
+            self._metrics.drops.labels("handler_error").inc()
+            log.exception("presence sweep failed")
         self._periodic = self._scheduler.call_later(self._period_s, self._tick)
 
     def _sweep(self) -> None:

@@ -19,7 +19,15 @@ from gateway.identities import ANONYMOUS, Identity
 from gateway.metrics import GatewayMetrics
 from gateway.node import Gateway
 from gateway.settings import CoreSettings, GatewaySettings, PresenceSettings
-from shared.control import Done, Join, Leave, decode_reply, encode_request
+from shared.control import (
+    AddMembers,
+    Done,
+    Join,
+    Leave,
+    RemoveMembers,
+    decode_reply,
+    encode_request,
+)
 from shared.subjects import Subjects
 from tests.unit.fakes import ManualClock, RecordingConnection
 
@@ -306,3 +314,26 @@ async def test_a_gateway_shutting_down_is_dropped_at_the_next_sweep(cluster: Clu
     await b.stop()  # says `down`: no waiting for the heartbeats' TTL
     await cluster.windows(int((HEARTBEAT_S + WINDOW_S) / WINDOW_S) + 1)
     assert left_users(w, "chat:6") == ["v"]
+
+
+async def test_cluster_wide_membership_operations_are_presence_changes(cluster: Cluster) -> None:
+    a, b = await cluster.gateway("gwa"), await cluster.gateway("gwb")
+    w = await cluster.connect(a, "w", user="w")
+    await cluster.join("w", "chat:7")
+    await cluster.connect(a, "x", user="x")
+    await cluster.connect(b, "y", user="y")
+    await cluster.join("x", "team")
+    await cluster.join("y", "team")
+    await cluster.windows()
+    for gw in (a, b):  # what `add_room_members_to_rooms("team", "chat:7")` asks each
+        await gw._apply_cluster_request(AddMembers("team", ("chat:7",)))
+    await cluster.windows()
+    assert view(w, "chat:7") == {
+        "u:w": {"name": "user w"},
+        "u:x": {"name": "user x"},
+        "u:y": {"name": "user y"},
+    }
+    for gw in (a, b):
+        await gw._apply_cluster_request(RemoveMembers("team", ("chat:7",)))
+    await cluster.windows()
+    assert view(w, "chat:7") == {"u:w": {"name": "user w"}}
