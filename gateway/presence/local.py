@@ -25,7 +25,9 @@ class LocalRoom:
         "dirty",
         "hello",
         "key_of",
+        "last_sent",
         "local_transitions",
+        "mark_due",
         "mode",
         "newcomers",
         "prev",
@@ -61,6 +63,10 @@ class LocalRoom:
         self.ask: set[str] = set()
         """Gateways to ask for their state at the next window (a gap was seen)."""
         self.asked_at = float("-inf")
+        self.last_sent = float("-inf")
+        self.mark_due = False
+        """Send a mark (an empty delta) once the room has been quiet for a period: a
+        lost last delta is then seen as a gap instead of lasting until the next change."""
 
     @property
     def sockets(self) -> int:

@@ -302,6 +302,7 @@ class Presence:
         try:
             self._sweep()
             self._counts()
+            self._marks()
         except Exception:  # never stops the next tick
             self._metrics.drops.labels("handler_error").inc()
             log.exception("presence sweep failed")
@@ -335,6 +336,20 @@ class Presence:
                     back.ask.add(gw)
                     self._touch(room)
 
+    def _marks(self) -> None:
+        """After a room's last message, one empty delta a period later: receivers that
+        missed that message see the gap and ask (NATS is at-most-once)."""
+        now = self._clock()
+        for room, local in self.rooms.items():
+            if (
+                local.mark_due
+                and room not in self._dirty
+                and now - local.last_sent >= self._period_s
+            ):
+                sockets = local.view.sockets_of(self.gateway_id)
+                self._publish_delta(local, [], [], sockets)
+                local.mark_due = False
+
     def _counts(self) -> None:
         now = self._clock()
         if now - self._last_count < self.settings.presence_count_interval_s - 1e-9:
@@ -354,6 +369,7 @@ class Presence:
 
     # -- publishing ------------------------------------------------------------------
     def _next(self, local: LocalRoom) -> tuple[int, int]:
+        local.last_sent, local.mark_due = self._clock(), True
         self._seq += 1
         prev, local.prev = local.prev, self._seq
         return self._seq, prev

@@ -337,3 +337,30 @@ async def test_cluster_wide_membership_operations_are_presence_changes(cluster: 
         await gw._apply_cluster_request(RemoveMembers("team", ("chat:7",)))
     await cluster.windows()
     assert view(w, "chat:7") == {"u:w": {"name": "user w"}}
+
+
+async def test_a_lost_last_delta_is_repaired_by_the_mark_after_it(cluster: Cluster) -> None:
+    a, b = await cluster.gateway("gwa"), await cluster.gateway("gwb")
+    w = await cluster.connect(a, "w", user="w")
+    await cluster.connect(b, "v", user="v")
+    await cluster.join("w", "chat:8")
+    await cluster.join("v", "chat:8")
+    await cluster.windows(int(2 * HEARTBEAT_S / WINDOW_S) + 2)  # marks of the start go out
+    assert a.presence is not None
+    receive = a.presence.on_message
+    lost: list[bytes] = []
+
+    def lossy(room: str, data: bytes) -> None:  # NATS drops gwb's next message to gwa
+        if not lost and room == "chat:8":
+            lost.append(data)
+            return
+        receive(room, data)
+
+    a.presence.on_message = lossy  # type: ignore[method-assign]
+    await cluster.connect(b, "v2", user="v2")
+    await cluster.join("v2", "chat:8")  # gwb's delta saying so is lost; the room goes quiet
+    await cluster.windows(1)
+    assert lost
+    assert "v2" not in joined_users(w, "chat:8")
+    await cluster.windows(int(3 * HEARTBEAT_S / WINDOW_S) + 3)
+    assert "v2" in joined_users(w, "chat:8")
