@@ -265,7 +265,7 @@ class Presence:
             )
             local.ask.clear()
             local.asked_at = self._clock()
-        newcomers = [s for s in local.newcomers if s in local.key_of]
+        newcomers = local.newcomers & local.key_of.keys()
         local.newcomers.clear()
         if local.mode is Mode.COUNT:
             view.touched.clear()
@@ -283,10 +283,10 @@ class Presence:
             self._metrics.presence_coalesced.inc(coalesced)
         if joins or leaves:
             old = [s for s in local.key_of if s not in newcomers]
-            if old:
+            if old:  # the members that already have a view
                 self._deliver(EVENT_PRESENCE, {"room": room, "joins": joins, "leaves": leaves}, old)
-            self._events["join"].inc(len(joins))
-            self._events["leave"].inc(len(leaves))
+                self._events["join"].inc(len(joins))
+                self._events["leave"].inc(len(leaves))
         if newcomers:
             self._deliver(
                 EVENT_STATE, {"room": room, "members": local.members_payload()}, newcomers
