@@ -183,16 +183,19 @@ class Presence:
 
     # -- NATS ------------------------------------------------------------------------
     def on_message(self, room: str, data: bytes) -> None:
-        """A message on a presence subject (inline in the broker's reader)."""
-        self._received.inc()
+        """A message on a presence subject (inline in the broker's reader); our own,
+        echoed back, is neither counted nor applied."""
         try:
             msg = decode_presence(data)
         except MalformedEnvelope as exc:
             self._metrics.drops.labels("malformed").inc()
             self._warnings.warning("malformed", "dropped a malformed presence message: %s", exc)
             return
+        if msg.gw == self.gateway_id:
+            return
+        self._received.inc()
         local = self.rooms.get(room)
-        if msg.gw == self.gateway_id or local is None:
+        if local is None:
             return
         self._heard[msg.gw] = self._clock()
         if isinstance(msg, PresenceHello):
