@@ -239,6 +239,28 @@ class GatewayMetrics:
             "Missed messages replayed to recovered sockets",
             registry=r,
         )
+        # presence events (gateway/presence/; part i12-presence)
+        self.presence_events = Counter(
+            p + "presence_events_total",
+            "Presence announced to local sockets, by kind: join and leave (members in "
+            "presence events), state and count (events sent, one per socket)",
+            ["kind"],
+            registry=r,
+        )
+        self.presence_coalesced = Counter(
+            p + "presence_coalesced_total",
+            "Presence joins and leaves cancelled within one window (never announced)",
+            registry=r,
+        )
+        self.presence_deltas = Counter(
+            p + "presence_deltas_total",
+            "Presence messages exchanged with other gateways, by direction (sent, received)",
+            ["direction"],
+            registry=r,
+        )
+        self.presence_rooms = Gauge(
+            p + "presence_rooms", "Presence rooms with at least one local member", registry=r
+        )
         # issue 12, identity: who a socket is and its rooms at connect (gateway/connect_identity.py)
         self.sockets_with_user = Gauge(
             p + "sockets_with_user", "Local sockets that carry a user id", registry=r

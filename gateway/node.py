@@ -39,6 +39,7 @@ from gateway.members import local_answer
 from gateway.metrics import GatewayMetrics
 from gateway.pacing import Pacer
 from gateway.peers import Peers
+from gateway.presence.service import Presence
 from gateway.rooms import LocalRooms
 from gateway.settings import GatewaySettings
 from shared.control import (
@@ -69,7 +70,7 @@ from shared.control import (
     encode_reply,
     encode_request,
 )
-from shared.envelope import KIND_BLAST, KIND_MULTI_ROOM, DataMessage, decode_data
+from shared.envelope import KIND_BLAST, KIND_MULTI_ROOM, DataMessage, decode_data, encode_args
 from shared.errors import GatewayTimeout, MalformedEnvelope, SailcastError, TransportError
 from shared.subjects import SubjectKind
 from shared.users import is_reserved, user_room
@@ -153,6 +154,27 @@ class Gateway:
         request (gateway/recovery keeps its session record in step)."""
         self.on_evicted: Callable[[str], None] | None = None
         """Told the sid of a socket evicted by a takeover (no after-disconnect hook)."""
+        self.presence: Presence | None = None
+        """Presence events (gateway/presence/), None when no room has them: told of
+        every membership change, disconnects included."""
+        if settings.presence.rules:
+            self.presence = Presence(
+                settings.presence,
+                gateway_id=settings.gateway_id,
+                subjects=self.subjects,
+                broker=broker,
+                identities=self.identities,
+                alive=self.peers.alive,
+                is_socket=self.rooms.has_socket,
+                deliver=self._send_event,
+                metrics=metrics,
+                heartbeat_interval_s=settings.core.heartbeat_interval_s,
+                linger_s=settings.core.unsubscribe_linger_s,
+                scheduler=scheduler,
+                clock=clock,
+            )
+            presence = self.presence
+            metrics.presence_rooms.set_function(lambda: len(presence.rooms))
         # labelled children looked up once: these are hit for every message
         self._received = {
             k: metrics.broker_messages.labels(k) for k in ("room", "multi_room", "blast")
@@ -187,6 +209,8 @@ class Gateway:
         await self.broker.flush()
         if self.directory is not None:
             self.directory.start()
+        if self.presence is not None:
+            self.presence.start()
         self._tasks = [
             asyncio.create_task(self._control_loop(), name="control"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -200,6 +224,8 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.feed is not None:
             await self.feed.stop()
+        if self.presence is not None:  # before `down`: peers drop our facts on it
+            await self.presence.stop()
         self.room_interest.close()
         self.socket_interest.close()
         for purge in list(self._purges):
@@ -262,6 +288,8 @@ class Gateway:
         """Forget a connection and its rooms; returns it if it was registered."""
         conn = self.fanout.detach(sid)
         self._slow.discard(sid)
+        if self.presence is not None:
+            self.presence.socket_gone(sid, self.rooms.rooms_of(sid))
         self.identities.forget(sid)
         if self.feed is not None:
             self.feed.forget_socket(sid)
@@ -294,6 +322,8 @@ class Gateway:
             self.rooms.join(sid, room)
         if self.on_membership is not None:
             self.on_membership(sid, rooms, ())
+        if self.presence is not None:
+            self.presence.joined(sid, rooms)
 
     async def evict(self, sid: str) -> bool:
         """A takeover: close the socket's connection as if it had never gone (no
@@ -353,6 +383,8 @@ class Gateway:
                 self._on_heartbeat(data)
             elif kind is SubjectKind.GATEWAY:
                 self._on_direct(reply, data)
+            elif kind is SubjectKind.PRESENCE and self.presence is not None:
+                self.presence.on_message(parsed.name, data)
         except Exception:  # one bad message never stops the reader
             self._handler_errors.inc()
             log.exception("message handler failed on %s", subject[:200])
@@ -427,6 +459,12 @@ class Gateway:
         if self.feed is not None:
             self.feed.forget_room(room)
         return False
+
+    def _send_event(self, event: str, payload: dict[str, Any], recipients: Collection[str]) -> None:
+        """A gateway-made event (presence) to local sockets: encoded once, paced as a
+        room message is."""
+        args = encode_args(event, payload)
+        self.pacer.submit(self._packet(args), recipients, frozenset(), len(args))
 
     def _backlog_full(self) -> None:
         self.metrics.drops.labels("fanout_backlog").inc()
@@ -577,8 +615,11 @@ class Gateway:
         except TransportError:
             self._leave(sid, added)
             raise
-        if added and self.on_membership is not None and self.rooms.has_socket(sid):
-            self.on_membership(sid, added, ())
+        if added and self.rooms.has_socket(sid):
+            if self.on_membership is not None:
+                self.on_membership(sid, added, ())
+            if self.presence is not None:
+                self.presence.joined(sid, added)
 
     async def _apply_cluster_request(self, req: Request) -> Reply:
         gw, peers = self.settings.gateway_id, tuple(self.peers.alive())
@@ -643,6 +684,8 @@ class Gateway:
                 self.room_interest.unwant(room)
         if left and self.on_membership is not None:
             self.on_membership(sid, (), left)
+        if left and self.presence is not None:
+            self.presence.left(sid, left)
 
     # -- peers and readiness ---------------------------------------------------------
     def _on_heartbeat(self, data: bytes) -> None:
@@ -785,6 +828,8 @@ class Gateway:
             self._spawn(self.feed.catch_up())
         if self.directory is not None:  # the server may have lost our entries
             self._spawn(self.directory.rewrite())
+        if self.presence is not None:  # deltas may have been lost both ways
+            self.presence.reconnected()
         self.metrics.nats_reconnects.inc()
         self.metrics.nats_connected.set(1)
         # Say so at once: the SUBs went out first, so this heartbeat proves they are in

@@ -18,6 +18,7 @@ defaults (`from_argv`).
     pages     the demo page                      gateway/pages.py
     api       the HTTP server API                gateway/api.py
     history   per-room history and recovery      gateway/history/, gateway/recovery/
+    presence  presence events                    gateway/presence/
     logs      level and format                   gateway/logs.py
 """
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.presence.rules import PresenceRules
 from gateway.trust_proxy import ProxyTrust
 from shared.config import (
     NatsSettings,
@@ -445,6 +447,40 @@ class HistorySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """Presence events (docs/presence.md): which rooms have them, and their windows."""
+
+    presence: str = setting(
+        "",
+        "rooms with presence join/leave events, comma-separated globs over room names "
+        "(e.g. 'chat:*,lobby'); empty = none",
+    )
+    presence_count_only: str = setting(
+        "",
+        "rooms with presence counts only (periodic presence_count events, no member "
+        "lists), comma-separated globs; wins over --presence",
+    )
+    presence_interval_s: float = setting(
+        0.2, "presence coalescing window: changes are published and announced once per", unit="s"
+    )
+    presence_count_interval_s: float = setting(
+        2.0, "count-only rooms: presence_count at most this often, when it changed", unit="s"
+    )
+
+    def __post_init__(self) -> None:
+        PresenceRules.parse(self.presence, self.presence_count_only)  # raises ConfigError
+        if self.presence_interval_s <= 0 or self.presence_count_interval_s <= 0:
+            raise ConfigError(
+                "SAILCAST_PRESENCE_INTERVAL_S and SAILCAST_PRESENCE_COUNT_INTERVAL_S must be "
+                "positive"
+            )
+
+    @property
+    def rules(self) -> PresenceRules:
+        return PresenceRules.parse(self.presence, self.presence_count_only)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """How the process logs (gateway/logs.py)."""
 
@@ -480,6 +516,7 @@ class GatewaySettings:
     pages: PagesSettings = field(default_factory=PagesSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
     logs: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:

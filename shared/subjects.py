@@ -108,6 +108,7 @@ class SubjectKind(Enum):
     HOOK_CONNECT = "hook.connect"
     HOOK_DISCONNECT = "hook.disconnect"
     CLIENT_EVENT = "ev"
+    PRESENCE = "pr"
     HOOK_AFTER_CONNECT = "hook.after_connect"
 
 
@@ -124,11 +125,13 @@ _NAMED_KINDS: Final = {
     "s": SubjectKind.SOCKET,
     "gw.id": SubjectKind.GATEWAY,
     "ev": SubjectKind.CLIENT_EVENT,
+    "pr": SubjectKind.PRESENCE,
 }
 _FIXED_KINDS: Final = {
     k.value: k
     for k in SubjectKind
-    if k not in (SubjectKind.ROOM, SubjectKind.SOCKET, SubjectKind.CLIENT_EVENT)
+    if k
+    not in (SubjectKind.ROOM, SubjectKind.SOCKET, SubjectKind.CLIENT_EVENT, SubjectKind.PRESENCE)
 }
 
 
@@ -150,6 +153,8 @@ class Subjects:
     `<p>.hook.after_connect` "this socket is connected" told to the workers; queue group
     `<p>.ev.<event>` a client's own event (`socket.emit("typing", …)`) for the workers that
                      declared it; queue group (shared/client_events.py)
+    `<p>.pr.<room>`  a presence room's deltas between the gateways holding its members
+                     (shared/presence.py)
     """
 
     __slots__ = (
@@ -201,6 +206,10 @@ class Subjects:
     def client_event(self, name: str) -> str:
         """The subject of one client event; the name is encoded as a room name is."""
         return f"{self.prefix}.ev.{room_token(name)}"
+
+    def presence(self, room: str) -> str:
+        """Where the gateways holding members of a presence room exchange its deltas."""
+        return f"{self.prefix}.pr.{room_token(room)}"
 
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}.gw.id.{check_gateway_id(gateway_id)}"
