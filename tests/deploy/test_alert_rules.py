@@ -14,17 +14,14 @@ import pytest
 
 from tests.deploy.deploy_kit import (
     ALERT_RULES,
+    CONTRACT_METRICS,
     NAMESPACE,
     TOOLS,
     alert_rules,
     chart_defaults,
     need,
 )
-from tests.deploy.test_deploy_files import (
-    CONTRACT_METRICS,
-    EXTRA_GATEWAY_METRICS,
-    PUBLISHER_METRICS,
-)
+from tests.deploy.test_deploy_files import EXTRA_GATEWAY_METRICS, PUBLISHER_METRICS
 
 pytestmark = pytest.mark.deploy
 
