@@ -42,6 +42,7 @@ from publisher import Publisher
 from publisher.router import Request, Router, RouterService
 from tests.deploy.deploy_kit import NAMESPACE, TOOLS, alert_rules, dashboard, dashboard_panels
 from tests.deploy.test_alert_rules import ALERTS
+from tests.deploy.test_deploy_files import concrete
 from tests.helpers import GatewayProcess, RecordingClient, connect_client, start_gateway
 from tests.integration.test_slow_clients import StalledClient
 
@@ -182,17 +183,6 @@ def shipped_rules_made_quick() -> dict[str, Any]:
     """The chart's rules with every `for:` at 1 s and the rate window at 20 s."""
     return alert_rules(
         {"rateWindow": RATE_WINDOW, "alerts": {key: {"for": "1s"} for key in ALERTS}}
-    )
-
-
-def concrete(expr: str) -> str:
-    """A dashboard query as Grafana would send it for this test's namespace."""
-    return (
-        expr.replace("$__rate_interval", RATE_WINDOW)
-        .replace("$__interval", "5s")
-        .replace("$namespace", NAMESPACE)
-        .replace("$pod", ".*")
-        .replace("$worker", ".*")
     )
 
 
