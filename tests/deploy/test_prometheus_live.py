@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from gateway.embedded_nats import EmbeddedNats
 from publisher import Publisher
 from publisher.router import Request, Router, RouterService
+from shared.errors import TransportError
 from tests.deploy.deploy_kit import NAMESPACE, TOOLS, alert_rules, dashboard, dashboard_panels
 from tests.deploy.test_alert_rules import ALERTS
 from tests.deploy.test_deploy_files import concrete
@@ -297,10 +298,12 @@ async def test_every_dashboard_query_has_data_and_every_alert_fires(
     seen: dict[str, float] = {}
     clients: list[RecordingClient] = []
     raw: list[Any] = []
+    background: list[asyncio.Future[None]] = []
+    nats_stopped = False
     try:
         await asyncio.to_thread(prom.wait_ready)
         await asyncio.to_thread(prom.wait_for_targets, 3)
-        watcher = asyncio.ensure_future(watch_alerts(prom, seen, started))
+        background.append(asyncio.ensure_future(watch_alerts(prom, seen, started)))
 
         a1 = await connect_client(gwa.url)
         b1 = await connect_client(gwb.url)
@@ -333,13 +336,12 @@ async def test_every_dashboard_query_has_data_and_every_alert_fires(
         stop_traffic.set()
         await traffic
         nats.stop()
-        failing = asyncio.ensure_future(stored_publishes_while_nats_is_down(pub))
+        nats_stopped = True
+        background.append(asyncio.ensure_future(stored_publishes_while_nats_is_down(pub)))
         await wait_for_alerts(prom, seen, frozenset(ALERTS.values()), timeout=30)
         # every dashboard query, on the live data (the gateways' ops ports still answer)
         empty = dashboard_queries_without_data(prom)
         assert empty == [], empty
-        failing.cancel()
-        watcher.cancel()
 
         assert set(seen) == set(ALERTS.values())
         elapsed = time.monotonic() - started
@@ -348,6 +350,8 @@ async def test_every_dashboard_query_has_data_and_every_alert_fires(
         )
         print(f"\nprometheus live: every alert fired ({order}); test {elapsed:.1f}s")
     finally:
+        for task in background:
+            task.cancel()
         for c in clients:
             with contextlib.suppress(Exception):
                 await c.disconnect()
@@ -355,7 +359,9 @@ async def test_every_dashboard_query_has_data_and_every_alert_fires(
             with contextlib.suppress(Exception):
                 r.close()
         prom.stop()
-        nats.start()  # the worker's fixture stops its router and publisher through NATS
+        if nats_stopped:  # the worker's fixture stops its router and publisher through NATS
+            with contextlib.suppress(TransportError):  # its port may have been taken
+                nats.start()
 
 
 async def watch_alerts(prom: Prometheus, seen: dict[str, float], started: float) -> None:
