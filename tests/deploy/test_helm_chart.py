@@ -128,6 +128,13 @@ BAD_VALUES = [
     ({"drain": {"timeoutSeconds": 0}}, "/drain/timeoutSeconds"),
     ({"ingress": {"stickySessions": {"controller": "haproxy"}}}, "controller"),
     ({"metrics": {"serviceMonitor": {"interval": "30"}}}, "interval"),
+    ({"metrics": {"prometheusRule": {"rateWindow": "5 minutes"}}}, "rateWindow"),
+    ({"metrics": {"prometheusRule": {"alerts": {"historyLost": {"for": "1"}}}}}, "/for"),
+    ({"metrics": {"prometheusRule": {"alerts": {"natsDown": {"for": "1m"}}}}}, "natsDown"),
+    (
+        {"metrics": {"prometheusRule": {"alerts": {"virtualRequestErrors": {"ratio": 5}}}}},
+        "/ratio",
+    ),
     ({"probes": {"readiness": {"path": "/health"}}}, "path"),
     ({"extraEnv": [{"name": "SAILCAST_PORT", "value": "80"}]}, "/extraEnv/0/name"),
     ({"fullnameOverride": "realtime.gw"}, "/fullnameOverride"),
