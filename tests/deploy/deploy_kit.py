@@ -408,6 +408,19 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+ALERT_RULES = CHART / "files" / "alert-rules.yaml"
+
+
+def alert_rules(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The chart's alert rules as a Prometheus rule file (`{"groups": [...]}`): the
+    PrometheusRule's spec rendered from files/alert-rules.yaml with
+    `metrics.prometheusRule` = defaults deep-merged with `overrides`."""
+    rule_values = {**(overrides or {}), "enabled": True}
+    docs = documents(render({"metrics": {"prometheusRule": rule_values}}))
+    spec: dict[str, Any] = one(docs, "PrometheusRule")["spec"]
+    return spec
+
+
 def dashboard() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     return data

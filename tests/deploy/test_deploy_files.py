@@ -63,6 +63,24 @@ EXTRA_GATEWAY_METRICS = frozenset(
         "sailcast_gateway_history_duplicates_total",
         "sailcast_gateway_history_stream_messages",
         "sailcast_gateway_history_stream_bytes",
+        # virtual requests, refusals, control requests (issue 14: dashboard row)
+        "sailcast_gateway_virtual_requests_total",
+        "sailcast_gateway_virtual_request_duration_seconds",
+        "sailcast_gateway_refusals_total",
+        "sailcast_gateway_connect_rejections_total",
+        "sailcast_gateway_control_requests_total",
+    }
+)
+# The publisher's metric families (publisher/stats.py), from workers' own scrapes.
+PUBLISHER_METRICS = frozenset(
+    {
+        "sailcast_publisher_messages_total",
+        "sailcast_publisher_errors_total",
+        "sailcast_publisher_requests_total",
+        "sailcast_publisher_request_duration_seconds",
+        "sailcast_publisher_stored_duplicates_total",
+        "sailcast_publisher_stored_failures_total",
+        "sailcast_publisher_reconnects_total",
     }
 )
 # Standard kubelet/cAdvisor series (kube-prometheus) used for the resources row.
@@ -376,6 +394,7 @@ def concrete(expr: str) -> str:
         .replace("$__interval", "1m")
         .replace("$namespace", "realtime")
         .replace("$pod", ".*")
+        .replace("$worker", ".*")
     )
 
 
@@ -397,7 +416,9 @@ def test_dashboard_shape() -> None:
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
             assert "$namespace" in target["expr"], target["expr"]
-            assert "$pod" in target["expr"], target["expr"]
+            # workers' series are picked by their own variable, gateways' by $pod
+            pods = "$worker" if "sailcast_publisher_" in target["expr"] else "$pod"
+            assert pods in target["expr"], target["expr"]
 
 
 def test_dashboard_panels_do_not_overlap() -> None:
@@ -432,7 +453,7 @@ def test_dashboard_queries_parse_as_promql() -> None:
 def test_dashboard_uses_the_gateway_metric_names() -> None:
     used = dashboard_metrics()
     ours = {m for m in used if m.startswith("sailcast_")}
-    unknown = ours - CONTRACT_METRICS - EXTRA_GATEWAY_METRICS
+    unknown = ours - CONTRACT_METRICS - EXTRA_GATEWAY_METRICS - PUBLISHER_METRICS
     assert not unknown, sorted(unknown)
     assert used - ours <= KUBELET_METRICS, sorted(used - ours)
     # every metric of the issue's list is on the dashboard

@@ -128,6 +128,13 @@ BAD_VALUES = [
     ({"drain": {"timeoutSeconds": 0}}, "/drain/timeoutSeconds"),
     ({"ingress": {"stickySessions": {"controller": "haproxy"}}}, "controller"),
     ({"metrics": {"serviceMonitor": {"interval": "30"}}}, "interval"),
+    ({"metrics": {"prometheusRule": {"rateWindow": "5 minutes"}}}, "rateWindow"),
+    ({"metrics": {"prometheusRule": {"alerts": {"historyLost": {"for": "1"}}}}}, "/for"),
+    ({"metrics": {"prometheusRule": {"alerts": {"natsDown": {"for": "1m"}}}}}, "natsDown"),
+    (
+        {"metrics": {"prometheusRule": {"alerts": {"virtualRequestErrors": {"ratio": 5}}}}},
+        "/ratio",
+    ),
     ({"probes": {"readiness": {"path": "/health"}}}, "path"),
     ({"extraEnv": [{"name": "SAILCAST_PORT", "value": "80"}]}, "/extraEnv/0/name"),
     ({"fullnameOverride": "realtime.gw"}, "/fullnameOverride"),
@@ -350,6 +357,23 @@ def test_servicemonitor_matches_the_crd_schema(rendered_sets: dict[str, Any]) ->
     broken = copy.deepcopy(monitors[0])
     broken["spec"]["endpoints"][0]["scrapeInterval"] = "30s"  # real field is `interval`
     assert list(validator.iter_errors(broken)), "strict ServiceMonitor schema accepted a typo"
+
+
+def test_prometheusrule_matches_the_crd_schema(rendered_sets: dict[str, Any]) -> None:
+    jsonschema = need("jsonschema", "jsonschema")
+    schema = crd_schema("prometheusrule-monitoring-v1.json")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    rules = [d for _, _, docs in rendered_sets.values() for d in of_kind(docs, "PrometheusRule")]
+    assert rules, "no values set renders a PrometheusRule"
+    for rule in rules:
+        errors = sorted(validator.iter_errors(rule), key=lambda e: list(e.path))
+        assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+        assert rule["metadata"]["labels"]["release"] == "prometheus"
+        assert rule["metadata"]["namespace"] == "monitoring"
+    broken = copy.deepcopy(rules[0])
+    broken["spec"]["groups"][0]["rules"][0]["expression"] = "up"  # real field is `expr`
+    assert list(validator.iter_errors(broken)), "strict PrometheusRule schema accepted a typo"
 
 
 # ------------------------------------------------------------------------- yamllint
@@ -696,7 +720,13 @@ def test_defaults_leave_optional_objects_off() -> None:
 
 def test_full_values_render_every_object() -> None:
     kinds = {d["kind"] for d in documents(render(values_set(CHART / "ci" / "full-values.yaml")))}
-    assert {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "Secret"} <= kinds
+    assert {
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Secret",
+    } <= kinds
 
 
 def test_configmap_checksum_is_the_rendered_configmap() -> None:

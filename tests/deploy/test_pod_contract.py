@@ -364,7 +364,7 @@ def test_gateway_answers_where_the_chart_says(variant: str, tmp_path: Path) -> N
             assert content_type.startswith("text/plain"), content_type
             families = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.M))
             assert families >= CONTRACT_METRICS, sorted(CONTRACT_METRICS - families)
-            gateway_metrics = {m for m in dashboard_metrics() if m.startswith("sailcast_")}
+            gateway_metrics = {m for m in dashboard_metrics() if m.startswith("sailcast_gateway_")}
             assert gateway_metrics <= families, sorted(gateway_metrics - families)
 
             if spec.sign is not None:
