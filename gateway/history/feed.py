@@ -368,15 +368,15 @@ class HistoryFeed:
         cap = self._stream.max_msgs_per_subject
         for room, last in list(self._last.items()):
             try:
-                page = await self._reader.after(
-                    self._subjects.history(room), last, batch=cap, max_bytes=FETCH_PAGE_BYTES
-                )
+                page, intact = await self._after_checked(self._subjects.history(room), last, cap)
             except (SailcastError, OSError) as exc:
                 log.warning("history catch-up after a reconnect stopped: %s", exc)
                 break
             now = self._last.get(room)
             if now is None:
                 continue  # let go of meanwhile
+            if not intact and now == last:  # (the live path checks its own chain)
+                self._trimmed(room, last, page.messages[0].seq)
             prev = last
             fresh = [m for m in page.messages if m.seq > now]
             if fresh:
@@ -492,17 +492,23 @@ class HistoryFeed:
         subject = self._subjects.history(room)
         wanted = item.prev
         error: str | None = None
+        checked = trimmed = False
         for attempt in range(len(self.retry_delays_s) + 1):
             if attempt:
                 await asyncio.sleep(self.retry_delays_s[attempt - 1])
             try:
                 while last < wanted:
-                    page = await self._reader.after(
-                        subject,
-                        last,
-                        batch=max(1, min(wanted - last, self._stream.max_msgs_per_subject)),
-                        max_bytes=FETCH_PAGE_BYTES,
-                    )
+                    batch = max(1, min(wanted - last, self._stream.max_msgs_per_subject))
+                    if checked:
+                        page = await self._reader.after(
+                            subject, last, batch=batch, max_bytes=FETCH_PAGE_BYTES
+                        )
+                    else:
+                        page, intact = await self._after_checked(subject, last, batch)
+                        checked = True
+                        if not intact and page.messages[0].seq <= wanted:
+                            self._trimmed(room, last, page.messages[0].seq)
+                            trimmed = True
                     got = [m for m in page.messages if last < m.seq <= wanted]
                     for m in got:
                         self._hand_on(room, m.data, m.seq)
@@ -518,7 +524,8 @@ class HistoryFeed:
                 break
         if last < wanted:
             reason = "unavailable" if error is not None else "trimmed"
-            self._metrics.history_lost.labels(reason).inc()
+            if not (trimmed and reason == "trimmed"):  # counted once per gap
+                self._metrics.history_lost.labels(reason).inc()
             log.warning(
                 "history gap not repaired (%s): room messages after position %d up to %d "
                 "are lost for this gateway's sockets%s",
@@ -529,6 +536,39 @@ class HistoryFeed:
             )
             self._last[room] = wanted
         self._step(item)
+
+    async def _after_checked(self, subject: str, last: int, batch: int) -> tuple[Page, bool]:
+        """The room's stored messages after `last`, and whether nothing between `last` and
+        them can have been trimmed unseen: False when the stream no longer holds `last`
+        itself but holds later ones. It trims each room oldest first and never says how
+        many it trimmed, so only `last` still being there proves the chain complete."""
+        if last <= 0:  # the room's chain starts here: nothing before to lose
+            return await self._reader.after(
+                subject, 0, batch=batch, max_bytes=FETCH_PAGE_BYTES
+            ), True
+        page = await self._reader.after(
+            subject, last - 1, batch=batch + 1, max_bytes=FETCH_PAGE_BYTES
+        )
+        msgs = page.messages
+        if not msgs or msgs[0].seq != last:
+            return page, not msgs
+        if len(msgs) == 1 and page.pending:  # `last` alone filled the page's bytes
+            page = await self._reader.after(subject, last, batch=batch, max_bytes=FETCH_PAGE_BYTES)
+            return page, True
+        return Page(msgs[1:], page.pending), True
+
+    def _trimmed(self, room: str, last: int, oldest: int) -> None:
+        """Counted as lost: the messages of the room between these positions, if any,
+        left the stream before this gateway read them (docs/recovery.md)."""
+        self._metrics.history_lost.labels("trimmed").inc()
+        self._warnings.warning(
+            "trimmed",
+            "history: the stream no longer holds position %d of a room; its messages before "
+            "position %d may be lost for this gateway's sockets (trimmed by the room's limits)",
+            last,
+            oldest,
+            extra={"room": room},
+        )
 
     async def _fetch_after(
         self, room: str, cursor: int, bound: int | None, max_bytes: int

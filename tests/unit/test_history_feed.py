@@ -371,6 +371,54 @@ async def test_a_gap_whose_messages_left_the_stream_is_lost_as_trimmed(bench: Be
     assert metric(bench.gw, "sailcast_gateway_history_lost_total", reason="trimmed") == 1
 
 
+async def test_a_gap_whose_oldest_messages_left_the_stream_counts_them_lost(
+    bench: Bench,
+) -> None:
+    """The stream trims each room oldest first and does not say how many: when it no
+    longer holds the gateway's last position, what was between it and the oldest it
+    still holds may be gone. Counted, and the rest handed on in order."""
+    a = await bench.connect("a", 4, "chat")
+    await bench.publish("chat", "m", 1)
+    s2 = await bench.publish("chat", "m", 2, live=False)
+    await bench.publish("chat", "m", 3, live=False)
+    bench.stream.purge_before(s2 + 1)  # 1 (the last handed on) and 2 trimmed; 3 stays
+    await bench.publish("chat", "m", 4)
+    await settle()
+    assert [r[1] for r in received(a)] == [1, 3, 4]
+    assert metric(bench.gw, "sailcast_gateway_history_lost_total", reason="trimmed") == 1
+
+
+async def test_a_gap_whose_messages_are_all_stored_loses_nothing(bench: Bench) -> None:
+    a = await bench.connect("a", 4, "chat")
+    await bench.publish("chat", "m", 1)
+    await bench.publish("chat", "m", 2, live=False)
+    await bench.publish("chat", "m", 3, live=False)
+    await bench.publish("chat", "m", 4)
+    await settle()
+    assert [r[1] for r in received(a)] == [1, 2, 3, 4]
+    assert metric(bench.gw, "sailcast_gateway_history_lost_total", reason="trimmed") == 0
+    assert metric(bench.gw, "sailcast_gateway_history_repaired_messages_total") == 2
+
+
+async def test_catch_up_after_a_reconnect_hands_on_what_was_missed_and_counts_trimmed(
+    bench: Bench,
+) -> None:
+    """After a NATS reconnect, a quiet room's missed messages are read: all of them when
+    the stream still holds the last one handed on; else the survivors, and the loss is
+    counted (it was not, before: the survivors were chained to the last position)."""
+    a = await bench.connect("a", 4, "busy", "calm")
+    await bench.publish("busy", "b", 1)
+    b2 = await bench.publish("busy", "b", 2, live=False)
+    await bench.publish("busy", "b", 3, live=False)
+    await bench.publish("calm", "c", 1)
+    await bench.publish("calm", "c", 2, live=False)
+    bench.stream.purge_before(b2 + 1)  # busy: 1 and 2 trimmed while NATS was away
+    assert await bench.feed.catch_up() == 2
+    await settle()
+    assert [(r[0], r[1]) for r in received(a)] == [("b", 1), ("c", 1), ("b", 3), ("c", 2)]
+    assert metric(bench.gw, "sailcast_gateway_history_lost_total", reason="trimmed") == 1
+
+
 async def test_the_hold_is_bounded_and_a_dropped_message_is_repaired_by_the_next_gap(
     bench: Bench,
 ) -> None:
