@@ -239,5 +239,12 @@ class GatewayMetrics:
             "Missed messages replayed to recovered sockets",
             registry=r,
         )
+        # issue 12, disconnect: workers' forced disconnects (gateway/node.py force_disconnect)
+        self.forced_disconnects = Counter(
+            p + "forced_disconnects_total",
+            "Sockets disconnected by a worker, by how they were addressed (socket, room, user)",
+            ["by"],
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import orjson
 
-from shared.errors import MalformedEnvelope, SailcastError
+from shared.errors import MalformedEnvelope, SailcastError, UsageError
 from shared.subjects import room_token
 from shared.version import WIRE_VERSION
 
@@ -26,7 +26,7 @@ class RequestKind(StrEnum):
     the others to every gateway (`<p>.gw.all`); `ping` also to one gateway's own
     subject (`<p>.gw.id.<id>`), the readiness round trip and the publisher's probe.
     `evict` is sent by a gateway recovering the socket's session (gateway/recovery/),
-    not by workers."""
+    not by workers. New kinds go at the end (issue 12: several branches add some)."""
 
     JOIN = "join"
     LEAVE = "leave"
@@ -37,6 +37,7 @@ class RequestKind(StrEnum):
     REMOVE_MEMBERS = "remm"
     LEAVE_ALL = "leaveall"
     PING = "ping"
+    DISCONNECT_MEMBERS = "dism"
 
 
 class ErrorCode(StrEnum):
@@ -86,9 +87,32 @@ class Rooms:
     kind: ClassVar[RequestKind] = RequestKind.ROOMS
 
 
+MAX_DISCONNECT_REASON_CHARS: Final = 256
+"""The longest reason a forced disconnect may give its client (`sailcast:disconnect`)."""
+
+
+def disconnect_reason(value: object) -> str | None:
+    """A disconnect's reason as the client will see it, checked: None (no reason, no
+    `sailcast:disconnect` event) or 1 to MAX_DISCONNECT_REASON_CHARS characters.
+    UsageError naming the value otherwise (the gateway maps it to a malformed request)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_DISCONNECT_REASON_CHARS:
+        shown = repr(value)[:80]
+        raise UsageError(
+            f"a disconnect reason must be a string of 1 to {MAX_DISCONNECT_REASON_CHARS} "
+            f"characters, got {shown} ({type(value).__name__})"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Disconnect:
+    """Disconnect one socket; with a `reason`, its client is sent the event
+    `sailcast:disconnect` `{"reason": ...}` just before the Socket.IO DISCONNECT."""
+
     kind: ClassVar[RequestKind] = RequestKind.DISCONNECT
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +157,19 @@ class Ping:
     kind: ClassVar[RequestKind] = RequestKind.PING
 
 
+@dataclass(frozen=True, slots=True)
+class DisconnectMembers:
+    """Every local member of `room` is disconnected as `Disconnect` does (with the same
+    optional `reason`); each gateway answers `Applied` with how many it disconnected.
+    A user's sockets: `room` is their user room (shared.users.user_room)."""
+
+    kind: ClassVar[RequestKind] = RequestKind.DISCONNECT_MEMBERS
+    room: str
+    reason: str | None = None
+
+
 SocketRequest = Join | Leave | Rooms | Disconnect | Evict
-ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping
+ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping | DisconnectMembers
 Request = SocketRequest | ClusterRequest
 
 SOCKET_KINDS: Final = frozenset(
@@ -157,6 +192,10 @@ def encode_request(req: Request) -> bytes:
         body["dst"] = list(req.dst)
     elif isinstance(req, LeaveAll):
         body["src"] = req.src
+    elif isinstance(req, DisconnectMembers):
+        body["room"] = req.room
+    if isinstance(req, Disconnect | DisconnectMembers) and req.reason is not None:
+        body["reason"] = req.reason
     return orjson.dumps(body)
 
 
@@ -181,11 +220,13 @@ def decode_request(body: bytes) -> Request:
     if known is RequestKind.ROOMS:
         return Rooms()
     if known is RequestKind.DISCONNECT:
-        return Disconnect()
+        return Disconnect(_reason(obj.get("reason")))
     if known is RequestKind.EVICT:
         return Evict()
     if known is RequestKind.PING:
         return Ping()
+    if known is RequestKind.DISCONNECT_MEMBERS:
+        return DisconnectMembers(_room(obj.get("room"), "room"), _reason(obj.get("reason")))
     src = _room(obj.get("src"), "src")
     if known is RequestKind.LEAVE_ALL:
         return LeaveAll(src)
@@ -208,6 +249,13 @@ def _room(value: object, what: str) -> str:
         raise MalformedEnvelope(f"{what} must be a non-empty string")
     _check_room(value)
     return value
+
+
+def _reason(value: object) -> str | None:
+    try:
+        return disconnect_reason(value)
+    except UsageError as exc:
+        raise MalformedEnvelope(str(exc)) from exc
 
 
 def _check_room(room: str) -> None:

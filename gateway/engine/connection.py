@@ -31,7 +31,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, web
@@ -63,6 +63,12 @@ PING: Final = "2"
 PONG: Final = "3"
 MESSAGE: Final = "4"
 GOING_AWAY_TIMEOUT_S: Final = 1.0
+LAST_PAYLOAD_WAIT_S: Final = 5.0
+"""How long a polling session closed between two polls waits for the poll that takes
+its last payload (its goodbye: `sailcast:disconnect`, `41`, close) before it is dropped."""
+DISCONNECT_EVENT: Final = "sailcast:disconnect"
+"""The event a worker's disconnect with a reason sends its client, `{"reason": …}`,
+just before the Socket.IO DISCONNECT (docs/sails-clients.md)."""
 RESERVED_EVENT: Final = "reserved_event"
 """The refusals_total reason of a client event named like a lifecycle event."""
 ATTACHMENTS: Final = "attachments"
@@ -277,13 +283,16 @@ class EngineConnection:
 
     def emit(self, event: str, data: Any) -> None:
         if self.socket_connected and not self.closed:
-            args = [event, data]
-            if self.offsets and (self.protocol == 3 or isinstance(data, str)):
-                # not an offset: the v3 add-on pops one trailing argument of every
-                # event, socket.io-client v4 takes a trailing string for one
-                args.append(None)
-            for pkt in sio_codec.encode_data(sio_codec.EVENT, args):
+            for pkt in self._event_packets(event, data):
                 self.send_packet(pkt)
+
+    def _event_packets(self, event: str, data: Any) -> list[Packet]:
+        args = [event, data]
+        if self.offsets and (self.protocol == 3 or isinstance(data, str)):
+            # not an offset: the v3 add-on pops one trailing argument of every
+            # event, socket.io-client v4 takes a trailing string for one
+            args.append(None)
+        return list(sio_codec.encode_data(sio_codec.EVENT, args))
 
     def restore(self, sid: str, pid: str) -> None:
         self.sid = sid
@@ -296,12 +305,19 @@ class EngineConnection:
             self._tr.abort()
         self.close(CloseReason.SERVER, [], close_ws=False)
 
-    async def disconnect(self) -> None:
-        """Socket.IO DISCONNECT (`41`), then the transport is closed."""
-        goodbye = ["41"] if self.socket_connected else []
+    async def disconnect(self, reason: str | None = None) -> None:
+        """Socket.IO DISCONNECT (`41`), then the transport is closed; with a reason, the
+        `sailcast:disconnect` event first. Both are goodbye packets of `close`: on
+        websocket written in one write ahead of the close frame, on polling the last
+        payload (which a session being closed lingers to hand out, `close`)."""
+        goodbye: list[Packet] = []
+        if self.socket_connected:
+            if reason is not None:
+                goodbye.extend(self._event_packets(DISCONNECT_EVENT, {"reason": reason}))
+            goodbye.append("41")
         if self.transport is Transport.POLLING:
             goodbye.append(CLOSE)
-        self.close(CloseReason.SERVER, goodbye)
+        self.close(CloseReason.SERVER, goodbye, last_payload=True)
 
     async def going_away(self) -> None:
         """Websocket: close 1001 and no goodbye, as a restarting server would; polling:
@@ -414,6 +430,8 @@ class EngineConnection:
                 pass
             finally:
                 self._poll = None
+        if self.closed:
+            self._forget()  # this was its last payload
         return self.take_queued() or [NOOP]
 
     @property
@@ -687,9 +705,18 @@ class EngineConnection:
             self.close(CloseReason.SERVER, [CLOSE])
 
     # -- the end ---------------------------------------------------------------------
-    def close(self, reason: CloseReason, goodbye: list[str], *, close_ws: bool = True) -> None:
+    def close(
+        self,
+        reason: CloseReason,
+        goodbye: Sequence[Packet],
+        *,
+        close_ws: bool = True,
+        last_payload: bool = False,
+    ) -> None:
         """End the connection: `goodbye` packets go out first (what is queued too on
-        websocket), then the transport is closed; the gateway is told once."""
+        websocket), then the transport is closed; the gateway is told once. With
+        `last_payload`, a polling session closed between two polls stays findable until
+        the next poll took the goodbye (at most LAST_PAYLOAD_WAIT_S)."""
         if self.closed:
             return
         for pkt in goodbye:
@@ -709,9 +736,14 @@ class EngineConnection:
             if ip and shared.ip_buckets is not None:
                 shared.ip_buckets.release(ip)
             self.ip = None
-        if shared.sessions.get(self.eio_sid) is self:
-            del shared.sessions[self.eio_sid]
         ws = self._ws
+        if shared.sessions.get(self.eio_sid) is self:
+            if last_payload and ws is None and self._queue and self._poll is None:
+                # polling between two polls: the goodbye is the next poll's payload, so
+                # the session stays findable until it is taken (or for a short while)
+                asyncio.get_running_loop().call_later(LAST_PAYLOAD_WAIT_S, self._forget)
+            else:
+                del shared.sessions[self.eio_sid]
         if ws is not None:
             self.flush()
             if close_ws and not ws.closed:
@@ -721,6 +753,12 @@ class EngineConnection:
         self.end_poll()
         if self.socket_connected:
             shared.spawn(shared.events.disconnected(self.sid, reason))
+
+    def _forget(self) -> None:
+        """A closed polling session's last payload was taken, or never will be."""
+        sessions = self._shared.sessions
+        if sessions.get(self.eio_sid) is self:
+            del sessions[self.eio_sid]
 
     async def _close_websocket(self, ws: web.WebSocketResponse) -> None:
         try:

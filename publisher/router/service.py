@@ -220,6 +220,7 @@ class RouterService:
             notice.rooms,
             notice.handshake,
             self.pub,
+            notice.message,
         )
         try:
             await self.router.notify_disconnect(gone)

@@ -25,6 +25,8 @@ GOOD: Final[dict[Kind, list[Any]]] = {
     Kind.SOCKET_ID: ["sid1"],
     Kind.EVENT: ["chat", ""],
     Kind.DATA: [None, 1, "x", [1], {"a": {"b": [True]}}],
+    Kind.USER_ID: ["u1", 42, "x" * 256],
+    Kind.REASON: ["banned", "x" * 256],
 }
 BAD: Final[dict[Kind, list[Any]]] = {
     Kind.ROOMS: [5, None, "", [], [""], ["a", 3], {"a": 1}],
@@ -33,6 +35,8 @@ BAD: Final[dict[Kind, list[Any]]] = {
     Kind.SOCKET_ID: [5, None, "", ["a"]],
     Kind.EVENT: [5, None, ["chat"]],
     Kind.DATA: [],
+    Kind.USER_ID: [None, "", "x" * 257, True, 1.5, ["u1"], {"id": 1}],
+    Kind.REASON: [None, "", "x" * 257, 5, ["banned"]],
 }
 
 

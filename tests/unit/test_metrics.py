@@ -22,9 +22,10 @@ from gateway.metrics import (
 )
 from publisher.stats import PublisherStats
 
-ALLOWED_LABELS = frozenset({"reason", "kind", "outcome", "status", "version", "method"})
+ALLOWED_LABELS = frozenset({"reason", "kind", "outcome", "status", "version", "method", "by"})
 """Each names a category whose values the code fixes, never the traffic (`method`: an
-HTTP API method name, or "unknown" for any other path: gateway/api.py)."""
+HTTP API method name, or "unknown" for any other path: gateway/api.py; `by`: how a
+forced disconnect addressed its sockets, socket, room or user: gateway/node.py)."""
 
 
 def label_names(owner: Any, registry: CollectorRegistry) -> dict[str, set[str]]:
