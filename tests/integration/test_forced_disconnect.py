@@ -1,0 +1,258 @@
+"""A worker disconnects sockets by id, by room or by user, with a reason the client
+sees (issue 12): two real gateway processes on a real nats-server, real python-socketio
+clients on websocket and on polling. Each client records its events and its
+disconnect in arrival order, so the tests see the reason come before the goodbye.
+
+The npm clients (socket.io-client 4, sails.io.js) are in
+tests/e2e/test_forced_disconnect_clients.py; the user form end to end needs sockets in
+their user room at connect (the identity branch); its core is unit-tested in
+tests/unit/test_forced_disconnect.py."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import orjson
+import pytest
+import socketio
+
+from publisher import Publisher, SyncPublisher
+from publisher.router import Disconnected, Router, RouterService
+from shared.errors import NoSuchSocket, ReservedRoom, UsageError
+from tests.helpers import GatewayProcess
+
+WAIT_S: Final = 10.0
+GONE: Final = "__disconnect__"
+SERVER_DISCONNECT: Final = socketio.AsyncClient.reason.SERVER_DISCONNECT
+
+
+class Client:
+    """A python-socketio client recording events and its disconnect, in order."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.transport = "websocket"
+        self.log: list[tuple[str, Any]] = []
+        self.changed = asyncio.Event()
+        self.sio.on("*", self._event)
+        self.sio.on("disconnect", self._gone)
+
+    async def _event(self, event: str, *args: Any) -> None:
+        self.log.append((event, args[0] if len(args) == 1 else list(args)))
+        self.changed.set()
+
+    async def _gone(self, reason: str = "") -> None:
+        self.log.append((GONE, reason))
+        self.changed.set()
+
+    @property
+    def sid(self) -> str:
+        sid = self.sio.get_sid()
+        assert sid
+        return str(sid)
+
+    async def until_gone(self) -> list[tuple[str, Any]]:
+        """What it recorded once it saw its goodbye (and, on polling, once it also
+        handled every message of that last payload: python-socketio handles a
+        payload's messages in tasks of their own but its Engine.IO close at once)."""
+
+        def done() -> bool:
+            if not any(e == GONE for e, _ in self.log):
+                return False
+            return self.transport == "websocket" or self.log[0][0] != GONE or len(self.log) > 1
+
+        async def wait() -> None:
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), WAIT_S)
+        if self.transport == "polling":  # in the payload's order (the engine's is tested)
+            return sorted(self.log, key=lambda item: item[0] == GONE)
+        return self.log
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Any]]:
+    made: list[Client] = []
+
+    async def start(gw: GatewayProcess, transport: str = "websocket") -> Client:
+        c = Client()
+        c.transport = transport
+        transports = ["polling"] if transport == "polling" else ["websocket"]
+        await c.sio.connect(gw.url, transports=transports, wait_timeout=10)
+        made.append(c)
+        return c
+
+    yield start
+    for c in made:
+        if c.sio.connected:
+            await c.sio.disconnect()
+
+
+def told(reason: str) -> list[tuple[str, Any]]:
+    """What a client disconnected with `reason` records: the event, then the goodbye."""
+    return [("sailcast:disconnect", {"reason": reason}), (GONE, SERVER_DISCONNECT)]
+
+
+async def still_connected(clients: list[Client], publisher: Publisher) -> None:
+    """The untouched clients still get messages, and got nothing else."""
+    for c in clients:
+        await publisher.sockets.broadcast(c.sid, "ping", {"n": 1})
+    for c in clients:
+        await asyncio.wait_for(_until(c, "ping"), WAIT_S)
+        assert c.log == [("ping", {"n": 1})]
+        assert c.sio.connected
+
+
+async def _until(c: Client, event: str) -> None:
+    while not any(e == event for e, _ in c.log):
+        c.changed.clear()
+        await c.changed.wait()
+
+
+async def test_by_socket_ids_across_gateways_with_a_reason(
+    two_gateways: list[GatewayProcess], publisher: Publisher, connect: Callable[..., Any]
+) -> None:
+    gwa, gwb = two_gateways
+    a = await connect(gwa)
+    b = await connect(gwb, "polling")
+    stays = await connect(gwb)
+    a_sid = a.sid
+    n = await publisher.sockets.disconnect([a_sid, b.sid], reason="your account was removed")
+    assert n == 2
+    assert await a.until_gone() == told("your account was removed")
+    assert await b.until_gone() == told("your account was removed")  # polling: last payload
+    await still_connected([stays], publisher)
+    with pytest.raises(NoSuchSocket):
+        await publisher.sockets.disconnect(a_sid)
+    assert gwa.metric('sailcast_gateway_forced_disconnects_total{by="socket"}') == 1
+    assert gwb.metric('sailcast_gateway_forced_disconnects_total{by="socket"}') == 1
+
+
+async def test_one_socket_positionally_without_a_reason_as_before(
+    two_gateways: list[GatewayProcess], publisher: Publisher, connect: Callable[..., Any]
+) -> None:
+    a = await connect(two_gateways[1])
+    assert await publisher.sockets.disconnect(a.sid) == 1
+    assert await a.until_gone() == [(GONE, SERVER_DISCONNECT)]  # no event without a reason
+
+
+async def test_by_room_across_gateways_members_only(
+    two_gateways: list[GatewayProcess], publisher: Publisher, connect: Callable[..., Any]
+) -> None:
+    gwa, gwb = two_gateways
+    members = [await connect(gwa), await connect(gwa, "polling"), await connect(gwb)]
+    others = [await connect(gwa), await connect(gwb, "polling")]
+    await publisher.sockets.join([m.sid for m in members], "match:7")
+    await publisher.sockets.join(others[0].sid, "match:8")
+    n = await publisher.sockets.disconnect(room="match:7", reason="match closed")
+    assert n == 3
+    for m in members:
+        assert await m.until_gone() == told("match closed")
+    await still_connected(others, publisher)
+    assert await publisher.sockets.disconnect(room="match:7") == 0  # nobody left
+    room_metric = 'sailcast_gateway_forced_disconnects_total{by="room"}'
+    assert (gwa.metric(room_metric), gwb.metric(room_metric)) == (2, 1)
+
+
+async def test_caller_mistakes_raise_before_anything_is_sent(
+    two_gateways: list[GatewayProcess], publisher: Publisher, connect: Callable[..., Any]
+) -> None:
+    a = await connect(two_gateways[0])
+    await publisher.sockets.join(a.sid, "lobby")
+    with pytest.raises(ReservedRoom, match="user_id="):
+        await publisher.sockets.disconnect(room="sailcast:user:42")
+    with pytest.raises(UsageError, match="exactly one"):
+        await publisher.sockets.disconnect(a.sid, room="lobby")
+    with pytest.raises(UsageError, match="exactly one"):
+        await publisher.sockets.disconnect(reason="nobody named")
+    with pytest.raises(UsageError, match="1 to 256"):
+        await publisher.sockets.disconnect(room="lobby", reason="x" * 257)
+    with pytest.raises(UsageError, match="1 to 256"):
+        await publisher.sockets.disconnect(a.sid, reason="")
+    await still_connected([a], publisher)
+
+
+async def test_the_sync_twin_has_the_same_forms(
+    two_gateways: list[GatewayProcess],
+    publisher: Publisher,
+    connect: Callable[..., Any],
+    nats_server: Any,
+    prefix: str,
+) -> None:
+    a, b = await connect(two_gateways[0]), await connect(two_gateways[1], "polling")
+    await publisher.sockets.join([a.sid, b.sid], "room-s")
+    with SyncPublisher(nats_server.url, prefix=prefix) as sync:
+        n = await asyncio.to_thread(sync.sockets.disconnect, room="room-s", reason="bye")
+        assert n == 2
+        with pytest.raises(ReservedRoom):
+            sync.sockets.disconnect(room="sailcast:user:1")
+    for c in (a, b):
+        assert await c.until_gone() == told("bye")
+
+
+async def test_the_after_disconnect_hook_gets_server_disconnect_and_the_reason(
+    two_gateways: list[GatewayProcess],
+    publisher: Publisher,
+    connect: Callable[..., Any],
+    serve: Callable[[Router], Any],
+) -> None:
+    gone: asyncio.Queue[Disconnected] = asyncio.Queue()
+    router = Router()
+    router.after_disconnect(gone.put)
+    service: RouterService = await serve(router)
+    assert service is not None
+    a, b = await connect(two_gateways[0]), await connect(two_gateways[1])
+    a_sid, b_sid = a.sid, b.sid
+    await publisher.sockets.disconnect(a_sid, reason="kicked by a moderator")
+    await a.until_gone()
+    first = await asyncio.wait_for(gone.get(), WAIT_S)
+    assert (first.socket_id, first.reason, first.message) == (
+        a_sid,
+        "server disconnect",
+        "kicked by a moderator",
+    )
+    await b.sio.disconnect()  # any other disconnect: no message
+    second = await asyncio.wait_for(gone.get(), WAIT_S)
+    assert (second.socket_id, second.message) == (b_sid, None)
+    assert second.reason != "server disconnect"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_the_http_api_disconnects_by_room_with_a_reason(
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher: Publisher,
+    connect: Callable[..., Any],
+) -> None:
+    gwa = gateway_factory("api0", api_key="k-7f3a", api_port=0)
+    gwb = gateway_factory("api1")
+    a, b, stays = await connect(gwa), await connect(gwb, "polling"), await connect(gwb)
+    await publisher.sockets.join([a.sid, b.sid], "ops")
+
+    async def post(body: dict[str, Any]) -> tuple[int, Any]:
+        args = ["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST"]
+        args += [f"http://127.0.0.1:{gwa.api_port}/api/disconnect"]
+        args += ["-H", "Authorization: apikey k-7f3a", "-H", "Content-Type: application/json"]
+        args += ["--data-binary", orjson.dumps(body).decode()]
+        out = await asyncio.to_thread(
+            subprocess.run, args, capture_output=True, timeout=15, check=True
+        )
+        payload, _, status = out.stdout.decode().rpartition("\n")
+        return int(status), orjson.loads(payload)
+
+    status, body = await post({"room": "sailcast:user:1"})
+    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "reserved_room", "room")
+    status, body = await post({"room": "ops", "user_id": "1"})
+    assert (status, body["error"]["code"]) == (400, "invalid_body")
+    status, body = await post({"room": "ops", "reason": "x" * 257})
+    assert (status, body["error"]["field"]) == (400, "reason")
+    assert await post({"room": "ops", "reason": "maintenance"}) == (200, {"result": 2})
+    for c in (a, b):
+        assert await c.until_gone() == told("maintenance")
+    assert await post({"socket_ids": [stays.sid]}) == (200, {"result": 1})
+    assert await stays.until_gone() == [(GONE, SERVER_DISCONNECT)]
