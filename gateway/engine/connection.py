@@ -64,8 +64,9 @@ PONG: Final = "3"
 MESSAGE: Final = "4"
 GOING_AWAY_TIMEOUT_S: Final = 1.0
 LAST_PAYLOAD_WAIT_S: Final = 5.0
-"""How long a polling session closed between two polls waits for the poll that takes
-its last payload (its goodbye: `sailcast:disconnect`, `41`, close) before it is dropped."""
+"""How long a polling session disconnected by the server stays findable for the polls
+that take its goodbye (`sailcast:disconnect`, `41`) and then its Engine.IO close,
+before it is dropped."""
 DISCONNECT_EVENT: Final = "sailcast:disconnect"
 """The event a worker's disconnect with a reason sends its client, `{"reason": …}`,
 just before the Socket.IO DISCONNECT (docs/sails-clients.md)."""
@@ -308,16 +309,20 @@ class EngineConnection:
     async def disconnect(self, reason: str | None = None) -> None:
         """Socket.IO DISCONNECT (`41`), then the transport is closed; with a reason, the
         `sailcast:disconnect` event first. Both are goodbye packets of `close`: on
-        websocket written in one write ahead of the close frame, on polling the last
-        payload (which a session being closed lingers to hand out, `close`)."""
+        websocket written in one write ahead of the close frame; on polling one payload,
+        and the Engine.IO close the NEXT poll's, as engine.io sends them
+        (socket.io-client 4 handles a payload's Socket.IO packets a tick after its
+        Engine.IO packets: with the close beside them it would report
+        "transport close" before seeing the reason or the `41`)."""
         goodbye: list[Packet] = []
         if self.socket_connected:
             if reason is not None:
                 goodbye.extend(self._event_packets(DISCONNECT_EVENT, {"reason": reason}))
             goodbye.append("41")
-        if self.transport is Transport.POLLING:
+        polling = self.transport is Transport.POLLING
+        if polling and not goodbye:
             goodbye.append(CLOSE)
-        self.close(CloseReason.SERVER, goodbye, last_payload=True)
+        self.close(CloseReason.SERVER, goodbye, last_payload=polling and goodbye[-1] != CLOSE)
 
     async def going_away(self) -> None:
         """Websocket: close 1001 and no goodbye, as a restarting server would; polling:
@@ -430,8 +435,12 @@ class EngineConnection:
                 pass
             finally:
                 self._poll = None
-        if self.closed:
-            self._forget()  # this was its last payload
+        if self.closed:  # a session lingering for its goodbye (`close`)
+            goodbye = self.take_queued()
+            if goodbye:
+                return goodbye
+            self._forget()
+            return [CLOSE]  # its last payload
         return self.take_queued() or [NOOP]
 
     @property
@@ -715,8 +724,8 @@ class EngineConnection:
     ) -> None:
         """End the connection: `goodbye` packets go out first (what is queued too on
         websocket), then the transport is closed; the gateway is told once. With
-        `last_payload`, a polling session closed between two polls stays findable until
-        the next poll took the goodbye (at most LAST_PAYLOAD_WAIT_S)."""
+        `last_payload` (polling), the session stays findable for the polls that take the
+        goodbye and then the Engine.IO close (`poll`), for at most LAST_PAYLOAD_WAIT_S."""
         if self.closed:
             return
         for pkt in goodbye:
@@ -738,9 +747,9 @@ class EngineConnection:
             self.ip = None
         ws = self._ws
         if shared.sessions.get(self.eio_sid) is self:
-            if last_payload and ws is None and self._queue and self._poll is None:
-                # polling between two polls: the goodbye is the next poll's payload, so
-                # the session stays findable until it is taken (or for a short while)
+            if last_payload and ws is None:
+                # the goodbye is a poll's payload (this one's if one waits), the close the
+                # next one's: the session stays findable until then, or a short while
                 asyncio.get_running_loop().call_later(LAST_PAYLOAD_WAIT_S, self._forget)
             else:
                 del shared.sessions[self.eio_sid]

@@ -35,7 +35,6 @@ class Client:
 
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
-        self.transport = "websocket"
         self.log: list[tuple[str, Any]] = []
         self.changed = asyncio.Event()
         self.sio.on("*", self._event)
@@ -56,23 +55,12 @@ class Client:
         return str(sid)
 
     async def until_gone(self) -> list[tuple[str, Any]]:
-        """What it recorded once it saw its goodbye (and, on polling, once it also
-        handled every message of that last payload: python-socketio handles a
-        payload's messages in tasks of their own but its Engine.IO close at once)."""
-
-        def done() -> bool:
-            if not any(e == GONE for e, _ in self.log):
-                return False
-            return self.transport == "websocket" or self.log[0][0] != GONE or len(self.log) > 1
-
         async def wait() -> None:
-            while not done():
+            while not any(e == GONE for e, _ in self.log):
                 self.changed.clear()
                 await self.changed.wait()
 
         await asyncio.wait_for(wait(), WAIT_S)
-        if self.transport == "polling":  # in the payload's order (the engine's is tested)
-            return sorted(self.log, key=lambda item: item[0] == GONE)
         return self.log
 
 
@@ -82,7 +70,6 @@ async def connect() -> AsyncIterator[Callable[..., Any]]:
 
     async def start(gw: GatewayProcess, transport: str = "websocket") -> Client:
         c = Client()
-        c.transport = transport
         transports = ["polling"] if transport == "polling" else ["websocket"]
         await c.sio.connect(gw.url, transports=transports, wait_timeout=10)
         made.append(c)
