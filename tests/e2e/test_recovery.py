@@ -24,7 +24,7 @@ import pytest_asyncio
 from nats.js import JetStreamContext
 
 from gateway.embedded_nats import EmbeddedNats
-from publisher import Publisher
+from publisher import Allow, ConnectCheck, Publisher, Router
 from shared.history import parse_offset, stream_name
 from tests.helpers import GatewayProcess, connect_client
 from tests.recovery_harness import away, numbers
@@ -339,6 +339,47 @@ async def test_the_connect_check_runs_on_recovery_unless_told_not_to(
             refused = await client.next("connect_error")
         assert refused["message"] == "Unauthorized: token expired"
         assert [s for s in client.steps if s["step"] == "connect"] == [first]
+
+
+async def test_a_recovered_socket_keeps_its_user_room_and_identity(
+    gateway_factory: Callable[..., GatewayProcess],
+    proxies: Callable[[int], Any],
+    node_clients: Callable[..., Any],
+    publisher: Publisher,
+    serve: Callable[[Router], Any],
+) -> None:
+    """Issue 12: the worker's before-connect check makes the socket user u7's;
+    recovered on another gateway that does not ask again, it is u7's still (from its
+    session record), in u7's room (which keeps no history: it follows from the
+    identity), and no after-connect notice is sent for it (it never left)."""
+    router = Router()
+    asked: list[str] = []
+
+    @router.before_connect
+    async def check(c: ConnectCheck) -> Allow:
+        asked.append(c.gateway_id)
+        return Allow(user_id="u7", info={"name": "Seven"})
+
+    await serve(router)
+    config = {"before_connect": "workers", "recovery_skip_connect_hook": "true", **HISTORY}
+    gwa, gwb = gateway_factory("gwa", **config), gateway_factory("gwb", **config)
+    proxy = await proxies(gwa.port)
+    client = await node_clients(proxy.url, "v4", "m", "any-token")
+    first = await client.next("connect")
+    await joined(publisher, first["id"])
+    await publisher.sockets.broadcast_to_user("u7", "m", {"n": 1})
+    assert numbers(await client.events(1)) == [1]
+    await away(proxy, client)
+    proxy.target = gwb.port
+    proxy.down = False
+    back = await client.next("connect")
+    assert back == {"step": "connect", "id": first["id"], "recovered": True}
+    await publisher.sockets.broadcast_to_user("u7", "m", {"n": 2})
+    assert numbers(await client.events(2)) == [1, 2]
+    assert gwb.metric("sailcast_gateway_sockets_with_user") == 1
+    assert asked == ["gwa"]  # gwb took who it is from the session
+    sent = 'sailcast_gateway_after_connect_notices_total{outcome="sent"}'
+    assert (gwa.metric(sent), gwb.metric(sent)) == (1, 0)
 
 
 # -- sails.io.js -------------------------------------------------------------------------

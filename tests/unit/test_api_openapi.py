@@ -27,6 +27,7 @@ GOOD: Final[dict[Kind, list[Any]]] = {
     Kind.DATA: [None, 1, "x", [1], {"a": {"b": [True]}}],
     Kind.USER_ID: ["u1", 42, "x" * 256],
     Kind.REASON: ["banned", "x" * 256],
+    Kind.USER_IDS: ["u1", 42, ["u1", 7, "u1"]],
 }
 BAD: Final[dict[Kind, list[Any]]] = {
     Kind.ROOMS: [5, None, "", [], [""], ["a", 3], {"a": 1}],
@@ -37,6 +38,7 @@ BAD: Final[dict[Kind, list[Any]]] = {
     Kind.DATA: [],
     Kind.USER_ID: [None, "", "x" * 257, True, 1.5, ["u1"], {"id": 1}],
     Kind.REASON: [None, "", "x" * 257, 5, ["banned"]],
+    Kind.USER_IDS: [None, "", True, 1.5, [], [""], [None], ["u", False], {"u": 1}, "x" * 257],
 }
 
 
