@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
+import jwt
 import pytest
 
 from publisher import Publisher
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.e2e
 
 SERVER_DISCONNECT: Final = "io server disconnect"
 HISTORY: Final = {"history": "chat*=100/2m", "history_storage": "memory"}
+SECRET: Final = "disconnect-secret-disconnect-secret-0"
+JWT: Final = {"before_connect": "jwt", "jwt_secret": SECRET}
 SESSION_WRITTEN_S: Final = 0.4
 """Longer than the session store's coalescing (0.1 s) and a KV round trip."""
 
@@ -130,6 +134,32 @@ async def test_by_room_reaches_members_of_every_stack_on_both_gateways_only(
     for c in others:
         assert (await c.next("event"))["args"] == [{"n": 2}]
         assert [s["step"] for s in c.steps] == ["connect", "event"]
+
+
+def token(user: str) -> str:
+    claims = {"sub": user, "exp": int(time.time()) + 300}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+async def test_by_user_reaches_every_tab_of_that_user_on_both_gateways_only(
+    gateway_factory: Callable[..., GatewayProcess], publisher: Publisher, npm_client: Start
+) -> None:
+    """Each client's JWT `sub` puts it in its user room at connect (docs/presence.md)."""
+    gwa, gwb = gateway_factory("gwa", **JWT), gateway_factory("gwb", **JWT)
+    tabs = [
+        await npm_client(gwa.url, "v4", "websocket", token("ann")),
+        await npm_client(gwb.url, "v4", "polling", token("ann")),
+        await npm_client(gwb.url, "sails-sio2", "websocket", token("ann")),
+    ]
+    bob = await npm_client(gwa.url, "v4", "websocket", token("bob"))
+    for c in (*tabs, bob):
+        await c.next("connect")
+    assert await publisher.sockets.disconnect(user_id="ann", reason="password changed") == 3
+    for c in tabs:
+        await told(c, "password changed")
+    await publisher.sockets.broadcast_to_user("bob", "m", {"n": 5})
+    assert (await bob.next("event"))["args"] == [{"n": 5}]
+    assert [s["step"] for s in bob.steps] == ["connect", "event"]
 
 
 async def test_a_v4_client_with_recovery_on_gets_a_fresh_session_after_it(

@@ -4,18 +4,20 @@ clients on websocket and on polling. Each client records its events and its
 disconnect in arrival order, so the tests see the reason come before the goodbye.
 
 The npm clients (socket.io-client 4, sails.io.js) are in
-tests/e2e/test_forced_disconnect_clients.py; the user form end to end needs sockets in
-their user room at connect (the identity branch); its core is unit-tested in
-tests/unit/test_forced_disconnect.py."""
+tests/e2e/test_forced_disconnect_clients.py. The user form relies on sockets being in
+their user room from connect (a JWT `sub`, docs/presence.md); its core is also
+unit-tested in tests/unit/test_forced_disconnect.py."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
+import jwt
 import orjson
 import pytest
 import socketio
@@ -26,6 +28,9 @@ from shared.errors import NoSuchSocket, ReservedRoom, UsageError
 from tests.helpers import GatewayProcess
 
 WAIT_S: Final = 10.0
+SECRET: Final = "disconnect-secret-disconnect-secret-0"
+JWT: Final = {"before_connect": "jwt", "jwt_secret": SECRET}
+API_KEY: Final = "k-7f3a-disconnect"
 GONE: Final = "__disconnect__"
 SERVER_DISCONNECT: Final = socketio.AsyncClient.reason.SERVER_DISCONNECT
 
@@ -68,10 +73,14 @@ class Client:
 async def connect() -> AsyncIterator[Callable[..., Any]]:
     made: list[Client] = []
 
-    async def start(gw: GatewayProcess, transport: str = "websocket") -> Client:
+    async def start(gw: GatewayProcess, transport: str = "websocket", user: str = "") -> Client:
         c = Client()
         transports = ["polling"] if transport == "polling" else ["websocket"]
-        await c.sio.connect(gw.url, transports=transports, wait_timeout=10)
+        auth = None
+        if user:
+            claims = {"sub": user, "exp": int(time.time()) + 300}
+            auth = {"token": jwt.encode(claims, SECRET, algorithm="HS256")}
+        await c.sio.connect(gw.url, transports=transports, auth=auth, wait_timeout=10)
         made.append(c)
         return c
 
@@ -147,6 +156,35 @@ async def test_by_room_across_gateways_members_only(
     assert (gwa.metric(room_metric), gwb.metric(room_metric)) == (2, 1)
 
 
+async def test_by_user_every_tab_on_both_gateways_and_no_other_user(
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher: Publisher,
+    connect: Callable[..., Any],
+) -> None:
+    gwa = gateway_factory("gwa", **JWT, api_key=API_KEY, api_port=0)
+    gwb = gateway_factory("gwb", **JWT)
+    tabs = [
+        await connect(gwa, user="42"),
+        await connect(gwb, "polling", user="42"),
+        await connect(gwb, user="42"),
+    ]
+    others = [await connect(gwa, user="7"), await connect(gwb, user="420")]
+    n = await publisher.sockets.disconnect(user_id=42, reason="signed out everywhere")
+    assert n == 3  # 42 and "42" are the same user
+    for tab in tabs:
+        assert await tab.until_gone() == told("signed out everywhere")
+    await still_connected(others, publisher)
+    assert await publisher.sockets.disconnect(user_id="42") == 0  # none left
+    if shutil.which("curl") is not None:  # the HTTP API's form, on another user
+        assert await api_disconnect(gwa, {"user_id": 420, "reason": "bye"}) == (200, {"result": 1})
+        assert (await others[1].until_gone())[1:] == told("bye")  # after still_connected's ping
+        status, body = await api_disconnect(gwa, {"user_id": True})
+        assert (status, body["error"]["field"]) == (400, "user_id")
+    user_metric = 'sailcast_gateway_forced_disconnects_total{by="user"}'
+    assert gwa.metric(user_metric) == 1
+    assert gwb.metric(user_metric) == (3 if shutil.which("curl") else 2)
+
+
 async def test_caller_mistakes_raise_before_anything_is_sent(
     two_gateways: list[GatewayProcess], publisher: Publisher, connect: Callable[..., Any]
 ) -> None:
@@ -162,6 +200,8 @@ async def test_caller_mistakes_raise_before_anything_is_sent(
         await publisher.sockets.disconnect(room="lobby", reason="x" * 257)
     with pytest.raises(UsageError, match="1 to 256"):
         await publisher.sockets.disconnect(a.sid, reason="")
+    with pytest.raises(UsageError, match="user id"):
+        await publisher.sockets.disconnect(user_id="")
     await still_connected([a], publisher)
 
 
@@ -210,27 +250,30 @@ async def test_the_after_disconnect_hook_gets_server_disconnect_and_the_reason(
     assert second.reason != "server disconnect"
 
 
+async def api_disconnect(gw: GatewayProcess, body: dict[str, Any]) -> tuple[int, Any]:
+    """`POST /api/disconnect` with curl, as a shell user would: (status, JSON body)."""
+    args = ["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST"]
+    args += [f"http://127.0.0.1:{gw.api_port}/api/disconnect"]
+    args += ["-H", f"Authorization: apikey {API_KEY}", "-H", "Content-Type: application/json"]
+    args += ["--data-binary", orjson.dumps(body).decode()]
+    out = await asyncio.to_thread(subprocess.run, args, capture_output=True, timeout=15, check=True)
+    payload, _, status = out.stdout.decode().rpartition("\n")
+    return int(status), orjson.loads(payload)
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 async def test_the_http_api_disconnects_by_room_with_a_reason(
     gateway_factory: Callable[..., GatewayProcess],
     publisher: Publisher,
     connect: Callable[..., Any],
 ) -> None:
-    gwa = gateway_factory("api0", api_key="k-7f3a", api_port=0)
+    gwa = gateway_factory("api0", api_key=API_KEY, api_port=0)
     gwb = gateway_factory("api1")
     a, b, stays = await connect(gwa), await connect(gwb, "polling"), await connect(gwb)
     await publisher.sockets.join([a.sid, b.sid], "ops")
 
     async def post(body: dict[str, Any]) -> tuple[int, Any]:
-        args = ["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST"]
-        args += [f"http://127.0.0.1:{gwa.api_port}/api/disconnect"]
-        args += ["-H", "Authorization: apikey k-7f3a", "-H", "Content-Type: application/json"]
-        args += ["--data-binary", orjson.dumps(body).decode()]
-        out = await asyncio.to_thread(
-            subprocess.run, args, capture_output=True, timeout=15, check=True
-        )
-        payload, _, status = out.stdout.decode().rpartition("\n")
-        return int(status), orjson.loads(payload)
+        return await api_disconnect(gwa, body)
 
     status, body = await post({"room": "sailcast:user:1"})
     assert (status, body["error"]["code"], body["error"]["field"]) == (400, "reserved_room", "room")
