@@ -249,6 +249,8 @@ class Sockets:
             await self._each_socket(Disconnect(why), ids)
             return len(ids)
         if room is not None:
+            if not isinstance(room, str):  # one room: a list would name others unseen
+                raise InvalidRoomName(f"room must be one room name, got {_shown(room)}")
             target = as_rooms(room, "room")[0]
             if is_reserved(target):
                 raise ReservedRoom(

@@ -24,7 +24,7 @@ import socketio
 
 from publisher import Publisher, SyncPublisher
 from publisher.router import Disconnected, Router, RouterService
-from shared.errors import NoSuchSocket, ReservedRoom, UsageError
+from shared.errors import InvalidRoomName, NoSuchSocket, ReservedRoom, UsageError
 from tests.helpers import GatewayProcess
 
 WAIT_S: Final = 10.0
@@ -202,6 +202,8 @@ async def test_caller_mistakes_raise_before_anything_is_sent(
         await publisher.sockets.disconnect(a.sid, reason="")
     with pytest.raises(UsageError, match="user id"):
         await publisher.sockets.disconnect(user_id="")
+    with pytest.raises(InvalidRoomName, match="one room name"):
+        await publisher.sockets.disconnect(room=["lobby", "other"])  # type: ignore[arg-type]
     await still_connected([a], publisher)
 
 
