@@ -13,11 +13,11 @@ from typing import Any, Final
 
 from publisher.members import MembersPage, RoomCount
 from publisher.sockets import DEFAULT_EVENT, Sockets, as_rooms, as_socket_ids, user_rooms
-from shared.control import MAX_MEMBERS_LIMIT
+from shared.control import MAX_MEMBERS_LIMIT, disconnect_reason
 from shared.directory import decode_cursor
 from shared.errors import SailcastError, UsageError
 from shared.subjects import check_socket_id
-from shared.users import user_id_of
+from shared.users import is_reserved, user_id_of
 
 
 class Kind(Enum):
@@ -29,11 +29,12 @@ class Kind(Enum):
     SOCKET_ID = "socket_id"  # one socket id
     EVENT = "event"  # an event name
     DATA = "data"  # any JSON value
+    USER_ID = "user_id"  # one user id: a string or an integer (shared.users.user_id_of)
+    REASON = "reason"  # a disconnect reason (shared.control.disconnect_reason)
     USER_IDS = "user_ids"  # a user id (string or integer) or a list of them
     CURSOR = "cursor"  # a members cursor, as a previous page returned it
     LIMIT = "limit"  # members per page, 1 to MAX_MEMBERS_LIMIT
     FLAG = "flag"  # true or false
-    USER_ID = "user_id"  # a user id: a string or an integer
 
 
 class FieldError(UsageError):
@@ -127,6 +128,10 @@ def _check(f: Field, value: Any) -> Any:
             if value is None:
                 raise UsageError("must be a user id (a string or an integer), got null")
             return user_id_of(value)
+        if f.kind is Kind.REASON:
+            if value is None:
+                raise UsageError("must be a string (leave the field out for no reason)")
+            return disconnect_reason(value)
     except SailcastError as exc:
         raise FieldError(f.name, f"field {f.name!r}: {exc}", _code(exc)) from None
     return value  # Kind.DATA: any JSON value
@@ -180,8 +185,26 @@ async def _rooms(s: Sockets, a: Mapping[str, Any]) -> list[str]:
     return await s.rooms(a["socket_id"])
 
 
-async def _disconnect(s: Sockets, a: Mapping[str, Any]) -> None:
-    await s.disconnect(a["socket_id"])
+DISCONNECT_TARGETS: Final = ("socket_id", "socket_ids", "room", "user_id")
+
+
+async def _disconnect(s: Sockets, a: Mapping[str, Any]) -> int:
+    given = [t for t in DISCONNECT_TARGETS if t in a]
+    if len(given) != 1:
+        raise FieldError(
+            given[1] if given else "",
+            "disconnect: give exactly one of " + ", ".join(DISCONNECT_TARGETS),
+            "invalid_body",
+        )
+    room = a.get("room")
+    if room is not None and is_reserved(room):
+        raise FieldError(
+            "room",
+            f"field 'room': {room[:80]!r} is a reserved room; disconnect a user with user_id",
+            "reserved_room",
+        )
+    ids = a.get("socket_ids", a.get("socket_id"))
+    return await s.disconnect(ids, room=room, user_id=a.get("user_id"), reason=a.get("reason"))
 
 
 async def _broadcast_to_user(s: Sockets, a: Mapping[str, Any]) -> None:
@@ -269,9 +292,17 @@ METHODS: Final[Mapping[str, Method]] = {
         ),
         Method(
             "disconnect",
-            (Field("socket_id", Kind.SOCKET_ID),),
+            (
+                Field("socket_id", Kind.SOCKET_ID, required=False),
+                Field("socket_ids", Kind.SOCKET_IDS, required=False),
+                Field("room", Kind.ROOM, required=False),
+                Field("user_id", Kind.USER_ID, required=False),
+                Field("reason", Kind.REASON, required=False),
+            ),
             _disconnect,
-            "Disconnect one socket, wherever it is connected",
+            "Disconnect sockets by id, every member of a room, or every socket of a user "
+            "(exactly one); with a reason, each client gets sailcast:disconnect first; "
+            "the result is how many were disconnected",
         ),
         Method(
             "broadcast_to_user",

@@ -410,10 +410,11 @@ class GatewayApp:
         self.metrics.disconnects.labels(_reason_label(reason)).inc()
         log.debug("disconnected", extra={"sid": sid, "reason": reason})
         rooms = list(self.gateway.rooms.rooms_of(sid))
+        told = self.gateway.forced_reason(sid)  # what a worker's disconnect told the client
         handshake = self.vrequests.forget(sid) if self.vrequests is not None else None
         await self.gateway.socket_disconnected(sid)
         if handshake is not None and self.hooks is not None:
-            self.hooks.disconnected(sid, handshake, reason, rooms)  # after_disconnect
+            self.hooks.disconnected(sid, handshake, reason, rooms, told)  # after_disconnect
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

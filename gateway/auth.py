@@ -370,15 +370,22 @@ class ConnectHooks:
             self.metrics.after_connect_notices.labels("sent").inc()
 
     def disconnected(
-        self, sid: str, handshake: Handshake, reason: str, rooms: Iterable[str]
+        self,
+        sid: str,
+        handshake: Handshake,
+        reason: str,
+        rooms: Iterable[str],
+        message: str | None = None,
     ) -> None:
-        """Tell one worker (queue group) that the socket has gone; never blocks."""
+        """Tell one worker (queue group) that the socket has gone; never blocks.
+        `message`: the reason a worker's disconnect gave the client, if any."""
         notice = DisconnectNotice(
             socket_id=sid,
             gateway_id=self.gateway_id,
             reason=reason,
             rooms=tuple(sorted(r for r in rooms if r != sid)),
             handshake=handshake,
+            message=message,
         )
         task = asyncio.ensure_future(self._publish_disconnect(notice))
         self._background.add(task)

@@ -261,6 +261,13 @@ class GatewayMetrics:
         self.presence_rooms = Gauge(
             p + "presence_rooms", "Presence rooms with at least one local member", registry=r
         )
+        # issue 12, disconnect: workers' forced disconnects (gateway/node.py force_disconnect)
+        self.forced_disconnects = Counter(
+            p + "forced_disconnects_total",
+            "Sockets disconnected by a worker, by how they were addressed (socket, room, user)",
+            ["by"],
+            registry=r,
+        )
         # issue 12, identity: who a socket is and its rooms at connect (gateway/connect_identity.py)
         self.sockets_with_user = Gauge(
             p + "sockets_with_user", "Local sockets that carry a user id", registry=r

@@ -49,6 +49,7 @@ from shared.control import (
     Count,
     CountOf,
     Disconnect,
+    DisconnectMembers,
     Done,
     ErrorCode,
     Evict,
@@ -73,7 +74,7 @@ from shared.control import (
 from shared.envelope import KIND_BLAST, KIND_MULTI_ROOM, DataMessage, decode_data, encode_args
 from shared.errors import GatewayTimeout, MalformedEnvelope, SailcastError, TransportError
 from shared.subjects import SubjectKind
-from shared.users import is_reserved, user_room
+from shared.users import is_reserved, user_of_room, user_room
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._slow: set[str] = set()
+        self._forced: dict[str, str] = {}
+        """sid → the reason a worker gave for disconnecting it, until it is gone."""
         self.draining = False
         self.last_round_trip: float = 0.0
         self.on_membership: Callable[[str, Collection[str], Collection[str]], None] | None = None
@@ -290,6 +293,7 @@ class Gateway:
         self._slow.discard(sid)
         if self.presence is not None:
             self.presence.socket_gone(sid, self.rooms.rooms_of(sid))
+        self._forced.pop(sid, None)
         self.identities.forget(sid)
         if self.feed is not None:
             self.feed.forget_socket(sid)
@@ -357,6 +361,29 @@ class Gateway:
         conn = self.fanout.get(sid)
         if conn is not None:
             self._spawn(conn.disconnect())
+
+    # -- forced disconnects (issue 12: by socket ids, room or user, with a reason) ----
+    async def force_disconnect(self, sids: Iterable[str], reason: str | None, by: str) -> int:
+        """A worker's disconnect of local sockets: each client is told `reason` (the
+        `sailcast:disconnect` event) before the Socket.IO DISCONNECT; `by` is the
+        metric's label (socket, room, user). How many were disconnected."""
+        count = 0
+        for sid in list(sids):
+            conn = self.fanout.get(sid)
+            if conn is None or conn.closed:
+                continue
+            if reason is not None:
+                self._forced[sid] = reason
+            await conn.disconnect(reason)
+            count += 1
+        if count:
+            self.metrics.forced_disconnects.labels(by).inc(count)
+        return count
+
+    def forced_reason(self, sid: str) -> str | None:
+        """The reason a worker gave for disconnecting `sid` (None: it gave none, or the
+        socket went for another cause); read by the after-disconnect notice."""
+        return self._forced.get(sid)
 
     # -- the one message handler -----------------------------------------------------
     def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
@@ -593,7 +620,7 @@ class Gateway:
         if isinstance(req, Rooms):
             return RoomsOf(tuple(sorted(self.rooms.rooms_of(sid))))
         if isinstance(req, Disconnect):
-            self._disconnect(sid)
+            await self.force_disconnect((sid,), req.reason, "socket")
             return Done()
         if isinstance(req, Evict):
             await self.evict(sid)
@@ -625,6 +652,10 @@ class Gateway:
         gw, peers = self.settings.gateway_id, tuple(self.peers.alive())
         if isinstance(req, Ping):
             return Applied(gw, peers)
+        if isinstance(req, DisconnectMembers):
+            by = "user" if user_of_room(req.room) is not None else "room"
+            targets = self.rooms.members(req.room)
+            return Applied(gw, peers, await self.force_disconnect(targets, req.reason, by))
         if req.kind in SOCKET_KINDS or not isinstance(req, AddMembers | RemoveMembers | LeaveAll):
             return self._refused(ErrorCode.UNKNOWN_KIND, req.kind.value)
         if isinstance(req, AddMembers | RemoveMembers) and (reserved := _reserved(req.dst)):

@@ -19,6 +19,7 @@ from shared.control import (
     Applied,
     ClusterRequest,
     Disconnect,
+    DisconnectMembers,
     Done,
     Join,
     Leave,
@@ -27,6 +28,7 @@ from shared.control import (
     Rooms,
     RoomsOf,
     SocketRequest,
+    disconnect_reason,
 )
 from shared.envelope import (
     KIND_BLAST,
@@ -36,10 +38,10 @@ from shared.envelope import (
     encode_args,
     encode_data,
 )
-from shared.errors import InvalidRoomName, LimitExceeded, UsageError
+from shared.errors import InvalidRoomName, LimitExceeded, ReservedRoom, UsageError
 from shared.history import HistoryRules
 from shared.subjects import Subjects, check_socket_id, room_token
-from shared.users import check_not_reserved, user_id_of, user_room
+from shared.users import RESERVED_PREFIX, check_not_reserved, is_reserved, user_id_of, user_room
 
 ROOM_SUBJECT_CACHE: Final = 65536
 """Room subjects a publisher keeps ready (each at most a few hundred bytes)."""
@@ -222,9 +224,49 @@ class Sockets:
         reply = await self._pub.ask_socket(check_socket_id(socket_id), Rooms())
         return list(reply.rooms) if isinstance(reply, RoomsOf) else []
 
-    async def disconnect(self, socket_id: str) -> None:
-        """Disconnect one socket, wherever it is connected."""
-        await self._pub.ask_socket(check_socket_id(socket_id), Disconnect())
+    async def disconnect(
+        self,
+        socket_ids: OneOrMany | None = None,
+        *,
+        room: str | None = None,
+        user_id: str | int | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Disconnect sockets wherever they are connected: the socket(s) `socket_ids`,
+        every member of `room`, or every socket of `user_id` (exactly one of the three).
+        With a `reason` (1 to 256 characters), each client is first sent the event
+        `sailcast:disconnect` `{"reason": reason}`; a client without a handler ignores
+        it. Either way it then gets Socket.IO's DISCONNECT ("io server disconnect") and
+        does not reconnect by itself. Returns how many sockets were disconnected.
+
+        An unknown socket id raises NoSuchSocket (the others are disconnected); a
+        room or user with no socket disconnects nothing and returns 0. `room` may not
+        be a reserved `sailcast:` room (ReservedRoom): address a user by `user_id`."""
+        why = disconnect_reason(reason)
+        given = sum(x is not None for x in (socket_ids, room, user_id))
+        if given != 1:
+            raise UsageError("disconnect: give exactly one of socket_ids, room= or user_id=")
+        if socket_ids is not None:
+            ids = as_socket_ids(socket_ids)
+            if not ids:
+                raise UsageError("disconnect: no socket id given")
+            await self._each_socket(Disconnect(why), ids)
+            return len(ids)
+        if room is not None:
+            if not isinstance(room, str):  # one room: a list would name others unseen
+                raise InvalidRoomName(f"room must be one room name, got {_shown(room)}")
+            target = as_rooms(room, "room")[0]
+            if is_reserved(target):
+                raise ReservedRoom(
+                    f"room {target[:80]!r} is reserved (rooms under {RESERVED_PREFIX!r} are "
+                    "managed by the gateway): disconnect a user's sockets with user_id="
+                )
+        else:
+            uid = user_id_of(user_id)
+            assert uid is not None
+            target = as_rooms(user_room(uid), "user_id")[0]
+        answers = await self._pub.ask_all_gateways(DisconnectMembers(target, why))
+        return sum(a.n or 0 for a in answers)
 
     async def _each_socket(self, req: SocketRequest, socket_ids: OneOrMany) -> None:
         ids = as_socket_ids(socket_ids)

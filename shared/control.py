@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import orjson
 
-from shared.errors import MalformedEnvelope, SailcastError
+from shared.errors import MalformedEnvelope, SailcastError, UsageError
 from shared.subjects import room_token
 from shared.version import WIRE_VERSION
 
@@ -27,7 +27,8 @@ class RequestKind(StrEnum):
     subject (`<p>.gw.id.<id>`), the readiness round trip and the publisher's probe.
     `evict` is sent by a gateway recovering the socket's session (gateway/recovery/),
     not by workers. `members` and `count` (read-only) go to one gateway's own subject,
-    or to a socket's subject for the room named after it (shared/directory.py)."""
+    or to a socket's subject for the room named after it (shared/directory.py); `dism`
+    (disconnect a room's members) to every gateway. New kinds go at the end."""
 
     JOIN = "join"
     LEAVE = "leave"
@@ -40,6 +41,7 @@ class RequestKind(StrEnum):
     PING = "ping"
     MEMBERS = "members"
     COUNT = "count"
+    DISCONNECT_MEMBERS = "dism"
 
 
 class ErrorCode(StrEnum):
@@ -89,9 +91,32 @@ class Rooms:
     kind: ClassVar[RequestKind] = RequestKind.ROOMS
 
 
+MAX_DISCONNECT_REASON_CHARS: Final = 256
+"""The longest reason a forced disconnect may give its client (`sailcast:disconnect`)."""
+
+
+def disconnect_reason(value: object) -> str | None:
+    """A disconnect's reason as the client will see it, checked: None (no reason, no
+    `sailcast:disconnect` event) or 1 to MAX_DISCONNECT_REASON_CHARS characters.
+    UsageError naming the value otherwise (the gateway maps it to a malformed request)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_DISCONNECT_REASON_CHARS:
+        shown = repr(value)[:80]
+        raise UsageError(
+            f"a disconnect reason must be a string of 1 to {MAX_DISCONNECT_REASON_CHARS} "
+            f"characters, got {shown} ({type(value).__name__})"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Disconnect:
+    """Disconnect one socket; with a `reason`, its client is sent the event
+    `sailcast:disconnect` `{"reason": ...}` just before the Socket.IO DISCONNECT."""
+
     kind: ClassVar[RequestKind] = RequestKind.DISCONNECT
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +185,19 @@ class Count:
     room: str
 
 
+@dataclass(frozen=True, slots=True)
+class DisconnectMembers:
+    """Every local member of `room` is disconnected as `Disconnect` does (with the same
+    optional `reason`); each gateway answers `Applied` with how many it disconnected.
+    A user's sockets: `room` is their user room (shared.users.user_room)."""
+
+    kind: ClassVar[RequestKind] = RequestKind.DISCONNECT_MEMBERS
+    room: str
+    reason: str | None = None
+
+
 SocketRequest = Join | Leave | Rooms | Disconnect | Evict
-ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping
+ClusterRequest = AddMembers | RemoveMembers | LeaveAll | Ping | DisconnectMembers
 PresenceQuery = Members | Count
 Request = SocketRequest | ClusterRequest | PresenceQuery
 
@@ -190,8 +226,10 @@ def encode_request(req: Request) -> bytes:
         if req.after is not None:
             body["after"] = req.after
         body["limit"] = req.limit
-    elif isinstance(req, Count):
+    elif isinstance(req, Count | DisconnectMembers):
         body["room"] = req.room
+    if isinstance(req, Disconnect | DisconnectMembers) and req.reason is not None:
+        body["reason"] = req.reason
     return orjson.dumps(body)
 
 
@@ -216,7 +254,7 @@ def decode_request(body: bytes) -> Request:
     if known is RequestKind.ROOMS:
         return Rooms()
     if known is RequestKind.DISCONNECT:
-        return Disconnect()
+        return Disconnect(_reason(obj.get("reason")))
     if known is RequestKind.EVICT:
         return Evict()
     if known is RequestKind.PING:
@@ -225,6 +263,8 @@ def decode_request(body: bytes) -> Request:
         return _members(obj)
     if known is RequestKind.COUNT:
         return Count(_room(obj.get("room"), "room"))
+    if known is RequestKind.DISCONNECT_MEMBERS:
+        return DisconnectMembers(_room(obj.get("room"), "room"), _reason(obj.get("reason")))
     src = _room(obj.get("src"), "src")
     if known is RequestKind.LEAVE_ALL:
         return LeaveAll(src)
@@ -256,6 +296,13 @@ def _room(value: object, what: str) -> str:
         raise MalformedEnvelope(f"{what} must be a non-empty string")
     _check_room(value)
     return value
+
+
+def _reason(value: object) -> str | None:
+    try:
+        return disconnect_reason(value)
+    except UsageError as exc:
+        raise MalformedEnvelope(str(exc)) from exc
 
 
 def _check_room(room: str) -> None:

@@ -296,9 +296,14 @@ class DisconnectNotice:
     rooms: tuple[str, ...]
     """The rooms the socket was in when it went (its own-id room excluded)."""
     handshake: Handshake
+    message: str | None = None
+    """The reason a worker's disconnect gave the client (`sailcast:disconnect`), with
+    `reason` "server disconnect"; None otherwise. On the wire only when set, so older
+    readers, which ignore unknown keys, see the notice as before."""
 
 
 def encode_disconnect(notice: DisconnectNotice) -> bytes:
+    extra = {} if notice.message is None else {"message": notice.message}
     return encode_request(
         KIND_DISCONNECT,
         socket=notice.socket_id,
@@ -306,6 +311,7 @@ def encode_disconnect(notice: DisconnectNotice) -> bytes:
         reason=notice.reason,
         rooms=list(notice.rooms),
         handshake=notice.handshake.to_wire(),
+        **extra,
     )
 
 
@@ -316,12 +322,14 @@ def decode_disconnect(data: bytes) -> DisconnectNotice:
         raise MalformedEnvelope("not a disconnect notice")
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise MalformedEnvelope("rooms must be a list of strings")
+    message = req.get("message")
     return DisconnectNotice(
         socket_id=socket_id,
         gateway_id=str(req.get("gw", "")),
         reason=str(req.get("reason", "")),
         rooms=tuple(rooms),
         handshake=Handshake.from_wire(req.get("handshake", {})),
+        message=message if isinstance(message, str) else None,
     )
 
 

@@ -121,8 +121,11 @@ class Connection(Protocol):
     def emit(self, event: str, data: Any) -> None:
         """One event to this connection alone (not the fanout path)."""
 
-    async def disconnect(self) -> None:
-        """Socket.IO disconnect: the client is told and does not reconnect."""
+    async def disconnect(self, reason: str | None = None) -> None:
+        """Socket.IO disconnect: the client is told and does not reconnect. With a
+        `reason`, the event `sailcast:disconnect` `{"reason": reason}` goes out just
+        before the DISCONNECT packet, in the same write (websocket) or the same last
+        payload (polling)."""
 
     async def going_away(self) -> None:
         """Drop the transport as a restarting server would: the client reconnects."""

@@ -31,7 +31,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, web
@@ -64,6 +64,13 @@ PING: Final = "2"
 PONG: Final = "3"
 MESSAGE: Final = "4"
 GOING_AWAY_TIMEOUT_S: Final = 1.0
+LAST_PAYLOAD_WAIT_S: Final = 5.0
+"""How long a polling session disconnected by the server stays findable for the polls
+that take its goodbye (`sailcast:disconnect`, `41`) and then its Engine.IO close,
+before it is dropped."""
+DISCONNECT_EVENT: Final = "sailcast:disconnect"
+"""The event a worker's disconnect with a reason sends its client, `{"reason": …}`,
+just before the Socket.IO DISCONNECT (docs/sails-clients.md)."""
 RESERVED_EVENT: Final = "reserved_event"
 """The refusals_total reason of a client event named like a lifecycle event."""
 ATTACHMENTS: Final = "attachments"
@@ -278,11 +285,14 @@ class EngineConnection:
 
     def emit(self, event: str, data: Any) -> None:
         if self.socket_connected and not self.closed:
-            args = [event, data]
-            if takes_trailing_argument(self.offsets, self.protocol, isinstance(data, str)):
-                args.append(None)  # not an offset: read as none by either client
-            for pkt in sio_codec.encode_data(sio_codec.EVENT, args):
+            for pkt in self._event_packets(event, data):
                 self.send_packet(pkt)
+
+    def _event_packets(self, event: str, data: Any) -> list[Packet]:
+        args = [event, data]
+        if takes_trailing_argument(self.offsets, self.protocol, isinstance(data, str)):
+            args.append(None)  # not an offset: read as none by either client
+        return list(sio_codec.encode_data(sio_codec.EVENT, args))
 
     def restore(self, sid: str, pid: str) -> None:
         self.sid = sid
@@ -295,12 +305,23 @@ class EngineConnection:
             self._tr.abort()
         self.close(CloseReason.SERVER, [], close_ws=False)
 
-    async def disconnect(self) -> None:
-        """Socket.IO DISCONNECT (`41`), then the transport is closed."""
-        goodbye = ["41"] if self.socket_connected else []
-        if self.transport is Transport.POLLING:
+    async def disconnect(self, reason: str | None = None) -> None:
+        """Socket.IO DISCONNECT (`41`), then the transport is closed; with a reason, the
+        `sailcast:disconnect` event first. Both are goodbye packets of `close`: on
+        websocket written in one write ahead of the close frame; on polling one payload,
+        and the Engine.IO close the NEXT poll's, as engine.io sends them
+        (socket.io-client 4 handles a payload's Socket.IO packets a tick after its
+        Engine.IO packets: with the close beside them it would report
+        "transport close" before seeing the reason or the `41`)."""
+        goodbye: list[Packet] = []
+        if self.socket_connected:
+            if reason is not None:
+                goodbye.extend(self._event_packets(DISCONNECT_EVENT, {"reason": reason}))
+            goodbye.append("41")
+        polling = self.transport is Transport.POLLING
+        if polling and not goodbye:
             goodbye.append(CLOSE)
-        self.close(CloseReason.SERVER, goodbye)
+        self.close(CloseReason.SERVER, goodbye, last_payload=polling and goodbye[-1] != CLOSE)
 
     async def going_away(self) -> None:
         """Websocket: close 1001 and no goodbye, as a restarting server would; polling:
@@ -413,6 +434,12 @@ class EngineConnection:
                 pass
             finally:
                 self._poll = None
+        if self.closed:  # a session lingering for its goodbye (`close`)
+            goodbye = self.take_queued()
+            if goodbye:
+                return goodbye
+            self._forget()
+            return [CLOSE]  # its last payload
         return self.take_queued() or [NOOP]
 
     @property
@@ -686,9 +713,18 @@ class EngineConnection:
             self.close(CloseReason.SERVER, [CLOSE])
 
     # -- the end ---------------------------------------------------------------------
-    def close(self, reason: CloseReason, goodbye: list[str], *, close_ws: bool = True) -> None:
+    def close(
+        self,
+        reason: CloseReason,
+        goodbye: Sequence[Packet],
+        *,
+        close_ws: bool = True,
+        last_payload: bool = False,
+    ) -> None:
         """End the connection: `goodbye` packets go out first (what is queued too on
-        websocket), then the transport is closed; the gateway is told once."""
+        websocket), then the transport is closed; the gateway is told once. With
+        `last_payload` (polling), the session stays findable for the polls that take the
+        goodbye and then the Engine.IO close (`poll`), for at most LAST_PAYLOAD_WAIT_S."""
         if self.closed:
             return
         for pkt in goodbye:
@@ -708,9 +744,14 @@ class EngineConnection:
             if ip and shared.ip_buckets is not None:
                 shared.ip_buckets.release(ip)
             self.ip = None
-        if shared.sessions.get(self.eio_sid) is self:
-            del shared.sessions[self.eio_sid]
         ws = self._ws
+        if shared.sessions.get(self.eio_sid) is self:
+            if last_payload and ws is None:
+                # the goodbye is a poll's payload (this one's if one waits), the close the
+                # next one's: the session stays findable until then, or a short while
+                asyncio.get_running_loop().call_later(LAST_PAYLOAD_WAIT_S, self._forget)
+            else:
+                del shared.sessions[self.eio_sid]
         if ws is not None:
             self.flush()
             if close_ws and not ws.closed:
@@ -720,6 +761,12 @@ class EngineConnection:
         self.end_poll()
         if self.socket_connected:
             shared.spawn(shared.events.disconnected(self.sid, reason))
+
+    def _forget(self) -> None:
+        """A closed polling session's last payload was taken, or never will be."""
+        sessions = self._shared.sessions
+        if sessions.get(self.eio_sid) is self:
+            del sessions[self.eio_sid]
 
     async def _close_websocket(self, ws: web.WebSocketResponse) -> None:
         try:

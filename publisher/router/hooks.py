@@ -78,3 +78,6 @@ class Disconnected:
     rooms: tuple[str, ...]
     handshake: Handshake
     pub: Publisher
+    message: str | None = None
+    """The reason a worker's `sockets.disconnect(..., reason=...)` gave the client (then
+    `reason` is "server disconnect"); None for any other disconnect."""

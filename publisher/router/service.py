@@ -227,6 +227,7 @@ class RouterService:
             notice.rooms,
             notice.handshake,
             self.pub,
+            notice.message,
         )
         try:
             await self.router.notify_disconnect(gone)

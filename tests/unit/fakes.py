@@ -70,6 +70,8 @@ class RecordingConnection:
         self.sent: list[Any] = []
         self.emitted: list[tuple[str, Any]] = []
         self.disconnected = False
+        self.disconnect_reason: str | None = None
+        """The reason its client was told (`sailcast:disconnect`), if any."""
         self.went_away = False
         self.evicted = False
         self._pid = ""
@@ -106,8 +108,9 @@ class RecordingConnection:
     def emit(self, event: str, data: Any) -> None:
         self.emitted.append((event, data))
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, reason: str | None = None) -> None:
         self.disconnected = True
+        self.disconnect_reason = reason
 
     async def going_away(self) -> None:
         self.went_away = True

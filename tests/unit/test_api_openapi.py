@@ -26,11 +26,12 @@ GOOD: Final[dict[Kind, list[Any]]] = {
     Kind.SOCKET_ID: ["sid1"],
     Kind.EVENT: ["chat", ""],
     Kind.DATA: [None, 1, "x", [1], {"a": {"b": [True]}}],
+    Kind.USER_ID: ["u1", 42, "x" * 256],
+    Kind.REASON: ["banned", "x" * 256],
     Kind.USER_IDS: ["u1", 42, ["u1", 7, "u1"]],
     Kind.CURSOR: [encode_cursor(Position("gw1", "sid1"))],
     Kind.LIMIT: [1, 10_000],
     Kind.FLAG: [True, False],
-    Kind.USER_ID: ["42", 42, "a" * 256],
 }
 BAD: Final[dict[Kind, list[Any]]] = {
     Kind.ROOMS: [5, None, "", [], [""], ["a", 3], {"a": 1}],
@@ -39,11 +40,12 @@ BAD: Final[dict[Kind, list[Any]]] = {
     Kind.SOCKET_ID: [5, None, "", ["a"]],
     Kind.EVENT: [5, None, ["chat"]],
     Kind.DATA: [],
+    Kind.USER_ID: [None, "", "x" * 257, True, 1.5, ["u1"], {"id": 1}],
+    Kind.REASON: [None, "", "x" * 257, 5, ["banned"]],
     Kind.USER_IDS: [None, "", True, 1.5, [], [""], [None], ["u", False], {"u": 1}, "x" * 257],
     Kind.CURSOR: [5, None, ""],
     Kind.LIMIT: [0, 10_001, "5", None, True],
     Kind.FLAG: [1, None, "true"],
-    Kind.USER_ID: ["", None, [1], "a" * 257, 1.5],
 }
 
 

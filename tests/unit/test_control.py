@@ -13,12 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.control import (
+    MAX_DISCONNECT_REASON_CHARS,
     MAX_MEMBERS_LIMIT,
     AddMembers,
     Applied,
     Count,
     CountOf,
     Disconnect,
+    DisconnectMembers,
     Done,
     ErrorCode,
     Evict,
@@ -41,11 +43,12 @@ from shared.control import (
     decode_heartbeat,
     decode_reply,
     decode_request,
+    disconnect_reason,
     encode_heartbeat,
     encode_reply,
     encode_request,
 )
-from shared.errors import MalformedEnvelope
+from shared.errors import MalformedEnvelope, UsageError
 from shared.subjects import MAX_ROOM_NAME_BYTES
 
 rooms_ = st.text(min_size=1, max_size=30).filter(
@@ -56,19 +59,23 @@ rooms_ = st.text(min_size=1, max_size=30).filter(
 )
 room_tuples = st.lists(rooms_, max_size=5).map(tuple)
 ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+reasons = st.none() | st.text(min_size=1, max_size=MAX_DISCONNECT_REASON_CHARS).filter(
+    lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)
+)
 
 requests: st.SearchStrategy[Request] = st.one_of(
     st.builds(Join, room_tuples),
     st.builds(Leave, room_tuples),
     st.just(Rooms()),
     st.just(Evict()),
-    st.just(Disconnect()),
+    st.builds(Disconnect, reasons),
     st.builds(AddMembers, rooms_, room_tuples),
     st.builds(RemoveMembers, rooms_, room_tuples),
     st.builds(LeaveAll, rooms_),
     st.just(Ping()),
     st.builds(Members, rooms_, st.none() | ids, st.integers(1, MAX_MEMBERS_LIMIT)),
     st.builds(Count, rooms_),
+    st.builds(DisconnectMembers, rooms_, reasons),
 )
 json_objects = st.dictionaries(
     st.text(max_size=8), st.integers(-(2**53), 2**53) | st.text(max_size=8), max_size=3
@@ -138,6 +145,12 @@ def test_the_bytes_are_those_the_protocol_documents() -> None:
     )
     assert encode_request(LeaveAll("r")) == b'{"v":1,"k":"leaveall","src":"r"}'
     assert encode_request(Ping()) == b'{"v":1,"k":"ping"}'
+    assert encode_request(Disconnect()) == b'{"v":1,"k":"disconnect"}'
+    assert encode_request(Disconnect("bye")) == b'{"v":1,"k":"disconnect","reason":"bye"}'
+    assert encode_request(DisconnectMembers("sailcast:user:42", "banned")) == (
+        b'{"v":1,"k":"dism","room":"sailcast:user:42","reason":"banned"}'
+    )
+    assert encode_request(DisconnectMembers("r")) == b'{"v":1,"k":"dism","room":"r"}'
     assert encode_reply(Done()) == b'{"ok":true}'
     assert encode_reply(Applied("g1", ("g1", "g2"), 3, 1)) == (
         b'{"ok":true,"n":3,"gw":"g1","peers":["g1","g2"],"refused":1}'
@@ -176,6 +189,10 @@ def test_the_bytes_are_those_the_protocol_documents() -> None:
         (b'{"v":1,"k":"members","room":"a","limit":0}', "limit must be"),
         (b'{"v":1,"k":"members","room":"a","after":""}', "after must be"),
         (b'{"v":1,"k":"count","room":""}', "room must be"),
+        (b'{"v":1,"k":"disconnect","reason":5}', "reason must be a string"),
+        (b'{"v":1,"k":"disconnect","reason":""}', "reason must be a string"),
+        (b'{"v":1,"k":"dism","room":"r","reason":"' + b"x" * 257 + b'"}', "1 to 256"),
+        (b'{"v":1,"k":"dism"}', "room must be"),
     ],
 )
 def test_malformed_requests_name_what_is_wrong(body: bytes, match: str) -> None:
@@ -202,8 +219,17 @@ def test_each_kind_has_one_request_class() -> None:
         Ping(),
         Members("a"),
         Count("a"),
+        DisconnectMembers("a"),
     ]
     assert sorted(r.kind for r in samples) == sorted(RequestKind)
+
+
+def test_a_disconnect_reason_is_checked_where_it_is_given() -> None:
+    assert disconnect_reason(None) is None
+    assert disconnect_reason("x" * MAX_DISCONNECT_REASON_CHARS) == "x" * 256
+    for bad in ("", "x" * (MAX_DISCONNECT_REASON_CHARS + 1), 5, b"bye", ["bye"]):
+        with pytest.raises(UsageError, match="disconnect reason"):
+            disconnect_reason(bad)
 
 
 def test_heartbeat_json_that_is_not_a_heartbeat_is_ignored_not_malformed() -> None:

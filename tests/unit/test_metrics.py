@@ -23,12 +23,13 @@ from gateway.metrics import (
 from publisher.stats import PublisherStats
 
 ALLOWED_LABELS = frozenset(
-    {"reason", "kind", "outcome", "status", "version", "method", "op", "result", "direction"}
+    {"reason", "kind", "outcome", "status", "version", "method", "op", "result", "direction", "by"}
 )
 """Each names a category whose values the code fixes, never the traffic (`method`: an
 HTTP API method name, or "unknown" for any other path: gateway/api.py; `op` and
 `result`: a room directory write, put/delete/purge_peer and ok/error:
-gateway/directory.py; `direction`: sent or received, gateway/presence/)."""
+gateway/directory.py; `direction`: sent or received, gateway/presence/; `by`: how a
+forced disconnect addressed its sockets, socket, room or user: gateway/node.py)."""
 
 
 def label_names(owner: Any, registry: CollectorRegistry) -> dict[str, set[str]]:
