@@ -6,7 +6,7 @@ disconnect in arrival order, so the tests see the reason come before the goodbye
 The npm clients (socket.io-client 4, sails.io.js) are in
 tests/e2e/test_forced_disconnect_clients.py. The user form relies on sockets being in
 their user room from connect (a JWT `sub`, docs/presence.md); its core is also
-unit-tested in tests/unit/test_forced_disconnect.py."""
+unit-tested in tests/unit/test_forced_disconnect_core.py."""
 
 from __future__ import annotations
 
