@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-from publisher.sockets import DEFAULT_EVENT, Sockets, as_rooms, as_socket_ids
+from publisher.sockets import DEFAULT_EVENT, Sockets, as_rooms, as_socket_ids, user_rooms
 from shared.errors import SailcastError, UsageError
 from shared.subjects import check_socket_id
 
@@ -25,6 +25,7 @@ class Kind(Enum):
     SOCKET_ID = "socket_id"  # one socket id
     EVENT = "event"  # an event name
     DATA = "data"  # any JSON value
+    USER_IDS = "user_ids"  # a user id (string or integer) or a list of them
 
 
 class FieldError(UsageError):
@@ -94,6 +95,11 @@ def _check(f: Field, value: Any) -> Any:
             return as_socket_ids(value)
         if f.kind is Kind.SOCKET_ID:
             return check_socket_id(value)
+        if f.kind is Kind.USER_IDS:
+            if isinstance(value, bool) or not isinstance(value, str | int | list):
+                raise UsageError(f"must be a user id or a list of user ids, got {value!r}")
+            user_rooms(value)  # checked; the call converts them again
+            return value
         if f.kind is Kind.EVENT:
             if not isinstance(value, str):
                 raise UsageError(f"must be a string, got {value!r}")
@@ -155,6 +161,16 @@ async def _disconnect(s: Sockets, a: Mapping[str, Any]) -> None:
     await s.disconnect(a["socket_id"])
 
 
+async def _broadcast_to_user(s: Sockets, a: Mapping[str, Any]) -> None:
+    await s.broadcast_to_user(
+        a["user_ids"],
+        a.get("event", DEFAULT_EVENT),
+        a.get("data"),
+        omit=a.get("omit"),
+        wait_stored=True,
+    )
+
+
 _MESSAGE = (
     Field("event", Kind.EVENT, required=False),
     Field("data", Kind.DATA, required=False),
@@ -204,6 +220,12 @@ METHODS: Final[Mapping[str, Method]] = {
             (Field("socket_id", Kind.SOCKET_ID),),
             _disconnect,
             "Disconnect one socket, wherever it is connected",
+        ),
+        Method(
+            "broadcast_to_user",
+            (Field("user_ids", Kind.USER_IDS), *_MESSAGE),
+            _broadcast_to_user,
+            "Send an event to every socket of the users, on every gateway, except omit",
         ),
     )
 }

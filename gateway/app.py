@@ -123,6 +123,7 @@ class GatewayApp:
             subjects=s.subjects,
             broker=self.broker,
             metrics=self.metrics,
+            max_rooms_per_socket=s.core.max_rooms_per_socket,
         )
         self.vrequests = VirtualRequests(
             s.vrequests,
@@ -308,7 +309,7 @@ class GatewayApp:
         assert self.gateway is not None
         assert self.hooks is not None
         assert self.vrequests is not None
-        sid = conn.sid
+        sid = fresh_sid = conn.sid
         self._check_room_for(sid)  # before asking anyone
         recovery = self.recovery
         claim: Claim | None = None
@@ -323,8 +324,9 @@ class GatewayApp:
                 if session is not None:
                     sid = session.record.sid  # the hook is asked about the socket it was
                     if self.settings.history.recovery_skip_connect_hook:
-                        granted = {"granted": session.record.data}
-        handshake = await self.hooks.admit(sid, request, auth, **granted)  # origins, check
+                        granted = {"granted": session.record.data, "who": session.who}
+        admission = await self.hooks.admit(sid, request, auth, **granted)  # origins, check
+        handshake, admitted = admission.handshake, admission.admitted
         if conn.closed:  # left while a worker was deciding
             raise ConnectionRefusedError("gone")
         # Again: other sockets may have been admitted, or a drain begun, while this one
@@ -335,9 +337,11 @@ class GatewayApp:
         try:
             if recovery is not None and claim is not None and lookup is not None:
                 # recovered (old sid, its rooms, what it missed) or fresh (new pid)
-                replay = await recovery.admit(conn, claim, lookup, handshake.claims)
+                replay = await recovery.admit(conn, claim, lookup, handshake.claims, admitted)
             else:
-                await self.gateway.socket_connected(conn)
+                await self.gateway.socket_connected(
+                    conn, identity=admitted.identity, rooms=admitted.rooms
+                )
         except TransportError as exc:
             log.warning("refused socket: %s", exc, extra={"sid": conn.sid})
             raise ConnectionRefusedError("gateway cannot reach NATS; reconnect") from exc
@@ -345,6 +349,8 @@ class GatewayApp:
         self.vrequests.track(sid, handshake)
         log.debug("connected", extra={"sid": sid, "remote": handshake.address})
         self.metrics.connects.inc()
+        if sid == fresh_sid:  # a recovered socket never left: no after-connect notice
+            self.hooks.connected(sid, handshake, admitted)
         return replay
 
     async def disconnected(self, sid: str, reason: CloseReason) -> None:

@@ -21,10 +21,13 @@
 A refused socket gets a Socket.IO connect error whose message says why
 (`Unauthorized: token expired`), not a bare transport failure. What the check granted
 (the JWT claims, or the worker's answer) travels with every virtual request of that
-socket as `handshake.claims`.
+socket as `handshake.claims`; who the socket is (user id, presence info) and the rooms
+it joins at connect are read from the same grant (gateway/connect_identity.py), and a
+grant that cannot be used refuses the socket (`Invalid identity: ...`).
 
-`ConnectHooks.disconnected` publishes `<p>.hook.disconnect` for one worker of the
-queue group to clean up (at most once: nobody listening means nobody is told).
+`ConnectHooks.connected` publishes `<p>.hook.after_connect` and
+`ConnectHooks.disconnected` `<p>.hook.disconnect`, each for one worker of the queue
+group (at most once: nobody listening means nobody is told).
 """
 
 from __future__ import annotations
@@ -33,11 +36,19 @@ import asyncio
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from gateway.broker import Broker
+from gateway.connect_identity import (
+    NOBODY,
+    REFUSAL_REASON,
+    Admitted,
+    IdentityRefused,
+    IdentityRules,
+)
 from gateway.engine.api import HandshakeRequest
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -46,9 +57,12 @@ from gateway.trust_proxy import NO_PROXY, ProxyTrust
 from shared.errors import ConfigError, GatewayTimeout, MalformedEnvelope, SailcastError
 from shared.subjects import Subjects
 from shared.vrequest import (
+    ConnectAnswer,
+    ConnectNotice,
     DisconnectNotice,
     Handshake,
     decode_connect_answer,
+    encode_after_connect,
     encode_connect_question,
     encode_disconnect,
 )
@@ -68,6 +82,15 @@ class ConnectRejected(SailcastError, ConnectionRefusedError):
     def __init__(self, message: str, reason: str = "unauthorized") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What `ConnectHooks.admit` lets in: the handshake (with what the check granted),
+    who the socket is and its rooms at connect."""
+
+    handshake: Handshake
+    admitted: Admitted = NOBODY
 
 
 # -- the handshake --------------------------------------------------------------------------
@@ -184,8 +207,16 @@ class ConnectHooks:
         subjects: Subjects,
         broker: Broker,
         metrics: GatewayMetrics,
+        max_rooms_per_socket: int = 1000,
     ) -> None:
         self.settings = settings
+        self.rules = IdentityRules(
+            user_claim=settings.jwt_user_claim,
+            info_claim=settings.jwt_info_claim,
+            rooms_claim=settings.jwt_rooms_claim,
+            info_max_bytes=settings.presence_info_max_bytes,
+            max_rooms_per_socket=max_rooms_per_socket,
+        )
         self.gateway_id = gateway_id
         self.subjects = subjects
         self.broker = broker
@@ -208,16 +239,26 @@ class ConnectHooks:
         self._warnings = Throttled(log)
 
     async def admit(
-        self, sid: str, request: HandshakeRequest, auth: Any = None, *, granted: Any = _CHECK
-    ) -> Handshake:
-        """The socket's handshake (with what the check granted), or ConnectRejected.
-        `granted`: a recovered session's data, when --recovery-skip-connect-hook says
-        not to ask again (the origin rules still apply)."""
+        self,
+        sid: str,
+        request: HandshakeRequest,
+        auth: Any = None,
+        *,
+        granted: Any = _CHECK,
+        who: Admitted | None = None,
+    ) -> Admission:
+        """The socket's handshake (with what the check granted) and who it is, or
+        ConnectRejected. `granted`: a recovered session's data, when
+        --recovery-skip-connect-hook says not to ask again (the origin rules still
+        apply); `who`: that session's identity."""
         handshake = handshake_from_request(request, auth, self._trust)
         try:
             self._check_origin(handshake)
             if granted is not _CHECK:
                 claims: Any = granted
+                if who is None:  # a session written without one: read the claims again
+                    who = self.rules.from_claims(claims) if self._jwt is not None else NOBODY
+                admitted = who
             elif self._jwt is not None:
                 token = token_from(handshake)
                 if token is None:
@@ -225,10 +266,15 @@ class ConnectHooks:
                         "Unauthorized: no token (send auth {token}, ?token= or a Bearer header)"
                     )
                 claims = self._jwt.verify(token)
+                admitted = self._identity(lambda: self.rules.from_claims(claims))
             elif self.settings.before_connect == "workers":
-                claims = await self._ask_workers(sid, handshake)
+                answer = await self._ask_workers(sid, handshake)
+                claims = answer.claims
+                admitted = self._identity(
+                    lambda: self.rules.check(answer.user, answer.info, answer.rooms)
+                )
             else:
-                return handshake
+                return Admission(handshake)
         except ConnectRejected as exc:
             self.metrics.connect_rejections.labels(exc.reason).inc()
             log.info(
@@ -237,7 +283,14 @@ class ConnectHooks:
                 extra={"sid": sid, "remote": handshake.address, "reason": exc.reason},
             )
             raise
-        return dataclasses.replace(handshake, claims=claims)
+        return Admission(dataclasses.replace(handshake, claims=claims), admitted)
+
+    @staticmethod
+    def _identity(read: Callable[[], Admitted]) -> Admitted:
+        try:
+            return read()
+        except IdentityRefused as exc:
+            raise ConnectRejected(str(exc), REFUSAL_REASON) from None
 
     def _check_origin(self, handshake: Handshake) -> None:
         if not self._origins:
@@ -252,7 +305,7 @@ class ConnectHooks:
         if origin not in self._origins:  # the engine normally refused it already
             raise ConnectRejected(f"Origin not allowed: {origin}", "origin")
 
-    async def _ask_workers(self, sid: str, handshake: Handshake) -> Any:
+    async def _ask_workers(self, sid: str, handshake: Handshake) -> ConnectAnswer:
         if not self.broker.connected:  # nats-py would hold the question until the timeout
             self._warnings.warning(
                 "no_nats",
@@ -282,7 +335,39 @@ class ConnectHooks:
             ) from None
         if not answer.allow:
             raise ConnectRejected(answer.message or "Unauthorized")
-        return answer.claims
+        return answer
+
+    def connected(self, sid: str, handshake: Handshake, admitted: Admitted) -> None:
+        """Tell one worker (queue group) that the socket is connected, its user room and
+        rooms at connect in effect; never blocks."""
+        who = admitted.identity
+        notice = ConnectNotice(
+            socket_id=sid,
+            gateway_id=self.gateway_id,
+            user_id=who.user_id,
+            info=who.info,
+            rooms=admitted.joined_at_connect,
+            handshake=handshake,
+        )
+        task = asyncio.ensure_future(self._publish_connected(notice))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_connected(self, notice: ConnectNotice) -> None:
+        try:
+            await self.broker.publish(
+                self.subjects.hook_after_connect, encode_after_connect(notice)
+            )
+        except SailcastError as exc:
+            self.metrics.after_connect_notices.labels("failed").inc()
+            self._warnings.warning(
+                "connect_notice",
+                "after-connect notice not sent: %s",
+                exc,
+                extra={"sid": notice.socket_id},
+            )
+        else:
+            self.metrics.after_connect_notices.labels("sent").inc()
 
     def disconnected(
         self, sid: str, handshake: Handshake, reason: str, rooms: Iterable[str]

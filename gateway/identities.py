@@ -49,3 +49,8 @@ class Identities:
     @property
     def count(self) -> int:
         return len(self._by_sid)
+
+    @property
+    def with_user(self) -> int:
+        """Local sockets that carry a user id (read at scrape time)."""
+        return sum(1 for i in self._by_sid.values() if i.user_id is not None)

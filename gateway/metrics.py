@@ -239,5 +239,21 @@ class GatewayMetrics:
             "Missed messages replayed to recovered sockets",
             registry=r,
         )
+        # issue 12, identity: who a socket is and its rooms at connect (gateway/connect_identity.py)
+        self.sockets_with_user = Gauge(
+            p + "sockets_with_user", "Local sockets that carry a user id", registry=r
+        )
+        self.connect_rooms = Counter(
+            p + "connect_rooms_total",
+            "Rooms joined at connect, before the CONNECT acknowledgement (user rooms and "
+            "the rooms of the JWT claim or the before-connect answer)",
+            registry=r,
+        )
+        self.after_connect_notices = Counter(
+            p + "after_connect_notices_total",
+            "After-connect notices published to the workers, by outcome (sent, failed)",
+            ["outcome"],
+            registry=r,
+        )
         self.build = Info(p + "build", "Build information", registry=r)
         self.build.info({"version": __version__})

@@ -31,7 +31,7 @@ from gateway.broker.headers import header_int
 from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.fanout import NULL_SUFFIX, Fanout, Variants, last_arg_is_string, offset_suffix
 from gateway.history.feed import HistoryFeed, StoredReader, StreamLike
-from gateway.identities import Identities
+from gateway.identities import ANONYMOUS, Identities, Identity
 from gateway.interest import Interest, Scheduler
 from gateway.logs import Throttled
 from gateway.metrics import GatewayMetrics
@@ -67,6 +67,7 @@ from shared.control import (
 from shared.envelope import KIND_BLAST, KIND_MULTI_ROOM, DataMessage, decode_data
 from shared.errors import MalformedEnvelope, SailcastError, TransportError
 from shared.subjects import SubjectKind
+from shared.users import is_reserved, user_room
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class Gateway:
         # gauges read live state at scrape time: nothing to keep in step
         metrics.connections.set_function(lambda: self.rooms.socket_count)
         metrics.rooms.set_function(lambda: self.rooms.room_count)
+        metrics.sockets_with_user.set_function(lambda: self.identities.with_user)
         metrics.broker_subscriptions.set_function(
             lambda: self.room_interest.count + self.socket_interest.count + FIXED_SUBSCRIPTIONS
         )
@@ -191,21 +193,35 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     # -- connections -----------------------------------------------------------------
-    async def socket_connected(self, conn: Connection, *, join_own_room: bool = True) -> None:
-        """Register a connection and its own-id room; return once both are routable.
-        Raises TransportError, with nothing left registered, if NATS refuses them.
-        A recovering socket (`join_own_room=False`) gets its own-id room's subscription
-        but becomes a member only with its other rooms (`join_restored`)."""
+    async def socket_connected(
+        self,
+        conn: Connection,
+        *,
+        join_own_room: bool = True,
+        identity: Identity = ANONYMOUS,
+        rooms: Collection[str] = (),
+    ) -> None:
+        """Register a connection, who it is, its own-id room and its rooms at connect
+        (the user room and `rooms`, through the join path); return once all are
+        routable. Raises TransportError, with nothing left registered, if NATS refuses
+        them. A recovering socket (`join_own_room=False`) gets its own-id room's
+        subscription but becomes a member only with its other rooms (`join_restored`)."""
         sid = conn.sid
         if self.feed is not None and conn.protocol == 4:
             conn.offsets = True  # CSR is on for v4 clients (v3: only with the add-on)
         self.rooms.add_socket(sid)
         self.fanout.attach(conn)
+        self.identities.assign(sid, identity)
         if join_own_room:
             self.rooms.join(sid, sid)
+        uid = identity.user_id
+        at_connect = [user_room(uid), *rooms] if uid is not None and join_own_room else rooms
         try:
             await self.socket_interest.want(sid)
             await self.room_interest.want(sid)
+            if at_connect:
+                await self._join_all(sid, at_connect)
+                self.metrics.connect_rooms.inc(len(at_connect))
         except TransportError:
             await self.socket_disconnected(sid)
             raise
@@ -493,6 +509,8 @@ class Gateway:
     async def _apply_socket_request(self, sid: str, req: SocketRequest | ClusterRequest) -> Reply:
         if not self.rooms.has_socket(sid):
             return Refused(ErrorCode.NO_SUCH_SOCKET)
+        if isinstance(req, Join | Leave) and (reserved := _reserved(req.rooms)):
+            return Refused(ErrorCode.BAD_REQUEST, reserved)
         if isinstance(req, Join):
             limit = self.settings.core.max_rooms_per_socket
             if len(self.rooms.rooms_of(sid) | set(req.rooms)) > limit:
@@ -541,6 +559,8 @@ class Gateway:
         if req.kind in SOCKET_KINDS:
             return self._refused(ErrorCode.UNKNOWN_KIND, req.kind.value)
         assert isinstance(req, AddMembers | RemoveMembers | LeaveAll)
+        if isinstance(req, AddMembers | RemoveMembers) and (reserved := _reserved(req.dst)):
+            return self._refused(ErrorCode.BAD_REQUEST, reserved)
         members = list(self.rooms.members(req.src))
         refused = 0
         failed: list[str] = []
@@ -678,6 +698,15 @@ class Gateway:
         except SailcastError:
             log.debug("reconnect heartbeat not sent", exc_info=True)
         await self._check_round_trip()
+
+
+def _reserved(rooms: Iterable[str]) -> str:
+    """The refusal of a join or leave naming a reserved room (shared.users): only the
+    gateway puts sockets in users' rooms, whoever sends the request. Empty: none."""
+    for room in rooms:
+        if is_reserved(room):
+            return f"room {room[:80]!r} is reserved: rooms under 'sailcast:' are the gateway's"
+    return ""
 
 
 def _direct_get(broker: Broker, stream: StreamLike) -> StoredReader:

@@ -294,8 +294,24 @@ class ConnectSettings:
     jwt_audience: str = setting("", "required JWT `aud` (empty: not checked)")
     jwt_issuer: str = setting("", "required JWT `iss` (empty: not checked)")
     jwt_leeway_s: float = setting(5.0, "clock skew tolerated on JWT exp/nbf", unit="s")
+    # who a socket is and its rooms at connect (gateway/connect_identity.py, issue 12)
+    jwt_user_claim: str = setting(
+        "sub", "JWT claim holding the socket's user id (empty: no user id from the JWT)"
+    )
+    jwt_info_claim: str = setting(
+        "", "JWT claim holding the socket's presence info, a JSON object (empty: none)"
+    )
+    jwt_rooms_claim: str = setting(
+        "",
+        "JWT claim listing rooms the socket joins before its connect is acknowledged (empty: off)",
+    )
+    presence_info_max_bytes: int = setting(
+        1024, "largest presence info a socket may carry, JSON-encoded", unit="bytes"
+    )
 
     def __post_init__(self) -> None:
+        if self.presence_info_max_bytes < 2:
+            raise ConfigError("SAILCAST_PRESENCE_INFO_MAX_BYTES must be at least 2 ({})")
         check_origins(self.only_allow_origins)
         if self.before_connect not in BEFORE_CONNECT_MODES:
             raise ConfigError(

@@ -14,7 +14,9 @@ tests/unit/test_public_api.py.
 from publisher.client import Publisher
 from publisher.models import Model, ModelRegistry, define, to_many, to_one
 from publisher.router import (
+    Allow,
     ConnectCheck,
+    Connected,
     Disconnected,
     HttpError,
     Reject,
@@ -37,14 +39,17 @@ from shared.errors import (
     PayloadTooLarge,
     PublisherClosed,
     PublishFailed,
+    ReservedRoom,
     SailcastError,
     TransportError,
     UsageError,
 )
 
 __all__ = [
+    "Allow",
     "ConfigError",
     "ConnectCheck",
+    "Connected",
     "Disconnected",
     "FailedPublish",
     "GatewayTimeout",
@@ -63,6 +68,7 @@ __all__ = [
     "PublisherClosed",
     "Reject",
     "Request",
+    "ReservedRoom",
     "Response",
     "Router",
     "SailcastError",

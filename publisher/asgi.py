@@ -48,7 +48,7 @@ from shared.vrequest import ConnectAnswer, Handshake, VirtualRequest, VirtualRes
 
 if TYPE_CHECKING:
     from publisher.client import Publisher
-    from publisher.router.hooks import ConnectCheck, Disconnected
+    from publisher.router.hooks import ConnectCheck, Connected, Disconnected
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class AsgiBridge:
     answers_requests: Final = True
     answers_connect: Final = False
     hears_disconnect: Final = False
+    hears_connect: Final = False
 
     async def dispatch(self, vreq: VirtualRequest, pub: Publisher) -> VirtualResponse:
         """Call the app once; every outcome is a response, never an exception."""
@@ -250,6 +251,9 @@ class AsgiBridge:
         return ConnectAnswer(True)  # never subscribed: answers_connect is False
 
     async def notify_disconnect(self, gone: Disconnected) -> None:
+        return None
+
+    async def notify_connect(self, came: Connected) -> None:
         return None
 
     async def start(self, pub: Publisher) -> AsgiService:

@@ -38,6 +38,7 @@ from shared.envelope import (
 from shared.errors import InvalidRoomName, LimitExceeded, UsageError
 from shared.history import HistoryRules
 from shared.subjects import Subjects, check_socket_id, room_token
+from shared.users import check_not_reserved, user_id_of, user_room
 
 ROOM_SUBJECT_CACHE: Final = 65536
 """Room subjects a publisher keeps ready (each at most a few hundred bytes)."""
@@ -49,6 +50,8 @@ DEFAULT_EVENT: Final = "message"
 """Sails' `sails.sockets.DEFAULT_EVENT_NAME`."""
 
 OneOrMany = str | Iterable[str]
+UserIds = str | int | Iterable[str | int]
+"""One user id or many (`broadcast_to_user`)."""
 Outgoing = tuple[str, bytes, dict[str, str] | None]
 """One message to send: (subject, body, headers). Headers None: a core publish; a dict
 (empty without a msg_id): a history room's copy, stored through JetStream
@@ -62,6 +65,29 @@ def as_rooms(rooms: OneOrMany, what: str = "rooms") -> list[str]:
     for name in out:
         room_token(name)
     return out
+
+
+def own_rooms(rooms: OneOrMany, what: str = "rooms") -> list[str]:
+    """`as_rooms` for rooms a worker puts sockets in or takes them out of: never a
+    reserved `sailcast:` room (ReservedRoom; shared.users)."""
+    out = as_rooms(rooms, what)
+    check_not_reserved(out)
+    return out
+
+
+def user_rooms(user_ids: UserIds) -> list[str]:
+    """One user id or many (strings or integers, as shared.users reads them) → their
+    user rooms, de-duplicated in caller order."""
+    items = [user_ids] if isinstance(user_ids, str | int) else list(user_ids)
+    rooms = []
+    for uid in items:
+        user = user_id_of(uid)
+        if user is None:
+            raise UsageError("a user id must not be None")
+        rooms.append(user_room(user))
+    if not rooms:
+        raise UsageError("no user id given")
+    return list(dict.fromkeys(rooms))
 
 
 def _unique(rooms: Iterable[str], what: str) -> list[str]:
@@ -179,11 +205,12 @@ class Sockets:
 
     # -- per-socket ------------------------------------------------------------------
     async def join(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
-        """Add the socket(s) to the room(s); in effect on their gateway when this returns."""
-        await self._each_socket(Join(tuple(as_rooms(rooms))), socket_ids)
+        """Add the socket(s) to the room(s); in effect on their gateway when this returns.
+        ReservedRoom for a `sailcast:` room (users' rooms are the gateway's)."""
+        await self._each_socket(Join(tuple(own_rooms(rooms))), socket_ids)
 
     async def leave(self, socket_ids: OneOrMany, rooms: OneOrMany) -> None:
-        await self._each_socket(Leave(tuple(as_rooms(rooms))), socket_ids)
+        await self._each_socket(Leave(tuple(own_rooms(rooms))), socket_ids)
 
     async def rooms(self, socket_id: str) -> list[str]:
         """The rooms a socket is in, its own-id room included (Sails 0.12 socketRooms,
@@ -392,7 +419,7 @@ class Sockets:
     async def add_room_members_to_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
         """Every member of source_room (on any gateway) joins dest_rooms."""
         src = as_rooms(source_room, "source_room")[0]
-        dst = as_rooms(dest_rooms, "dest_rooms")
+        dst = own_rooms(dest_rooms, "dest_rooms")
         answers = await self._pub.ask_all_gateways(AddMembers(src, tuple(dst)))
         refused = sum(a.refused for a in answers)
         if refused:
@@ -403,9 +430,36 @@ class Sockets:
 
     async def remove_room_members_from_rooms(self, source_room: str, dest_rooms: OneOrMany) -> None:
         src = as_rooms(source_room, "source_room")[0]
-        dst = as_rooms(dest_rooms, "dest_rooms")
+        dst = own_rooms(dest_rooms, "dest_rooms")
         await self._pub.ask_all_gateways(RemoveMembers(src, tuple(dst)))
 
     async def leave_all(self, room: str) -> None:
         """Every member of room leaves all its rooms, except its own-id room."""
         await self._pub.ask_all_gateways(LeaveAll(as_rooms(room, "room")[0]))
+
+    # -- users (shared.users) --------------------------------------------------------
+    def prepare_broadcast_to_user(
+        self,
+        user_ids: UserIds,
+        event: Any = DEFAULT_EVENT,
+        data: Any = None,
+        *,
+        omit: OneOrMany | None = None,
+        wait_stored: bool = False,
+    ) -> list[Outgoing]:
+        """`prepare_broadcast` to the users' rooms (pure: every mistake raises here)."""
+        return self.prepare_broadcast(user_rooms(user_ids), event, data, omit=omit)
+
+    async def broadcast_to_user(
+        self,
+        user_ids: UserIds,
+        event: Any = DEFAULT_EVENT,
+        data: Any = None,
+        *,
+        omit: OneOrMany | None = None,
+        wait_stored: bool = False,
+    ) -> None:
+        """Send `event` with `data` to every socket of the user(s) — every tab, on every
+        gateway — once each, except `omit`: one broadcast to their user rooms (one
+        message on the multi-room subject for many users)."""
+        await self.broadcast(user_rooms(user_ids), event, data, omit=omit, wait_stored=wait_stored)

@@ -526,6 +526,8 @@ class SyncSockets(SyncView[Sockets]):
     leave_all = blocking(Sockets.leave_all)
     broadcast = queued(Sockets.prepare_broadcast, "broadcast")
     blast = queued(Sockets.prepare_blast, "blast")
+    broadcast_to_user = queued(Sockets.prepare_broadcast_to_user, "broadcast")
+    broadcast_to_user.__name__ = broadcast_to_user.__qualname__ = "broadcast_to_user"
 
 
 class SyncModel(ModelRooms, SyncView[Model]):

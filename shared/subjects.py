@@ -108,6 +108,7 @@ class SubjectKind(Enum):
     HOOK_CONNECT = "hook.connect"
     HOOK_DISCONNECT = "hook.disconnect"
     CLIENT_EVENT = "ev"
+    HOOK_AFTER_CONNECT = "hook.after_connect"
 
 
 class Parsed(NamedTuple):
@@ -146,6 +147,7 @@ class Subjects:
     `<p>.vreq`       virtual requests (sails.io.js `io.socket.get` …) for the workers; queue group
     `<p>.hook.connect`     "may this socket connect?" asked of the workers; queue group
     `<p>.hook.disconnect`  "this socket has gone" told to the workers; queue group
+    `<p>.hook.after_connect` "this socket is connected" told to the workers; queue group
     `<p>.ev.<event>` a client's own event (`socket.emit("typing", …)`) for the workers that
                      declared it; queue group (shared/client_events.py)
     """
@@ -157,6 +159,7 @@ class Subjects:
         "gateways",
         "heartbeat",
         "history_all",
+        "hook_after_connect",
         "hook_connect",
         "hook_disconnect",
         "multi_room",
@@ -178,6 +181,7 @@ class Subjects:
         self.virtual_requests = f"{prefix}.vreq"
         self.hook_connect = f"{prefix}.hook.connect"
         self.hook_disconnect = f"{prefix}.hook.disconnect"
+        self.hook_after_connect = f"{prefix}.hook.after_connect"
         self.history_all = f"{prefix}.h.>"
         """What the history stream captures."""
         self.client_events = f"{prefix}.ev.*"

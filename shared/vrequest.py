@@ -7,8 +7,10 @@ workers (publisher.router) answers with status, headers and body; the gateway tu
 that into the ack Sails sends, the JWR `{body, headers, statusCode}`.
 
 Connection hooks use the same style: `<p>.hook.connect` asks the workers whether a
-socket may connect (Sails `beforeConnect`), `<p>.hook.disconnect` tells them a socket
-has gone (Sails `afterDisconnect`). Every body is a `shared.envelope` request
+socket may connect (Sails `beforeConnect`) and may answer who it is and the rooms it
+joins at connect, `<p>.hook.after_connect` tells them a socket has connected (its
+identity and rooms in effect), `<p>.hook.disconnect` tells them a socket has gone
+(Sails `afterDisconnect`). Every body is a `shared.envelope` request
 (`{"v":1,"k":<kind>, ...}`) and every answer a reply (`{"ok":...}`).
 """
 
@@ -24,6 +26,7 @@ from shared.errors import MalformedEnvelope, NotSerializable
 KIND_VREQ: Final = "vreq"
 KIND_CONNECT: Final = "connect"
 KIND_DISCONNECT: Final = "disconnect"
+KIND_AFTER_CONNECT: Final = "after_connect"
 
 METHODS: Final = ("get", "post", "put", "patch", "delete", "options", "head")
 """The Socket.IO events Sails binds as virtual requests (the event name is the method)."""
@@ -181,9 +184,20 @@ def decode_vresponse(data: bytes) -> VirtualResponse:
 # -- connection hooks ---------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ConnectAnswer:
+    """A worker's before-connect answer. `user`, `info` and `rooms` (all optional; an
+    answer without them is an anonymous socket, as before) are passed on as answered:
+    the gateway validates them (gateway/connect_identity.py) and refuses the socket,
+    saying why, when they cannot be used."""
+
     allow: bool
     claims: Any = None
     message: str = ""
+    user: Any = None
+    """The socket's user id (a string or an integer), None: anonymous."""
+    info: Any = None
+    """The socket's presence info (a JSON object), None: none."""
+    rooms: Any = None
+    """Rooms to join before the client sees its connect (a list of names), None: none."""
 
 
 def encode_connect_question(socket_id: str, gateway_id: str, handshake: Handshake) -> bytes:
@@ -202,7 +216,12 @@ def decode_connect_question(data: bytes) -> tuple[str, str, Handshake]:
 def encode_connect_answer(answer: ConnectAnswer) -> bytes:
     try:
         if answer.allow:
-            return encode_reply(True, claims=answer.claims)
+            who = {
+                k: v
+                for k, v in (("user", answer.user), ("info", answer.info), ("rooms", answer.rooms))
+                if v is not None
+            }
+            return encode_reply(True, claims=answer.claims, **who)
         return encode_reply(False, error="rejected", message=answer.message)
     except TypeError as exc:
         raise NotSerializable(f"before_connect data is not JSON-serializable: {exc}") from exc
@@ -215,6 +234,57 @@ def decode_connect_answer(data: bytes) -> ConnectAnswer:
         allow=bool(rep["ok"]),
         claims=rep.get("claims"),
         message=message if isinstance(message, str) else str(message),
+        user=rep.get("user"),
+        info=rep.get("info"),
+        rooms=rep.get("rooms"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectNotice:
+    """`<p>.hook.after_connect`: a socket is connected and registered, its user room and
+    rooms at connect joined. Not sent for a recovered socket (it never left)."""
+
+    socket_id: str
+    gateway_id: str
+    user_id: str | None
+    info: Mapping[str, Any] | None
+    rooms: tuple[str, ...]
+    """The rooms joined at connect (the user room first, when there is a user)."""
+    handshake: Handshake
+
+
+def encode_after_connect(notice: ConnectNotice) -> bytes:
+    return encode_request(
+        KIND_AFTER_CONNECT,
+        socket=notice.socket_id,
+        gw=notice.gateway_id,
+        user=notice.user_id,
+        info=dict(notice.info) if notice.info is not None else None,
+        rooms=list(notice.rooms),
+        handshake=notice.handshake.to_wire(),
+    )
+
+
+def decode_after_connect(data: bytes) -> ConnectNotice:
+    req = decode_request(data)
+    socket_id, user, info = req.get("socket"), req.get("user"), req.get("info")
+    rooms = req.get("rooms", [])
+    if req["k"] != KIND_AFTER_CONNECT or not isinstance(socket_id, str):
+        raise MalformedEnvelope("not an after-connect notice")
+    if user is not None and not isinstance(user, str):
+        raise MalformedEnvelope("user must be a string or null")
+    if info is not None and not isinstance(info, dict):
+        raise MalformedEnvelope("info must be an object or null")
+    if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+        raise MalformedEnvelope("rooms must be a list of strings")
+    return ConnectNotice(
+        socket_id=socket_id,
+        gateway_id=str(req.get("gw", "")),
+        user_id=user,
+        info=info,
+        rooms=tuple(rooms),
+        handshake=Handshake.from_wire(req.get("handshake", {})),
     )
 
 

@@ -31,6 +31,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.broker import Broker
+from gateway.connect_identity import NOBODY, Admitted
 from gateway.engine import Connection, OutboundPacket, event_packet
 from gateway.engine.api import HandshakeRequest
 from gateway.history.feed import NO_HISTORY, HistoryFeed
@@ -38,11 +39,12 @@ from gateway.history.feed import RecoveryRefused as Refusal
 from gateway.history.transient import retrying
 from gateway.logs import Throttled
 from gateway.node import Gateway
-from gateway.recovery.sessions import SessionStore, StoredSession, is_pid, new_pid
+from gateway.recovery.sessions import SessionStore, StoredSession, is_pid, new_pid, who_of
 from shared.control import Evict, encode_request
 from shared.errors import GatewayTimeout, SailcastError
 from shared.history import HistoryRules, parse_offset
 from shared.subjects import Subjects
+from shared.users import is_reserved, user_of_room, user_room
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +169,21 @@ class Recovery:
 
     # -- steps 2 to 5 ----------------------------------------------------------------
     async def admit(
-        self, conn: Connection, claim: Claim, lookup: Lookup, data: Any
+        self,
+        conn: Connection,
+        claim: Claim,
+        lookup: Lookup,
+        data: Any,
+        admitted: Admitted = NOBODY,
     ) -> list[OutboundPacket]:
         """Register `conn`, recovered when it can be, fresh otherwise; the packets to
         send right after its CONNECT reply. TransportError: NATS refused the
-        registration (nothing left registered)."""
+        registration (nothing left registered). `admitted`: who it is (a recovered
+        socket gets its user room back; its other rooms are the session's)."""
         reason = lookup.reason
         if lookup.session is not None:
             try:
-                packets = await self._resume(conn, claim, lookup.session, data)
+                packets = await self._resume(conn, claim, lookup.session, data, admitted)
             except RecoveryRefused as exc:
                 reason = exc.reason
             else:
@@ -185,25 +193,34 @@ class Recovery:
         if reason is not None:
             self._count(OUTCOME_FRESH, reason)
             log.debug("fresh session: %s", reason, extra={"sid": conn.sid})
-        return await self._fresh(conn, claim, data)
+        return await self._fresh(conn, claim, data, admitted)
 
-    async def _fresh(self, conn: Connection, claim: Claim, data: Any) -> list[OutboundPacket]:
+    async def _fresh(
+        self, conn: Connection, claim: Claim, data: Any, admitted: Admitted
+    ) -> list[OutboundPacket]:
         pid = new_pid()
         conn.restore(conn.sid, pid)
-        await self.gateway.socket_connected(conn)
+        await self.gateway.socket_connected(conn, identity=admitted.identity, rooms=admitted.rooms)
         sid = conn.sid
         own = {sid: self.feed.join_position(sid)} if self.rules.rule_for(sid) else {}
-        self.store.track(sid, pid, data=data, rooms=own, revision=None)
+        self.store.track(sid, pid, data=data, rooms=own, revision=None, who=who_of(admitted))
+        self._membership(sid, admitted.joined_at_connect, ())  # joined before it was tracked
         return [self._session_event(sid, pid, recovered=False)] if claim.addon else []
 
     async def _resume(
-        self, conn: Connection, claim: Claim, session: StoredSession, data: Any
+        self,
+        conn: Connection,
+        claim: Claim,
+        session: StoredSession,
+        data: Any,
+        admitted: Admitted,
     ) -> list[OutboundPacket]:
         record = session.record
         sid = record.sid
+        who = who_of(admitted)
         try:
             await self._take_over(sid, record.gw, record.live)
-            revision = await retrying(lambda: self.store.claim(session, data=data))
+            revision = await retrying(lambda: self.store.claim(session, data=data, who=who))
         except Exception as exc:  # NATS or JetStream failed us: a fresh session
             self._warnings.warning("claim", "session takeover failed: %s", exc)
             raise RecoveryRefused(REASON_ERROR) from exc
@@ -212,11 +229,13 @@ class Recovery:
         fresh_sid = conn.sid
         conn.restore(sid, session.pid)
         try:
-            await self.gateway.socket_connected(conn, join_own_room=False)
+            await self.gateway.socket_connected(
+                conn, join_own_room=False, identity=admitted.identity
+            )
         except BaseException:
             conn.restore(fresh_sid, "")
             raise
-        rooms = [r for r in record.rooms if r != sid]
+        rooms = _restored_rooms(record.rooms, sid, admitted)
         offset = claim.offset[1] if claim.offset is not None else 0
         starts = {
             room: max(offset, pos)
@@ -244,7 +263,7 @@ class Recovery:
             raise
         # From here on no await: the socket joins its rooms, its replay is taken
         # with the live skip in place, and the engine sends both in this same step.
-        self.store.track(sid, session.pid, data=data, rooms={}, revision=revision)
+        self.store.track(sid, session.pid, data=data, rooms={}, revision=revision, who=who)
         self.gateway.join_restored(sid, [sid, *rooms])
         packets = list(self.feed.go_live(sid, replay))
         if claim.addon:
@@ -283,8 +302,10 @@ class Recovery:
             for room in joined:
                 if self.rules.rule_for(room) is not None:
                     rooms[room] = self.feed.join_position(room)
-                elif room != sid:
-                    rooms[room] = 0  # no position: refuses recovery (room_without_history)
+                elif room != sid and user_of_room(room) is None:
+                    # no position: refuses recovery (room_without_history); a user room
+                    # without history is not recorded: it follows from the identity
+                    rooms[room] = 0
             self.store.joined(sid, rooms)
         if left:
             self.store.left(sid, left)
@@ -292,3 +313,15 @@ class Recovery:
     def _session_event(self, sid: str, pid: str, *, recovered: bool) -> OutboundPacket:
         body = [SESSION_EVENT, {"pid": pid, "sid": sid, "recovered": recovered}, None]
         return event_packet(orjson.dumps(body))
+
+
+def _restored_rooms(recorded: Collection[str], sid: str, admitted: Admitted) -> list[str]:
+    """A recovered socket's rooms: the session's (its own-id room aside), with the user
+    room of who it is now and no other reserved room (a user room recorded for history
+    belongs to the identity the session had)."""
+    uid = admitted.identity.user_id
+    mine = user_room(uid) if uid is not None else None
+    rooms = [r for r in recorded if r != sid and (r == mine or not is_reserved(r))]
+    if mine is not None and mine not in rooms:
+        rooms.append(mine)
+    return rooms

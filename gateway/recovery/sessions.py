@@ -37,6 +37,8 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from gateway.connect_identity import Admitted
+from gateway.identities import Identity
 from gateway.logs import Throttled
 from gateway.settings import HistorySettings
 
@@ -79,7 +81,8 @@ class SessionRecord:
     """What survives the gateway: `{"v":1,"sid","rooms":{room: join_pos},"data",
     "epoch","gw","live","at"}`. `rooms` are the socket's history rooms with the
     position it joined them at (its own-id room only when that room keeps history);
-    `data` is what the before-connect check granted."""
+    `data` is what the before-connect check granted; `who` (only for a socket with
+    one) its identity, `{"user", "info"}`, given back when the check is not rerun."""
 
     sid: str
     rooms: Mapping[str, int]
@@ -88,20 +91,22 @@ class SessionRecord:
     gw: str
     live: bool
     at: float
+    who: Mapping[str, Any] | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": RECORD_VERSION,
-                "sid": self.sid,
-                "rooms": dict(self.rooms),
-                "data": self.data,
-                "epoch": self.epoch,
-                "gw": self.gw,
-                "live": self.live,
-                "at": self.at,
-            }
-        )
+        out = {
+            "v": RECORD_VERSION,
+            "sid": self.sid,
+            "rooms": dict(self.rooms),
+            "data": self.data,
+            "epoch": self.epoch,
+            "gw": self.gw,
+            "live": self.live,
+            "at": self.at,
+        }
+        if self.who is not None:
+            out["who"] = dict(self.who)
+        return orjson.dumps(out)
 
     @classmethod
     def decode(cls, raw: bytes) -> SessionRecord:
@@ -125,6 +130,7 @@ class SessionRecord:
             gw,
             obj.get("live") is True,
             float(at) if isinstance(at, int | float) else 0.0,
+            who if isinstance(who := obj.get("who"), dict) else None,
         )
 
 
@@ -133,6 +139,27 @@ class StoredSession:
     pid: str
     record: SessionRecord
     revision: int
+
+    @property
+    def who(self) -> Admitted | None:
+        """The identity it was granted (None: a record written without one)."""
+        who = self.record.who
+        if who is None:
+            return None
+        user, info = who.get("user"), who.get("info")
+        return Admitted(
+            Identity(
+                user if isinstance(user, str) else None, info if isinstance(info, dict) else None
+            )
+        )
+
+
+def who_of(admitted: Admitted) -> dict[str, Any] | None:
+    """A session record's `who` (None for an anonymous socket)."""
+    who = admitted.identity
+    if who.user_id is None and who.info is None:
+        return None
+    return {"user": who.user_id, "info": who.info}
 
 
 @dataclass(slots=True)
@@ -144,6 +171,7 @@ class _Tracked:
     rooms: dict[str, int]
     revision: int | None
     """What our last write returned; None: not written yet (created, not updated)."""
+    who: dict[str, Any] | None = None
     live: bool = True
     ended: bool = False
     """Closed for good (the client or the server said goodbye): deleted, not kept."""
@@ -254,7 +282,9 @@ class SessionStore:
             return None
         return StoredSession(pid, record, entry.revision)
 
-    async def claim(self, session: StoredSession, *, data: Any) -> int | None:
+    async def claim(
+        self, session: StoredSession, *, data: Any, who: dict[str, Any] | None = None
+    ) -> int | None:
         """Make the session ours (a recovery): written live, here, on the revision read,
         re-read and retried when the gateway we took it from wrote in between. The
         revision now ours, or None when the session vanished meanwhile."""
@@ -270,6 +300,7 @@ class SessionStore:
                 self._gw,
                 True,
                 self._wall(),
+                who,
             )
             try:
                 revision = await self._kv.update(
@@ -285,10 +316,17 @@ class SessionStore:
 
     # -- the local sockets -----------------------------------------------------------
     def track(
-        self, sid: str, pid: str, *, data: Any, rooms: Mapping[str, int], revision: int | None
+        self,
+        sid: str,
+        pid: str,
+        *,
+        data: Any,
+        rooms: Mapping[str, int],
+        revision: int | None,
+        who: dict[str, Any] | None = None,
     ) -> None:
         """A socket connected here with this session (fresh: `revision` None)."""
-        self._tracked[sid] = _Tracked(pid, data, dict(rooms), revision)
+        self._tracked[sid] = _Tracked(pid, data, dict(rooms), revision, who)
         self._mark(sid)
 
     def joined(self, sid: str, rooms: Mapping[str, int]) -> None:
@@ -390,7 +428,7 @@ class SessionStore:
 
     async def _write(self, sid: str, t: _Tracked) -> None:
         record = SessionRecord(
-            sid, t.rooms, t.data, self._epoch(), self._gw, t.live, self._wall()
+            sid, t.rooms, t.data, self._epoch(), self._gw, t.live, self._wall(), t.who
         ).encode()
         try:
             if t.ended:

@@ -49,7 +49,11 @@ Socket.IO client's `socket.emit("typing", data, ack)` and its return value is th
 (shared/client_events.py; events no worker declares are refused by the gateway).
 
 `before_connect` / `after_disconnect` register the connection hooks the gateway calls
-when started with `--before-connect workers` (gateway/auth.py).
+when started with `--before-connect workers` (gateway/auth.py); a `before_connect`
+hook may return `Allow(user_id=..., info=..., rooms=[...], data=...)` to say who the
+socket is and which rooms it joins before its client sees the connect.
+`after_connect` hears every new socket, its rooms at connect already in effect
+(docs/presence.md).
 
 An existing ASGI app (FastAPI, Django) answers the same requests through
 `publisher.asgi.AsgiBridge`, on this service.
@@ -62,7 +66,7 @@ dispatch, no NATS), `service` (`RouterService`: the NATS queue groups).
 
 from publisher.router.dispatch import DEFAULT_MAX_CONCURRENCY, Router
 from publisher.router.events import Event
-from publisher.router.hooks import ConnectCheck, Disconnected, Reject
+from publisher.router.hooks import Allow, ConnectCheck, Connected, Disconnected, Reject
 from publisher.router.request import HttpError, Request, Response
 from publisher.router.routes import Handler, Route, compile_pattern
 from publisher.router.service import DEFAULT_STOP_TIMEOUT_S, RouterService
@@ -70,7 +74,9 @@ from publisher.router.service import DEFAULT_STOP_TIMEOUT_S, RouterService
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STOP_TIMEOUT_S",
+    "Allow",
     "ConnectCheck",
+    "Connected",
     "Disconnected",
     "Event",
     "Handler",

@@ -8,11 +8,11 @@ import asyncio
 import inspect
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from publisher.router.events import Event
-from publisher.router.hooks import ConnectCheck, Disconnected, Reject
+from publisher.router.hooks import Allow, ConnectCheck, Connected, Disconnected, Reject
 from publisher.router.request import HttpError, Request, Response, phrase
 from publisher.router.routes import (
     ANY_METHOD,
@@ -55,6 +55,7 @@ class Router:
         self.events: dict[str, Handler] = {}
         self._before_connect: Handler | None = None
         self._after_disconnect: Handler | None = None
+        self._after_connect: Handler | None = None
 
     # -- registration ------------------------------------------------------------------------
     def add(self, address: str, handler: Handler, *, method: str | None = None) -> Route:
@@ -126,7 +127,9 @@ class Router:
 
     def before_connect(self, handler: Handler) -> Handler:
         """`handler(check: ConnectCheck)`, sync or async. Return True (or data to hand to
-        every request of the socket as `req.claims`) to accept; False, None or
+        every request of the socket as `req.claims`) to accept, or `Allow(user_id=...,
+        info=..., rooms=[...], data=...)` to accept and say who the socket is and which
+        rooms it joins before its client sees the connect; False, None or
         `raise Reject("why")` to refuse."""
         arity_of(handler, "before_connect")
         self._before_connect = handler
@@ -136,6 +139,13 @@ class Router:
         """`handler(gone: Disconnected)`, sync or async: a socket has disconnected."""
         arity_of(handler, "after_disconnect")
         self._after_disconnect = handler
+        return handler
+
+    def after_connect(self, handler: Handler) -> Handler:
+        """`handler(c: Connected)`, sync or async: a socket has connected (told to one
+        worker, once; not for a socket that recovered its session)."""
+        arity_of(handler, "after_connect")
+        self._after_connect = handler
         return handler
 
     @property
@@ -157,6 +167,11 @@ class Router:
     def hears_disconnect(self) -> bool:
         """An `after_disconnect` hook is registered."""
         return self._after_disconnect is not None
+
+    @property
+    def hears_connect(self) -> bool:
+        """An `after_connect` hook is registered."""
+        return self._after_connect is not None
 
     # -- dispatch (no NATS: usable in unit tests) --------------------------------------------
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
@@ -248,11 +263,30 @@ class Router:
             return ConnectAnswer(False, message="Unauthorized: the authorization check failed")
         if result is None or result is False:
             return ConnectAnswer(False, message="Unauthorized")
+        if isinstance(result, Allow):
+            return allow_answer(result)
         return ConnectAnswer(True, claims=None if result is True else result)
 
     async def notify_disconnect(self, gone: Disconnected) -> None:
         if self._after_disconnect is not None:
             await _call_plain(self._after_disconnect, gone)
+
+    async def notify_connect(self, came: Connected) -> None:
+        if self._after_connect is not None:
+            await _call_plain(self._after_connect, came)
+
+
+def allow_answer(allow: Allow) -> ConnectAnswer:
+    """An `Allow` on the wire: its values as given (the gateway validates them against
+    its own limits, so a refusal names the problem to the client as well)."""
+    rooms = [allow.rooms] if isinstance(allow.rooms, str) else list(allow.rooms)
+    return ConnectAnswer(
+        True,
+        claims=allow.data,
+        user=allow.user_id,
+        info=dict(allow.info) if isinstance(allow.info, Mapping) else allow.info,
+        rooms=rooms or None,
+    )
 
 
 async def _call_plain(handler: Handler, arg: Any) -> Any:

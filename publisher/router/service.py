@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from publisher.router.hooks import ConnectCheck, Disconnected
+from publisher.router.hooks import ConnectCheck, Connected, Disconnected
 from publisher.router.request import phrase
 from shared.client_events import (
     EventAnswer,
@@ -26,9 +26,11 @@ from shared.envelope import encode_reply
 from shared.errors import MalformedEnvelope, NotSerializable, UsageError
 from shared.vrequest import (
     ConnectAnswer,
+    ConnectNotice,
     DisconnectNotice,
     VirtualRequest,
     VirtualResponse,
+    decode_after_connect,
     decode_connect_question,
     decode_disconnect,
     decode_vrequest,
@@ -60,11 +62,14 @@ class Answers(Protocol):
     def answers_connect(self) -> bool: ...
     @property
     def hears_disconnect(self) -> bool: ...
+    @property
+    def hears_connect(self) -> bool: ...
 
     async def dispatch(self, vreq: VirtualRequest, pub: Publisher) -> VirtualResponse: ...
     async def handle_event(self, ev: SocketEvent, pub: Publisher) -> EventAnswer: ...
     async def check_connect(self, check: ConnectCheck) -> ConnectAnswer: ...
     async def notify_disconnect(self, gone: Disconnected) -> None: ...
+    async def notify_connect(self, came: Connected) -> None: ...
 
 
 class RouterService:
@@ -91,6 +96,8 @@ class RouterService:
             self._subs.append(await nc.subscribe(s.hook_connect, q, cb=self._on_connect))
         if r.hears_disconnect:
             self._subs.append(await nc.subscribe(s.hook_disconnect, q, cb=self._on_disconnect))
+        if r.hears_connect:
+            self._subs.append(await nc.subscribe(s.hook_after_connect, q, cb=self._on_connected))
         if not self._subs:
             raise UsageError("the router has no route, event or hook: nothing to serve")
         await nc.flush()  # subscribed on the server before we say we are serving
@@ -225,6 +232,29 @@ class RouterService:
             await self.router.notify_disconnect(gone)
         except Exception:
             log.exception("after_disconnect failed for %s", notice.socket_id)
+
+    async def _on_connected(self, msg: Msg) -> None:
+        await self._spawn(self._handle_connected(msg))
+
+    async def _handle_connected(self, msg: Msg) -> None:
+        try:
+            notice: ConnectNotice = decode_after_connect(msg.data)
+        except MalformedEnvelope as exc:
+            log.warning("ignored a malformed after-connect notice: %s", exc)
+            return
+        came = Connected(
+            notice.socket_id,
+            notice.gateway_id,
+            notice.user_id,
+            notice.info,
+            notice.rooms,
+            notice.handshake,
+            self.pub,
+        )
+        try:
+            await self.router.notify_connect(came)
+        except Exception:
+            log.exception("after_connect failed for %s", notice.socket_id)
 
 
 async def serve_until_stopped(

@@ -25,6 +25,7 @@ GOOD: Final[dict[Kind, list[Any]]] = {
     Kind.SOCKET_ID: ["sid1"],
     Kind.EVENT: ["chat", ""],
     Kind.DATA: [None, 1, "x", [1], {"a": {"b": [True]}}],
+    Kind.USER_IDS: ["u1", 42, ["u1", 7, "u1"]],
 }
 BAD: Final[dict[Kind, list[Any]]] = {
     Kind.ROOMS: [5, None, "", [], [""], ["a", 3], {"a": 1}],
@@ -33,6 +34,7 @@ BAD: Final[dict[Kind, list[Any]]] = {
     Kind.SOCKET_ID: [5, None, "", ["a"]],
     Kind.EVENT: [5, None, ["chat"]],
     Kind.DATA: [],
+    Kind.USER_IDS: [None, "", True, 1.5, [], [""], [None], ["u", False], {"u": 1}, "x" * 257],
 }
 
 

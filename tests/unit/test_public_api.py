@@ -20,8 +20,10 @@ from shared.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 EXPORTED = [
+    "Allow",
     "ConfigError",
     "ConnectCheck",
+    "Connected",
     "Disconnected",
     "FailedPublish",
     "GatewayTimeout",
@@ -40,6 +42,7 @@ EXPORTED = [
     "PublisherClosed",
     "Reject",
     "Request",
+    "ReservedRoom",
     "Response",
     "Router",
     "SailcastError",
