@@ -29,6 +29,7 @@ from bench.procstat import total_cpu_seconds
 
 NODE_DIR: Final = Path(__file__).resolve().parent.parent / "node"
 JWT_TTL_S: Final = 3600
+INFO_CLAIM: Final = "info"
 PRESENCE_METRIC_WORDS: Final = (
     "presence",
     "directory",
@@ -57,7 +58,7 @@ def token(secret: str, user_id: str, info: Mapping[str, Any] | None = None) -> s
     """An HS256 JWT whose `sub` is the socket's user id (and `info` its presence info)."""
     claims: dict[str, Any] = {"sub": user_id, "exp": int(time.time()) + JWT_TTL_S}
     if info is not None:
-        claims["info"] = dict(info)
+        claims[INFO_CLAIM] = dict(info)
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -117,6 +118,7 @@ class SailcastCluster:
         return [n.child.pid for n in self.nats]
 
     def argv(self, index: int) -> list[str]:
+        info = ["--jwt-info-claim", INFO_CLAIM] if "--jwt-info-claim" in gateway_flags() else []
         return [
             sys.executable, "-m", "gateway",
             "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
@@ -125,7 +127,7 @@ class SailcastCluster:
             "--gateway-id", f"prs-{index}",
             "--log-level", "WARNING",
             "--drain-delay-s", "0",
-            "--before-connect", "jwt", "--jwt-secret", self.secret,
+            "--before-connect", "jwt", "--jwt-secret", self.secret, *info,
             *self.extra_flags,
         ]  # fmt: skip
 
