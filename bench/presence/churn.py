@@ -193,6 +193,12 @@ async def run_churn(
         "gateway_metrics": {
             k: v for k, v in metrics.items() if "presence" in k or "directory" in k
         },
-        "presence_events_total": sum_family(metrics, "sailcast_gateway_presence_events_total"),
+        "cancelled_in_window": sum_family(metrics, "sailcast_gateway_presence_coalesced_total"),
+        "gateways_sent_state_count": sum(
+            metrics.get(f'sailcast_gateway_presence_events_total{{kind="{k}"}}', 0.0)
+            for k in ("state", "count")
+        ),
+        "clients_received_state_count": received.get(PRESENCE_STATE, 0)
+        + received.get(PRESENCE_COUNT, 0),
         "errors": errors,
     }

@@ -56,6 +56,7 @@ def members_table(results: Mapping[str, Any]) -> str:
     head = ["room size"]
     for _, label in SYSTEMS:
         head += [f"{label} p50/p99 ms", "CPU ms/q"]
+    head += ["Node/members p50", "Node/count p50"]
     rows = []
     for size in sizes:
         row = [f"{size:,}"]
@@ -66,12 +67,17 @@ def members_table(results: Mapping[str, Any]) -> str:
                 continue
             row.append(f"{_num(s['p50_ms'], 2)} / {_num(s['p99_ms'], 2)}")
             row.append(_num(s["server_cpu_ms_per_query"], 2))
+        node = series.get(("node-fetchSockets", size))
+        for system in ("sailcast-members", "sailcast-count"):
+            ours = series.get((system, size))
+            ratio = node["p50_ms"] / ours["p50_ms"] if node and ours and ours["p50_ms"] else None
+            row.append(f"{_num(ratio, 1)}x" if ratio is not None else "-")
         rows.append(row)
     lines += _grid(head, rows)
     lines.append(
         "CPU ms/q: the servers' (gateways', Node servers') CPU per query, net of their idle "
         "rate; Node's includes the caller (server 0 runs fetchSockets), Sailcast's caller "
-        "is a worker (below)."
+        "is a worker (below). Node/…: Node's p50 over Sailcast's (above 1: Sailcast faster)."
     )
     lines.append("")
     detail_head = ["series", "size", "n", "p50", "p99", "max", "pages", "server", "broker",
@@ -111,8 +117,8 @@ def churn_table(results: Mapping[str, Any]) -> str:
     if skipped := churn.get("skipped"):
         return "\n".join([*lines, f"  skipped ({skipped})"])
     head = ["variant", "sockets", "changes/s", "socket chg", "user chg", "events/s",
-            "ev/observer", "coalescing", "deltas/ev", "members", "mismatches",
-            "gw cores"]  # fmt: skip
+            "ev/observer", "coalescing", "deltas/ev", "cancelled", "members", "mismatches",
+            "sent/recv", "gw cores", "lg cores"]  # fmt: skip
     rows = [
         [
             v["label"],
@@ -124,17 +130,23 @@ def churn_table(results: Mapping[str, Any]) -> str:
             _num(v["events_per_observer"], 0),
             _num(v["coalescing_ratio"], 1),
             _num(v["deltas_per_event"], 1),
+            _num(v["cancelled_in_window"], 0),
             f"{v['final_members']:,}/{v['final_users']:,}",
             str(v["mismatches"]),
+            f"{v['gateways_sent_state_count']:,.0f}/{v['clients_received_state_count']:,}",
             _num(v["server_cpu_s"] / v["elapsed_s"], 2),
+            _num(v["clients_cpu_s"] / v["elapsed_s"], 2),
         ]
         for v in churn["variants"]
     ]
     lines += _grid(head, rows)
     lines.append(
         "events/s: presence events delivered to all members per second (churn + settle); "
-        "coalescing: socket membership changes per event an observer received; "
-        "members: final sockets/users; mismatches: members whose final view != truth."
+        "coalescing: socket membership changes per event an observer received; deltas/ev: "
+        "joins+leaves per presence event; cancelled: changes that cancelled out within one "
+        "window (gateway metric); members: final sockets/users; mismatches: members whose "
+        "final view != truth; sent/recv: presence_state+presence_count events the gateways "
+        "sent / the clients received; gw, lg cores: CPU of the gateways, of the clients."
     )
     if note := churn.get("count_only_skipped"):
         lines.append(f"  count-only: skipped ({note})")
