@@ -69,6 +69,18 @@ EXTRA_GATEWAY_METRICS = frozenset(
         "sailcast_gateway_refusals_total",
         "sailcast_gateway_connect_rejections_total",
         "sailcast_gateway_control_requests_total",
+        # users, members and presence (issue 12, docs/presence.md)
+        "sailcast_gateway_sockets_with_user",
+        "sailcast_gateway_connect_rooms_total",
+        "sailcast_gateway_after_connect_notices_total",
+        "sailcast_gateway_presence_queries_total",
+        "sailcast_gateway_directory_writes_total",
+        "sailcast_gateway_directory_rooms",
+        "sailcast_gateway_forced_disconnects_total",
+        "sailcast_gateway_presence_events_total",
+        "sailcast_gateway_presence_coalesced_total",
+        "sailcast_gateway_presence_deltas_total",
+        "sailcast_gateway_presence_rooms",
     }
 )
 # The publisher's metric families (publisher/stats.py), from workers' own scrapes.

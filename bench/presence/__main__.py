@@ -1,0 +1,5 @@
+"""``python -m bench.presence``: see :mod:`bench.presence.run`."""
+
+from bench.presence.run import main
+
+raise SystemExit(main())
