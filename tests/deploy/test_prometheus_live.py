@@ -55,6 +55,7 @@ SDK_QUERY: Final = (
     "__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript"
 )
 HISTORY: Final = "hist:*=100/10m,lossy=1/1h"
+PRESENCE: Final = "pres:*"
 RECOVERY_WINDOW_S: Final = 2.0
 MAX_CONNECTIONS_B: Final = 3
 QUIET_ROOMS: Final = 300
@@ -240,6 +241,7 @@ def gateways(nats: EmbeddedNats, prefix: str) -> Iterator[dict[str, GatewayProce
     common: dict[str, Any] = {
         "history": HISTORY,
         "history_storage": "memory",
+        "presence": PRESENCE,
         "recovery_window_s": RECOVERY_WINDOW_S,
         "log_level": "ERROR",
     }
@@ -321,6 +323,7 @@ async def test_every_dashboard_query_has_data_and_every_alert_fires(
         await pub.sockets.broadcast("lossy", "m", {"i": 0})
         await b1.wait_for(lambda ev: any(e == "m" for e, _ in ev))
 
+        await users_members_and_presence(gwa, b1, pub, clients)
         stop_traffic = asyncio.Event()
         traffic = asyncio.ensure_future(steady_traffic(pub, stop_traffic))
         await asyncio.gather(
@@ -362,6 +365,26 @@ async def test_every_dashboard_query_has_data_and_every_alert_fires(
         if nats_stopped:  # the worker's fixture stops its router and publisher through NATS
             with contextlib.suppress(TransportError):  # its port may have been taken
                 nats.start()
+
+
+async def users_members_and_presence(
+    gwa: GatewayProcess, b1: RecordingClient, pub: Publisher, clients: list[RecordingClient]
+) -> None:
+    """Issue 12's panels: two sockets in a presence room on two gateways (presence
+    events, and deltas between the gateways), members and count questions, and a forced
+    disconnect by room with a reason (on A: B is kept near its connection limit)."""
+    p1, p2 = await connect_client(gwa.url), b1
+    clients.append(p1)
+    await pub.sockets.join([p1.sid, p2.sid], "pres:lobby")
+    await p1.wait_for(lambda ev: any(e == "presence" for e, _ in ev), 10)
+    assert (await pub.sockets.count("pres:lobby")).sockets == 2
+    assert {m.socket_id for m in (await pub.sockets.members("pres:lobby")).members} == {
+        p1.sid,
+        p2.sid,
+    }
+    kicked = await connect_client(gwa.url)
+    await pub.sockets.join(kicked.sid, "kick")
+    assert await pub.sockets.disconnect(room="kick", reason="monitoring test") == 1
 
 
 async def watch_alerts(prom: Prometheus, seen: dict[str, float], started: float) -> None:
