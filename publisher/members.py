@@ -2,8 +2,9 @@
 
 The gateways holding a room are read from the room directory (shared/directory.py) in
 ONE Direct Get (`multi_last` over the room's entries); each holder is then asked on its
-own subject (`<p>.gw.id.<id>`), all in parallel, and the room named after a socket id
-on that socket's subject (own-id rooms are not in the directory). A holder with no
+own subject (`<p>.gw.id.<id>`) — for a count all in parallel, for a members page in
+cursor order, each for what the page still lacks (`walk_page`) —, and the room named
+after a socket id on that socket's subject (own-id rooms are not in the directory). A holder with no
 responder has gone (NATS dropped its subscriptions with its connection): its entry is
 skipped. A holder that does not answer in time makes the call raise GatewayTimeout
 naming it, unless the caller passed `partial=True`: then the result lists it in
@@ -20,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NoReturn
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -96,26 +97,67 @@ class _Answers:
 AskAll = Callable[[ClusterRequest], Awaitable[list[Applied]]]
 
 
-def merge_page(
-    replies: Mapping[str, MembersOf], after: Position | None, limit: int
-) -> tuple[list[Member], Position | None]:
-    """The next page from the gateways' answers: members after `after` in (gateway,
-    socket id) order, at most `limit`, and where the page stopped (None: nothing
-    follows). A gateway with members left (unsent, or beyond the page) ends the page
-    there: its next members come before any later gateway's."""
+AskMembers = Callable[[str, Members], Awaitable[MembersOf | str | None]]
+"""One holder's answer to a members request: None when it is gone (no responder), its
+id when it did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    members: list[Member]
+    last: Position | None
+    missing: tuple[str, ...]
+
+
+async def walk_page(
+    room: str,
+    holders: Sequence[str],
+    after: Position | None,
+    limit: int,
+    ask: AskMembers,
+    *,
+    partial: bool,
+    answered: Mapping[str, MembersOf] | None = None,
+) -> _Walk:
+    """The next page, asking the holders in cursor order, each for what the page still
+    lacks, so a listing moves each member about once. The walk stops at a holder with
+    members left (beyond the page, or cut by its answer's size: `more`); `last` is then
+    where the page stopped (None: nothing follows). A full page with holders still
+    ahead stops at its last member (the next page may then be empty). `answered`:
+    answers already in hand (the socket subject's), used in place of asking. A holder
+    that does not answer ends the walk unless `partial` (then it is skipped, and
+    listed in `missing`)."""
+    have = dict(answered or {})
+    order = sorted(set(holders) | set(have))
     page: list[Member] = []
     last: Position | None = None
-    for gw in sorted(replies):
-        reply = replies[gw]
+    missing: list[str] = []
+    for gw in order:
+        if after is not None and gw < after.gateway_id:
+            continue  # paged past it
+        need = limit - len(page)
+        if need == 0:
+            return _Walk(page, last, tuple(missing))
+        reply = have.get(gw)
+        if reply is None:
+            since = after.socket_id if after is not None and gw == after.gateway_id else None
+            got = await ask(gw, Members(room, since, need))
+            if got is None:
+                continue  # gone (no responder): holds nothing any more
+            if isinstance(got, str):
+                missing.append(got)
+                if not partial:
+                    break
+                continue
+            reply = got
         fresh = [m for m in reply.members if after is None or Position(gw, m.socket_id) > after]
-        room_left = limit - len(page)
-        taken = fresh[:room_left]
+        taken = fresh[:need]
         if taken:
             page.extend(taken)
             last = Position(gw, taken[-1].socket_id)
-        if len(fresh) > room_left or (reply.more and fresh):
-            return page, last
-    return page, None
+        if len(fresh) > need or (reply.more and fresh):
+            return _Walk(page, last, tuple(missing))
+    return _Walk(page, None, tuple(missing))
 
 
 class RoomQueries:
@@ -146,26 +188,57 @@ class RoomQueries:
             )
         after = decode_cursor(cursor) if cursor is not None else None
         started = time.perf_counter()
+        holders = await self._holders_or_all(room)
+        ahead = [gw for gw in holders if after is None or gw >= after.gateway_id]
 
-        def request(gw: str | None) -> Members | None:
-            if gw is None:  # the socket subject: its gateway is known from its answer
-                return Members(room, None, MAX_MEMBERS_LIMIT)
-            if after is None or gw > after.gateway_id:
-                return Members(room, None, limit)
-            if gw == after.gateway_id:
-                return Members(room, after.socket_id, limit)
-            return None  # paged past it
+        def since(gw: str) -> str | None:
+            return after.socket_id if after is not None and gw == after.gateway_id else None
 
-        answers = await self._gather("members", room, request, partial, started)
-        replies = {gw: r for gw, r in answers.by_gateway.items() if isinstance(r, MembersOf)}
-        page, last = merge_page(replies, after, limit)
-        missing = tuple(sorted(answers.missing))
+        # The first holder is asked for the whole page while the socket subject is
+        # asked (a room named after a socket: no directory entry): one round trip
+        # when that holder fills the page.
+        first = ahead[0] if ahead else None
+        first_ask = (
+            asyncio.ensure_future(
+                self._ask_members(first, room, Members(room, since(first), limit))
+            )
+            if first is not None
+            else None
+        )
+
+        async def ask(gw: str, req: Members) -> MembersOf | str | None:
+            nonlocal first_ask
+            if gw == first and first_ask is not None:  # asked for `limit`: enough
+                prefetched, first_ask = first_ask, None
+                return await prefetched
+            return await self._ask_members(gw, room, req)
+
+        try:
+            by_socket = await self._ask_members(None, room, Members(room, None, MAX_MEMBERS_LIMIT))
+            answered: dict[str, MembersOf] = {}
+            missing: tuple[str, ...] = ()
+            walk = _Walk([], None, ())
+            if isinstance(by_socket, str):
+                missing = (by_socket,)
+            elif by_socket is not None and by_socket.gw not in holders:
+                answered[by_socket.gw] = by_socket
+            if not missing or partial:
+                walk = await walk_page(
+                    room, ahead, after, limit, ask, partial=partial, answered=answered
+                )
+                missing = tuple(sorted({*missing, *walk.missing}))
+        finally:
+            if first_ask is not None and not first_ask.cancel():  # done: not needed
+                first_ask.exception()
+        if missing and not partial:
+            self._timed_out("members", room, missing, started)
         self._stats.presence("members", "partial" if missing else "ok", started)
-        return MembersPage(page, encode_cursor(last) if last is not None else None, missing)
+        last = walk.last
+        return MembersPage(walk.members, encode_cursor(last) if last is not None else None, missing)
 
     async def count(self, room: str, *, partial: bool) -> RoomCount:
         started = time.perf_counter()
-        answers = await self._gather("count", room, lambda gw: Count(room), partial, started)
+        answers = await self._gather("count", room, Count(room), partial, started)
         sockets = 0
         users: set[str] = set()
         for reply in answers.by_gateway.values():
@@ -177,29 +250,23 @@ class RoomQueries:
         return RoomCount(sockets, len(users), missing)
 
     # -- asking the holders ----------------------------------------------------------
-    async def _gather(
-        self,
-        kind: str,
-        room: str,
-        request: Callable[[str | None], Members | Count | None],
-        partial: bool,
-        started: float,
-    ) -> _Answers:
+    async def _holders_or_all(self, room: str) -> list[str]:
+        """The room's holders, or every gateway when there is no directory."""
         holders = await self.holders(room)
         if holders is None:  # no directory (no JetStream): every gateway
             self._stats.presence_fallback()
             holders = sorted({a.gw for a in await self._ask_all(Ping())})
+        return holders
+
+    async def _gather(
+        self, kind: str, room: str, req: Count, partial: bool, started: float
+    ) -> _Answers:
+        """Every holder's answer (and the socket subject's), asked in parallel."""
+        holders = await self._holders_or_all(room)
         out = _Answers()
-        asks: list[tuple[str | None, Members | Count]] = []
-        for gw in holders:
-            req = request(gw)
-            if req is not None:
-                asks.append((gw, req))
-        socket_req = request(None)
-        assert socket_req is not None
-        asks.append((None, socket_req))
-        replies = await asyncio.gather(*(self._ask(gw, room, req) for gw, req in asks))
-        for (asked, _), reply in zip(asks, replies, strict=True):
+        asks: list[str | None] = [*holders, None]
+        replies = await asyncio.gather(*(self._ask(gw, room, req) for gw in asks))
+        for asked, reply in zip(asks, replies, strict=True):
             if reply is None:
                 continue  # gone (no responder): holds nothing any more
             if isinstance(reply, str):
@@ -207,12 +274,22 @@ class RoomQueries:
             elif asked is not None or reply.gw not in out.by_gateway:
                 out.by_gateway[reply.gw] = reply
         if out.missing and not partial:
-            self._stats.presence(kind, "timeout", started)
-            raise GatewayTimeout(
-                f"{kind} of {room[:80]!r}: gateway(s) {', '.join(sorted(out.missing))} did not "
-                f"answer within {self._timeout_s}s (pass partial=True to get the others' answer)"
-            )
+            self._timed_out(kind, room, tuple(sorted(out.missing)), started)
         return out
+
+    def _timed_out(
+        self, kind: str, room: str, missing: tuple[str, ...], started: float
+    ) -> NoReturn:
+        self._stats.presence(kind, "timeout", started)
+        raise GatewayTimeout(
+            f"{kind} of {room[:80]!r}: gateway(s) {', '.join(missing)} did not "
+            f"answer within {self._timeout_s}s (pass partial=True to get the others' answer)"
+        )
+
+    async def _ask_members(self, gw: str | None, room: str, req: Members) -> MembersOf | str | None:
+        reply = await self._ask(gw, room, req)
+        assert not isinstance(reply, CountOf)
+        return reply
 
     async def _ask(
         self, gw: str | None, room: str, req: Members | Count
@@ -287,4 +364,4 @@ class RoomQueries:
         return sorted(found)
 
 
-__all__ = ["DEFAULT_PAGE", "MembersPage", "RoomCount", "RoomQueries"]
+__all__ = ["DEFAULT_PAGE", "MembersPage", "RoomCount", "RoomQueries", "walk_page"]
