@@ -112,3 +112,29 @@ async def test_variants_wait_in_the_backlog_and_each_socket_gets_its_own_packet(
         assert [p.text for p in c.sent] == [f'42["e",{i},"x:{i}"]' for i in range(3)]
     assert conns[1].sent[0] is conns[2].sent[0]  # built once, shared
     assert not drops
+
+
+def test_each_socket_gets_the_variant_its_protocol_and_offsets_call_for() -> None:
+    """A message's two packets: the marked one (one more trailing argument) for a socket
+    that takes positions when `takes_trailing_argument` says its protocol needs it —
+    v3 always, v4 when the last argument is a string (`v4`) —, the plain one otherwise;
+    each built once however many sockets share it."""
+    fanout = Fanout(GatewayMetrics())
+    conns = {}
+    for offsets in (False, True):
+        for protocol in (3, 4):
+            for i in range(2):
+                conn = RecordingConnection(f"{int(offsets)}-{protocol}-{i}", protocol)
+                conn.offsets = offsets
+                fanout.attach(conn)
+                conns[conn.sid] = conn
+    for v4 in (False, True):
+        for conn in conns.values():
+            conn.sent.clear()
+        packets = Variants(b'["e","x"]', b",null]", v4=v4)
+        assert fanout.deliver(packets, list(conns)) == len(conns)
+        for conn in conns.values():
+            marked = conn.offsets and (conn.protocol == 3 or v4)
+            assert [p.text for p in conn.sent] == ['42["e","x",null]' if marked else '42["e","x"]']
+        built = {id(conn.sent[0]) for conn in conns.values()}
+        assert len(built) == 2  # two packets in all, shared by the sockets
