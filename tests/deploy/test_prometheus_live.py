@@ -376,7 +376,9 @@ async def users_members_and_presence(
     p1, p2 = await connect_client(gwa.url), b1
     clients.append(p1)
     await pub.sockets.join([p1.sid, p2.sid], "pres:lobby")
-    await p1.wait_for(lambda ev: any(e == "presence" for e, _ in ev), 10)
+    # the other member shows in p1's state, or in a diff when the state came first
+    await p1.wait_for(lambda ev: sum(e in ("presence", "presence_state") for e, _ in ev) >= 1, 10)
+    await p1.wait_for(lambda ev: p2.sid in str(ev), 10)
     assert (await pub.sockets.count("pres:lobby")).sockets == 2
     assert {m.socket_id for m in (await pub.sockets.members("pres:lobby")).members} == {
         p1.sid,
