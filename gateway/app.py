@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_BATCHES_PER_S = 10
 MAX_NATS_RETRY_S = 5.0
+SHUTDOWN_GRACE_S: Final = 2.0
+"""At stop, after the drain: how long aiohttp waits for requests and websockets still
+open before closing them hard (its default, 60 s, outlasts any drain deadline and a
+pod's grace period, so a stop with one stuck connection was killed instead)."""
 MAX_HEADER_LINE: Final = 8190
 """aiohttp's (and Node's) bound on one request line or header line."""
 
@@ -259,7 +263,9 @@ class GatewayApp:
         return stream
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=2048)
         await site.start()
@@ -279,6 +285,7 @@ class GatewayApp:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=listen.handshake_timeout_s,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
             max_line_size=line,
             max_field_size=line,
         )

@@ -76,6 +76,31 @@ async def test_shutdown_is_not_held_up_by_long_polls(
     await stays.disconnect()
 
 
+async def test_shutdown_is_not_held_up_by_a_websocket_that_never_reads(
+    gateway_factory: Callable[..., GatewayProcess],
+) -> None:
+    """A client that upgraded to websocket and then reads nothing, nor answers the close
+    frame: aiohttp's cleanup waited for its handler for its 60 s default, past any drain
+    deadline (SHUTDOWN_GRACE_S bounds it now)."""
+    gw = gateway_factory("stuck", drain_delay_s=0, drain_timeout_s=2)
+    port = int(gw.url.rstrip("/").rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await writer.drain()
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(gw.proc.wait, 30)
+    took = time.monotonic() - started
+    writer.close()
+    assert code == 0
+    assert took < 8, f"shutdown took {took:.1f}s"
+
+
 async def test_a_socket_connecting_while_draining_is_refused_with_a_reason(
     gateway_factory: Callable[..., GatewayProcess], client_factory: Any
 ) -> None:
