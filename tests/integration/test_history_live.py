@@ -70,6 +70,7 @@ async def test_a_client_gets_history_events_with_their_offset_last(
     await client.wait_count(1)
     await publisher.sockets.broadcast("plain", "text", "hello")  # a room without history
     await publisher.sockets.broadcast("plain", "obj", {"k": "v"})
+    await publisher.flush()  # another connection than `nc`: in NATS before the next store
     s2 = await store(nc, subjects, "chat", {"n": 2})
     events = await client.wait_count(4)
     assert events == [
