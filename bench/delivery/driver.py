@@ -24,6 +24,7 @@ from bench.delivery.processes import Child, ProcessError, Processes
 from bench.delivery.scoring import ClientRecord, score_run
 from bench.delivery.targets import Published, Target
 from bench.delivery.variants import CLIENTS_DIR, Variant
+from bench.harness import progress
 from bench.procstat import cpu_seconds, machine_busy_seconds
 
 CONNECT_BATCH: Final = 50
@@ -44,10 +45,6 @@ class Options:
     grace_s: float
     raw_dir: Path | None = None
     """Where to keep each client process's report (what every client received)."""
-
-
-def progress(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 class ClientProcess:

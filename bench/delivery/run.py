@@ -13,24 +13,16 @@ under ``bench/results/tmp/``). Loopback only; every process it starts is stopped
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import platform
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from bench.delivery.driver import Options, progress, run_variant
+from bench.delivery.driver import Options, run_variant
 from bench.delivery.table import table
 from bench.delivery.variants import VARIANTS
+from bench.harness import RESULTS_DIR, environment, progress, until_interrupted, write_record
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, run
-
-RESULTS_DIR: Path = REPO_ROOT / "bench" / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -105,18 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = await run_variant(variant, opts, log)
 
     async def entry() -> None:
-        """Ctrl-C or SIGTERM cancels the variant in progress, which stops its processes."""
-        task = asyncio.ensure_future(variants())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            progress("interrupted: every process of the variant in progress was stopped")
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        await until_interrupted(variants)
 
     started = time.perf_counter()
     run(entry)
@@ -126,17 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "elapsed_s": time.perf_counter() - started,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
-        "environment": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "environment": environment(),
         "results": results,
         "table": text,
     }
-    json_path = out_dir / f"delivery-{stamp}.json"
-    json_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
     print(text)
-    shown = json_path.relative_to(REPO_ROOT) if json_path.is_relative_to(REPO_ROOT) else json_path
-    print(f"\nJSON: {shown}")
+    write_record(out_dir, "delivery", record)
     return 1 if any("error" in r for r in results.values()) else 0

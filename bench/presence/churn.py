@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,10 +40,6 @@ class ChurnSpec:
     duration_s: float
     settle_s: float
     label: str
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def observer_user(k: int) -> str:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import orjson
 
 from bench.delivery.processes import Child, ProcessError
+from bench.harness import progress
 from bench.presence.cluster import NodeCluster, SailcastCluster, token
 from bench.presence.measure import Meter, Series
 from bench.presence.people import info_of, user_of, users_among
@@ -35,10 +36,6 @@ def room_of(size: int) -> str:
 
 def rooms_of(index: int, sizes: Sequence[int]) -> list[str]:
     return [room_of(s) for s in sizes if index < s]
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 async def _join_all(pub: Any, sids: dict[int, str], sizes: Sequence[int]) -> None:

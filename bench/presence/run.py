@@ -17,10 +17,6 @@ under ``bench/results/tmp/``). Loopback only; every process it starts is stopped
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import platform
-import signal
 import subprocess
 import sys
 import time
@@ -31,15 +27,15 @@ import orjson
 
 from bench.brokers import Brokers
 from bench.delivery.processes import Processes
+from bench.harness import RESULTS_DIR, environment, progress, until_interrupted, write_record
 from bench.presence.churn import ChurnSpec, connect, run_churn
 from bench.presence.cluster import NodeCluster, SailcastCluster, gateway_flags
-from bench.presence.members import node_fetch_sockets, progress, sailcast_members
+from bench.presence.members import node_fetch_sockets, sailcast_members
 from bench.presence.pool import ClientPool
 from bench.presence.table import churn_table, members_table
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, run
 
-RESULTS_DIR: Final = REPO_ROOT / "bench" / "results"
 PRESENCE_ROOMS: Final = "churn:*"
 COUNT_ONLY_ROOMS: Final = "churn:count:*"
 FULL_ROOM: Final = "churn:full"
@@ -268,32 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "timestamp": stamp,
         "mode": "quick" if args.quick else "full",
-        "environment": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "environment": environment(),
         "results": {},
     }
 
     async def entry() -> None:
-        """Ctrl-C or SIGTERM cancels the run, which stops every process it started."""
         with log_path.open("a", buffering=1) as log:
-            task = asyncio.ensure_future(main_async(args, log, record))
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, task.cancel)
             try:
-                await task
-            except asyncio.CancelledError:
-                progress("interrupted: every process was stopped")
-                record["interrupted"] = True
+                if await until_interrupted(lambda: main_async(args, log, record)):
+                    record["interrupted"] = True
             except Exception as exc:
                 progress(f"failed: {type(exc).__name__}: {exc}")
                 record["error"] = f"{type(exc).__name__}: {exc}"
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
 
     started = time.perf_counter()
     run(entry)
@@ -301,10 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     results = record["results"]
     text = members_table(results) + "\n\n" + churn_table(results)
     record["table"] = text
-    json_path = out_dir / f"presence-{stamp}.json"
-    json_path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
     print(text)
-    shown = json_path.relative_to(REPO_ROOT) if json_path.is_relative_to(REPO_ROOT) else json_path
-    print(f"\nJSON: {shown} ({record['elapsed_s']:.0f} s)")
+    write_record(out_dir, "presence", record)
     failed = "error" in record or record.get("interrupted")
     return 1 if failed else 0
