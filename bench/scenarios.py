@@ -79,6 +79,11 @@ class Sizes:
     """1,000, 5,000 (mid) and 10,000 deliveries/s."""
     fixed_s: float = 3.0
     """Length of each fixed-rate step other than the latency step (which is `latency_s`)."""
+    warmup_s: float = 3.0
+    """An unrecorded step at the lowest fixed rate before the recorded ones. Without it
+    the first step measured a system's start, not its steady state: Sailcast's first
+    step on a fresh broker gave p99 77–81 ms at 2 msg/s in three runs where later
+    steps at higher rates gave 24–43 ms (issue 17)."""
     s1_start_rate: float = 8.0
     s2_start_rate: float = 1000.0
     """msg/s where the rate search starts if the latency step gave no estimate."""
@@ -103,6 +108,7 @@ QUICK = Sizes(
     s1_fixed_rates=(2.0, 10.0),
     s2_fixed_rates=(50.0, 200.0),
     fixed_s=1.0,
+    warmup_s=0.5,
     s1_start_rate=20.0,
     s2_start_rate=200.0,
     s4_seconds=0.5,
@@ -497,8 +503,8 @@ class Bench:
 async def fixed_rate_steps(
     bench: Bench, rooms: list[str], room_size: int, rates: Sequence[float], latency_rate: float
 ) -> tuple[Step, list[Step], list[dict[str, Any]]]:
-    """The equal-load steps, lowest rate first: (the latency step, the steps run, every
-    rate's figures).
+    """The equal-load steps, lowest rate first, after an unrecorded warm-up step
+    (`Sizes.warmup_s`): (the latency step, the steps run, every rate's figures).
 
     Every system runs the same rates for the same time, so deliveries per server
     CPU-second compare like for like (issue 17). Once a rate fails on a quiet machine,
@@ -511,7 +517,12 @@ async def fixed_rate_steps(
     run: list[Step] = []
     out: list[dict[str, Any]] = []
     failed_at: float | None = None
-    for rate in sorted({*rates, latency_rate}):
+    ordered = sorted({*rates, latency_rate})
+    if sz.warmup_s > 0:
+        warm = await bench.step(rooms, room_size, ordered[0], sz.warmup_s)
+        if not warm.passed:
+            await bench.settle(warm.k)
+    for rate in ordered:
         if failed_at is not None and rate != latency_rate:
             out.append(
                 {
