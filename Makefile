@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.sailcast-installed
 SAILS_IO_JS_VERSION := 1.2.1
 SAILS_IO_JS := .tools/sails.io.js/dist/sails.io.js
 
-.PHONY: install demo-client run test test-fast lint typecheck test-tools bench bench-quick bench-delivery bench-presence clean
+.PHONY: install demo-client run test test-fast lint typecheck test-tools bench bench-quick bench-delivery bench-presence bench-scale clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-delivery: install
 bench-presence: install
 	bash bench/setup.sh
 	$(PY) -m bench.presence $(ARGS)
+
+bench-scale: install
+	bash bench/setup.sh
+	$(PY) -m bench.scale $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

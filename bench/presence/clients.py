@@ -18,20 +18,26 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from bench import hist
 from bench.loadgen import CONNECT_TIMEOUT_S, EIO_PATH, RawClient, Sink
 from bench.presence.views import EVENTS, View
 from bench.procstat import raise_nofile_limit
+from bench.pubworker import EVENT as BENCH_EVENT
 from bench.rpc import run, serve
 
 
 class PresenceSink(Sink):
-    """Every client's views by room, and how many events of each kind arrived."""
+    """Every client's views by room, and how many events of each kind arrived; timed
+    ``bench`` events (``{"t", "k"}``, e.g. bench/scale/churn.py's join probes) are
+    latency samples of step ``k``, as in :class:`bench.loadgen.Sink`, and counted in
+    ``bench`` (bench/scale/topology.py counts its room messages so)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.views: dict[tuple[int, str], View] = {}
         self.received: dict[str, int] = dict.fromkeys(EVENTS, 0)
         self.other = 0
+        self.bench = 0
         self.first_ns = 0
         self.last_ns = 0
 
@@ -40,6 +46,10 @@ class PresenceSink(Sink):
             name, data = orjson.loads(packet[2:])[:2]
         except (orjson.JSONDecodeError, ValueError, TypeError):
             self.other += 1
+            return
+        if name == BENCH_EVENT and isinstance(data, dict) and "k" in data and "t" in data:
+            self.bench += 1
+            super().event(index, packet, arrived_ns)
             return
         if name not in self.received or not isinstance(data, dict):
             self.other += 1
@@ -57,6 +67,7 @@ class PresenceSink(Sink):
     def reset_counts(self) -> None:
         self.received = dict.fromkeys(EVENTS, 0)
         self.other = 0
+        self.bench = 0
         self.first_ns = self.last_ns = 0
         for view in self.views.values():
             view.events = view.states = view.counts = view.deltas = 0
@@ -124,9 +135,15 @@ class Clients:
         return {
             "received": dict(s.received),
             "other": s.other,
+            "bench": s.bench,
             "span_s": (s.last_ns - s.first_ns) / 1e9 if s.first_ns else 0.0,
             "connected": sum(1 for c in self.clients.values() if not c.closed),
         }
+
+    async def collect(self, k: int) -> dict[str, Any]:
+        """Hand over step ``k``'s latency histogram (timed ``bench`` events) and forget it."""
+        samples = self.sink.latencies.pop(k, [])
+        return {"n": len(samples), "hist": hist.histogram(samples)}
 
     async def views(self, room: str, indices: list[int] | None = None) -> dict[str, Any]:
         """Each client's view of ``room`` (those given, or all that have one)."""
@@ -164,6 +181,7 @@ async def _main() -> None:
                 "connect": clients.connect,
                 "reset": clients.reset,
                 "stats": clients.stats,
+                "collect": clients.collect,
                 "views": clients.views,
                 "close_all": clients.close_all,
             }

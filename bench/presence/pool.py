@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from bench import hist
 from bench.procstat import total_cpu_seconds
 from bench.rpc import Worker
 
@@ -79,7 +80,17 @@ class ClientPool:
         return {
             "received": received,
             "other": sum(r["other"] for r in replies),
+            "bench": sum(r["bench"] for r in replies),
             "connected": sum(r["connected"] for r in replies),
+        }
+
+    async def collect(self, k: int) -> dict[str, Any]:
+        """Step ``k``'s timed ``bench`` events over every process: ``n`` and the merged
+        histogram (:mod:`bench.hist`); the workers forget them."""
+        replies = await asyncio.gather(*(w.call("collect", k=k) for w in self.workers))
+        return {
+            "n": sum(r["n"] for r in replies),
+            "hist": hist.merge(r["hist"] for r in replies),
         }
 
     async def views(self, room: str, indices: Sequence[int] | None = None) -> dict[int, Any]:

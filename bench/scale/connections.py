@@ -356,6 +356,8 @@ async def run(args: argparse.Namespace, log: TextIO) -> dict[str, Any]:
         "nofile_soft": soft,
         "ping_interval_s": plan.ping_interval_s,
         "idle_window_s": plan.idle_s,
+        "gateway_max_connections": 0,  # no cap: the fd limit is the only bound
+        "gateway_fd_reserve": ListenSettings().fd_reserve,
         "connect_concurrency_per_worker": plan.concurrency,
         "conns_per_worker_max": plan.per_worker,
         "steps": steps,

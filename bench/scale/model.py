@@ -67,8 +67,11 @@ class UnitCosts:
     gw_bytes_per_room: float
     """A room held by the gateway (its NATS subscription and member set)."""
     # NATS CPU (sums over the cluster's nodes)
+    nats_base_cores: float
+    """One NATS node of the cluster with gateways and clients but no traffic (route and
+    client pings, JetStream's own housekeeping)."""
     nats_cpu_us_per_message_published: float
-    """Receiving one published message (the cluster's idle CPU folded in)."""
+    """Receiving one published message."""
     nats_cpu_us_per_message_out: float
     """Sending one message to one interested gateway, its route hop included."""
     nats_cpu_us_per_join_leave: float
@@ -106,6 +109,7 @@ COST_ROWS: Final[tuple[_Row, ...]] = (
     _Row("gw_rss_base_bytes", "gateway RSS, base per process", "MiB", MIB),
     _Row("gw_bytes_per_conn", "gateway RSS per idle connection", "KiB", 1024),
     _Row("gw_bytes_per_room", "gateway RSS per room held", "KiB", 1024),
+    _Row("nats_base_cores", "NATS node idle (in a cluster, no traffic)", "cores", 1.0),
     _Row("nats_cpu_us_per_message_published", "NATS cluster, per published message", "µs", 1.0),
     _Row("nats_cpu_us_per_message_out", "NATS cluster, per message to a gateway", "µs", 1.0),
     _Row("nats_cpu_us_per_join_leave", "NATS cluster, per join+leave", "µs", 1.0),
@@ -229,6 +233,14 @@ def _f(d: Mapping[str, Any], key: str) -> float:
     return float(v) if isinstance(v, int | float) else math.nan
 
 
+def _f_sum(d: Mapping[str, Any], key: str) -> float:
+    """Sum of a list of numbers under ``key``; NaN if absent."""
+    v = d.get(key)
+    if not isinstance(v, list) or not v:
+        return math.nan
+    return float(sum(float(x) for x in v))
+
+
 def _mean(xs: Iterable[float]) -> float:
     vals = [x for x in xs if not math.isnan(x)]
     return sum(vals) / len(vals) if vals else math.nan
@@ -289,7 +301,7 @@ def _fit_connections(
 
 def _fit_cluster(sec: Mapping[str, Any] | None, out: dict[str, float], src: dict[str, str]) -> None:
     steps = [s for s in (sec or {}).get("steps", []) if s.get("publish_rate_per_s")]
-    keys = ("gw_cpu_us_per_message_in", "gw_cpu_us_per_delivery",
+    keys = ("gw_cpu_us_per_message_in", "gw_cpu_us_per_delivery", "nats_base_cores",
             "nats_cpu_us_per_message_published", "nats_cpu_us_per_message_out",
             "publisher_cpu_us_per_message")  # fmt: skip
     if not steps:
@@ -338,11 +350,24 @@ def _fit_cluster(sec: Mapping[str, Any] | None, out: dict[str, float], src: dict
 
     rates = [float(s["publish_rate_per_s"]) for s in steps]
     outs = [float(s["interested_gateways"]) * r for s, r in zip(steps, rates, strict=True)]
-    y_nats = [sum(float(c) for c in s.get("nats_cpu_cores", [])) for s in steps]
+    # each step's idle window (same processes, nothing published) is the cluster's base
+    idle_nats = [_f_sum(s, "nats_idle_cpu_cores") for s in steps]
+    nodes = [float(len(s.get("nats_cpu_cores", [])) or 1) for s in steps]
+    base_per_node = _mean(i / n for i, n in zip(idle_nats, nodes, strict=True) if not math.isnan(i))
+    base_how = "mean over steps of Σ nats_idle_cpu_cores / nodes"
+    if math.isnan(base_per_node):
+        base_per_node = 0.0
+        base_how = "no idle window measured: 0 (idle CPU folded into the per-message costs)"
+    out["nats_base_cores"] = base_per_node
+    src["nats_base_cores"] = f"{where}: {base_how}"
+    y_nats = [
+        sum(float(c) for c in s.get("nats_cpu_cores", [])) - base_per_node * n
+        for s, n in zip(steps, nodes, strict=True)
+    ]
     (n_pub, n_out), how = fit_costs(
         [rates, outs], y_nats, ["a × published", "b × messages to gateways"], 0
     )
-    how = f"Σ NATS nodes' CPU = {how}"
+    how = f"Σ NATS nodes' CPU − nodes × base = {how}"
     out["nats_cpu_us_per_message_published"] = n_pub / US
     out["nats_cpu_us_per_message_out"] = n_out / US
     src["nats_cpu_us_per_message_published"] = src["nats_cpu_us_per_message_out"] = (
@@ -459,7 +484,7 @@ def predict(costs: UnitCosts, w: Workload) -> dict[str, float]:
         + conns_g * costs.gw_bytes_per_conn
         + rooms_g * costs.gw_bytes_per_room
     )
-    nats_cpu = US * (
+    nats_cpu = w.nats_nodes * costs.nats_base_cores + US * (
         w.publish_rate_per_s * costs.nats_cpu_us_per_message_published
         + w.publish_rate_per_s * spread * costs.nats_cpu_us_per_message_out
         + w.joins_per_s * costs.nats_cpu_us_per_join_leave
@@ -614,8 +639,11 @@ def size(costs: UnitCosts, target: Workload, limits: PodLimits | None = None) ->
     gateways = max(lim.min_replicas, needed + lim.spare_replicas)
     w = _replace(target, gateways=gateways, nats_nodes=lim.nats_min_nodes)
     pred = predict(costs, w)
-    nats_usable = lim.nats_cores * lim.nats_cpu_target
-    nodes = max(lim.nats_min_nodes, math.ceil(pred["nats_cpu_cores"] / nats_usable))
+    nats_usable = lim.nats_cores * lim.nats_cpu_target - costs.nats_base_cores
+    if nats_usable <= 0:
+        raise ValueError("an idle NATS node uses more than the CPU target")
+    traffic = pred["nats_cpu_cores"] - lim.nats_min_nodes * costs.nats_base_cores
+    nodes = max(lim.nats_min_nodes, math.ceil(traffic / nats_usable))
     w = _replace(w, nats_nodes=nodes)
     pred = predict(costs, w)
     nats_node_rss = pred["nats_rss_bytes"] / nodes
@@ -844,7 +872,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results", type=Path, help="a bench/results/scale-*.json")
     p.add_argument("--markdown", action="store_true", help="markdown (for docs/capacity.md)")
     args = p.parse_args(argv)
-    results = json.loads(args.results.read_text())
+    record = json.loads(args.results.read_text())
+    results = record.get("results", record)  # a run's record, or its results alone
     sys.stdout.write(report(results, md=args.markdown))
     return 0
 

@@ -1,0 +1,1 @@
+"""Scale figures and the capacity model (issue 14): ``python -m bench.scale``."""
