@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ import socketio
 from aiohttp import web
 
 READY_TIMEOUT_S = 20.0
+
+
+class GatewayKilled(UserWarning):
+    """A test gateway needed SIGKILL at stop: its shutdown waits on something."""
 
 
 @dataclass
@@ -67,6 +72,8 @@ class GatewayProcess:
             return int(exc.code)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Signal, wait up to `timeout`, then SIGKILL — and say so with a warning (shown
+        in pytest's summary), so a gateway that does not stop by itself cannot hide."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -74,6 +81,12 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                warnings.warn(
+                    f"gateway {self.gateway_id} (pid {self.proc.pid}) did not exit within "
+                    f"{timeout:.0f}s of signal {sig}: SIGKILLed",
+                    GatewayKilled,
+                    stacklevel=2,
+                )
 
 
 def start_gateway(
