@@ -53,6 +53,8 @@ SHUTDOWN_GRACE_S: Final = 2.0
 """At stop, after the drain: how long aiohttp waits for requests and websockets still
 open before closing them hard (its default, 60 s, outlasts any drain deadline and a
 pod's grace period, so a stop with one stuck connection was killed instead)."""
+API_CLOSE_TIMEOUT_S: Final = 5.0
+"""Most a stopping gateway waits for its HTTP API publisher to flush and drain."""
 MAX_HEADER_LINE: Final = 8190
 """aiohttp's (and Node's) bound on one request line or header line."""
 
@@ -484,7 +486,15 @@ class GatewayApp:
             self._history_refresh.cancel()
             await asyncio.gather(self._history_refresh, return_exceptions=True)
         if self.api_publisher is not None:
-            await self.api_publisher.close()
+            # bounded like the broker's drain: nats-py's own drain waits up to 30 s,
+            # which held a SIGTERMed gateway past its pod's grace period
+            try:
+                await asyncio.wait_for(self.api_publisher.close(), timeout=API_CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning(
+                    "HTTP API publisher not drained in %g s: what it still held is lost",
+                    API_CLOSE_TIMEOUT_S,
+                )
         if self.broker is not None:
             try:
                 await asyncio.wait_for(self.broker.drain(), timeout=5)
