@@ -53,6 +53,9 @@ class Sizes:
     window_s: float
     idle_s: float
     client_procs: int
+    sweep_rates: tuple[float, ...]
+    """Higher rates measured on the first (one-gateway) layout, kept apart from the
+    fitted steps: how far the per-message costs stay linear."""
 
     @property
     def clients_per_gateway(self) -> int:
@@ -68,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cluster-window-s", type=float, default=None, help="window (15; quick 3)")
     g.add_argument("--cluster-idle-s", type=float, default=None, help="idle baseline (5; quick 1)")
     g.add_argument("--cluster-client-procs", type=int, default=2, help="load-gen processes")
+    g.add_argument(
+        "--cluster-sweep-rates",
+        default=None,
+        help="msg/s on one gateway beyond --cluster-rate, not fitted: the linearity check "
+        "(400,1000; quick 60); empty: none",
+    )
 
 
 def sizes(args: argparse.Namespace) -> Sizes:
@@ -81,6 +90,15 @@ def sizes(args: argparse.Namespace) -> Sizes:
         window_s=args.cluster_window_s or (3.0 if quick else 15.0),
         idle_s=args.cluster_idle_s or (1.0 if quick else 5.0),
         client_procs=args.cluster_client_procs,
+        sweep_rates=tuple(
+            float(x)
+            for x in (
+                args.cluster_sweep_rates
+                if args.cluster_sweep_rates is not None
+                else ("60" if quick else "400,1000")
+            ).split(",")
+            if x.strip()
+        ),
     )
 
 
@@ -192,6 +210,7 @@ async def run(args: argparse.Namespace, log: TextIO) -> dict[str, Any]:
         "target_rate_per_s": s.rate,
         "publisher_node": "nats0",
         "steps": [],
+        "rate_steps": [],
     }
     topo = Topology(log=log, client_workers=s.client_procs)
     clients: list[list[int]] = []
@@ -223,6 +242,14 @@ async def run(args: argparse.Namespace, log: TextIO) -> dict[str, Any]:
                 progress(f"  G={g_count} interested={k}: {s.rate} msg/s for {s.window_s} s")
                 w = await topo.window(hot, rate=s.rate, duration_s=s.window_s, k=step_no)
                 section["steps"].append(_step(topo, g_count, hot, w, idle, s))
+                if g_count == s.gateways[0] and all_gateways:
+                    for rate in s.sweep_rates:
+                        step_no += 1
+                        progress(f"  G={g_count} interested={k}: {rate} msg/s (rate check)")
+                        w = await topo.window(hot, rate=rate, duration_s=s.window_s, k=step_no)
+                        checked = _step(topo, g_count, hot, w, idle, s)
+                        checked["target_rate_per_s"] = rate
+                        section["rate_steps"].append(checked)
     finally:
         await topo.close()
     return section
@@ -243,7 +270,7 @@ def table(section: dict[str, Any]) -> str:
     )  # fmt: skip
     rows: list[tuple[str, ...]] = [
         (
-            str(st["gateways"]),
+            str(st["gateways"]) + ("*" if st in section.get("rate_steps", []) else ""),
             str(st["interested_gateways"]),
             _num(st["publish_rate_per_s"]),
             str(st["fanout"]),
@@ -259,7 +286,7 @@ def table(section: dict[str, Any]) -> str:
             _num(st["route_msgs_per_s"]),
             _num(st["route_bytes_per_s"] / 1e3),
         )
-        for st in section["steps"]
+        for st in [*section["steps"], *section.get("rate_steps", [])]
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = [
@@ -269,6 +296,8 @@ def table(section: dict[str, Any]) -> str:
         "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)),
     ]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if section.get("rate_steps"):
+        lines.append("* the rate check: not fitted; the model's linearity at higher rates")
     lines.append("")
     lines.append("Route traffic (msgs/s sent over routes, by direction; idle baseline in [ ])")
     for st in section["steps"]:

@@ -536,6 +536,60 @@ def validation(costs: UnitCosts, results: Mapping[str, Any]) -> dict[str, dict[s
     return rows
 
 
+def rate_check(costs: UnitCosts, results: Mapping[str, Any]) -> list[dict[str, float]]:
+    """The cluster section's rate steps (one layout at higher publish rates, not fitted)
+    against what the fitted costs say: measured / predicted CPU of the interested
+    gateways and of the NATS cluster. Below 1: the linear model over-predicts there (the
+    per-message costs include a wake-up of each process that batching amortizes)."""
+    rows: list[dict[str, float]] = []
+    for st in (results.get("cluster") or {}).get("rate_steps", []):
+        interested = [int(g) for g in st.get("interested", [])]
+        cores = [float(c) for c in st["gateway_cpu_cores"]]
+        idle = [float(c) for c in st.get("gateway_idle_cpu_cores", [0.0] * len(cores))]
+        rate = float(st["publish_rate_per_s"])
+        deliveries = float(st["deliveries_per_s"])
+        k = float(len(interested))
+        gw_pred = sum(idle[g] for g in interested) + US * (
+            k * rate * costs.gw_cpu_us_per_message_in + deliveries * costs.gw_cpu_us_per_delivery
+        )
+        gw_meas = sum(cores[g] for g in interested)
+        nodes = len(st["nats_cpu_cores"])
+        nats_pred = nodes * costs.nats_base_cores + US * rate * (
+            costs.nats_cpu_us_per_message_published + k * costs.nats_cpu_us_per_message_out
+        )
+        nats_meas = sum(float(c) for c in st["nats_cpu_cores"])
+        rows.append(
+            {
+                "publish_rate_per_s": rate,
+                "deliveries_per_s": deliveries,
+                "gateway_cpu_cores_measured": gw_meas,
+                "gateway_cpu_cores_predicted": gw_pred,
+                "gateway_ratio": gw_meas / gw_pred if gw_pred else math.nan,
+                "nats_cpu_cores_measured": nats_meas,
+                "nats_cpu_cores_predicted": nats_pred,
+                "nats_ratio": nats_meas / nats_pred if nats_pred else math.nan,
+            }
+        )
+    return rows
+
+
+def rate_check_table(rows: Sequence[Mapping[str, float]], md: bool = False) -> str:
+    out = [
+        [
+            f"{r['publish_rate_per_s']:,.0f}",
+            f"{r['deliveries_per_s']:,.0f}",
+            f"{_num(r['gateway_cpu_cores_measured'])} / {_num(r['gateway_cpu_cores_predicted'])}",
+            f"{r['gateway_ratio']:.2f}",
+            f"{_num(r['nats_cpu_cores_measured'])} / {_num(r['nats_cpu_cores_predicted'])}",
+            f"{r['nats_ratio']:.2f}",
+        ]
+        for r in rows
+    ]
+    header = ["msg/s", "deliveries/s", "gateway cores measured / predicted", "ratio",
+              "NATS cores measured / predicted", "ratio"]  # fmt: skip
+    return _table(header, out, md)
+
+
 # -- size ------------------------------------------------------------------------------
 
 
@@ -854,6 +908,14 @@ def report(results: Mapping[str, Any], md: bool = False) -> str:
             "Workload: " + ", ".join(f"{k}={v}" for k, v in wl.items()),
             "",
             validation_table(rows, md),
+            "",
+        ]
+    checks = rate_check(costs, results)
+    if checks:
+        parts += [
+            h("Rate check (higher publish rates, not fitted)"),
+            "",
+            rate_check_table(checks, md),
             "",
         ]
     parts += [h("Worked examples"), "", f"Assumed: {EXAMPLE_ASSUMPTIONS}.", ""]

@@ -34,7 +34,7 @@ from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, run
 from bench.scale import churn, cluster, connections, validate
 from bench.scale.charts import write_charts
-from bench.scale.model import fit, report, validation
+from bench.scale.model import fit, rate_check, report, validation
 
 SECTIONS: Final[dict[str, ModuleType]] = {
     "connections": connections,
@@ -106,6 +106,7 @@ def model_section(results: dict[str, Any]) -> tuple[dict[str, Any], str]:
     section: dict[str, Any] = {"unit_costs": costs.as_dict()}
     if "validation" in results and "error" not in results["validation"]:
         section["validation"] = validation(costs, results)
+    section["rate_check"] = rate_check(costs, results)
     return section, report(results)
 
 

@@ -71,7 +71,17 @@ def cluster() -> dict[str, Any]:
                 "publisher_cpu_cores": rate * 300e-6,
             }
         )
-    return {"nats_nodes": 3, "steps": steps}
+    over = 4 * rate  # the rate check: same layout as the first step, 4x the rate
+    checked = {
+        **steps[0],
+        "interested": [0],
+        "gateway_idle_cpu_cores": [idle_gw],
+        "publish_rate_per_s": over,
+        "deliveries_per_s": over * fanout,
+        "gateway_cpu_cores": [over * (MSG_IN_US + fanout * DELIVERY_US) * 1e-6 / 2 + idle_gw],
+        "nats_cpu_cores": [NATS_BASE + over * (NATS_PUB_US + NATS_OUT_US) * 1e-6 / 3] * 3,
+    }
+    return {"nats_nodes": 3, "steps": steps, "rate_steps": [checked]}
 
 
 def churn() -> dict[str, Any]:
@@ -221,3 +231,14 @@ def test_report_renders_costs_validation_and_both_examples() -> None:
     assert "### 100,000 connections" in text
     assert "### 1,000,000 connections" in text
     assert "replicaCount:" in text
+
+
+def test_the_rate_check_compares_higher_rates_with_the_linear_prediction() -> None:
+    r = results()
+    [row] = model.rate_check(model.fit(r), r)
+    assert row["publish_rate_per_s"] == 400.0
+    # the gateway was made to cost half the linear figure there, NATS exactly it
+    linear = 400 * (MSG_IN_US + 40 * DELIVERY_US) * 1e-6
+    assert row["gateway_ratio"] == pytest.approx((linear / 2 + 0.002) / (linear + 0.002))
+    assert row["nats_ratio"] == pytest.approx(1.0)
+    assert "Rate check" in model.report(r)
