@@ -54,8 +54,10 @@ class Sizes:
     idle_s: float
     client_procs: int
     sweep_rates: tuple[float, ...]
-    """Higher rates measured on the first (one-gateway) layout, kept apart from the
-    fitted steps: how far the per-message costs stay linear."""
+    """Higher rates measured on the first layout whose rooms are on one gateway of
+    several (that gateway on another node than the publisher: a route hop, as in a
+    cluster), kept apart from the fitted steps: how far the per-message costs stay
+    linear."""
 
     @property
     def clients_per_gateway(self) -> int:
@@ -74,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cluster-sweep-rates",
         default=None,
-        help="msg/s on one gateway beyond --cluster-rate, not fitted: the linearity check "
+        help="msg/s beyond --cluster-rate on the first rooms-on-one-gateway layout, not "
+        "fitted: the linearity check "
         "(400,1000; quick 60); empty: none",
     )
 
@@ -242,7 +245,7 @@ async def run(args: argparse.Namespace, log: TextIO) -> dict[str, Any]:
                 progress(f"  G={g_count} interested={k}: {s.rate} msg/s for {s.window_s} s")
                 w = await topo.window(hot, rate=s.rate, duration_s=s.window_s, k=step_no)
                 section["steps"].append(_step(topo, g_count, hot, w, idle, s))
-                if g_count == s.gateways[0] and all_gateways:
+                if not section["rate_steps"] and (not all_gateways or len(s.gateways) == 1):
                     for rate in s.sweep_rates:
                         step_no += 1
                         progress(f"  G={g_count} interested={k}: {rate} msg/s (rate check)")

@@ -462,9 +462,11 @@ class Workload:
         return float(g * (1.0 - (1.0 - 1.0 / g) ** self.members_per_room))
 
 
-def predict(costs: UnitCosts, w: Workload) -> dict[str, float]:
+def predict(costs: UnitCosts, w: Workload, curve: RateCurve | None = None) -> dict[str, float]:
     """Gateway CPU and RSS (mean per gateway) and NATS CPU and RSS (sum over the nodes),
-    the keys of "validation.measured", plus totals and the loads they follow from."""
+    the keys of "validation.measured", plus totals and the loads they follow from.
+    With a `curve`, the message terms are scaled by what the rate check measured at the
+    workload's rates (without: linear, an upper bound above the fitted rate)."""
     g = float(w.gateways)
     ping = w.ping_interval_s or EngineSettings().ping_interval_s
     spread = w.spread()
@@ -472,10 +474,15 @@ def predict(costs: UnitCosts, w: Workload) -> dict[str, float]:
     msgs_in_g = w.publish_rate_per_s * spread / g
     deliveries = w.publish_rate_per_s * w.fanout
     rooms_g = w.rooms * spread / g
+    gw_scale = curve.gateway(msgs_in_g) if curve else 1.0
+    nats_scale = curve.nats(w.publish_rate_per_s) if curve else 1.0
     gw_cpu = costs.gw_base_cores + US * (
         conns_g / ping * costs.gw_cpu_us_per_ping
-        + msgs_in_g * costs.gw_cpu_us_per_message_in
-        + deliveries / g * costs.gw_cpu_us_per_delivery
+        + gw_scale
+        * (
+            msgs_in_g * costs.gw_cpu_us_per_message_in
+            + deliveries / g * costs.gw_cpu_us_per_delivery
+        )
         + w.joins_per_s / g * costs.gw_cpu_us_per_join_leave
         + w.connects_per_s / g * costs.gw_cpu_us_per_connect
     )
@@ -485,8 +492,11 @@ def predict(costs: UnitCosts, w: Workload) -> dict[str, float]:
         + rooms_g * costs.gw_bytes_per_room
     )
     nats_cpu = w.nats_nodes * costs.nats_base_cores + US * (
-        w.publish_rate_per_s * costs.nats_cpu_us_per_message_published
-        + w.publish_rate_per_s * spread * costs.nats_cpu_us_per_message_out
+        nats_scale
+        * (
+            w.publish_rate_per_s * costs.nats_cpu_us_per_message_published
+            + w.publish_rate_per_s * spread * costs.nats_cpu_us_per_message_out
+        )
         + w.joins_per_s * costs.nats_cpu_us_per_join_leave
         + w.connects_per_s * costs.nats_cpu_us_per_connect
     )
@@ -509,6 +519,8 @@ def predict(costs: UnitCosts, w: Workload) -> dict[str, float]:
         "gateways_per_room": spread,
         "messages_in_per_gateway_per_s": msgs_in_g,
         "deliveries_per_s": deliveries,
+        "gateway_rate_scale": gw_scale,
+        "nats_rate_scale": nats_scale,
     }
 
 
@@ -558,6 +570,8 @@ def rate_check(costs: UnitCosts, results: Mapping[str, Any]) -> list[dict[str, f
             costs.nats_cpu_us_per_message_published + k * costs.nats_cpu_us_per_message_out
         )
         nats_meas = sum(float(c) for c in st["nats_cpu_cores"])
+        gw_idle = sum(idle[g] for g in interested)
+        nats_idle = nodes * costs.nats_base_cores
         rows.append(
             {
                 "publish_rate_per_s": rate,
@@ -568,9 +582,60 @@ def rate_check(costs: UnitCosts, results: Mapping[str, Any]) -> list[dict[str, f
                 "nats_cpu_cores_measured": nats_meas,
                 "nats_cpu_cores_predicted": nats_pred,
                 "nats_ratio": nats_meas / nats_pred if nats_pred else math.nan,
+                "gateway_messages_in_per_s": k and rate,
+                "gateway_traffic_ratio": (gw_meas - gw_idle) / (gw_pred - gw_idle),
+                "nats_traffic_ratio": (nats_meas - nats_idle) / (nats_pred - nats_idle),
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class RateCurve:
+    """How much of the linear traffic cost is left at a higher rate (the rate check's
+    measured / predicted, idle excluded), interpolated between the measured rates: 1.0
+    at or below the rate the costs were fitted at, the last measured ratio beyond the
+    last measured rate (the ratio still falls there, so this stays conservative)."""
+
+    fitted_rate: float
+    gateway_points: tuple[tuple[float, float], ...] = ()
+    """(messages in per second per gateway, ratio)."""
+    nats_points: tuple[tuple[float, float], ...] = ()
+    """(messages published per second, ratio)."""
+
+    @staticmethod
+    def _at(points: Sequence[tuple[float, float]], base: float, x: float) -> float:
+        pts = [(base, 1.0), *sorted(p for p in points if p[0] > base)]
+        if x <= pts[0][0]:
+            return 1.0
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+            if x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return pts[-1][1]
+
+    def gateway(self, messages_in_per_s: float) -> float:
+        return self._at(self.gateway_points, self.fitted_rate, messages_in_per_s)
+
+    def nats(self, published_per_s: float) -> float:
+        return self._at(self.nats_points, self.fitted_rate, published_per_s)
+
+
+def rate_curve(costs: UnitCosts, results: Mapping[str, Any]) -> RateCurve | None:
+    """The curve of the run's rate check; None without one."""
+    rows = rate_check(costs, results)
+    steps = (results.get("cluster") or {}).get("steps", [])
+    if not rows or not steps:
+        return None
+    fitted = _mean(float(s["publish_rate_per_s"]) for s in steps)
+    return RateCurve(
+        fitted_rate=fitted,
+        gateway_points=tuple(
+            (r["gateway_messages_in_per_s"], min(1.0, r["gateway_traffic_ratio"])) for r in rows
+        ),
+        nats_points=tuple(
+            (r["publish_rate_per_s"], min(1.0, r["nats_traffic_ratio"])) for r in rows
+        ),
+    )
 
 
 def rate_check_table(rows: Sequence[Mapping[str, float]], md: bool = False) -> str:
@@ -652,9 +717,15 @@ def _replace(w: Workload, **kw: Any) -> Workload:
     return Workload(**{**asdict(w), **kw})
 
 
-def size(costs: UnitCosts, target: Workload, limits: PodLimits | None = None) -> Sizing:
+def size(
+    costs: UnitCosts,
+    target: Workload,
+    limits: PodLimits | None = None,
+    curve: RateCurve | None = None,
+) -> Sizing:
     """Gateway replicas and NATS nodes for `target` (its gateways and nats_nodes are
-    ignored), the smallest counts within every limit, rounded up, and the Helm values."""
+    ignored), the smallest counts within every limit, rounded up, and the Helm values;
+    `curve` as in `predict`."""
     lim = limits or PodLimits()
     if any(math.isnan(v) for v in asdict(costs).values() if isinstance(v, float)):
         raise ValueError("some unit costs were not measured (NaN): cannot size")
@@ -667,7 +738,7 @@ def size(costs: UnitCosts, target: Workload, limits: PodLimits | None = None) ->
     need = {"conns": max(1, math.ceil(target.conns / cap))}
 
     def fits(g: int, key: str) -> bool:
-        p = predict(costs, _replace(target, gateways=g, nats_nodes=lim.nats_min_nodes))
+        p = predict(costs, _replace(target, gateways=g, nats_nodes=lim.nats_min_nodes), curve)
         return (
             (p["gateway_cpu_cores"] <= usable)
             if key == "cpu"
@@ -692,14 +763,14 @@ def size(costs: UnitCosts, target: Workload, limits: PodLimits | None = None) ->
     needed = max(need.values())
     gateways = max(lim.min_replicas, needed + lim.spare_replicas)
     w = _replace(target, gateways=gateways, nats_nodes=lim.nats_min_nodes)
-    pred = predict(costs, w)
+    pred = predict(costs, w, curve)
     nats_usable = lim.nats_cores * lim.nats_cpu_target - costs.nats_base_cores
     if nats_usable <= 0:
         raise ValueError("an idle NATS node uses more than the CPU target")
     traffic = pred["nats_cpu_cores"] - lim.nats_min_nodes * costs.nats_base_cores
     nodes = max(lim.nats_min_nodes, math.ceil(traffic / nats_usable))
     w = _replace(w, nats_nodes=nodes)
-    pred = predict(costs, w)
+    pred = predict(costs, w, curve)
     nats_node_rss = pred["nats_rss_bytes"] / nodes
     if nats_node_rss * lim.memory_headroom > lim.nats_memory_max_bytes:
         notes.append(
@@ -710,7 +781,7 @@ def size(costs: UnitCosts, target: Workload, limits: PodLimits | None = None) ->
     max_conns = min(cap, max(per_pod_peak, math.ceil(target.conns / gateways)))
     gw_mem = pred["gateway_rss_bytes"] * lim.memory_headroom
     # with one pod lost, the others hold its sockets: size memory for that
-    lost = predict(costs, _replace(w, gateways=max(1, gateways - lim.spare_replicas)))
+    lost = predict(costs, _replace(w, gateways=max(1, gateways - lim.spare_replicas)), curve)
     gw_mem = max(gw_mem, lost["gateway_rss_bytes"] * lim.memory_headroom)
     gateway_values: dict[str, Any] = {
         "replicaCount": gateways,
@@ -839,14 +910,35 @@ EXAMPLE_ASSUMPTIONS: Final = (
 )
 
 
-def example(costs: UnitCosts, conns: int, md: bool, limits: PodLimits | None = None) -> str:
+def example(
+    costs: UnitCosts,
+    conns: int,
+    md: bool,
+    limits: PodLimits | None = None,
+    curve: RateCurve | None = None,
+) -> str:
     lim = limits or PodLimits()
     w = example_workload(conns)
     try:
-        s = size(costs, w, lim)
+        s = size(costs, w, lim, curve)
+        linear = size(costs, w, lim) if curve else s
     except ValueError as e:
         return f"{conns:,} connections: not sized ({e})"
     p = s.prediction
+    scaled = (
+        [
+            [
+                "message costs scaled by the rate check (gateway / NATS)",
+                f"{p['gateway_rate_scale']:.2f} / {p['nats_rate_scale']:.2f}",
+            ],
+            [
+                "linear model, no rate check (upper bound)",
+                f"{linear.gateways} gateways, {linear.nats_nodes} NATS nodes",
+            ],
+        ]
+        if curve
+        else []
+    )
     lines = [
         (f"### {conns:,} connections" if md else f"== {conns:,} connections"),
         "",
@@ -874,6 +966,7 @@ def example(costs: UnitCosts, conns: int, md: bool, limits: PodLimits | None = N
                 ["NATS CPU (cluster)", _fig("c", p["nats_cpu_cores"])],
                 ["NATS RSS (cluster)", _fig("nats_rss_bytes", p["nats_rss_bytes"])],
                 ["publisher CPU (workers)", _fig("c", p["publisher_cpu_cores"])],
+                *scaled,
             ],
             md,
         ),
@@ -919,8 +1012,9 @@ def report(results: Mapping[str, Any], md: bool = False) -> str:
             "",
         ]
     parts += [h("Worked examples"), "", f"Assumed: {EXAMPLE_ASSUMPTIONS}.", ""]
+    curve = rate_curve(costs, results)
     for n in (100_000, 1_000_000):
-        parts += [example(costs, n, md), ""]
+        parts += [example(costs, n, md, curve=curve), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -242,3 +242,33 @@ def test_the_rate_check_compares_higher_rates_with_the_linear_prediction() -> No
     assert row["gateway_ratio"] == pytest.approx((linear / 2 + 0.002) / (linear + 0.002))
     assert row["nats_ratio"] == pytest.approx(1.0)
     assert "Rate check" in model.report(r)
+
+
+def test_the_rate_curve_interpolates_and_holds_the_last_ratio_beyond() -> None:
+    curve = model.RateCurve(
+        fitted_rate=100.0, gateway_points=((400.0, 0.7), (1000.0, 0.5)), nats_points=()
+    )
+    assert curve.gateway(50.0) == 1.0
+    assert curve.gateway(250.0) == pytest.approx(0.85)
+    assert curve.gateway(700.0) == pytest.approx(0.6)
+    assert curve.gateway(5000.0) == 0.5
+    assert curve.nats(5000.0) == 1.0  # nothing measured: linear
+
+
+def test_a_curve_scales_only_the_message_terms() -> None:
+    r = results()
+    c = model.fit(r)
+    w = model.Workload(
+        conns=6000, gateways=1, nats_nodes=3, rooms=300, rooms_per_socket=1,
+        publish_rate_per_s=1000.0, fanout=20, ping_interval_s=PING_S,
+    )  # fmt: skip
+    half = model.RateCurve(100.0, ((1000.0, 0.5),), ((1000.0, 0.25),))
+    linear, scaled = model.predict(c, w), model.predict(c, w, half)
+    messages = 1e-6 * 1000 * (MSG_IN_US + 20 * DELIVERY_US)
+    assert linear["gateway_cpu_cores"] - scaled["gateway_cpu_cores"] == pytest.approx(messages / 2)
+    nats = 1e-6 * 1000 * (NATS_PUB_US + NATS_OUT_US)
+    assert linear["nats_cpu_cores"] - scaled["nats_cpu_cores"] == pytest.approx(nats * 0.75)
+    assert scaled["gateway_rss_bytes"] == linear["gateway_rss_bytes"]
+    curve = model.rate_curve(c, r)
+    assert curve is not None
+    assert curve.gateway(400.0) == pytest.approx(0.5)  # results(): half the linear figure
