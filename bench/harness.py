@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,6 +19,26 @@ import orjson
 from bench.rpc import REPO_ROOT
 
 RESULTS_DIR: Final = REPO_ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where one bench run writes: its record in ``out_dir``, its processes' log."""
+
+    stamp: str
+    out_dir: Path
+    log_path: Path
+
+
+def run_files(name: str, *, quick: bool, out: Path | None) -> RunFiles:
+    """The run's stamp and directories, made: results under bench/results/ (``--quick``:
+    bench/results/tmp/, git-ignored, unless ``out``), the log always under tmp/."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out_dir = out or (RESULTS_DIR / "tmp" if quick else RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = RESULTS_DIR / "tmp" / (f"{name}-{stamp}.log" if name else f"{stamp}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return RunFiles(stamp, out_dir, log_path)
 
 
 def progress(msg: str) -> None:

@@ -28,6 +28,7 @@ import orjson
 
 from bench import report
 from bench.brokers import BrokerError, Brokers, nats_server_binary
+from bench.harness import run_files
 from bench.loadgen import IMPLEMENTATIONS
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, Worker, WorkerError, run, uvloop_available
@@ -49,7 +50,6 @@ from bench.systems import FLOOR, REFERENCE, SECOND_REFERENCE, SYSTEMS, ServerPro
 from bench.systems.base import SERVER_LOOPS, Deployment
 
 SCENARIOS: tuple[str, ...] = ("S1", "S2", "S3", "S4")
-RESULTS_DIR: Path = REPO_ROOT / "bench" / "results"
 TARGET_SYSTEM: str = "sailcast"
 """The system issue 17's targets are checked for (against the floor)."""
 
@@ -374,11 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     if bad_names := [n for n in names if n not in SYSTEMS]:
         raise SystemExit(f"unknown system(s): {bad_names}; known: {list(SYSTEMS)}")
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    out_dir: Path = args.out or (RESULTS_DIR / "tmp" if args.quick else RESULTS_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = RESULTS_DIR / "tmp" / f"{stamp}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    files = run_files("", quick=args.quick, out=args.out)
+    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
     nofile = raise_nofile_limit()
     progress(f"log: {_shown(log_path)} (RLIMIT_NOFILE {nofile})")
 

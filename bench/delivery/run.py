@@ -20,7 +20,14 @@ from typing import Any
 from bench.delivery.driver import Options, run_variant
 from bench.delivery.table import table
 from bench.delivery.variants import VARIANTS
-from bench.harness import RESULTS_DIR, environment, progress, until_interrupted, write_record
+from bench.harness import (
+    RESULTS_DIR,
+    environment,
+    progress,
+    run_files,
+    until_interrupted,
+    write_record,
+)
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, run
 
@@ -74,13 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     if bad := [n for n in names if n not in VARIANTS]:
         raise SystemExit(f"unknown variant(s): {bad}; known: {list(VARIANTS)}")
-    stamp = time.strftime("%Y%m%dT%H%M%S")
+    files = run_files("delivery", quick=args.quick, out=args.out)
+    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
     raw_dir = RESULTS_DIR / "tmp" / f"delivery-{stamp}" if args.keep_raw else None
     opts = options_from(args, raw_dir)
-    out_dir: Path = args.out or (RESULTS_DIR / "tmp" if args.quick else RESULTS_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = RESULTS_DIR / "tmp" / f"delivery-{stamp}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     raise_nofile_limit()
     progress(f"log: {log_path.relative_to(REPO_ROOT)}; {opts}")
     results: dict[str, dict[str, Any]] = {}

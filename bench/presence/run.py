@@ -27,7 +27,13 @@ import orjson
 
 from bench.brokers import Brokers
 from bench.delivery.processes import Processes
-from bench.harness import RESULTS_DIR, environment, progress, until_interrupted, write_record
+from bench.harness import (
+    environment,
+    progress,
+    run_files,
+    until_interrupted,
+    write_record,
+)
 from bench.presence.churn import ChurnSpec, connect, run_churn
 from bench.presence.cluster import NodeCluster, SailcastCluster, gateway_flags
 from bench.presence.members import node_fetch_sockets, sailcast_members
@@ -254,11 +260,8 @@ async def churn(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    out_dir: Path = args.out or (RESULTS_DIR / "tmp" if args.quick else RESULTS_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = RESULTS_DIR / "tmp" / f"presence-{stamp}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    files = run_files("presence", quick=args.quick, out=args.out)
+    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
     raise_nofile_limit()
     progress(f"log: {log_path.relative_to(REPO_ROOT)}")
     record: dict[str, Any] = {

@@ -29,7 +29,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-from bench.harness import RESULTS_DIR, environment, progress, until_interrupted, write_record
+from bench.harness import (
+    environment,
+    progress,
+    run_files,
+    until_interrupted,
+    write_record,
+)
 from bench.procstat import raise_nofile_limit
 from bench.rpc import REPO_ROOT, run
 from bench.scale import churn, cluster, connections, validate
@@ -112,11 +118,8 @@ def model_section(results: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    out_dir: Path = args.out or (RESULTS_DIR / "tmp" if args.quick else RESULTS_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = RESULTS_DIR / "tmp" / f"scale-{stamp}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    files = run_files("scale", quick=args.quick, out=args.out)
+    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
     raise_nofile_limit()
     progress(f"log: {log_path.relative_to(REPO_ROOT)}")
     record: dict[str, Any] = {
