@@ -180,7 +180,10 @@ async def test_the_window_bounds_the_acks_awaited(
         assert len(got) == 8  # the ninth waits for room
         assert not sending.done()
         await asyncio.wait_for(sending, 10)  # room came as the first ones timed out
-        assert time.monotonic() - started >= 2.0  # at least two rounds of timeouts
+        # not before the first round of timeouts (1 s); a second round is needed only
+        # when the first round's failures are all reported by one call: under load they
+        # time out one by one and each of up to 8 calls raises one (sending nothing)
+        assert time.monotonic() - started >= 1.0
         assert most == 8
         with pytest.raises(PublishFailed, match=r"not confirmed stored within 1\.0s") as last:
             await pub.flush()
