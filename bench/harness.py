@@ -10,9 +10,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -21,8 +20,7 @@ from bench.rpc import REPO_ROOT
 RESULTS_DIR: Final = REPO_ROOT / "bench" / "results"
 
 
-@dataclass(frozen=True)
-class RunFiles:
+class RunFiles(NamedTuple):
     """Where one bench run writes: its record in ``out_dir``, its processes' log."""
 
     stamp: str

@@ -31,7 +31,7 @@ import orjson
 
 from bench import hist
 from bench.procstat import raise_nofile_limit
-from bench.rpc import run, serve
+from bench.rpc import Handler, run, serve
 
 EIO_PATH: str = "/socket.io/?EIO=4&transport=websocket"
 CONNECT_TIMEOUT_S: float = 30.0
@@ -361,6 +361,17 @@ class LoadGen:
     async def ping(self) -> dict[str, Any]:
         return {"clients": len(self._clients)}
 
+    def operations(self) -> dict[str, Handler]:
+        """What the worker process answers (:func:`serve_worker`)."""
+        return {
+            "connect": self.connect,
+            "probed": self.probed,
+            "count": self.count,
+            "collect": self.collect,
+            "close_all": self.close_all,
+            "ping": self.ping,
+        }
+
     async def shutdown(self) -> None:
         await self.close_all()
         if self._session is not None:
@@ -368,26 +379,21 @@ class LoadGen:
                 await self._session.close()
 
 
-async def _main() -> None:
-    gen = LoadGen()
-    try:
-        await serve(
-            {
-                "connect": gen.connect,
-                "probed": gen.probed,
-                "count": gen.count,
-                "collect": gen.collect,
-                "close_all": gen.close_all,
-                "ping": gen.ping,
-            }
-        )
-    finally:
-        await gen.shutdown()
+def serve_worker(gen: LoadGen) -> None:
+    """Run ``gen`` as a load-generator process over :mod:`bench.rpc` until told to exit."""
+
+    async def main() -> None:
+        try:
+            await serve(gen.operations())
+        finally:
+            await gen.shutdown()
+
+    raise_nofile_limit()
+    run(main)
 
 
 def main() -> None:
-    raise_nofile_limit()
-    run(_main)
+    serve_worker(LoadGen())
 
 
 if __name__ == "__main__":

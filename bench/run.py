@@ -374,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     if bad_names := [n for n in names if n not in SYSTEMS]:
         raise SystemExit(f"unknown system(s): {bad_names}; known: {list(SYSTEMS)}")
-    files = run_files("", quick=args.quick, out=args.out)
-    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
+    stamp, out_dir, log_path = run_files("", quick=args.quick, out=args.out)
     nofile = raise_nofile_limit()
     progress(f"log: {_shown(log_path)} (RLIMIT_NOFILE {nofile})")
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -212,6 +213,24 @@ async def http_get(url: str) -> tuple[int, bytes]:
             return 0, b""
 
     return await asyncio.to_thread(get)
+
+
+def gateway_argv(nats_url: str, prefix: str, gateway_id: str, *extra: str) -> list[str]:
+    """A Sailcast gateway as every bench starts one: loopback, ephemeral ports, quiet,
+    no drain delay; ``extra`` flags after."""
+    return [
+        sys.executable, "-m", "gateway",
+        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+        "--nats-url", nats_url, "--prefix", prefix, "--gateway-id", gateway_id,
+        "--log-level", "WARNING", "--drain-delay-s", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+async def metrics_page(child: Child) -> str | None:
+    """A started gateway's /metrics text; None if it did not answer 200."""
+    status, body = await http_get(f"http://127.0.0.1:{child.ready['metrics_port']}/metrics")
+    return body.decode(errors="replace") if status == 200 else None
 
 
 async def wait_healthy(node: NatsNode) -> None:

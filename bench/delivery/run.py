@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     if bad := [n for n in names if n not in VARIANTS]:
         raise SystemExit(f"unknown variant(s): {bad}; known: {list(VARIANTS)}")
-    files = run_files("delivery", quick=args.quick, out=args.out)
-    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
+    stamp, out_dir, log_path = run_files("delivery", quick=args.quick, out=args.out)
     raw_dir = RESULTS_DIR / "tmp" / f"delivery-{stamp}" if args.keep_raw else None
     opts = options_from(args, raw_dir)
     raise_nofile_limit()

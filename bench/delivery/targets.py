@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,7 +23,14 @@ from typing import Any, Final
 import orjson
 
 from bench.brokers import Brokers
-from bench.delivery.processes import Child, NatsNode, ProcessError, Processes, http_get
+from bench.delivery.processes import (
+    Child,
+    NatsNode,
+    ProcessError,
+    Processes,
+    gateway_argv,
+    metrics_page,
+)
 
 EVENT: Final = "m"
 JOIN_PATH: Final = "/bench/join"
@@ -133,15 +139,9 @@ class SailcastTarget(Target):
 
     def _argv(self, index: int) -> list[str]:
         self._generation += 1
-        argv = [
-            sys.executable, "-m", "gateway",
-            "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-            "--nats-url", ",".join(n.url for n in self.nats),
-            "--prefix", self.prefix,
-            "--gateway-id", f"dlv-{index}-{self._generation}",
-            "--log-level", "WARNING",
-            "--drain-delay-s", "0",
-        ]  # fmt: skip
+        argv = gateway_argv(
+            ",".join(n.url for n in self.nats), self.prefix, f"dlv-{index}-{self._generation}"
+        )
         if self.history:
             argv += ["--history", HISTORY_RULES, "--recovery-window-s", str(RECOVERY_WINDOW_S)]
             if self.nats_nodes > 1:
@@ -268,12 +268,12 @@ class SailcastTarget(Target):
         for child in self.servers:
             if not child.alive:
                 continue
-            status, body = await http_get(f"http://127.0.0.1:{child.ready['metrics_port']}/metrics")
-            if status != 200:
+            page = await metrics_page(child)
+            if page is None:
                 continue
             lines[child.name] = [
                 ln
-                for ln in body.decode(errors="replace").splitlines()
+                for ln in page.splitlines()
                 if not ln.startswith("#")
                 and "_created" not in ln
                 and any(w in ln for w in METRIC_WORDS)

@@ -24,7 +24,13 @@ from typing import Any, Final
 import jwt
 
 from bench.brokers import Brokers
-from bench.delivery.processes import Child, NatsNode, Processes, http_get
+from bench.delivery.processes import (
+    Child,
+    NatsNode,
+    Processes,
+    gateway_argv,
+    metrics_page,
+)
 from bench.procstat import total_cpu_seconds
 
 NODE_DIR: Final = Path(__file__).resolve().parent.parent / "node"
@@ -75,6 +81,15 @@ def parse_metrics(text: str, words: Sequence[str] = PRESENCE_METRIC_WORDS) -> di
     return out
 
 
+async def gateway_samples(child: Child, words: Sequence[str]) -> dict[str, float]:
+    """`parse_metrics` of a started gateway's /metrics page; a gateway that does not
+    answer is an error (a bench figure must not be read from a missing page)."""
+    page = await metrics_page(child)
+    if page is None:
+        raise RuntimeError(f"{child.name}: /metrics did not answer 200")
+    return parse_metrics(page, words)
+
+
 def metric_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     """Counters' growth and gauges' last value between two scrapes (summed by name over
     labels is left to the reader: the keys keep their labels)."""
@@ -119,17 +134,10 @@ class SailcastCluster:
 
     def argv(self, index: int) -> list[str]:
         info = ["--jwt-info-claim", INFO_CLAIM] if "--jwt-info-claim" in gateway_flags() else []
-        return [
-            sys.executable, "-m", "gateway",
-            "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-            "--nats-url", self.nats_url,
-            "--prefix", self.prefix,
-            "--gateway-id", f"prs-{index}",
-            "--log-level", "WARNING",
-            "--drain-delay-s", "0",
-            "--before-connect", "jwt", "--jwt-secret", self.secret, *info,
-            *self.extra_flags,
-        ]  # fmt: skip
+        return gateway_argv(
+            self.nats_url, self.prefix, f"prs-{index}",
+            "--before-connect", "jwt", "--jwt-secret", self.secret, *info, *self.extra_flags,
+        )  # fmt: skip
 
     async def start(self) -> None:
         self.nats = await self.procs.nats_cluster(1)
@@ -146,10 +154,10 @@ class SailcastCluster:
         """The presence-related samples of every gateway, summed over gateways."""
         total: dict[str, float] = {}
         for child in self.servers:
-            status, body = await http_get(f"http://127.0.0.1:{child.ready['metrics_port']}/metrics")
-            if status != 200:
+            page = await metrics_page(child)
+            if page is None:
                 continue
-            for key, value in parse_metrics(body.decode(errors="replace")).items():
+            for key, value in parse_metrics(page).items():
                 total[key] = total.get(key, 0.0) + value
         return total
 

@@ -260,8 +260,7 @@ async def churn(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    files = run_files("presence", quick=args.quick, out=args.out)
-    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
+    stamp, out_dir, log_path = run_files("presence", quick=args.quick, out=args.out)
     raise_nofile_limit()
     progress(f"log: {log_path.relative_to(REPO_ROOT)}")
     record: dict[str, Any] = {

@@ -43,8 +43,8 @@ from typing import Any, Final, TextIO
 import orjson
 
 from bench import harness, hist
-from bench.delivery.processes import Child, NatsNode, Processes, http_get
-from bench.presence.cluster import parse_metrics
+from bench.delivery.processes import Child, NatsNode, Processes, gateway_argv, http_get
+from bench.presence.cluster import gateway_samples
 from bench.presence.pool import ClientPool
 from bench.procstat import cpu_seconds, raise_nofile_limit, rss_bytes
 from bench.pubworker import EVENT
@@ -129,17 +129,15 @@ def progress(log: TextIO, msg: str) -> None:
     log.write(f"churn: {msg}\n")
 
 
-def gateway_argv(nats_url: str, prefix: str, replicas: int, max_rooms: int) -> list[str]:
-    return [
-        sys.executable, "-m", "gateway",
-        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-        "--nats-url", nats_url, "--prefix", prefix, "--gateway-id", "churn-0",
-        "--log-level", "WARNING", "--drain-delay-s", "0",
+def churn_gateway_argv(nats_url: str, prefix: str, replicas: int, max_rooms: int) -> list[str]:
+    """Rooms unsubscribed the moment they empty, so every leave is an UNSUB."""
+    return gateway_argv(
+        nats_url, prefix, "churn-0",
         "--unsubscribe-linger-s", "0",
         "--max-rooms-per-socket", str(max_rooms),
         "--history-replicas", str(replicas),
         "--ping-interval-s", str(PING_INTERVAL_S),
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 async def varz(node: NatsNode) -> dict[str, Any]:
@@ -156,11 +154,9 @@ async def subscriptions(nodes: Sequence[NatsNode]) -> list[int]:
 
 async def gateway_subscriptions(gateway: Child) -> int:
     """The gateway's own count of the NATS subscriptions it holds (its metrics)."""
-    url = f"http://127.0.0.1:{gateway.ready['metrics_port']}/metrics"
-    status, body = await http_get(url)
-    samples = parse_metrics(body.decode(errors="replace"), (GATEWAY_SUBS_METRIC,))
-    if status != 200 or GATEWAY_SUBS_METRIC not in samples:
-        raise RuntimeError(f"gateway metrics: {status}, no {GATEWAY_SUBS_METRIC}")
+    samples = await gateway_samples(gateway, (GATEWAY_SUBS_METRIC,))
+    if GATEWAY_SUBS_METRIC not in samples:
+        raise RuntimeError(f"gateway metrics: no {GATEWAY_SUBS_METRIC}")
     return int(samples[GATEWAY_SUBS_METRIC])
 
 
@@ -275,9 +271,9 @@ async def join_step(
         "probes_missing": missing,
         "join_p50_ms": hist.quantile_ms(merged, 0.50, missing=missing),
         "join_p99_ms": hist.quantile_ms(merged, 0.99, missing=missing),
-        "join_ack_p50_ms": _quantile_ms(ack_ns, 0.50),
-        "join_ack_p99_ms": _quantile_ms(ack_ns, 0.99),
-        "leave_ack_p99_ms": _quantile_ms(leave_ns, 0.99),
+        "join_ack_p50_ms": hist.quantile_ms(hist.histogram(ack_ns), 0.50),
+        "join_ack_p99_ms": hist.quantile_ms(hist.histogram(ack_ns), 0.99),
+        "leave_ack_p99_ms": hist.quantile_ms(hist.histogram(leave_ns), 0.99),
         "gateway_cpu_cores": cost["gateway_cpu_s"] / window,
         "nats_cpu_cores": [c / window for c in cost["nats_cpu_s"]],
         "worker_cpu_cores": cost["worker_cpu_s"] / window,
@@ -291,13 +287,6 @@ async def join_step(
         "nats_residual_subscriptions": [b - a for a, b in zip(subs0, subs1, strict=True)],
         "gateway_residual_subscriptions": gw1 - gw0,
     }
-
-
-def _quantile_ms(samples_ns: Sequence[int], q: float) -> float:
-    if not samples_ns:
-        return float("nan")
-    ordered = sorted(samples_ns)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
 async def connect_step(
@@ -406,7 +395,9 @@ async def run(args: argparse.Namespace, log: TextIO) -> dict[str, Any]:
         nodes = await procs.nats_cluster(NATS_NODES)
         gateway = await procs.spawn(
             "gateway",
-            gateway_argv(nodes[GATEWAY_NATS_NODE].url, prefix, args.churn_replicas, max_rooms),
+            churn_gateway_argv(
+                nodes[GATEWAY_NATS_NODE].url, prefix, args.churn_replicas, max_rooms
+            ),
         )
         url = f"http://127.0.0.1:{gateway.port}"
         pub = await Publisher.connect(nodes[PUBLISHER_NATS_NODE].url, prefix=prefix)

@@ -17,13 +17,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import hist
-from bench.loadgen import CONNECT_TIMEOUT_S, EIO_PATH, LoadGen, RawClient
-from bench.procstat import raise_nofile_limit
-from bench.rpc import run, serve
+from bench.loadgen import CONNECT_TIMEOUT_S, EIO_PATH, LoadGen, RawClient, serve_worker
+from bench.rpc import Handler
 
 
 class ConnLoadGen(LoadGen):
     """All clients of one worker process, opened with per-connection timing."""
+
+    def operations(self) -> dict[str, Handler]:
+        return {**super().operations(), "connect_timed": self.connect_timed}
 
     async def connect_timed(
         self, urls: list[str], indices: list[int], source_ip: str = "", concurrency: int = 256
@@ -77,25 +79,8 @@ class ConnLoadGen(LoadGen):
         }
 
 
-async def _main() -> None:
-    gen = ConnLoadGen()
-    try:
-        await serve(
-            {
-                "connect_timed": gen.connect_timed,
-                "count": gen.count,
-                "collect": gen.collect,
-                "close_all": gen.close_all,
-                "ping": gen.ping,
-            }
-        )
-    finally:
-        await gen.shutdown()
-
-
 def main() -> None:
-    raise_nofile_limit()
-    run(_main)
+    serve_worker(ConnLoadGen())
 
 
 if __name__ == "__main__":

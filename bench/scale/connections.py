@@ -30,7 +30,6 @@ import contextlib
 import math
 import random
 import resource
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,8 +38,8 @@ from typing import Any, Final, TextIO
 import orjson
 
 from bench import hist
-from bench.delivery.processes import Child, Processes, http_get
-from bench.presence.cluster import parse_metrics, sum_family
+from bench.delivery.processes import Child, Processes, gateway_argv
+from bench.presence.cluster import gateway_samples, sum_family
 from bench.procstat import raise_nofile_limit, rss_bytes, total_cpu_seconds
 from bench.rpc import Worker
 from gateway.settings import EngineSettings, ListenSettings
@@ -167,29 +166,22 @@ def plan_of(args: argparse.Namespace) -> Plan:
     )
 
 
-def gateway_argv(nats_url: str, prefix: str, index: int, ping_interval_s: float) -> list[str]:
-    """A gateway as an operator would run it, with no connection cap and the default
-    fd reserve (what is left of the fd limit is the only bound)."""
-    return [
-        sys.executable, "-m", "gateway",
-        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-        "--nats-url", nats_url, "--prefix", prefix,
-        "--gateway-id", f"conn-{index}",
-        "--log-level", "WARNING", "--drain-delay-s", "0",
+def conn_gateway_argv(nats_url: str, prefix: str, index: int, ping_interval_s: float) -> list[str]:
+    """A gateway with no connection cap and the default fd reserve (what is left of the
+    fd limit is the only bound)."""
+    return gateway_argv(
+        nats_url, prefix, f"conn-{index}",
         "--ping-interval-s", f"{ping_interval_s:g}",
         "--max-connections", "0",
         "--fd-reserve", str(ListenSettings().fd_reserve),
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 async def gateway_metrics(servers: Sequence[Child]) -> dict[str, float]:
     """The connection-related samples of every gateway, summed over gateways."""
     total: dict[str, float] = {}
     for child in servers:
-        status, body = await http_get(f"http://127.0.0.1:{child.ready['metrics_port']}/metrics")
-        if status != 200:
-            raise RuntimeError(f"{child.name}: /metrics answered {status}")
-        for key, value in parse_metrics(body.decode(errors="replace"), METRIC_WORDS).items():
+        for key, value in (await gateway_samples(child, METRIC_WORDS)).items():
             total[key] = total.get(key, 0.0) + value
     return total
 
@@ -222,7 +214,7 @@ async def measure_step(
                 *(
                     procs.spawn(
                         f"{label}gateway{i}",
-                        gateway_argv(nats.url, prefix, i, plan.ping_interval_s),
+                        conn_gateway_argv(nats.url, prefix, i, plan.ping_interval_s),
                     )
                     for i in range(gateways)
                 )

@@ -118,8 +118,7 @@ def model_section(results: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    files = run_files("scale", quick=args.quick, out=args.out)
-    stamp, out_dir, log_path = files.stamp, files.out_dir, files.log_path
+    stamp, out_dir, log_path = run_files("scale", quick=args.quick, out=args.out)
     raise_nofile_limit()
     progress(f"log: {log_path.relative_to(REPO_ROOT)}")
     record: dict[str, Any] = {

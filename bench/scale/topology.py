@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import math
 import secrets
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +25,8 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from bench.delivery.processes import Child, NatsNode, Processes, http_get
-from bench.presence.cluster import metric_delta, parse_metrics, sum_family
+from bench.delivery.processes import Child, NatsNode, Processes, gateway_argv, http_get
+from bench.presence.cluster import gateway_samples, metric_delta, sum_family
 from bench.presence.pool import ClientPool
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.rpc import Worker
@@ -179,24 +178,17 @@ class Topology:
         await self.publisher.call("open", spec=spec)
         self._admin = await Publisher.connect(self.nats[0].url, prefix=self.prefix)
 
-    def gateway_argv(self, index: int) -> list[str]:
+    def argv_of(self, index: int) -> list[str]:
         node = self.nats[index % len(self.nats)]
-        return [
-            sys.executable, "-m", "gateway",
-            "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-            "--nats-url", node.url,
-            "--prefix", self.prefix,
-            "--gateway-id", f"scale-{index}",
-            "--log-level", "WARNING",
-            "--drain-delay-s", "0",
-            "--ping-interval-s", str(PING_INTERVAL_S),
-        ]  # fmt: skip
+        return gateway_argv(
+            node.url, self.prefix, f"scale-{index}", "--ping-interval-s", str(PING_INTERVAL_S)
+        )
 
     async def add_gateways(self, count: int) -> None:
         """Start gateways until there are ``count`` (in parallel: each boots in ~1 s)."""
         first = len(self.gateways)
         started = await asyncio.gather(
-            *(self.procs.spawn(f"gateway{i}", self.gateway_argv(i)) for i in range(first, count))
+            *(self.procs.spawn(f"gateway{i}", self.argv_of(i)) for i in range(first, count))
         )
         self.gateways.extend(started)
 
@@ -290,16 +282,11 @@ class Topology:
             raise RuntimeError(f"{node.name} /routez answered {status}")
         return route_totals(orjson.loads(body))
 
-    async def _gateway_metrics(self, child: Child) -> dict[str, float]:
-        port = child.ready["metrics_port"]
-        status, body = await http_get(f"http://127.0.0.1:{port}/metrics")
-        if status != 200:
-            raise RuntimeError(f"{child.name} /metrics answered {status}")
-        return parse_metrics(body.decode(errors="replace"), GATEWAY_METRIC_WORDS)
-
     async def snapshot(self) -> Snapshot:
         routes = await asyncio.gather(*(self._routez(n) for n in self.nats))
-        metrics = await asyncio.gather(*(self._gateway_metrics(g) for g in self.gateways))
+        metrics = await asyncio.gather(
+            *(gateway_samples(g, GATEWAY_METRIC_WORDS) for g in self.gateways)
+        )
         assert self.publisher is not None
         return Snapshot(
             t=time.monotonic(),
