@@ -16,10 +16,11 @@ Outbound, as gateway/outbound.py did before:
   bound has stopped reading: its transport is aborted and it is closed with
   CloseReason.SLOW_CLIENT.
 
-Inbound, the websocket is read in aiohttp's request task (server.py) and polling
-POSTs in theirs; both ask `throttle` before each packet (the socket's and its IP's
-packet rates, gateway/limits.py: over them the connection is simply not read for a
-while, and one that keeps flooding is disconnected) and hand it to `receive`.
+Inbound, a websocket's messages come from its transport's protocol (websocket.py,
+server.WebSocketReading) and polling POSTs in their request tasks; both ask `throttle`
+before each packet (the socket's and its IP's packet rates, gateway/limits.py: over
+them the connection is simply not read for a while, and one that keeps flooding is
+disconnected) and hand it to `receive`.
 Malformed input closes the connection and is counted per kind
 (`refusals_total{reason="malformed_<kind>"}`), with one WARNING per kind every 5 s.
 """
@@ -33,8 +34,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
-
-from aiohttp import WSCloseCode, web
 
 from gateway.engine import sio_codec
 from gateway.engine.admission import Admission
@@ -52,6 +51,7 @@ from gateway.engine.frames import BINARY, text_frame, ws_frame
 from gateway.engine.heartbeat import PingSchedule
 from gateway.engine.options import EngineOptions
 from gateway.engine.payloads import MESSAGE_TYPE_BYTE, Packet
+from gateway.engine.websocket import GOING_AWAY, NORMAL, WebSocket
 from gateway.limits import InboundLimiter, KeyedBuckets, TokenBucket
 from gateway.logs import Throttled
 from shared.envelope import RESERVED_EVENTS
@@ -89,6 +89,8 @@ MALFORMED_ENGINEIO: Final = "engineio_packet"
 MALFORMED_SOCKETIO: Final = "socketio_packet"
 MALFORMED_PAYLOAD: Final = "polling_payload"
 MALFORMED_ATTACHMENT: Final = "attachment"
+MALFORMED_WEBSOCKET: Final = "websocket_frame"
+"""A websocket frame against RFC 6455 (unmasked, bad control frame, unknown opcode)."""
 _warnings = Throttled(log)
 
 Queued = str | bytes | OutboundPacket
@@ -250,12 +252,14 @@ class EngineConnection:
         self.reason = CloseReason.TRANSPORT_CLOSE
         self.socket_connected = False
         self.upgrading = False
-        self._ws: web.WebSocketResponse | None = None
+        self._ws: WebSocket | None = None
         self._tr: asyncio.Transport | None = None
         self._direct = False
         self._frames: list[bytes] | None = None
         """This tick's frames (a list only while there are some)."""
         self._frames_bytes = 0
+        """While `_frames` is a list: the transport's buffer at the tick's first frame
+        plus this tick's frames, against `max_buffered_bytes`."""
         self._queue: collections.deque[Queued] | None = None
         self._queued_bytes = 0
         self._poll: asyncio.Future[None] | None = None
@@ -327,23 +331,16 @@ class EngineConnection:
         """Websocket: close 1001 and no goodbye, as a restarting server would; polling:
         the session is dropped (the next poll gets 400). Clients reconnect."""
         ws = self._ws
-        if ws is None or ws.closed:
+        if ws is None or ws.closing:
             self.close(CloseReason.GOING_AWAY, [])
             return
         self.flush()
-        tr = self._tr
         self.close(CloseReason.GOING_AWAY, [], close_ws=False)
+        ws.close(GOING_AWAY, b"server going away", GOING_AWAY_TIMEOUT_S)
         try:
-            await asyncio.wait_for(
-                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server going away"),
-                GOING_AWAY_TIMEOUT_S,
-            )
-        except (TimeoutError, ConnectionError):
-            if tr is not None:
-                tr.abort()
+            await ws.wait_closed()
         except asyncio.CancelledError:  # the drain's deadline passed: drop it now
-            if tr is not None:
-                tr.abort()
+            ws.abort()
             raise
 
     # -- outbound --------------------------------------------------------------------
@@ -377,19 +374,28 @@ class EngineConnection:
 
     def _write(self, frame: bytes) -> None:
         """Gather a frame for the end of this tick, or cut the connection off when its
-        transport already holds more than the bound (it stopped reading)."""
+        transport already holds more than the bound (it stopped reading). The
+        transport's buffer is read at a tick's first frame only: nothing of ours is
+        written to it before the tick's end."""
+        frames = self._frames
+        if frames is not None:
+            size = self._frames_bytes + len(frame)
+            if size > self._shared.max_buffered_bytes:
+                self._slow("write_buffer")
+                return
+            frames.append(frame)
+            self._frames_bytes = size
+            return
         tr = self._tr
         if tr is None or tr.is_closing():
             return
-        if tr.get_write_buffer_size() + self._frames_bytes > self._shared.max_buffered_bytes:
+        size = tr.get_write_buffer_size() + len(frame)
+        if size > self._shared.max_buffered_bytes:
             self._slow("write_buffer")
             return
-        frames = self._frames
-        if frames is None:
-            frames = self._frames = []
-            self._shared.coalescer.mark(self)
-        frames.append(frame)
-        self._frames_bytes += len(frame)
+        self._frames = [frame]
+        self._frames_bytes = size
+        self._shared.coalescer.mark(self)
 
     def flush(self) -> None:
         """Write the frames gathered this tick in one call (one send syscall)."""
@@ -453,10 +459,10 @@ class EngineConnection:
             poll.set_result(None)
 
     # -- websocket -------------------------------------------------------------------
-    def attach_websocket(self, ws: web.WebSocketResponse, tr: asyncio.Transport) -> None:
+    def attach_websocket(self, ws: WebSocket) -> None:
         """From now on every packet is written to this websocket; what waited in the
         queue goes first, in order."""
-        self._ws, self._tr = ws, tr
+        self._ws, self._tr = ws, ws.transport
         self.transport = Transport.WEBSOCKET
         self.upgrading = False
         for item in self.take_queued():
@@ -754,8 +760,8 @@ class EngineConnection:
                 del shared.sessions[self.eio_sid]
         if ws is not None:
             self.flush()
-            if close_ws and not ws.closed:
-                shared.spawn(self._close_websocket(ws))
+            if close_ws:
+                ws.close(NORMAL, b"", shared.options.close_wait_s)
         elif not self._queue and not goodbye:
             self._enqueue(NOOP, 0)  # ends a pending long-poll now
         self.end_poll()
@@ -767,10 +773,3 @@ class EngineConnection:
         sessions = self._shared.sessions
         if sessions.get(self.eio_sid) is self:
             del sessions[self.eio_sid]
-
-    async def _close_websocket(self, ws: web.WebSocketResponse) -> None:
-        try:
-            await asyncio.wait_for(ws.close(), self._shared.options.close_wait_s)
-        except (TimeoutError, ConnectionError):
-            if self._tr is not None:
-                self._tr.abort()

@@ -2,8 +2,8 @@
 
 Errors are answered as engine.io answers them: 400 with `{"code":N,"message":...}`
 (0 unknown transport, 1 unknown session, 2 bad handshake method, 3 bad request,
-5 unsupported protocol version). A websocket is read in aiohttp's request task: a
-connection costs no task of its own.
+5 unsupported protocol version). A websocket's transport is taken from aiohttp at the
+upgrade (websocket.py): a connection costs no task, request or reader of aiohttp's.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ from collections.abc import Callable
 from typing import Final
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
-from gateway.engine import payloads
+from gateway.engine import payloads, websocket
 from gateway.engine.admission import MAX_PER_IP, MAX_SESSIONS
 from gateway.engine.api import CloseReason, EngineEvents, HandshakeRequest, Transport
 from gateway.engine.connection import (
     MALFORMED_ENGINEIO,
     MALFORMED_PAYLOAD,
     MALFORMED_UTF8,
+    MALFORMED_WEBSOCKET,
     NOOP,
     EngineConnection,
     Shared,
 )
+from gateway.engine.frames import text_frame
 from gateway.engine.options import EngineOptions
 from gateway.engine.origins import OriginCheck, cors_headers
 
@@ -51,9 +53,6 @@ TRANSPORT_HEADERS: Final = frozenset(
 )
 """Headers of the HTTP exchange itself, not of the client: not kept with a session."""
 PROBE: Final = "probe"
-READS_PER_TURN: Final = 16
-"""Websocket messages read from one connection before the loop runs everyone else
-(`ws.receive()` does not yield while messages are queued)."""
 TRANSPORT_UNKNOWN: Final = (0, "Transport unknown")
 SESSION_UNKNOWN: Final = (1, "Session ID unknown")
 BAD_HANDSHAKE_METHOD: Final = (2, "Bad handshake method")
@@ -217,109 +216,42 @@ class Engine:
             await conn.connect_socket(None)
         return self._payload_response(conn, conn.take_queued() or [NOOP], jsonp, cors)
 
-    def _open_websocket(
-        self,
-        request: web.Request,
-        ws: web.WebSocketResponse,
-        tr: asyncio.Transport,
-        protocol: int,
-        ip: str,
-    ) -> EngineConnection:
-        """A session that starts on websocket (its handshake request is kept by the
-        connection until the Socket.IO CONNECT, and by no frame of ours)."""
-        hs = handshake_request(request, self.options.path, protocol)
-        conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
-        self._shared.sessions[conn.eio_sid] = conn
-        conn.admitted(ip)
-        conn.attach_websocket(ws, tr)
-        conn.send_packet(self._open_packet(conn, []))
-        conn.start_heartbeat()
-        return conn
-
     async def _websocket(
         self, request: web.Request, conn: EngineConnection | None, protocol: int, ip: str = ""
     ) -> web.StreamResponse:
-        """A websocket session (a new one, or the upgrade of `conn` from polling), read
-        in this request's task until the client goes or the connection is closed (which
-        closes the websocket). One frame of ours per idle connection: this one."""
-        ws = web.WebSocketResponse(max_msg_size=self.options.max_payload_bytes, compress=False)
-        await ws.prepare(request)
-        tr = request.transport
-        if tr is None:
-            return ws
-        if conn is None:
-            conn = self._open_websocket(request, ws, tr, protocol, ip)
+        """A websocket session (a new one, or the upgrade of `conn` from polling): the
+        101 is ours, and the transport is taken from aiohttp (websocket.py); from then
+        on its frames reach `WebSocketReading` (or `UpgradeProbe` first) with no task,
+        request or aiohttp object kept for the connection."""
+        problem = websocket.handshake_problem(request)
+        if problem is not None:
+            return error_response(BAD_REQUEST, problem)
+        hs = handshake_request(request, self.options.path, protocol) if conn is None else None
+        taken = websocket.take_over(request)
+        if taken is None:  # the client is gone already
+            return error_response(BAD_REQUEST, "Connection closed")
+        tr, tail = taken
+        limit = self.options.max_payload_bytes
+        if hs is not None:
+            conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
+            self._shared.sessions[conn.eio_sid] = conn
+            conn.admitted(ip)
+            ws = websocket.WebSocket(tr, WebSocketReading(conn, self._shared), limit)
+            conn.attach_websocket(ws)
+            conn.send_packet(self._open_packet(conn, []))
+            conn.start_heartbeat()
+            ws.start(tail)
             if protocol == 3:  # v2 clients never send `40`: the server connects them
+                tr.pause_reading()  # what it sends meanwhile waits for the reply
                 await conn.connect_socket(None)
-        elif await self._upgrade(ws, conn) and not conn.closed:
-            conn.attach_websocket(ws, tr)
-        else:
-            await ws.close()
-            return ws
-        reason = CloseReason.TRANSPORT_CLOSE
-        v3 = protocol == 3
-        read = 0
-        try:
-            while True:
-                read += 1
-                if not read % READS_PER_TURN:
-                    await asyncio.sleep(0)  # a client's queued burst is not read in one go
-                msg = await ws.receive()
-                pkt: payloads.Packet
-                if msg.type is WSMsgType.TEXT:
-                    text: str = msg.data
-                    pkt = payloads.decode_v3_text(text) if v3 and text[:1] == "b" else text
-                elif msg.type is WSMsgType.BINARY:
-                    pkt = bytes(msg.data)
-                    if v3:
-                        if pkt[:1] != payloads.MESSAGE_TYPE_BYTE:
-                            raise ValueError("invalid EIO3 binary packet")
-                        pkt = pkt[1:]
-                else:
-                    if msg.type is WSMsgType.ERROR:
-                        reason = CloseReason.TRANSPORT_ERROR
-                        code = getattr(msg.data, "code", None)
-                        if code == WSCloseCode.MESSAGE_TOO_BIG:
-                            self._shared.on_refusal(INBOUND_TOO_LARGE)
-                        elif code == WSCloseCode.INVALID_TEXT:
-                            self._shared.malformed(MALFORMED_UTF8, conn.sid, "invalid UTF-8")
-                    break
-                if wait := conn.throttle():
-                    if conn.closed:
-                        break
-                    await asyncio.sleep(wait)  # not read meanwhile: TCP holds the client
-                if not conn.receive(pkt):
-                    break
-        except ValueError as exc:
-            self._shared.malformed(MALFORMED_ENGINEIO, conn.sid, str(exc)[:200])
-            reason = CloseReason.TRANSPORT_ERROR
-        finally:
-            conn.close(reason, [])
-            if not ws.closed:
-                await ws.close()
-        return ws
-
-    async def _upgrade(self, ws: web.WebSocketResponse, conn: EngineConnection) -> bool:
-        """polling → websocket: probe ping → probe pong, the pending poll ended with a
-        NOOP, UPGRADE; packets sent meanwhile wait in the queue and go out first."""
-        timeout_s = self.options.ping_interval_s + self.options.ping_timeout_s
-        conn.upgrading = True
-        try:
-            msg = await ws.receive(timeout_s)
-            if msg.type is not WSMsgType.TEXT or msg.data != "2" + PROBE:
-                log.info("failed websocket upgrade: no probe", extra={"sid": conn.sid})
-                return False
-            await ws.send_str("3" + PROBE)
-            conn.send_packet(NOOP)  # ends the pending poll
-            msg = await ws.receive(timeout_s)
-            if msg.type is not WSMsgType.TEXT or msg.data != "5":
-                log.info("failed websocket upgrade: no UPGRADE", extra={"sid": conn.sid})
-                return False
-        except (OSError, TimeoutError):
-            return False
-        finally:
-            conn.upgrading = False
-        return True
+                if not ws.closing:
+                    tr.resume_reading()
+        elif conn is not None:
+            timeout_s = self.options.ping_interval_s + self.options.ping_timeout_s
+            ws = websocket.WebSocket(tr, NOBODY, limit)
+            ws.set_sink(UpgradeProbe(conn, ws, self._shared, timeout_s))
+            ws.start(tail)
+        return websocket.Upgraded()
 
     # -- polling ---------------------------------------------------------------------
     def _payload_response(
@@ -383,6 +315,136 @@ class Engine:
             if not conn.receive(pkt):
                 break
         return web.Response(text="ok", headers=cors)
+
+
+class WebSocketReading:
+    """A live websocket's messages into its connection (a `websocket.MessageSink`):
+    Engine.IO v3 framing undone, the packet rates asked before each packet."""
+
+    __slots__ = ("_charged", "_conn", "_shared")
+
+    def __init__(self, conn: EngineConnection, shared: Shared) -> None:
+        self._conn = conn
+        self._shared = shared
+        self._charged = False
+        """The message handed next was charged to the rates already (`throttle` spends
+        a token into debt and says how long to wait): it is read without asking."""
+
+    def message(self, data: str | bytes) -> float:
+        conn = self._conn
+        if conn.closed:
+            return 0.0
+        pkt: payloads.Packet = data
+        try:
+            if conn.protocol == 3:
+                if isinstance(data, str):
+                    if data[:1] == "b":
+                        pkt = payloads.decode_v3_text(data)
+                elif data[:1] != payloads.MESSAGE_TYPE_BYTE:
+                    raise ValueError("invalid EIO3 binary packet")
+                else:
+                    pkt = data[1:]
+        except ValueError as exc:
+            self._shared.malformed(MALFORMED_ENGINEIO, conn.sid, str(exc)[:200])
+            conn.close(CloseReason.TRANSPORT_ERROR, [])
+            return 0.0
+        if self._charged:
+            self._charged = False
+        elif wait := conn.throttle():  # not read meanwhile: TCP holds the client
+            if conn.closed:
+                return 0.0
+            self._charged = True
+            return wait
+        conn.receive(pkt)
+        return 0.0
+
+    def ended(self, error: websocket.WebSocketError | None) -> None:
+        conn = self._conn
+        if error is None:
+            conn.close(CloseReason.TRANSPORT_CLOSE, [])
+            return
+        if error.code == websocket.MESSAGE_TOO_BIG:
+            self._shared.on_refusal(INBOUND_TOO_LARGE)
+        elif error.code == websocket.INVALID_TEXT:
+            self._shared.malformed(MALFORMED_UTF8, conn.sid, "invalid UTF-8")
+        else:
+            self._shared.malformed(MALFORMED_WEBSOCKET, conn.sid, str(error))
+        conn.close(CloseReason.TRANSPORT_ERROR, [])
+
+
+class UpgradeProbe:
+    """polling → websocket: probe ping → probe pong, the pending poll ended with a
+    NOOP, then UPGRADE (`5`); packets sent meanwhile wait in the queue and go out
+    first. Anything else, or nothing within `timeout_s`, closes the websocket and the
+    session stays on polling."""
+
+    __slots__ = ("_conn", "_probed", "_shared", "_timer", "_ws")
+
+    def __init__(
+        self,
+        conn: EngineConnection,
+        ws: websocket.WebSocket,
+        shared: Shared,
+        timeout_s: float,
+    ) -> None:
+        self._conn = conn
+        self._ws = ws
+        self._shared = shared
+        self._probed = False
+        conn.upgrading = True
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            timeout_s, self._give_up, None
+        )
+
+    def message(self, data: str | bytes) -> float:
+        conn = self._conn
+        if not self._probed:
+            if data != "2" + PROBE:
+                self._give_up("no probe")
+                return 0.0
+            self._probed = True
+            self._ws.transport.write(text_frame("3" + PROBE))
+            conn.send_packet(NOOP)  # ends the pending poll
+            return 0.0
+        if data != "5":
+            self._give_up("no UPGRADE")
+            return 0.0
+        self._stop()
+        if conn.closed:
+            self._ws.close()
+            return 0.0
+        self._ws.set_sink(WebSocketReading(conn, self._shared))
+        conn.attach_websocket(self._ws)
+        return 0.0
+
+    def _stop(self) -> None:
+        self._conn.upgrading = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _give_up(self, why: str | None) -> None:
+        if why is not None:
+            log.info("failed websocket upgrade: %s", why, extra={"sid": self._conn.sid})
+        self._timer = None
+        self._stop()
+        self._ws.close()
+
+    def ended(self, error: websocket.WebSocketError | None) -> None:
+        self._stop()
+
+
+class _Nobody:
+    """The sink of a websocket for the instant before its own is set."""
+
+    def message(self, data: str | bytes) -> float:
+        return 0.0
+
+    def ended(self, error: websocket.WebSocketError | None) -> None:
+        return None
+
+
+NOBODY: Final = _Nobody()
 
 
 def header_bytes(request: web.Request) -> int:

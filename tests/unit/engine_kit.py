@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from gateway.engine import ClientEvent, CloseReason, Connection, HandshakeRequest, Transport
 from gateway.engine.connection import EngineConnection, Shared
 from gateway.engine.options import EngineOptions
+from gateway.engine.server import NOBODY
+from gateway.engine.websocket import WebSocket
 
 REQUEST = HandshakeRequest(path="/socket.io/", query="EIO=4", headers={}, remote="127.0.0.1")
 
@@ -51,6 +51,14 @@ class FakeTransport:
     def abort(self) -> None:
         self.aborted = True
 
+    def close(self) -> None:
+        self.aborted = True
+
+
+def fake_websocket(transport: FakeTransport) -> WebSocket:
+    """A real `WebSocket` protocol on a fake transport (nothing is read from it)."""
+    return WebSocket(transport, NOBODY, 1 << 20)  # type: ignore[arg-type]
+
 
 def shared(slow: list[tuple[str, str]] | None = None, **options: Any) -> Shared:
     sink = slow if slow is not None else []
@@ -75,6 +83,5 @@ def websocket_connection(
     conn = EngineConnection(state or shared(), REQUEST, Transport.WEBSOCKET, b64=False)
     conn.sid = "s1"
     conn.socket_connected = True
-    ws: Any = web.WebSocketResponse()
-    conn.attach_websocket(ws, FakeTransport(written, buffered=buffered))  # type: ignore[arg-type]
+    conn.attach_websocket(fake_websocket(FakeTransport(written, buffered=buffered)))
     return conn

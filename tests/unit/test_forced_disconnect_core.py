@@ -42,8 +42,9 @@ async def test_websocket_gets_the_reason_event_then_41_in_one_write() -> None:
     written: list[bytes] = []
     conn = websocket_connection(written)
     await conn.disconnect("banned for spam")
-    assert len(written) == 1  # one write, ahead of the close
-    data = written[0]
+    assert len(written) == 2  # one write, then the websocket close frame (1000)
+    data, close = written
+    assert close == b"\x88\x02\x03\xe8"
     event = b'42["sailcast:disconnect",{"reason":"banned for spam"}]'
     assert event in data
     assert data.index(event) < data.index(b"41", data.index(event) + len(event))

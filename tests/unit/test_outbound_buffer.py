@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
 from gateway.engine import CloseReason, event_packet
 from gateway.engine.frames import ws_frame
 from tests.unit.engine_kit import (
     Events,
     FakeTransport,
+    fake_websocket,
     polling_connection,
     shared,
     websocket_connection,
@@ -86,7 +85,7 @@ async def test_queued_packets_go_first_when_the_websocket_takes_over() -> None:
     conn.send(first)
     conn.emit("n", 2)
     written: list[bytes] = []  # the websocket arrives (an upgrade)
-    conn.attach_websocket(web.WebSocketResponse(), FakeTransport(written))  # type: ignore[arg-type]
+    conn.attach_websocket(fake_websocket(FakeTransport(written)))
     third = event_packet(b'["n",3]')
     conn.send(third)
     await asyncio.sleep(0)
