@@ -255,10 +255,12 @@ class EngineConnection:
         self._ws: WebSocket | None = None
         self._tr: asyncio.Transport | None = None
         self._direct = False
-        self._frames: list[bytes] | None = None
-        """This tick's frames (a list only while there are some)."""
+        self._frames: bytes | list[bytes] | None = None
+        """This tick's frames: its only frame, or a list from the second on (no
+        container per recipient for a tick's one message: a list per member and
+        message was most of what the collector had to count)."""
         self._frames_bytes = 0
-        """While `_frames` is a list: the transport's buffer at the tick's first frame
+        """While there are `_frames`: the transport's buffer at the tick's first frame
         plus this tick's frames, against `max_buffered_bytes`."""
         self._queue: collections.deque[Queued] | None = None
         self._queued_bytes = 0
@@ -383,7 +385,10 @@ class EngineConnection:
             if size > self._shared.max_buffered_bytes:
                 self._slow("write_buffer")
                 return
-            frames.append(frame)
+            if isinstance(frames, bytes):
+                self._frames = [frames, frame]
+            else:
+                frames.append(frame)
             self._frames_bytes = size
             return
         tr = self._tr
@@ -393,7 +398,7 @@ class EngineConnection:
         if size > self._shared.max_buffered_bytes:
             self._slow("write_buffer")
             return
-        self._frames = [frame]
+        self._frames = frame
         self._frames_bytes = size
         self._shared.coalescer.mark(self)
 
@@ -407,7 +412,7 @@ class EngineConnection:
         tr = self._tr
         if tr is None or tr.is_closing():
             return
-        tr.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        tr.write(frames if isinstance(frames, bytes) else b"".join(frames))
 
     def _slow(self, reason: str) -> None:
         if self.closed:
