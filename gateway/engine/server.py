@@ -227,10 +227,9 @@ class Engine:
         if problem is not None:
             return error_response(BAD_REQUEST, problem)
         hs = handshake_request(request, self.options.path, protocol) if conn is None else None
-        taken = websocket.take_over(request)
-        if taken is None:  # the client is gone already
+        tr = websocket.take_over(request)
+        if tr is None:  # the client is gone already
             return error_response(BAD_REQUEST, "Connection closed")
-        tr, tail = taken
         limit = self.options.max_payload_bytes
         if hs is not None:
             conn = EngineConnection(self._shared, hs, Transport.WEBSOCKET, b64=False)
@@ -240,7 +239,7 @@ class Engine:
             conn.attach_websocket(ws)
             conn.send_packet(self._open_packet(conn, []))
             conn.start_heartbeat()
-            ws.start(tail)
+            ws.start()
             if protocol == 3:  # v2 clients never send `40`: the server connects them
                 tr.pause_reading()  # what it sends meanwhile waits for the reply
                 await conn.connect_socket(None)
@@ -250,7 +249,7 @@ class Engine:
             timeout_s = self.options.ping_interval_s + self.options.ping_timeout_s
             ws = websocket.WebSocket(tr, NOBODY, limit)
             ws.set_sink(UpgradeProbe(conn, ws, self._shared, timeout_s))
-            ws.start(tail)
+            ws.start()
         return websocket.Upgraded()
 
     # -- polling ---------------------------------------------------------------------

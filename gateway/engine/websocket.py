@@ -111,19 +111,20 @@ class Upgraded(web.StreamResponse):
         return None
 
 
-def take_over(request: web.Request) -> tuple[asyncio.Transport, bytes] | None:
-    """Write the 101 and detach the transport from aiohttp: it closes nothing when the
-    handler returns and keeps no state for the connection. Returns the transport and
-    any bytes aiohttp read past the request (None: the client is already gone)."""
+def take_over(request: web.Request) -> asyncio.Transport | None:
+    """Write the 101 and detach the transport from aiohttp, through public names only:
+    it closes nothing when the handler returns and keeps no state for the connection
+    (None: the client is already gone). A client may send frames only after the 101
+    (RFC 6455 §4.1), and `WebSocket.start` follows in the same step, so no frame of
+    the client's can reach aiohttp in between."""
     tr = request.transport
     handler = request.protocol
     if tr is None or tr.is_closing():  # (uvloop's transports are no asyncio.Transport)
         return None
-    tail = bytes(getattr(handler, "_message_tail", b""))
     tr.write(switching_protocols(request.headers["Sec-WebSocket-Key"]))
     handler.transport = None  # its force_close() must not close our transport
     handler.connection_lost(None)  # the server forgets it: request, parser, timers
-    return tr, tail
+    return tr
 
 
 def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
@@ -179,11 +180,9 @@ class WebSocket(asyncio.Protocol):
         self.closed = False
         """The transport is gone."""
 
-    def start(self, tail: bytes = b"") -> None:
-        """Become the transport's protocol, and read what came with the upgrade."""
+    def start(self) -> None:
+        """Become the transport's protocol: every byte read from now on is ours."""
         self.transport.set_protocol(self)
-        if tail:
-            self.data_received(tail)
 
     def set_sink(self, sink: MessageSink) -> None:
         self._sink = sink
