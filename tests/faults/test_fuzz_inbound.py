@@ -531,6 +531,46 @@ async def test_oversized_frame_is_refused_and_counted(
         await rig.probe()
 
 
+@pytest.mark.parametrize(
+    ("frames", "code", "reason"),
+    [
+        ([(OP_TEXT, b"40", True, False, 0)], 1002, "malformed_websocket_frame"),  # unmasked
+        ([(OP_TEXT, b"40", True, True, 4)], 1002, "malformed_websocket_frame"),  # RSV1
+        ([(OP_PING, b"x" * 126, True, True, 0)], 1002, "malformed_websocket_frame"),
+        ([(OP_CONT, b"40", True, True, 0)], 1002, "malformed_websocket_frame"),
+        ([(0x3, b"40", True, True, 0)], 1002, "malformed_websocket_frame"),  # reserved
+        ([(OP_TEXT, b"\xff\xfe", True, True, 0)], 1007, "malformed_utf8"),
+    ],
+)
+async def test_a_frame_against_rfc_6455_closes_with_its_code_and_is_counted(
+    monitored_nats: MonitoredNats,
+    gateway_factory: Callable[..., GatewayProcess],
+    prefix: str,
+    frames: list[tuple[int, bytes, bool, bool, int]],
+    code: int,
+    reason: str,
+) -> None:
+    """The engine reads websocket frames itself (gateway/engine/websocket.py): what a
+    server must refuse gets the close code RFC 6455 names, one count, and nothing else
+    of the gateway's is touched."""
+    async with fuzz_rig(monitored_nats, gateway_factory, prefix) as rig:
+        ws = await RawWebSocket.open(rig.gw.port)
+        await ws.eio_connect()
+        for opcode, payload, fin, masked, rsv in frames:
+            ws.send_frame(opcode, payload, fin=fin, masked=masked, rsv=rsv)
+        got = await ws.drain(5)
+        ws.abort()
+        close = [p for op, p in got if op == OP_CLOSE]
+        assert close, f"no close frame, got {got[-3:]}"
+        assert struct.unpack("!H", close[0][:2])[0] == code
+        await wait_until(
+            lambda: rig.gw.metric(f'sailcast_gateway_refusals_total{{reason="{reason}"}}') == 1,
+            5,
+            "the refusal counted",
+        )
+        await rig.probe()
+
+
 async def test_client_event_named_connect_or_disconnect(
     monitored_nats: MonitoredNats, gateway_factory: Callable[..., GatewayProcess], prefix: str
 ) -> None:
