@@ -46,16 +46,21 @@ run(userDataDir, async function (context) {
   await a.fill('#text', 'buy milk');
   await a.click('#add button');
   await b.waitForSelector('#items li >> text=buy milk', { timeout: STEP_MS });
+  // A's own page renders on its request's answer, B's on the room's event: two paths
+  await a.waitForSelector('#items li >> text=buy milk', { timeout: STEP_MS });
   out('created', { a: await items(a), b: await items(b) });
 
   await b.check('#items li:has-text("buy milk") input[type=checkbox]');
   await a.waitForSelector('#items li.done >> text=buy milk', { timeout: STEP_MS });
+  await b.waitForSelector('#items li.done >> text=buy milk', { timeout: STEP_MS });
   out('updated', { a: await items(a), b: await items(b) });
 
   await a.click('#items li:has-text("buy milk") button');
-  await b.waitForFunction(function () {
-    return document.querySelectorAll('#items li').length === 0;
-  }, null, { timeout: STEP_MS });
+  for (const page of [b, a]) {
+    await page.waitForFunction(function () {
+      return document.querySelectorAll('#items li').length === 0;
+    }, null, { timeout: STEP_MS });
+  }
   out('destroyed', { a: await items(a), b: await items(b) });
 
   await b.close();
