@@ -16,18 +16,12 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from gateway.embedded_nats import EmbeddedNats
-
-OP_CONT: Final = 0x0
-OP_TEXT: Final = 0x1
-OP_BINARY: Final = 0x2
-OP_CLOSE: Final = 0x8
-OP_PING: Final = 0x9
-OP_PONG: Final = 0xA
+from tests.support.ws_frames import OP_CLOSE, OP_TEXT, client_frame, xor_mask
 
 
 def free_port() -> int:
@@ -283,20 +277,7 @@ class RawWebSocket:
     ) -> None:
         if self.writer.is_closing():
             return
-        first = (0x80 if fin else 0) | ((rsv & 0x7) << 4) | (opcode & 0xF)
-        n = len(payload)
-        mask_bit = 0x80 if masked else 0
-        if n < 126:
-            header = struct.pack("!BB", first, mask_bit | n)
-        elif n < 65536:
-            header = struct.pack("!BBH", first, mask_bit | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, mask_bit | 127, n)
-        if masked:
-            mask = os.urandom(4)
-            payload = _xor(payload, mask)
-            header += mask
-        self.writer.write(header + payload)
+        self.writer.write(client_frame(opcode, payload, fin=fin, masked=masked, rsv=rsv))
 
     def send_text(self, text: str | bytes) -> None:
         self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)
@@ -320,7 +301,7 @@ class RawWebSocket:
                 data = await self.reader.readexactly(n)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             return None
-        return head[0] & 0x0F, _xor(data, mask) if mask else data
+        return head[0] & 0x0F, xor_mask(data, mask) if mask else data
 
     async def recv_text(self, timeout: float = 5.0) -> str | None:
         """The next text message, answering Engine.IO pings on the way."""
@@ -375,14 +356,6 @@ class RawWebSocket:
             self.send_frame(OP_CLOSE, struct.pack("!H", 1000))
             await self.writer.drain()
         self.abort()
-
-
-def _xor(data: bytes, mask: bytes) -> bytes:
-    if not data:
-        return data
-    n = len(data)
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
 
 
 # -- a round-robin TCP balancer -------------------------------------------------------------

@@ -20,8 +20,6 @@ import aiohttp
 import pytest
 
 from tests.faults.faultkit import (
-    OP_BINARY,
-    OP_CLOSE,
     RawWebSocket,
     astatus,
     fd_count,
@@ -30,6 +28,7 @@ from tests.faults.faultkit import (
     wait_until,
 )
 from tests.helpers import GatewayProcess, connect_client
+from tests.support.ws_frames import OP_BINARY, OP_CLOSE
 
 pytestmark = pytest.mark.integration
 

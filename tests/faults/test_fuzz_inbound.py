@@ -33,12 +33,6 @@ from hypothesis import strategies as st
 
 from publisher import Publisher
 from tests.faults.faultkit import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONT,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
     HandshakeRefused,
     MonitoredNats,
     RawWebSocket,
@@ -47,6 +41,7 @@ from tests.faults.faultkit import (
     wait_until,
 )
 from tests.helpers import GatewayProcess, RecordingClient, connect_client
+from tests.support.ws_frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 pytestmark = pytest.mark.integration
 

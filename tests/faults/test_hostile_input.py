@@ -21,8 +21,9 @@ import pytest
 import socketio
 
 from gateway.embedded_nats import EmbeddedNats
-from tests.faults.faultkit import OP_TEXT, RawWebSocket, wait_until
+from tests.faults.faultkit import RawWebSocket, wait_until
 from tests.helpers import GatewayProcess
+from tests.support.ws_frames import OP_TEXT
 
 pytestmark = pytest.mark.integration
 

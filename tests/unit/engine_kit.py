@@ -31,12 +31,15 @@ class Events:
 
 
 class FakeTransport:
-    """What a connection uses of asyncio.Transport: a write buffer that never drains."""
+    """What a connection and its websocket use of asyncio.Transport: a write buffer that
+    never drains, closing (`close` waits for nothing here) and paused reading."""
 
     def __init__(self, written: list[bytes], *, buffered: int = 0) -> None:
         self.written = written
         self.buffered = buffered
         self.aborted = False
+        self.closed = False
+        self.paused = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -46,13 +49,22 @@ class FakeTransport:
         return self.buffered
 
     def is_closing(self) -> bool:
-        return self.aborted
+        return self.closed or self.aborted
 
     def abort(self) -> None:
         self.aborted = True
 
     def close(self) -> None:
-        self.aborted = True
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def set_protocol(self, protocol: object) -> None:
+        return None
 
 
 def fake_websocket(transport: FakeTransport) -> WebSocket:

@@ -5,7 +5,6 @@ sink's pauses honoured. A fake transport: no I/O."""
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 
 import pytest
@@ -16,36 +15,15 @@ from gateway.engine import websocket as wsm
 from gateway.engine.server import WebSocketReading
 from gateway.engine.websocket import WebSocket, WebSocketError
 from gateway.settings import InboundSettings
-from tests.unit.engine_kit import shared, websocket_connection
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-        self.aborted = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def set_protocol(self, protocol: object) -> None:
-        return None
+from tests.support.ws_frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_TEXT,
+    client_frame,
+)
+from tests.unit.engine_kit import FakeTransport, shared, websocket_connection
 
 
 class Sink:
@@ -66,24 +44,12 @@ class Sink:
         self.ends.append(error)
 
 
-def frame(payload: bytes, opcode: int = 0x1, *, fin: bool = True, mask: bool = True) -> bytes:
-    """A client frame: masked (as clients must) unless told otherwise."""
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, (0x80 if mask else 0) | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, n)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+def frame(payload: bytes, opcode: int = OP_TEXT, *, fin: bool = True, mask: bool = True) -> bytes:
+    return client_frame(opcode, payload, fin=fin, masked=mask)
 
 
-def opened(max_message: int = 1 << 20) -> tuple[WebSocket, Transport, Sink]:
-    tr = Transport()
+def opened(max_message: int = 1 << 20) -> tuple[WebSocket, FakeTransport, Sink]:
+    tr = FakeTransport([])
     sink = Sink()
     ws = WebSocket(tr, sink, max_message)  # type: ignore[arg-type]
     ws.start()
@@ -107,7 +73,9 @@ def test_unmask_is_xor_with_the_repeated_key(payload: bytes, key: bytes) -> None
 async def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut(
     messages: list[str | bytes], data: st.DataObject
 ) -> None:
-    stream = b"".join(frame(m.encode()) if isinstance(m, str) else frame(m, 0x2) for m in messages)
+    stream = b"".join(
+        frame(m.encode()) if isinstance(m, str) else frame(m, OP_BINARY) for m in messages
+    )
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     ws, _, sink = opened()
     start = 0
@@ -121,14 +89,16 @@ async def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut(
 
 def test_fragments_are_joined_and_pings_between_them_answered() -> None:
     ws, tr, sink = opened()
-    ws.data_received(frame(b'42["a",', fin=False) + frame(b"ping!", 0x9) + frame(b"1]", 0x0))
+    ws.data_received(
+        frame(b'42["a",', fin=False) + frame(b"ping!", OP_PING) + frame(b"1]", OP_CONT)
+    )
     assert sink.got == ['42["a",1]']
     assert tr.written == [b"\x8a\x05ping!"]  # the pong carries the ping's payload
 
 
 def test_a_client_close_is_answered_and_the_transport_closed() -> None:
     ws, tr, sink = opened()
-    ws.data_received(frame(struct.pack("!H", 1001), 0x8))
+    ws.data_received(frame(struct.pack("!H", 1001), OP_CLOSE))
     assert tr.written == [b"\x88\x02\x03\xe9"]
     assert tr.closed
     ws.connection_lost(None)
@@ -139,15 +109,15 @@ def test_a_client_close_is_answered_and_the_transport_closed() -> None:
     ("raw", "code"),
     [
         (frame(b"42[]", mask=False), wsm.PROTOCOL_ERROR),  # clients must mask
-        (frame(b"x", 0x1 | 0x40), wsm.PROTOCOL_ERROR),  # RSV1: no deflate agreed
-        (frame(b"x" * 126, 0x9), wsm.PROTOCOL_ERROR),  # control frame over 125
-        (frame(b"x", 0x9, fin=False), wsm.PROTOCOL_ERROR),  # fragmented control frame
+        (client_frame(OP_TEXT, b"x", rsv=4), wsm.PROTOCOL_ERROR),  # RSV1: no deflate agreed
+        (frame(b"x" * 126, OP_PING), wsm.PROTOCOL_ERROR),  # control frame over 125
+        (frame(b"x", OP_PING, fin=False), wsm.PROTOCOL_ERROR),  # fragmented control frame
         (frame(b"x", 0x3), wsm.PROTOCOL_ERROR),  # reserved opcode
-        (frame(b"x", 0x0), wsm.PROTOCOL_ERROR),  # continuation of nothing
+        (frame(b"x", OP_CONT), wsm.PROTOCOL_ERROR),  # continuation of nothing
         (frame(b"a", fin=False) + frame(b"b"), wsm.PROTOCOL_ERROR),  # a message inside one
         (frame(b"\xff\xfe"), wsm.INVALID_TEXT),
         (frame(b"y" * 101), wsm.MESSAGE_TOO_BIG),
-        (frame(b"y" * 60, fin=False) + frame(b"y" * 41, 0x0), wsm.MESSAGE_TOO_BIG),
+        (frame(b"y" * 60, fin=False) + frame(b"y" * 41, OP_CONT), wsm.MESSAGE_TOO_BIG),
     ],
 )
 def test_violations_close_with_their_code(raw: bytes, code: int) -> None:
@@ -168,7 +138,7 @@ def test_a_huge_length_is_refused_before_its_bytes_arrive() -> None:
 
 
 async def test_a_pause_asked_by_the_sink_holds_the_message_and_reading() -> None:
-    tr = Transport()
+    tr = FakeTransport([])
     sink = Sink(waits=[0.05])
     ws = WebSocket(tr, sink, 1 << 20)  # type: ignore[arg-type]
     ws.start()
@@ -204,7 +174,7 @@ async def test_our_close_waits_for_the_answer_then_aborts() -> None:
 async def test_our_close_ends_when_the_client_answers() -> None:
     ws, tr, _ = opened()
     ws.close()
-    ws.data_received(frame(struct.pack("!H", 1000), 0x8))
+    ws.data_received(frame(struct.pack("!H", 1000), OP_CLOSE))
     assert tr.closed
     assert len(tr.written) == 1
 
